@@ -1,0 +1,46 @@
+"""The public serving contract of the ``larr`` ensemble, stated once.
+
+Export builds every ``config.pbtxt`` from these names; the gRPC client imports them; the python-backend
+models read their own tensor names from ``args["model_config"]``, never from here.
+Importable without torch.
+"""
+
+from __future__ import annotations
+
+ENSEMBLE_NAME = "larr"
+FEATURE_CACHE_MODEL = "feature_cache"
+EMBEDDER_MODEL = "embedder"
+CTR_MODEL = "ctr"
+FULLTEXT_ENSEMBLE_NAME = "larr_fulltext"
+
+# Ensemble inputs / outputs (what clients send and receive).
+SCENE_TEXT = "SCENE_TEXT"  # BYTES [K]: UTF-8, one text per scene feature, in the published feature order
+USER_ID = "USER_ID"  # INT64 [1]
+ITEM_IDS = "ITEM_IDS"  # INT64 [N]: candidate items
+CTR = "CTR"  # FP32 [N]: click probabilities, same order as ITEM_IDS
+
+# Internal tensors between the ensemble steps.
+SCENE_EMB = "SCENE_EMB"  # FP32 [K, D]
+INPUT_IDS = "input_ids"  # INT64 [B, T], right padded
+ATTENTION_MASK = "attention_mask"  # INT64 [B, T]
+EMBEDDING = "embedding"  # FP32 [B, D], L2-normalised
+
+# Model-config parameters the repository publishes (string values; lists are JSON).
+PARAM_SCENE_FEATURES = "scene_features"
+PARAM_MAX_CANDIDATES = "max_candidates"
+PARAM_EMBEDDER_VERSION = "embedder_version"
+SCENE_IDS = "SCENE_IDS"  # INT64 [K]: each scene text's field index in the CTR model's vocabulary (0 = unseen)
+
+# Parameters of the internal models (read by the python-backend adapters from args["model_config"]).
+PARAM_CACHE_CAPACITY = "cache_capacity"  # feature_cache: LRU bound, in entries
+PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS calls go to
+PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)
+PARAM_RUNTIME = "runtime"  # embedder / ctr: "onnxruntime" | "torch"
+PARAM_DEVICE = "device"  # embedder / ctr: "cpu" | "cuda" (| "cuda:N")
+PARAM_MODEL_FILE = "model_file"  # embedder / ctr: file (or folder for runtime torch) in the version folder
+PARAM_INTRA_OP_THREADS = "intra_op_threads"  # embedder / ctr: ONNX Runtime / torch threads, 0 = default
+
+# Files in the version folders.
+TOKENIZER_FILE = "tokenizer.json"
+EMBEDDING_CONFIG_FILE = "embedding_config.json"
+SCENE_VOCAB_FILE = "scene_vocab.json"  # {"fields": [...scene features...], "values": [[texts of field 1], ...]}

@@ -1,0 +1,264 @@
+"""The on-disk dataset schema, its loader and its validation.
+
+A dataset is a folder::
+
+    dataset.json        {"name": str, "scene_features": [str, ...], "num_users": int, "num_items": int}
+    items.csv           item_id,name,category,description
+    train.csv           user_id,item_id,label,timestamp,<scene feature 1>,...,<scene feature K>
+    valid.csv           same columns as train.csv
+    test.csv            same columns as train.csv
+    knowledge.txt       optional: extra plain-text documents for the stage-1 corpus, one per line
+
+Rules (checked on load, errors name the file, line and column):
+
+* ids are integers in ``[0, num_users)`` / ``[0, num_items)``; every interaction's item is in items.csv;
+* ``label`` is 0 or 1; ``timestamp`` is an integer or empty;
+* every scene feature named in dataset.json is a column, its text is non-empty UTF-8.
+
+CSV is the format (RFC 4180 quoting, UTF-8, header row). Loading is pure Python + NumPy (no torch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+INTERACTION_ID_COLUMNS = ("user_id", "item_id", "label", "timestamp")
+ITEM_COLUMNS = ("item_id", "name", "category", "description")
+
+
+class DataValidationError(ValueError):
+    """A dataset file breaks the schema; the message names file, line and column."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    scene_features: tuple[str, ...]
+    num_users: int
+    num_items: int
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "scene_features": list(self.scene_features),
+            "num_users": self.num_users,
+            "num_items": self.num_items,
+        }
+
+
+@dataclass
+class Items:
+    """Item table, row ``i`` is item id ``i`` (ids are dense)."""
+
+    name: list[str]
+    category: list[str]
+    description: list[str]
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+
+@dataclass
+class Interactions:
+    """One split. ``scene[k][n]`` is the text of scene feature ``k`` in row ``n``."""
+
+    user_id: np.ndarray  # (N,) int64
+    item_id: np.ndarray  # (N,) int64
+    label: np.ndarray  # (N,) float32, 0/1
+    timestamp: np.ndarray  # (N,) int64, -1 when absent
+    scene: list[list[str]]  # K lists of N texts
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def scene_row(self, n: int) -> list[str]:
+        return [column[n] for column in self.scene]
+
+    def subset(self, rows: np.ndarray) -> "Interactions":
+        return Interactions(
+            user_id=self.user_id[rows],
+            item_id=self.item_id[rows],
+            label=self.label[rows],
+            timestamp=self.timestamp[rows],
+            scene=[[column[i] for i in rows] for column in self.scene],
+        )
+
+
+@dataclass
+class Dataset:
+    info: DatasetInfo
+    items: Items
+    splits: dict[str, Interactions]
+    knowledge: list[str] = field(default_factory=list)
+
+    @property
+    def train(self) -> Interactions:
+        return self.splits["train"]
+
+    @property
+    def valid(self) -> Interactions:
+        return self.splits["valid"]
+
+    @property
+    def test(self) -> Interactions:
+        return self.splits["test"]
+
+
+def interaction_columns(scene_features: tuple[str, ...] | list[str]) -> list[str]:
+    return [*INTERACTION_ID_COLUMNS, *scene_features]
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_dataset_info(root: str | Path) -> DatasetInfo:
+    path = Path(root) / "dataset.json"
+    if not path.exists():
+        raise DataValidationError(f"{path}: missing (is {root} a dataset folder? create one with `larr data synth`)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataValidationError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    for key, kind in (("name", str), ("scene_features", list), ("num_users", int), ("num_items", int)):
+        if not isinstance(raw.get(key), kind):
+            raise DataValidationError(f"{path}: field '{key}' must be a {kind.__name__}")
+    features = tuple(raw["scene_features"])
+    if not features or not all(isinstance(f, str) and f.isidentifier() for f in features):
+        raise DataValidationError(f"{path}: 'scene_features' must be a non-empty list of identifiers")
+    if len(set(features)) != len(features):
+        raise DataValidationError(f"{path}: 'scene_features' has duplicates")
+    reserved = set(INTERACTION_ID_COLUMNS) & set(features)
+    if reserved:
+        raise DataValidationError(f"{path}: scene feature names {sorted(reserved)} clash with id columns")
+    return DatasetInfo(raw["name"], features, raw["num_users"], raw["num_items"])
+
+
+def load_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
+    """Load and validate a dataset folder. Raises :class:`DataValidationError` naming file/line/column."""
+    root = Path(root)
+    info = load_dataset_info(root)
+    items = load_items(root / "items.csv", info.num_items)
+    loaded = {split: load_interactions(root / f"{split}.csv", info) for split in splits}
+    knowledge_path = root / "knowledge.txt"
+    knowledge = []
+    if knowledge_path.exists():
+        knowledge = [line.strip() for line in knowledge_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return Dataset(info=info, items=items, splits=loaded, knowledge=knowledge)
+
+
+def _read_rows(path: Path, expected_columns: list[str]):
+    """Yield (line_number, row dict) after checking the header; errors name the file and line."""
+    if not path.exists():
+        raise DataValidationError(f"{path}: missing")
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+        with handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise DataValidationError(f"{path}: empty file, expected header {','.join(expected_columns)}")
+            missing = [c for c in expected_columns if c not in header]
+            if missing:
+                raise DataValidationError(f"{path}: line 1: missing column(s) {missing}; header is {header}")
+            index = {name: header.index(name) for name in expected_columns}
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DataValidationError(
+                        f"{path}: line {line}: {len(row)} fields, the header has {len(header)}"
+                    )
+                yield line, {name: row[i] for name, i in index.items()}
+    except UnicodeDecodeError as err:
+        raise DataValidationError(f"{path}: not valid UTF-8 at byte {err.start}") from None
+    except csv.Error as err:
+        raise DataValidationError(f"{path}: CSV error: {err}") from None
+
+
+def _parse_int(path: Path, line: int, column: str, value: str, low: int, high: int | None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise DataValidationError(f"{path}: line {line}: column '{column}': '{value}' is not an integer") from None
+    if number < low or (high is not None and number >= high):
+        bound = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise DataValidationError(f"{path}: line {line}: column '{column}': {number} is outside {bound}")
+    return number
+
+
+def load_items(path: Path, num_items: int) -> Items:
+    names: list[str | None] = [None] * num_items
+    categories: list[str] = [""] * num_items
+    descriptions: list[str] = [""] * num_items
+    for line, row in _read_rows(path, list(ITEM_COLUMNS)):
+        item = _parse_int(path, line, "item_id", row["item_id"], 0, num_items)
+        if names[item] is not None:
+            raise DataValidationError(f"{path}: line {line}: column 'item_id': duplicate id {item}")
+        if not row["name"].strip():
+            raise DataValidationError(f"{path}: line {line}: column 'name': empty")
+        names[item] = row["name"]
+        categories[item] = row["category"]
+        descriptions[item] = row["description"]
+    absent = [i for i, n in enumerate(names) if n is None]
+    if absent:
+        raise DataValidationError(f"{path}: {len(absent)} of {num_items} item ids have no row (first: {absent[0]})")
+    return Items(name=[str(n) for n in names], category=categories, description=descriptions)
+
+
+def load_interactions(path: Path, info: DatasetInfo) -> Interactions:
+    users, items, labels, stamps = [], [], [], []
+    scene: list[list[str]] = [[] for _ in info.scene_features]
+    for line, row in _read_rows(path, interaction_columns(info.scene_features)):
+        users.append(_parse_int(path, line, "user_id", row["user_id"], 0, info.num_users))
+        items.append(_parse_int(path, line, "item_id", row["item_id"], 0, info.num_items))
+        if row["label"] not in ("0", "1"):
+            raise DataValidationError(f"{path}: line {line}: column 'label': '{row['label']}' is not 0 or 1")
+        labels.append(float(row["label"]))
+        stamps.append(_parse_int(path, line, "timestamp", row["timestamp"], 0, None) if row["timestamp"] else -1)
+        for k, feature in enumerate(info.scene_features):
+            text = row[feature]
+            if not text.strip():
+                raise DataValidationError(f"{path}: line {line}: column '{feature}': empty scene text")
+            scene[k].append(text)
+    if not users:
+        raise DataValidationError(f"{path}: no rows")
+    return Interactions(
+        user_id=np.asarray(users, dtype=np.int64),
+        item_id=np.asarray(items, dtype=np.int64),
+        label=np.asarray(labels, dtype=np.float32),
+        timestamp=np.asarray(stamps, dtype=np.int64),
+        scene=scene,
+    )
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def write_dataset(root: str | Path, dataset: Dataset) -> None:
+    """Write ``dataset`` in the schema above (used by generators and converters)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps(dataset.info.to_json(), indent=2) + "\n", encoding="utf-8")
+    with (root / "items.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ITEM_COLUMNS)
+        for i in range(len(dataset.items)):
+            writer.writerow([i, dataset.items.name[i], dataset.items.category[i], dataset.items.description[i]])
+    for split, rows in dataset.splits.items():
+        with (root / f"{split}.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(interaction_columns(dataset.info.scene_features))
+            for n in range(len(rows)):
+                stamp = "" if rows.timestamp[n] < 0 else int(rows.timestamp[n])
+                writer.writerow(
+                    [int(rows.user_id[n]), int(rows.item_id[n]), int(rows.label[n]), stamp, *rows.scene_row(n)]
+                )
+    if dataset.knowledge:
+        (root / "knowledge.txt").write_text("\n".join(dataset.knowledge) + "\n", encoding="utf-8")

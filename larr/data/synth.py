@@ -1,0 +1,372 @@
+"""A seeded synthetic food-delivery world whose clicks depend on what the scene *means*.
+
+``larr data synth --out DIR`` writes it in the project schema (see :mod:`larr.data.schema`).
+
+The world
+---------
+* **Shops** (items) belong to one of 12 categories; each category carries *traits* ("hot", "cold",
+  "morning", "late", "group", "healthy", …). Names and descriptions are generated from the category
+  and its traits ("steaming bowls that warm you up on a cold or rainy day").
+* **Scenes** have K = 5 features — ``time_slot``, ``weather``, ``place``, ``recent_search``,
+  ``recent_clicks`` — each drawn as a latent *concept* (e.g. weather = rain) and written as one of
+  several paraphrases ("downpour", "heavy rain", "rainy evening"). Each concept keeps two paraphrases
+  out of train/valid; in the test split a feature uses a held-out paraphrase with probability
+  ``unseen_paraphrase_rate``, so a model has to understand the text, not memorise the string.
+  ``recent_clicks`` names 1–2 shops the user just looked at.
+* **Clicks**: ``logit = bias + taste[user, category] + <u_user, v_shop> + quality[shop]
+  + scene_strength * Σ_features trait_weight(concept, shop traits)
+  + search_bonus * [searched category == shop category] + click_bonus * [recently clicked category]``.
+  The scene term needs the *meaning* of the concept; ID-only models see opaque strings.
+* **knowledge.txt** stands in for what a pretrained LLM already knows about the world (a tiny model
+  trained from scratch knows nothing): plain sentences that relate every paraphrase — including the
+  held-out ones — to its meaning ("a downpour means rainy weather; people want hot soup"). It carries
+  no user, click or label information, only general language, and goes into the stage-1 corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from larr.data.schema import Dataset, DatasetInfo, Interactions, Items
+
+SCENE_FEATURES = ("time_slot", "weather", "place", "recent_search", "recent_clicks")
+
+# category -> traits
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "noodles": ("hot", "lunch", "comfort"),
+    "hotpot": ("hot", "dinner", "group", "comfort"),
+    "soup": ("hot", "comfort", "light"),
+    "coffee": ("morning", "drink", "work"),
+    "bubble tea": ("cold", "drink", "sweet", "afternoon"),
+    "bakery": ("morning", "sweet", "light"),
+    "burgers": ("fast", "lunch", "late"),
+    "pizza": ("group", "dinner", "late"),
+    "salad": ("healthy", "light", "cold", "lunch"),
+    "barbecue skewers": ("late", "group", "dinner"),
+    "ice cream": ("cold", "sweet", "afternoon"),
+    "sushi": ("healthy", "lunch", "dinner"),
+}
+
+TRAIT_PHRASES: dict[str, tuple[str, ...]] = {
+    "hot": ("steaming hot dishes that warm you up on a cold or rainy day", "served piping hot"),
+    "cold": ("chilled and refreshing, perfect on a hot summer day", "served ice cold"),
+    "comfort": ("hearty comfort food", "cosy meals for staying in"),
+    "morning": ("open early for breakfast", "the best way to start the morning"),
+    "lunch": ("quick lunch sets", "a popular lunch spot"),
+    "dinner": ("a full dinner menu", "great for an evening meal"),
+    "afternoon": ("an afternoon treat", "a favourite afternoon break"),
+    "late": ("open late into the night", "a midnight snack favourite"),
+    "group": ("big portions to share with friends", "party platters for groups"),
+    "healthy": ("light and healthy choices", "fresh, low calorie and good after a workout"),
+    "light": ("a light meal", "easy on the stomach"),
+    "fast": ("fast food delivered in minutes", "quick and filling"),
+    "drink": ("freshly made drinks", "drinks to go"),
+    "work": ("fuel for a busy working day", "a favourite at the office"),
+    "sweet": ("sweet treats and desserts", "for people with a sweet tooth"),
+}
+
+CATEGORY_NOUNS: dict[str, tuple[str, ...]] = {
+    "noodles": ("Noodle House", "Ramen Bar", "Noodle Kitchen", "Pho Corner"),
+    "hotpot": ("Hotpot", "Hot Pot Garden", "Hotpot Palace"),
+    "soup": ("Soup Kitchen", "Broth Bar", "Soup Pot"),
+    "coffee": ("Coffee", "Espresso Bar", "Coffee Roasters"),
+    "bubble tea": ("Bubble Tea", "Milk Tea", "Boba Shop"),
+    "bakery": ("Bakery", "Bread House", "Pastry Shop"),
+    "burgers": ("Burgers", "Burger Joint", "Grill Burgers"),
+    "pizza": ("Pizza", "Pizzeria", "Pizza Oven"),
+    "salad": ("Salad Bar", "Green Bowl", "Salads"),
+    "barbecue skewers": ("BBQ Skewers", "Barbecue", "Skewer House"),
+    "ice cream": ("Ice Cream", "Gelato", "Frozen Treats"),
+    "sushi": ("Sushi", "Sushi Bar", "Maki House"),
+}
+
+NAME_PREFIXES = (
+    "Golden", "Uncle Li's", "Happy", "Red Lantern", "Lucky", "Old Town", "Jade", "Sunny", "Blue Door",
+    "Corner", "Grandma's", "Little", "Urban", "Royal", "Twin Dragon", "Maple", "Silver", "Harbour",
+    "Northside", "Lotus", "Panda", "Tiger", "Star", "Moonlight",
+)
+
+# feature -> concept -> (trait weights, paraphrases: the last two are held out of train/valid)
+Concept = tuple[dict[str, float], tuple[str, ...]]
+SCENE_CONCEPTS: dict[str, dict[str, Concept]] = {
+    "time_slot": {
+        "morning": ({"morning": 2.0, "drink": 0.5, "late": -1.0, "group": -0.5},
+                    ("early morning", "breakfast time", "7 am", "morning commute", "sunrise", "dawn")),
+        "noon": ({"lunch": 1.5, "fast": 0.5, "morning": -0.5},
+                 ("lunch time", "noon", "midday", "12 pm lunch break", "around midday", "lunch hour")),
+        "afternoon": ({"afternoon": 1.5, "sweet": 0.7, "drink": 0.5},
+                      ("afternoon", "3 pm", "tea time", "mid afternoon", "after lunch break", "late afternoon")),
+        "evening": ({"dinner": 1.5, "group": 0.5, "morning": -0.7},
+                    ("evening", "dinner time", "7 pm", "after work", "early evening", "supper time")),
+        "night": ({"late": 2.0, "morning": -1.0, "healthy": -0.5},
+                  ("late night", "midnight", "after midnight", "1 am", "small hours", "night owl hours")),
+    },
+    "weather": {
+        "rain": ({"hot": 1.5, "comfort": 1.0, "cold": -1.5},
+                 ("heavy rain", "rainy", "light rain", "rain showers", "downpour", "pouring rain")),
+        "heat": ({"cold": 2.0, "hot": -1.5, "light": 0.5},
+                 ("hot and sunny", "heatwave", "scorching", "very hot", "sweltering", "boiling hot")),
+        "cold": ({"hot": 1.5, "comfort": 0.8, "cold": -1.5},
+                 ("cold", "freezing", "chilly", "icy wind", "frosty", "bitter cold")),
+        "mild": ({"healthy": 0.3, "group": 0.2},
+                 ("mild", "pleasant", "sunny and mild", "clear skies", "fair weather", "nice weather")),
+        "snow": ({"hot": 2.0, "comfort": 1.2, "cold": -2.0},
+                 ("snowing", "heavy snow", "snowfall", "light snow", "blizzard", "snow storm")),
+    },
+    "place": {
+        "office": ({"work": 1.5, "fast": 0.8, "light": 0.5, "group": -0.5},
+                   ("office", "at work", "workplace", "office tower", "coworking space", "company desk")),
+        "home": ({"comfort": 0.8, "group": 0.3},
+                 ("home", "at home", "apartment", "my flat", "house", "living room")),
+        "campus": ({"sweet": 0.8, "fast": 0.8, "drink": 0.5},
+                   ("campus", "university", "dorm", "college library", "student hall", "lecture hall")),
+        "gym": ({"healthy": 2.0, "light": 1.0, "sweet": -1.5, "fast": -1.0},
+                ("gym", "fitness center", "after workout", "yoga studio", "training session", "running track")),
+        "party": ({"group": 2.0, "late": 0.5, "healthy": -0.5},
+                  ("party", "friends gathering", "birthday party", "house party", "game night", "celebration")),
+    },
+}
+
+# category -> search queries (the last two are held out of train/valid)
+SEARCH_QUERIES: dict[str, tuple[str, ...]] = {
+    "noodles": ("noodles", "ramen", "beef noodle soup", "spicy noodles", "udon", "pho"),
+    "hotpot": ("hotpot", "hot pot", "spicy hotpot", "mala hotpot", "fondue broth", "shabu shabu"),
+    "soup": ("soup", "chicken soup", "tomato soup", "hot soup", "broth", "miso soup"),
+    "coffee": ("coffee", "latte", "americano", "espresso", "cappuccino", "flat white"),
+    "bubble tea": ("bubble tea", "milk tea", "boba", "taro milk tea", "pearl tea", "brown sugar boba"),
+    "bakery": ("bread", "croissant", "pastry", "bakery", "bagel", "muffin"),
+    "burgers": ("burger", "cheeseburger", "fries", "fried chicken burger", "double burger", "chicken nuggets"),
+    "pizza": ("pizza", "pepperoni pizza", "margherita", "cheese pizza", "calzone", "pizza slice"),
+    "salad": ("salad", "caesar salad", "healthy bowl", "greens", "poke bowl", "quinoa salad"),
+    "barbecue skewers": ("bbq", "skewers", "grilled lamb", "barbecue", "kebab", "yakitori"),
+    "ice cream": ("ice cream", "gelato", "sundae", "frozen yogurt", "soft serve", "milkshake"),
+    "sushi": ("sushi", "sashimi", "maki rolls", "salmon sushi", "nigiri", "california roll"),
+}
+
+CONCEPT_GLOSS = {
+    ("time_slot", "morning"): "the morning, time for breakfast",
+    ("time_slot", "noon"): "noon, time for lunch",
+    ("time_slot", "afternoon"): "the afternoon, time for a snack or a drink",
+    ("time_slot", "evening"): "the evening, time for dinner",
+    ("time_slot", "night"): "late at night, time for a midnight snack",
+    ("weather", "rain"): "rainy weather, wet outside",
+    ("weather", "heat"): "hot weather, a hot summer day",
+    ("weather", "cold"): "cold weather, a cold winter day",
+    ("weather", "mild"): "mild weather, neither hot nor cold",
+    ("weather", "snow"): "snowy weather, freezing cold outside",
+    ("place", "office"): "being at work in an office",
+    ("place", "home"): "being at home",
+    ("place", "campus"): "being a student on campus",
+    ("place", "gym"): "doing sport and exercise",
+    ("place", "party"): "a party with a group of friends",
+}
+
+TRAIT_WANTS = {
+    "hot": "hot food like soup, noodles and hotpot",
+    "cold": "cold things like ice cream, iced drinks and salad",
+    "comfort": "hearty comfort food",
+    "morning": "breakfast, coffee and pastries",
+    "lunch": "a quick lunch",
+    "dinner": "a full dinner",
+    "afternoon": "an afternoon treat",
+    "late": "a late night snack like burgers, pizza or barbecue skewers",
+    "group": "food to share like pizza, hotpot and barbecue",
+    "healthy": "light and healthy food like salad and sushi",
+    "light": "a light meal",
+    "fast": "fast food",
+    "drink": "a drink like coffee or bubble tea",
+    "work": "coffee to stay focused",
+    "sweet": "something sweet like desserts and bubble tea",
+}
+
+
+@dataclass
+class SynthConfig:
+    """Size and difficulty of the synthetic world."""
+
+    seed: int = field(default=2024, metadata={"help": "everything below is drawn from this seed"})
+    num_users: int = field(default=400, metadata={"help": "users"})
+    shops_per_category: int = field(default=16, metadata={"help": "shops (items) per each of the 12 categories"})
+    train_rows: int = field(default=60_000, metadata={"help": "impressions in train.csv"})
+    valid_rows: int = field(default=8_000, metadata={"help": "impressions in valid.csv"})
+    test_rows: int = field(default=12_000, metadata={"help": "impressions in test.csv"})
+    unseen_paraphrase_rate: float = field(
+        default=0.5, metadata={"help": "test only: chance a feature is written with a held-out paraphrase"}
+    )
+    held_out_per_concept: int = field(default=2, metadata={"help": "paraphrases per concept kept out of train"})
+    scene_strength: float = field(default=1.0, metadata={"help": "scale of the scene-semantics click term"})
+    search_bonus: float = field(default=2.0, metadata={"help": "logit bonus: shop in the searched category"})
+    click_bonus: float = field(default=1.0, metadata={"help": "logit bonus: shop in a recently clicked category"})
+    taste_scale: float = field(default=0.8, metadata={"help": "std of user x category taste"})
+    latent_scale: float = field(default=0.5, metadata={"help": "scale of the user x shop latent affinity"})
+    bias: float = field(default=-2.2, metadata={"help": "global logit bias (sets the click rate)"})
+
+
+@dataclass
+class _World:
+    shop_category: np.ndarray  # (I,) category index
+    names: list[str]
+    descriptions: list[str]
+    taste: np.ndarray  # (U, C)
+    user_latent: np.ndarray  # (U, 8)
+    shop_latent: np.ndarray  # (I, 8)
+    quality: np.ndarray  # (I,)
+    trait_matrix: np.ndarray  # (C, T) 0/1
+
+
+def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
+    categories = list(CATEGORIES)
+    traits = list(TRAIT_PHRASES)
+    trait_matrix = np.array([[t in CATEGORIES[c] for t in traits] for c in categories], dtype=np.float64)
+    names, descriptions, shop_category = [], [], []
+    used = set()
+    for c, category in enumerate(categories):
+        for _ in range(config.shops_per_category):
+            while True:
+                name = f"{rng.choice(NAME_PREFIXES)} {rng.choice(CATEGORY_NOUNS[category])}"
+                if name not in used:
+                    break
+                name = f"{name} {int(rng.integers(2, 99))}"
+                if name not in used:
+                    break
+            used.add(name)
+            phrases = [str(rng.choice(TRAIT_PHRASES[t])) for t in CATEGORIES[category]]
+            rng.shuffle(phrases)
+            descriptions.append(f"{category} shop: " + "; ".join(phrases) + ".")
+            names.append(name)
+            shop_category.append(c)
+    num_items = len(names)
+    return _World(
+        shop_category=np.asarray(shop_category),
+        names=names,
+        descriptions=descriptions,
+        taste=rng.normal(0.0, config.taste_scale, size=(config.num_users, len(categories))),
+        user_latent=rng.normal(0.0, 1.0, size=(config.num_users, 8)) / np.sqrt(8),
+        shop_latent=rng.normal(0.0, 1.0, size=(num_items, 8)),
+        quality=rng.normal(0.0, 0.4, size=num_items),
+        trait_matrix=trait_matrix,
+    )
+
+
+def _concept_category_effect() -> dict[str, np.ndarray]:
+    """feature -> (num_concepts, C) logit effect of each concept on each category."""
+    traits = list(TRAIT_PHRASES)
+    effects = {}
+    for feature, concepts in SCENE_CONCEPTS.items():
+        rows = []
+        for weights, _ in concepts.values():
+            trait_weights = np.array([weights.get(t, 0.0) for t in traits])
+            rows.append(np.array([[t in CATEGORIES[c] for t in traits] for c in CATEGORIES], float) @ trait_weights)
+        effects[feature] = np.stack(rows)
+    return effects
+
+
+def _paraphrase(options: tuple[str, ...], held_out: int, use_held_out: bool, rng: np.random.Generator) -> str:
+    pool = options[-held_out:] if use_held_out else options[: len(options) - held_out]
+    return str(rng.choice(pool))
+
+
+def _sample_split(
+    rows: int, unseen_rate: float, world: _World, config: SynthConfig, rng: np.random.Generator
+) -> Interactions:
+    categories = list(CATEGORIES)
+    effects = _concept_category_effect()
+    concept_features = list(SCENE_CONCEPTS)
+    num_items = len(world.names)
+    users = rng.integers(0, config.num_users, size=rows)
+    items = rng.integers(0, num_items, size=rows)
+    scene: list[list[str]] = [[] for _ in SCENE_FEATURES]
+    logits = np.empty(rows)
+    for n in range(rows):
+        user, item = users[n], items[n]
+        category = world.shop_category[item]
+        scene_term = 0.0
+        for k, feature in enumerate(concept_features):
+            concept_names = list(SCENE_CONCEPTS[feature])
+            concept = int(rng.integers(len(concept_names)))
+            scene_term += effects[feature][concept, category]
+            options = SCENE_CONCEPTS[feature][concept_names[concept]][1]
+            held = rng.random() < unseen_rate
+            scene[k].append(_paraphrase(options, config.held_out_per_concept, held, rng))
+        # the user searched for a category they like (softmax over taste)
+        preference = np.exp(world.taste[user] - world.taste[user].max())
+        searched = int(rng.choice(len(categories), p=preference / preference.sum()))
+        held = rng.random() < unseen_rate
+        scene[3].append(
+            _paraphrase(SEARCH_QUERIES[categories[searched]], config.held_out_per_concept, held, rng)
+        )
+        # recently clicked shops: 1-2 shops, half of the time from the searched category
+        clicked = []
+        for _ in range(int(rng.integers(1, 3))):
+            if rng.random() < 0.5:
+                pool = np.flatnonzero(world.shop_category == searched)
+            else:
+                pool = np.arange(num_items)
+            clicked.append(int(rng.choice(pool)))
+        scene[4].append(", ".join(world.names[s] for s in clicked))
+        clicked_categories = {int(world.shop_category[s]) for s in clicked}
+        logits[n] = (
+            config.bias
+            + world.taste[user, category]
+            + config.latent_scale * world.user_latent[user] @ world.shop_latent[item]
+            + world.quality[item]
+            + config.scene_strength * scene_term
+            + config.search_bonus * (searched == category)
+            + config.click_bonus * (category in clicked_categories)
+        )
+    labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return Interactions(
+        user_id=users.astype(np.int64),
+        item_id=items.astype(np.int64),
+        label=labels,
+        timestamp=np.arange(rows, dtype=np.int64),
+        scene=scene,
+    )
+
+
+def _knowledge(rng: np.random.Generator) -> list[str]:
+    """General-language sentences relating every paraphrase to its meaning (see module docstring)."""
+    lines = []
+    for feature, concepts in SCENE_CONCEPTS.items():
+        for concept, (weights, options) in concepts.items():
+            gloss = CONCEPT_GLOSS[(feature, concept)]
+            liked = [TRAIT_WANTS[t] for t, w in weights.items() if w > 0]
+            disliked = [TRAIT_WANTS[t] for t, w in weights.items() if w < 0]
+            for phrase in options:
+                others = [o for o in options if o != phrase]
+                lines.append(f"{phrase} means {gloss}.")
+                lines.append(f"{phrase} is like {rng.choice(others)} or {rng.choice(others)}.")
+                for want in liked:
+                    lines.append(f"with {phrase}, people often want {want}.")
+                for want in disliked:
+                    lines.append(f"with {phrase}, people rarely want {want}.")
+    for category, queries in SEARCH_QUERIES.items():
+        for query in queries:
+            others = [q for q in queries if q != query]
+            lines.append(f"{query} is a kind of {category}.")
+            lines.append(f"someone looking for {query} may also like {rng.choice(others)}.")
+    rng.shuffle(lines)
+    return lines
+
+
+def generate(config: SynthConfig) -> Dataset:
+    """Draw the whole world, its three splits and the knowledge text from ``config.seed``."""
+    rng = np.random.default_rng(config.seed)
+    world = _build_world(config, rng)
+    categories = list(CATEGORIES)
+    items = Items(
+        name=world.names,
+        category=[categories[c] for c in world.shop_category],
+        description=world.descriptions,
+    )
+    splits = {
+        "train": _sample_split(config.train_rows, 0.0, world, config, rng),
+        "valid": _sample_split(config.valid_rows, 0.0, world, config, rng),
+        "test": _sample_split(config.test_rows, config.unseen_paraphrase_rate, world, config, rng),
+    }
+    info = DatasetInfo(
+        name="synth", scene_features=SCENE_FEATURES, num_users=config.num_users, num_items=len(world.names)
+    )
+    return Dataset(info=info, items=items, splits=splits, knowledge=_knowledge(rng))

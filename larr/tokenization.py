@@ -1,0 +1,91 @@
+"""Embedder tokenisation without torch: the one function that turns texts into ``input_ids``/``attention_mask``.
+
+Training (stage 2/3 and export parity) and the Triton feature cache both call :class:`EmbeddingTokenizer`,
+so a text is tokenised identically everywhere. Inputs are right-padded and always end in ``<emb>``
+(texts longer than ``max_length`` are truncated *before* ``<emb>``), so the embedding is the hidden
+state at position ``attention_mask.sum(-1) - 1``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from larr.contract import EMBEDDING_CONFIG_FILE, TOKENIZER_FILE
+from larr.text import EMB_TOKEN, PAD_TOKEN
+
+# A token is at least one character, so reading more than this many characters per token of budget
+# cannot change the result; it keeps a 100,000-character request from costing a full tokenisation.
+_CHARS_PER_TOKEN_BOUND = 32
+
+
+@dataclass(frozen=True)
+class EmbeddingInputConfig:
+    """How embedder inputs are built; saved next to the tokenizer as ``embedding_config.json``."""
+
+    max_length: int = 32  # tokens per text including the trailing <emb>
+    pad_to_multiple_of: int = 8  # fewer distinct shapes for ONNX Runtime / TensorRT and Triton batching
+
+    def save(self, directory: str | Path) -> None:
+        path = Path(directory) / EMBEDDING_CONFIG_FILE
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "EmbeddingInputConfig":
+        path = Path(directory) / EMBEDDING_CONFIG_FILE
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+class EmbeddingTokenizer:
+    """``texts -> (input_ids, attention_mask)``, both ``(B, T)`` int64, right-padded, ``<emb>`` last."""
+
+    def __init__(self, tokenizer: Tokenizer, config: EmbeddingInputConfig):
+        if config.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (text + {EMB_TOKEN}), got {config.max_length}")
+        self.tokenizer = tokenizer
+        self.config = config
+        self.emb_id = self._token_id(EMB_TOKEN)
+        self.pad_id = self._token_id(PAD_TOKEN)
+
+    def _token_id(self, token: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"the tokenizer has no {token} token; was it built by `larr train pretrain`?")
+        return token_id
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> "EmbeddingTokenizer":
+        directory = Path(directory)
+        tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        return cls(tokenizer, EmbeddingInputConfig.load(directory))
+
+    @property
+    def max_text_chars(self) -> int:
+        """Characters of a text that can reach the model; the rest is cut before tokenising."""
+        return (self.config.max_length - 1) * _CHARS_PER_TOKEN_BOUND
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Unpadded ids per text, truncated to ``max_length - 1`` and ending in ``<emb>``."""
+        budget = self.config.max_length - 1
+        clipped = [text[: self.max_text_chars] for text in texts]
+        encodings = self.tokenizer.encode_batch(clipped, add_special_tokens=False)
+        return [encoding.ids[:budget] + [self.emb_id] for encoding in encodings]
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if len(texts) == 0:
+            raise ValueError("no texts to tokenise")
+        rows = self.token_ids(texts)
+        longest = max(len(ids) for ids in rows)
+        multiple = self.config.pad_to_multiple_of
+        width = min(self.config.max_length, -(-longest // multiple) * multiple)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)  # (B, T)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)  # (B, T)
+        for row, ids in enumerate(rows):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return input_ids, attention_mask
