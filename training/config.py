@@ -1,0 +1,186 @@
+"""Typed configs for the three training stages, loadable from YAML (unknown keys are errors).
+
+Shipped configs live in ``training/configs/``; ``--config tiny`` names ``training/configs/tiny.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from larr.training.backbone import BackboneConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    """The embedded default LLM: a tiny Llama-style model trained from scratch (used when no base model)."""
+
+    architecture: str = field(default="llama", metadata={"help": "llama | qwen2"})
+    hidden_size: int = 128
+    intermediate_size: int = 352
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 256
+    vocab_size: int = field(default=3000, metadata={"help": "BPE vocabulary trained on the corpus"})
+
+
+@dataclass
+class PretrainConfig:
+    """Stage 1: continual pretraining (next-token loss) on the recommendation corpus."""
+
+    base_model: str | None = field(
+        default=None, metadata={"help": "local Hugging Face causal-LM folder; None: the tiny default below"}
+    )
+    model: ModelConfig = field(default_factory=ModelConfig)
+    block_size: int = field(default=128, metadata={"help": "tokens per training sequence (documents packed)"})
+    batch_size: int = 32
+    max_steps: int = 800
+    learning_rate: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    records_per_user_cap: int = field(default=200, metadata={"help": "click records per user in the corpus"})
+    knowledge_repeats: int = field(
+        default=20, metadata={"help": "copies of knowledge.txt in the corpus (it is small next to the records)"}
+    )
+    checkpoint_every: int = 200
+    eval_fraction: float = field(default=0.05, metadata={"help": "share of blocks held out for eval loss"})
+
+
+@dataclass
+class EmbedConfig:
+    """Stage 2: contrastive fine-tuning into a text embedder."""
+
+    max_length: int = field(default=48, metadata={"help": "tokens per embedder input, <emb> included"})
+    projection_dim: int = field(default=64, metadata={"help": "embedding size D"})
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    batch_size: int = field(default=64, metadata={"help": "pairs per kind per step (in-batch negatives)"})
+    max_steps: int = 400
+    learning_rate: float = 5e-4
+    warmup_steps: int = 30
+    weight_user_user: float = 1.0
+    weight_item_item: float = 1.0
+    weight_user_item: float = 1.0
+    history_length: int = field(default=4, metadata={"help": "clicked items in a user-history text"})
+    eval_pairs: int = field(default=300, metadata={"help": "held-out pairs per kind for recall@10"})
+    checkpoint_every: int = 100
+
+
+@dataclass
+class CTRConfig:
+    """Stage 3: frozen LLM features -> aggregation encoder (+ alignment) -> CTR backbone."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    agg_dim: int = field(default=64, metadata={"help": "aggregation-encoder width"})
+    agg_layers: int = 2
+    agg_heads: int = 4
+    agg_dropout: float = 0.1
+    align_weight: float = field(default=0.1, metadata={"help": "weight of the alignment loss against BCE"})
+    align_temperature: float = 0.1
+    batch_size: int = 512
+    max_epochs: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = field(default=2, metadata={"help": "epochs without validation-AUC gain before stopping"})
+    checkpoint_every: int = 200
+    embed_batch_size: int = field(default=256, metadata={"help": "texts per frozen-embedder forward"})
+    variants: tuple[str, ...] = field(
+        default=("larr", "id_only", "no_stage1", "no_stage2", "no_alignment", "full_text"),
+        metadata={"help": "which models to train and report (larr and id_only are the headline pair)"},
+    )
+
+
+@dataclass
+class TrainConfig:
+    """All stages. ``data`` is a dataset folder (see larr.data.schema)."""
+
+    data: str = field(default="runs/data/synth", metadata={"help": "dataset folder"})
+    seed: int = 2024
+    threads: int = field(default=0, metadata={"help": "torch intra-op threads; 0 = torch's default"})
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    ctr: CTRConfig = field(default_factory=CTRConfig)
+
+
+# --------------------------------------------------------------------------------------------- YAML
+
+
+def _coerce(tp, value, where: str):
+    """Build a dataclass/tuple/scalar of type ``tp`` from plain YAML data, with errors naming the key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list")
+        (item_type, *_) = typing.get_args(tp)
+        return tuple(_coerce(item_type, v, where) for v in value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(config) -> dict:
+    def convert(value):
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    return convert(dataclasses.asdict(config))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return shipped
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"config '{name_or_path}' is neither a file nor a shipped config ({names})")
+
+
+def load_config(name_or_path: str | None, overrides: dict | None = None) -> TrainConfig:
+    data = {}
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return from_dict(TrainConfig, data)
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,285 @@
+"""Stage 3 — alignment + CTR on frozen LLM features, with the ID-only baseline and the ablations.
+
+    larr train ctr --config tiny --out runs/tiny               # needs OUT/embed/model (and the ablations' inputs)
+    torchrun --nproc_per_node 2 -m larr.training.ctr --config tiny --out runs/tiny
+
+Variants (``ctr.variants`` in the config):
+
+===============  =====================================================================================
+``larr``         stage-2 embedder, per-feature embeddings -> aggregation encoder, alignment loss on
+``id_only``      the same backbone over the same ID fields, no LLM input at all
+``no_stage1``    like larr, but stage 2 started from the base model as it was *before* stage 1
+``no_stage2``    like larr, but the stage-1 LM with last-token pooling and no contrastive tuning
+``no_alignment`` like larr with ``align_weight = 0``
+``full_text``    like larr, but the whole scene is one text embedded per example (K' = 1)
+===============  =====================================================================================
+
+The LLM is frozen: every distinct (feature, text) is embedded **once** into a table (the same idea as
+the server's feature cache) and batches gather from it. Per variant, ``OUT/ctr/<variant>/`` holds the
+model (``ctr.json``, ``model.safetensors``, ``vocab.json``), ``steps.csv`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoTokenizer
+
+from larr.data.schema import Dataset, Interactions, load_dataset
+from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.text import format_scene, format_scene_feature
+from larr.training.backbone import FieldVocab
+from larr.training.config import TrainConfig
+from larr.training.corpus import item_texts
+from larr.training.ctr_model import CTRModelSpec, LarrCTR
+from larr.training.embedder import TextEmbedder, embed_texts
+from larr.training.losses.alignment import alignment_loss
+from larr.training.loop import (
+    DistContext,
+    StepLogger,
+    atomic_write_text,
+    batch_indices,
+    init_distributed,
+    load_checkpoint,
+    progress,
+    save_checkpoint,
+    seed_everything,
+    seed_step,
+    wrap_ddp,
+)
+from larr.training.metrics import ctr_metrics
+
+VARIANTS = ("larr", "id_only", "no_stage1", "no_stage2", "no_alignment", "full_text")
+RESULT_FILE = "result.json"
+
+
+# --------------------------------------------------------------------------------------------- frozen LLM features
+
+
+def load_frozen_embedder(out: Path, variant: str) -> tuple[TextEmbedder, EmbeddingTokenizer]:
+    """The frozen text embedder a variant reads its features from."""
+    if variant == "no_stage2":
+        lm_dir = out / "pretrain" / "model"
+        embedder = TextEmbedder(AutoModel.from_pretrained(lm_dir, local_files_only=True), projection_dim=None).eval()
+        max_length = EmbeddingInputConfig.load(out / "embed" / "model").max_length
+        hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
+        return embedder, EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, EmbeddingInputConfig(max_length=max_length))
+    model_dir = out / ("embed_no_stage1" if variant == "no_stage1" else "embed") / "model"
+    if not model_dir.exists():
+        raise FileNotFoundError(f"{model_dir}: missing; run `larr train embed` first (variant {variant})")
+    return TextEmbedder.from_pretrained(model_dir), EmbeddingTokenizer.from_directory(model_dir)
+
+
+def distributed_embed(embedder, tokenizer, texts: list[str], batch_size: int, ctx: DistContext, desc: str) -> np.ndarray:
+    """Embed ``texts`` with every rank taking an interleaved share, then gather: (N, D) float32."""
+    if not ctx.enabled:
+        return embed_texts(embedder, tokenizer, texts, batch_size, desc=desc)
+    import torch.distributed as dist
+
+    mine = embed_texts(embedder, tokenizer, texts[ctx.rank :: ctx.world_size], batch_size, desc=desc if ctx.is_main else None)
+    gathered: list[np.ndarray | None] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, mine)
+    out = np.zeros((len(texts), mine.shape[1]), dtype=np.float32)
+    for rank, part in enumerate(gathered):
+        out[rank :: ctx.world_size] = part
+    return out
+
+
+@dataclass
+class LLMFeatures:
+    """Frozen text embeddings for every split, deduplicated: rows of ``table`` gathered by ``codes``."""
+
+    table: torch.Tensor  # (V, D): every distinct (feature, text) once
+    codes: dict[str, np.ndarray]  # split -> (N, K') int64 rows of ``table``
+    item_embeddings: torch.Tensor  # (I, D) static item text embeddings
+
+
+def build_llm_features(
+    dataset: Dataset, embedder, tokenizer, full_text: bool, batch_size: int, ctx: DistContext
+) -> LLMFeatures:
+    features = dataset.info.scene_features
+    index: dict[str, int] = {}
+    codes = {}
+    for split, rows in dataset.splits.items():
+        if full_text:
+            texts = [[format_scene(features, rows.scene_row(n))] for n in range(len(rows))]
+        else:
+            texts = [[format_scene_feature(f, rows.scene[k][n]) for k, f in enumerate(features)] for n in range(len(rows))]
+        codes[split] = np.array([[index.setdefault(t, len(index)) for t in row] for row in texts], dtype=np.int64)
+    distinct = list(index)
+    kind = "full scene texts" if full_text else "(feature, text) pairs"
+    table = distributed_embed(embedder, tokenizer, distinct, batch_size, ctx, f"embedding {len(distinct)} {kind}")
+    items = distributed_embed(embedder, tokenizer, item_texts(dataset), batch_size, ctx, "embedding item texts")
+    return LLMFeatures(torch.from_numpy(table), codes, torch.from_numpy(items))
+
+
+# --------------------------------------------------------------------------------------------- ID features
+
+
+def fit_vocab(dataset: Dataset) -> FieldVocab:
+    """Fields ``[user, item, *scene features]`` fitted on the train split (0 = unseen)."""
+    train = dataset.train
+    names = ["user", "item", *dataset.info.scene_features]
+    return FieldVocab(names).fit([train.user_id, train.item_id, *train.scene])
+
+
+def sparse_features(vocab: FieldVocab, rows: Interactions) -> np.ndarray:
+    return vocab.transform([rows.user_id, rows.item_id, *rows.scene])  # (N, F)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class SplitTensors:
+    sparse: torch.Tensor  # (N, F)
+    item_rows: torch.Tensor  # (N,) item id + 1
+    codes: torch.Tensor | None  # (N, K') rows of the LLM feature table
+    labels: torch.Tensor  # (N,)
+    users: np.ndarray  # (N,)
+
+
+def split_tensors(vocab: FieldVocab, rows: Interactions, codes: np.ndarray | None) -> SplitTensors:
+    return SplitTensors(
+        sparse=torch.from_numpy(sparse_features(vocab, rows)),
+        item_rows=torch.from_numpy(rows.item_id + 1),
+        codes=None if codes is None else torch.from_numpy(codes),
+        labels=torch.from_numpy(rows.label),
+        users=rows.user_id,
+    )
+
+
+def forward_rows(model, data: SplitTensors, rows, table: torch.Tensor | None):
+    scene = None if data.codes is None else table[data.codes[rows]]  # (B, K', D)
+    return model(data.sparse[rows], scene, data.item_rows[rows])
+
+
+@torch.no_grad()
+def predict(model: LarrCTR, data: SplitTensors, table: torch.Tensor | None, batch_size: int = 4096) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, len(data.labels), batch_size):
+        rows = slice(start, start + batch_size)
+        out.append(torch.sigmoid(forward_rows(model, data, rows, table).logits).numpy())
+    model.train()
+    return np.concatenate(out)
+
+
+def train_variant(config: TrainConfig, dataset: Dataset, variant: str, out: Path, llm: LLMFeatures | None,
+                  vocab: FieldVocab, ctx: DistContext, resume: bool) -> dict:
+    cfg = config.ctr
+    stage_dir = out / "ctr" / variant
+    use_llm = llm is not None
+    data = {split: split_tensors(vocab, rows, llm.codes[split] if use_llm else None) for split, rows in dataset.splits.items()}
+    table = llm.table if use_llm else None
+    spec = CTRModelSpec(
+        variant=variant,
+        field_names=list(vocab.field_names),
+        field_vocab_sizes=vocab.sizes,
+        use_llm=use_llm,
+        llm_features=int(data["train"].codes.shape[1]) if use_llm else 0,
+        llm_dim=int(table.shape[1]) if use_llm else 0,
+        num_items=dataset.info.num_items,
+        backbone=asdict(cfg.backbone),
+        agg_dim=cfg.agg_dim,
+        agg_layers=cfg.agg_layers,
+        agg_heads=cfg.agg_heads,
+        agg_dropout=cfg.agg_dropout,
+    )
+    seed_everything(config.seed)
+    model = LarrCTR(spec, llm.item_embeddings if use_llm else None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    align_weight = 0.0 if variant == "no_alignment" else cfg.align_weight
+    train = data["train"]
+    steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
+    max_steps = cfg.max_epochs * steps_per_epoch
+    state = {"best_auc": -1.0, "best_state": None, "stale_epochs": 0, "history": []}
+    start_step = 0
+    if resume and (stage_dir / "checkpoint.pt").exists():
+        start_step, state = load_checkpoint(stage_dir, model, optimizer)
+    ddp_model = wrap_ddp(model, ctx)
+    logger = StepLogger(stage_dir, ctx, resume_from_step=start_step)
+    bar = progress(max_steps, start_step, f"stage 3 {variant}", ctx)
+    model.train()
+    step = start_step
+    while step < max_steps and state["stale_epochs"] < cfg.patience:
+        seed_step(config.seed, step)
+        rows = torch.from_numpy(ctx.shard(batch_indices(step, len(train.labels), cfg.batch_size, config.seed)))
+        output = forward_rows(ddp_model, train, rows, table)
+        bce = F.binary_cross_entropy_with_logits(output.logits, train.labels[rows])
+        align = alignment_loss(output.aligned, output.collaborative, cfg.align_temperature) if use_llm else torch.zeros(())
+        loss = bce + align_weight * align + model.backbone.regularization()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        logger.log(step, loss=ctx.all_reduce_mean(loss).item(), bce=bce.item(), align=align.item())
+        bar.update(1)
+        if step % steps_per_epoch == 0 or step == max_steps:
+            # every rank holds identical weights, so every rank reaches the same early-stopping decision
+            valid = ctr_metrics(data["valid"].users, data["valid"].labels.numpy(), predict(model, data["valid"], table))
+            state["history"].append({"step": step, **valid})
+            if valid["auc"] > state["best_auc"]:
+                state.update(best_auc=valid["auc"], stale_epochs=0,
+                             best_state={k: v.clone() for k, v in model.state_dict().items()})
+            else:
+                state["stale_epochs"] += 1
+            bar.set_postfix(valid_auc=f"{valid['auc']:.4f}")
+        if ctx.is_main and (step % cfg.checkpoint_every == 0):
+            save_checkpoint(stage_dir, step, model, optimizer, state)
+    bar.close()
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    test = ctr_metrics(data["test"].users, data["test"].labels.numpy(), predict(model, data["test"], table))
+    result = {**test, "best_valid_auc": state["best_auc"], "steps": step, "history": state["history"]}
+    if ctx.is_main:
+        save_checkpoint(stage_dir, step, model, optimizer, state)
+        model.save(stage_dir, vocab.to_dict())
+        atomic_write_text(stage_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
+    """Train every configured variant; returns ``{variant: {"auc", "logloss", "gauc", ...}}``."""
+    ctx = init_distributed()
+    out = Path(out)
+    cfg = config.ctr
+    unknown = set(cfg.variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown ctr.variants {sorted(unknown)}; known: {list(VARIANTS)}")
+    dataset = load_dataset(config.data)
+    vocab = fit_vocab(dataset)
+    features_by_source: dict[tuple[str, bool], LLMFeatures] = {}
+    results = {}
+    for variant in cfg.variants:
+        done = out / "ctr" / variant / RESULT_FILE
+        if resume and done.exists():
+            results[variant] = json.loads(done.read_text())
+            continue
+        llm = None
+        if variant != "id_only":
+            source = variant if variant in ("no_stage1", "no_stage2") else "larr"
+            key = (source, variant == "full_text")
+            if key not in features_by_source:
+                embedder, tokenizer = load_frozen_embedder(out, source)
+                features_by_source[key] = build_llm_features(dataset, embedder, tokenizer, key[1], cfg.embed_batch_size, ctx)
+            llm = features_by_source[key]
+        results[variant] = train_variant(config, dataset, variant, out, llm, vocab, ctx, resume)
+    ctx.barrier()
+    return {variant: {k: v for k, v in result.items() if k != "history"} for variant, result in results.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from larr.training.cli import run_stage_from_argv
+
+    return run_stage_from_argv("ctr", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

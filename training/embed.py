@@ -1,0 +1,153 @@
+"""Stage 2 — contrastive fine-tuning of the stage-1 LM into a text embedder.
+
+    larr train embed --config tiny --out runs/tiny            # needs OUT/pretrain/model
+    torchrun --nproc_per_node 2 -m larr.training.embed --config tiny --out runs/tiny
+
+Every step draws ``batch_size`` pairs of each kind (user–user, item–item, user–item, see
+:mod:`larr.training.pairs`); each kind's InfoNCE uses the other pairs of the batch as negatives and the
+three losses are summed with their weights. Writes ``OUT/embed/model/`` (a :class:`TextEmbedder`),
+``OUT/embed/steps.csv`` and recall@10 on held-out pairs for the stage-1 model (same last-token pooling,
+no projection) and the stage-2 embedder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from larr.data.schema import load_dataset
+from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.config import TrainConfig
+from larr.training.embedder import TextEmbedder, embed_texts
+from larr.training.loop import (
+    StepLogger,
+    batch_indices,
+    init_distributed,
+    load_checkpoint,
+    progress,
+    save_checkpoint,
+    seed_everything,
+    seed_step,
+    wrap_ddp,
+)
+from larr.training.losses.info_nce import Temperature, info_nce
+from larr.training.pairs import PAIR_KINDS, Pairs, build_pairs
+from larr.training.pretrain import lr_at
+
+TRAIN_PAIRS_PER_KIND = 20_000
+
+
+def recall_at_k(embedder: TextEmbedder, tokenizer: EmbeddingTokenizer, pairs: Pairs, k: int = 10) -> float:
+    """Share of held-out pairs whose right side ranks in the top k among all right sides for its left."""
+    left = embed_texts(embedder, tokenizer, pairs.left)  # (M, D)
+    right = embed_texts(embedder, tokenizer, pairs.right)  # (M, D)
+    scores = left @ right.T  # (M, M)
+    positive = np.diag(scores)[:, None]
+    rank = (scores > positive).sum(axis=1)  # 0 = best
+    return float((rank < k).mean())
+
+
+def evaluate(embedder: TextEmbedder, tokenizer: EmbeddingTokenizer, eval_pairs: dict[str, Pairs]) -> dict[str, float]:
+    return {kind: round(recall_at_k(embedder, tokenizer, eval_pairs[kind]), 4) for kind in PAIR_KINDS}
+
+
+class ContrastiveModel(torch.nn.Module):
+    """Embedder + temperature behind one forward, so DDP syncs both."""
+
+    def __init__(self, embedder: TextEmbedder, temperature: Temperature):
+        super().__init__()
+        self.embedder = embedder
+        self.temperature = temperature
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embedder(input_ids, attention_mask), self.temperature()
+
+
+def _tokenize(tokenizer: EmbeddingTokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    input_ids, attention_mask = tokenizer(texts)
+    return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+
+
+def run(config: TrainConfig, out: Path, resume: bool = False, source: str = "pretrain", name: str = "embed") -> dict:
+    """Train stage 2 from ``OUT/pretrain/<source>`` (``model``: after stage 1; ``init``: the base as it was
+    before stage 1, for the no-stage-1 ablation). Writes ``OUT/<name>/``."""
+    ctx = init_distributed()
+    cfg = config.embed
+    out = Path(out)
+    stage_dir = out / name
+    lm_dir = out / "pretrain" / ("model" if source == "pretrain" else "init")
+    if not (lm_dir / TOKENIZER_FILE).exists():
+        raise FileNotFoundError(f"{lm_dir}: no stage-1 model; run `larr train pretrain` first")
+    dataset = load_dataset(config.data, splits=("train", "valid"))
+    input_config = EmbeddingInputConfig(max_length=cfg.max_length)
+    hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
+    tokenizer = EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, input_config)
+    train_pairs = build_pairs(dataset, "train", TRAIN_PAIRS_PER_KIND, config.seed, cfg.history_length)
+    eval_pairs = build_pairs(dataset, "valid", cfg.eval_pairs, config.seed, cfg.history_length, scene_keep=1.0)
+
+    seed_everything(config.seed)
+    stage1 = TextEmbedder(AutoModel.from_pretrained(lm_dir, local_files_only=True), projection_dim=None)
+    recall_before = evaluate(stage1, tokenizer, eval_pairs) if ctx.is_main else {}
+    embedder = TextEmbedder(stage1.encoder, cfg.projection_dim)
+    temperature = Temperature(cfg.temperature, cfg.learn_temperature)
+    model = ContrastiveModel(embedder, temperature)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    start_step = 0
+    if resume and (stage_dir / "checkpoint.pt").exists():
+        start_step, _ = load_checkpoint(stage_dir, model, optimizer)
+    ddp_model = wrap_ddp(model, ctx)
+    weights = {"user_user": cfg.weight_user_user, "item_item": cfg.weight_item_item, "user_item": cfg.weight_user_item}
+    logger = StepLogger(stage_dir, ctx, resume_from_step=start_step)
+    embedder.train()
+    bar = progress(cfg.max_steps, start_step, f"stage 2 {name}", ctx)
+    for step in range(start_step, cfg.max_steps):
+        seed_step(config.seed, step)
+        lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, cfg.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # one forward over all three kinds (DDP wants one forward per backward): for each kind, its
+        # b left texts then its b right texts
+        texts, spans = [], []
+        for kind_index, kind in enumerate(PAIR_KINDS):
+            pairs = train_pairs[kind]
+            rows = ctx.shard(batch_indices(step, len(pairs), cfg.batch_size, config.seed + kind_index))
+            spans.append((kind, len(texts), len(rows)))
+            texts += [pairs.left[i] for i in rows] + [pairs.right[i] for i in rows]
+        vectors, tau = ddp_model(*_tokenize(tokenizer, texts))  # (sum over kinds of 2b, D), ()
+        losses = {}
+        for kind, start, count in spans:
+            left = vectors[start : start + count]  # (b, D)
+            right = vectors[start + count : start + 2 * count]  # (b, D)
+            losses[kind] = info_nce(left, right, tau)
+        total = sum(weights[kind] * loss for kind, loss in losses.items())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        logged = {f"loss_{k}": ctx.all_reduce_mean(v).item() for k, v in losses.items()}
+        logger.log(step + 1, loss=sum(logged.values()), lr=lr, temperature=temperature().item(), **logged)
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(logged.values()):.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and ctx.is_main:
+            save_checkpoint(stage_dir, step + 1, model, optimizer)
+    bar.close()
+    result = {}
+    if ctx.is_main:
+        save_checkpoint(stage_dir, cfg.max_steps, model, optimizer)
+        embedder.save_pretrained(stage_dir / "model", hf_tokenizer, input_config)
+        result = {"recall@10": {"stage1": recall_before, "stage2": evaluate(embedder, tokenizer, eval_pairs)}}
+    ctx.barrier()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from larr.training.cli import run_stage_from_argv
+
+    return run_stage_from_argv("embed", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Stage 1 — continual pretraining of a causal LM on the recommendation corpus (next-token loss).
+
+    larr train pretrain --config tiny --out runs/tiny
+    torchrun --nproc_per_node 2 -m larr.training.pretrain --config tiny --out runs/tiny   # DDP, gloo on CPU
+    larr train pretrain --config tiny --out runs/tiny --resume                           # after a kill
+
+Writes ``OUT/pretrain/model/`` (``save_pretrained``: safetensors + tokenizer), ``OUT/pretrain/steps.csv``
+and ``OUT/pretrain/checkpoint.pt`` (atomic; what ``--resume`` continues from).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from larr.data.schema import load_dataset
+from larr.training.config import TrainConfig
+from larr.training.corpus import build_corpus
+from larr.training.llm import build_tiny_model, load_base_model, train_bpe_tokenizer
+from larr.training.loop import (
+    DistContext,
+    StepLogger,
+    batch_indices,
+    init_distributed,
+    load_checkpoint,
+    progress,
+    save_checkpoint,
+    seed_everything,
+    seed_step,
+    wrap_ddp,
+)
+
+
+@dataclass
+class PackedCorpus:
+    train_blocks: torch.Tensor  # (N_train, block_size + 1) int64: input = [:, :-1], target = [:, 1:]
+    eval_blocks: torch.Tensor  # (N_eval, block_size + 1)
+
+
+def pack_documents(token_ids: list[list[int]], eos_id: int, block_size: int, eval_fraction: float, seed: int) -> PackedCorpus:
+    """Concatenate documents (EOS-separated) and cut ``block_size + 1`` windows, nanoGPT style."""
+    stream = np.fromiter((t for ids in token_ids for t in (*ids, eos_id)), dtype=np.int64)
+    window = block_size + 1
+    count = len(stream) // window
+    if count < 2:
+        raise ValueError(f"corpus has {len(stream)} tokens, too few for two blocks of {window}")
+    blocks = torch.from_numpy(stream[: count * window].reshape(count, window).copy())
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(count))
+    num_eval = max(1, int(count * eval_fraction))
+    return PackedCorpus(train_blocks=blocks[order[num_eval:]], eval_blocks=blocks[order[:num_eval]])
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warmup, cosine decay to 10%."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress_ = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_)))
+
+
+@torch.no_grad()
+def eval_loss(model: torch.nn.Module, blocks: torch.Tensor, batch_size: int = 32) -> float:
+    model.eval()
+    losses = []
+    for start in range(0, len(blocks), batch_size):
+        batch = blocks[start : start + batch_size]
+        losses.append(_lm_loss(model, batch).item())
+    model.train()
+    return float(np.mean(losses))
+
+
+def _lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+
+
+def prepare(config: TrainConfig, ctx: DistContext):
+    """Model + tokenizer + packed corpus (every rank builds the same, from the same seed)."""
+    dataset = load_dataset(config.data, splits=("train",))
+    features = dataset.info.scene_features
+    documents = build_corpus(
+        dataset, config.seed, config.pretrain.records_per_user_cap, knowledge_repeats=config.pretrain.knowledge_repeats
+    )
+    if config.pretrain.base_model:
+        model, tokenizer = load_base_model(config.pretrain.base_model, features)
+    else:
+        tokenizer = train_bpe_tokenizer(documents, config.pretrain.model.vocab_size, features)
+        seed_everything(config.seed)
+        model = build_tiny_model(config.pretrain.model, tokenizer)
+    token_ids = tokenizer(documents, add_special_tokens=False)["input_ids"]
+    corpus = pack_documents(
+        token_ids, tokenizer.eos_token_id, config.pretrain.block_size, config.pretrain.eval_fraction, config.seed
+    )
+    return model, tokenizer, corpus
+
+
+def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = False) -> dict:
+    """Train stage 1; returns eval losses before/after and sizes. ``save_init`` also writes the model as it
+    was *before* stage 1 to ``OUT/pretrain/init`` (the no-stage-1 ablation starts stage 2 there)."""
+    ctx = init_distributed()
+    stage_dir = Path(out) / "pretrain"
+    cfg = config.pretrain
+    model, tokenizer, corpus = prepare(config, ctx)
+    if save_init and ctx.is_main and not (resume and (stage_dir / "init").exists()):
+        model.save_pretrained(stage_dir / "init", safe_serialization=True)
+        tokenizer.save_pretrained(stage_dir / "init")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    start_step, extra = 0, {}
+    if resume and (stage_dir / "checkpoint.pt").exists():
+        start_step, extra = load_checkpoint(stage_dir, model, optimizer)
+    loss_before = extra.get("eval_loss_before")
+    if loss_before is None:
+        loss_before = eval_loss(model, corpus.eval_blocks)
+    ddp_model = wrap_ddp(model, ctx)
+    logger = StepLogger(stage_dir, ctx, resume_from_step=start_step)
+    model.train()
+    bar = progress(cfg.max_steps, start_step, "stage 1 pretrain", ctx)
+    for step in range(start_step, cfg.max_steps):
+        seed_step(config.seed, step)
+        rows = ctx.shard(batch_indices(step, len(corpus.train_blocks), cfg.batch_size, config.seed))
+        lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, cfg.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = _lm_loss(ddp_model, corpus.train_blocks[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        mean_loss = ctx.all_reduce_mean(loss).item()
+        logger.log(step + 1, loss=mean_loss, lr=lr)
+        bar.update(1)
+        bar.set_postfix(loss=f"{mean_loss:.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and ctx.is_main:
+            save_checkpoint(stage_dir, step + 1, model, optimizer, {"eval_loss_before": loss_before})
+    bar.close()
+    result = {
+        "eval_loss_before": round(loss_before, 4),
+        "eval_loss_after": round(eval_loss(model, corpus.eval_blocks), 4),
+        "steps": cfg.max_steps,
+        "train_blocks": len(corpus.train_blocks),
+        "block_size": cfg.block_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if ctx.is_main:
+        save_checkpoint(stage_dir, cfg.max_steps, model, optimizer, {"eval_loss_before": loss_before})
+        model.save_pretrained(stage_dir / "model", safe_serialization=True)
+        tokenizer.save_pretrained(stage_dir / "model")
+    ctx.barrier()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from larr.training.cli import run_stage_from_argv
+
+    return run_stage_from_argv("pretrain", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
