@@ -1,0 +1,253 @@
+"""CTRBackbone (dcnv2 / deepfm / dnn) and FieldVocab on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from larr.training.backbone import KINDS, BackboneConfig, CTRBackbone, FieldVocab
+
+SIZES = [6, 9, 4]  # rows per field, row 0 = unseen
+
+
+def _small(kind: str, dense_dim: int = 0, **overrides) -> CTRBackbone:
+    settings = {"embedding_dim": 4, "cross_layers": 2, "mlp_hidden": (16, 8), "dropout": 0.1, **overrides}
+    config = BackboneConfig(kind=kind, **settings)
+    return CTRBackbone(SIZES, dense_dim, config)
+
+
+def _batch(n: int, dense_dim: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, s, (n,), generator=g) for s in SIZES], dim=1)
+    dense = torch.randn(n, dense_dim, generator=g) if dense_dim else None
+    return sparse, dense
+
+
+# --------------------------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dense_dim", [0, 5])
+def test_forward_shapes(kind: str, dense_dim: int) -> None:
+    model = _small(kind, dense_dim, batch_norm=True)
+    sparse, dense = _batch(7, dense_dim)
+    assert model(sparse, dense).shape == (7,)
+    model.eval()
+    assert model(sparse[:1], None if dense is None else dense[:1]).shape == (1,)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unseen_index_zero_is_a_valid_row(kind: str) -> None:
+    model = _small(kind).eval()
+    sparse = torch.zeros(3, len(SIZES), dtype=torch.long)
+    out = model(sparse)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, out[0].expand(3))  # every all-unseen row scores the same
+
+
+def test_dense_features_change_the_score() -> None:
+    model = _small("dcnv2", dense_dim=3).eval()
+    sparse, _ = _batch(4)
+    a = model(sparse, torch.zeros(4, 3))
+    b = model(sparse, torch.ones(4, 3))
+    assert not torch.allclose(a, b)
+
+
+def test_wrong_inputs_raise_errors() -> None:
+    model = _small("dcnv2", dense_dim=3)
+    sparse, dense = _batch(4, 3)
+    with pytest.raises(ValueError, match=r"sparse must be \(B, 3\)"):
+        model(sparse[:, :2], dense)
+    with pytest.raises(ValueError, match=r"sparse must be \(B, 3\)"):
+        model(sparse[0], dense)
+    with pytest.raises(ValueError, match="integer"):
+        model(sparse.float(), dense)
+    with pytest.raises(ValueError, match="pass dense"):
+        model(sparse, None)
+    with pytest.raises(ValueError, match=r"dense must be \(4, 3\)"):
+        model(sparse, dense[:, :2])
+    with pytest.raises(ValueError, match=r"dense must be \(4, 3\)"):
+        model(sparse, dense[:3])
+    bad = sparse.clone()
+    bad[2, 1] = SIZES[1]
+    with pytest.raises(ValueError, match=r"sparse\[2, 1\] = 9 is outside field 1's vocabulary \[0, 9\)"):
+        model(bad, dense)
+    with pytest.raises(ValueError, match="dense_dim=0"):
+        _small("dnn")(sparse, dense)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"kind": "xdeepfm"}, "kind"),
+        ({"embedding_dim": 0}, "embedding_dim"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"kind": "dnn", "mlp_hidden": ()}, "mlp_hidden"),
+        ({"embedding_l2": -1.0}, "embedding_l2"),
+        ({"embedding_l2_scope": "rows"}, "embedding_l2_scope"),
+    ],
+)
+def test_bad_config_raises(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BackboneConfig(**overrides)
+
+
+def test_config_from_dict_rejects_unknown_keys() -> None:
+    assert BackboneConfig.from_dict({"kind": "dnn", "mlp_hidden": [8, 4]}).mlp_hidden == (8, 4)
+    with pytest.raises(ValueError, match="unknown BackboneConfig field"):
+        BackboneConfig.from_dict({"hidden": [8]})
+
+
+# --------------------------------------------------------------------------------------------- regularisation
+
+
+def test_regularization_is_zero_without_l2() -> None:
+    model = _small("deepfm")
+    model(*_batch(4))
+    assert model.regularization().item() == 0.0
+
+
+def test_regularization_table_scope_matches_fuxictr() -> None:
+    model = _small("deepfm", embedding_l2=0.05)
+    model(*_batch(4))
+    expected = 0.05 / 2 * (model.embedding.weight.pow(2).sum() + model.first_order.weight.pow(2).sum())
+    assert torch.allclose(model.regularization(), expected)
+
+
+def test_regularization_batch_scope_covers_only_looked_up_rows() -> None:
+    model = _small("dnn", embedding_l2=0.1, embedding_l2_scope="batch")
+    with torch.no_grad():
+        model.embedding.weight.fill_(1.0)
+    sparse = torch.tensor([[1, 2, 3], [1, 5, 3]])  # distinct rows: 1 | 2, 5 | 3 → 4 rows of dim 4
+    model(sparse)
+    assert model.regularization().item() == pytest.approx(0.1 / 2 * 4 * 4)
+    model.regularization().backward()
+    touched = model.embedding.weight.grad.abs().sum(dim=1).nonzero().flatten().tolist()
+    assert touched == [1, SIZES[0] + 2, SIZES[0] + 5, SIZES[0] + SIZES[1] + 3]
+
+
+# --------------------------------------------------------------------------------------------- learning
+
+
+def _cross_problem(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label = XOR of two fields' parities: no single field predicts it, only their cross does."""
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(1, s, (n,), generator=g) for s in SIZES], dim=1)
+    label = ((sparse[:, 0] % 2) ^ (sparse[:, 1] % 2)).float()
+    return sparse, label
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_learns_a_cross_feature(kind: str) -> None:
+    torch.manual_seed(0)
+    model = _small(kind, dropout=0.0)
+    sparse, label = _cross_problem(512, seed=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def loss() -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(model(sparse), label)
+
+    start = loss().item()
+    for _ in range(300):
+        optimizer.zero_grad()
+        step_loss = loss() + model.regularization()
+        step_loss.backward()
+        optimizer.step()
+    model.eval()
+    end = loss().item()
+    accuracy = ((model(sparse) > 0).float() == label).float().mean().item()
+    assert start > 0.6  # ~log 2: nothing learnt yet
+    assert end < 0.1, f"{kind}: loss {start:.3f} → {end:.3f}"
+    assert accuracy > 0.98
+
+
+# --------------------------------------------------------------------------------------------- ONNX
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dense_dim", [0, 5])
+def test_onnx_export_matches_pytorch(kind: str, dense_dim: int, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = _small(kind, dense_dim, batch_norm=True)
+    # make the weights non-trivial, BN statistics included, then freeze
+    with torch.no_grad():
+        model.embedding.weight.normal_()
+    model.train()
+    for seed in range(3):
+        model(*_batch(64, dense_dim, seed=seed))
+    model.eval()
+
+    sparse, dense = _batch(4, dense_dim, seed=10)
+    names = ["sparse"] + (["dense"] if dense_dim else [])
+    args = (sparse, dense) if dense_dim else (sparse,)
+    path = tmp_path / f"{kind}.onnx"
+    torch.onnx.export(
+        model,
+        args,
+        str(path),
+        input_names=names,
+        output_names=["logit"],
+        dynamic_axes={**{n: {0: "batch"} for n in names}, "logit": {0: "batch"}},
+        dynamo=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 33):  # batch sizes other than the exported one
+        sparse, dense = _batch(n, dense_dim, seed=n)
+        feeds = {"sparse": sparse.numpy()}
+        if dense_dim:
+            feeds["dense"] = dense.numpy()
+        (got,) = session.run(None, feeds)
+        with torch.no_grad():
+            want = model(sparse, dense).numpy()
+        assert got.shape == (n,)
+        assert np.abs(got - want).max() <= 1e-5
+
+
+# --------------------------------------------------------------------------------------------- vocabulary
+
+
+def test_field_vocab_maps_unseen_to_zero_and_round_trips() -> None:
+    train = {"user": [7, 3, 7, 11], "weather": ["rain", "sun", "rain", "fog"], "code": [1, "1", 2, "x"]}
+    vocab = FieldVocab(["user", "weather", "code"]).fit(train)
+    assert vocab.sizes == [4, 4, 5]
+    out = vocab.transform({"user": np.array([3, 7, 11, 99]), "weather": ["sun", "snow", "fog", "rain"],
+                           "code": ["1", 1, 3, "x"]})  # fmt: skip
+    assert out.dtype == np.int64 and out.shape == (4, 3)
+    assert out[:, 0].tolist() == [1, 2, 3, 0]  # sorted values 3, 7, 11; 99 unseen
+    assert out[:, 1].tolist() == [3, 0, 1, 2]  # fog, rain, sun; snow unseen
+    assert out[:, 2].tolist() == [3, 1, 0, 4]  # int 1 and str "1" are different values
+
+    restored = FieldVocab.from_dict(json.loads(json.dumps(vocab.to_dict())))
+    assert restored.field_names == vocab.field_names
+    assert np.array_equal(restored.transform(train), vocab.transform(train))
+
+
+def test_field_vocab_min_count_and_order_independence() -> None:
+    a = FieldVocab(["f"]).fit([["b", "a", "a", "c"]], min_count=2)
+    assert a.sizes == [2] and a.transform([["a", "b", "c"]])[:, 0].tolist() == [1, 0, 0]
+    b = FieldVocab(["f"]).fit([["c", "a", "b", "a"]])
+    c = FieldVocab(["f"]).fit([["a", "b", "a", "c"]])
+    assert b.to_dict() == c.to_dict()
+
+
+def test_field_vocab_errors() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FieldVocab(["f"]).transform([["a"]])
+    with pytest.raises(ValueError, match="repeat"):
+        FieldVocab(["f", "f"])
+    with pytest.raises(ValueError, match="missing column"):
+        FieldVocab(["f", "g"]).fit({"f": [1]})
+    with pytest.raises(ValueError, match="2 columns for 1 fields"):
+        FieldVocab(["f"]).fit([[1], [2]])
+    with pytest.raises(ValueError, match="differ in length"):
+        FieldVocab(["f", "g"]).fit([[1, 2], [3]])
+    with pytest.raises(TypeError, match="not str or int"):
+        FieldVocab(["f"]).fit([[1.5]])
+    with pytest.raises(ValueError, match="twice"):
+        FieldVocab.from_dict({"fields": ["f"], "values": [[1, 1]]})

@@ -1,0 +1,405 @@
+"""The ID part of LARR's stage-3 CTR model: field embeddings (+ dense features) → DCN-V2 / DeepFM / DNN → logit.
+
+Alone it is the ID-only baseline; LARR feeds the item's LLM text embedding and the aligned scene vector in as
+``dense`` features, concatenated to the flattened field embeddings before the cross/deep towers.
+
+    from larr.training.backbone import BackboneConfig, CTRBackbone, FieldVocab
+
+    vocab = FieldVocab(["user", "item", "weather"]).fit(train_columns)         # 0 = unseen value
+    model = CTRBackbone(vocab.sizes, dense_dim=0, config=BackboneConfig(kind="dcnv2", embedding_l2=0.05))
+    logits = model(torch.from_numpy(vocab.transform(batch_columns)), None)   # (B,)
+    loss = F.binary_cross_entropy_with_logits(logits, labels) + model.regularization()
+
+The layers follow FuxiCTR v1.1 (the BARS benchmark code): MLP blocks are Linear → [BatchNorm] → ReLU → Dropout,
+DCN-V2 is the "parallel" structure with full-rank cross layers ``x_{l+1} = x_0 * (W x_l + b) + x_l``, DeepFM is
+first-order weights + the FM pairwise term + the MLP. ``embedding_l2`` follows FuxiCTR's ``embedding_regularizer``
+(read in ``fuxictr/pytorch/models/base_model.py``): ``lambda / 2 * ||E||^2`` summed over the **whole** embedding
+tables (the FM first-order weights included) and added, unnormalised, to the batch-mean log loss. The config's
+``embedding_l2_scope="batch"`` restricts the sum to the distinct rows the last batch looked up (lazy, sparse-style
+regularisation), the cheaper choice for very large tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+KINDS = ("dcnv2", "deepfm", "dnn")
+L2_SCOPES = ("table", "batch")
+
+
+@dataclass
+class BackboneConfig:
+    kind: str = field(default="dcnv2", metadata={"help": "CTR architecture: 'dcnv2' | 'deepfm' | 'dnn'"})
+    embedding_dim: int = field(default=16, metadata={"help": "size of every field's embedding"})
+    cross_layers: int = field(default=3, metadata={"help": "dcnv2: number of full-rank cross layers"})
+    mlp_hidden: tuple[int, ...] = field(
+        default=(400, 400, 400), metadata={"help": "hidden sizes of the deep tower (empty: dcnv2 cross net only)"}
+    )
+    dropout: float = field(default=0.2, metadata={"help": "dropout after every hidden layer of the deep tower"})
+    batch_norm: bool = field(default=False, metadata={"help": "BatchNorm1d after every hidden Linear (BARS: on)"})
+    embedding_l2: float = field(
+        default=0.0,
+        metadata={"help": "lambda of the embedding L2 (lambda/2 * sum of squares) returned by .regularization()"},
+    )
+    embedding_l2_scope: str = field(
+        default="table",
+        metadata={
+            "help": "'table': all embedding rows, as FuxiCTR/BARS do; "
+            "'batch': only the distinct rows the last forward looked up"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)  # YAML/JSON give lists
+        if self.kind not in KINDS:
+            raise ValueError(f"BackboneConfig.kind must be one of {KINDS}, got '{self.kind}'")
+        if self.embedding_dim < 1:
+            raise ValueError(f"BackboneConfig.embedding_dim must be >= 1, got {self.embedding_dim}")
+        if self.cross_layers < 0:
+            raise ValueError(f"BackboneConfig.cross_layers must be >= 0, got {self.cross_layers}")
+        if any(h < 1 for h in self.mlp_hidden):
+            raise ValueError(f"BackboneConfig.mlp_hidden sizes must be >= 1, got {self.mlp_hidden}")
+        if self.kind == "dnn" and not self.mlp_hidden:
+            raise ValueError("BackboneConfig.kind='dnn' needs a non-empty mlp_hidden")
+        if self.kind == "dcnv2" and not self.mlp_hidden and self.cross_layers == 0:
+            raise ValueError("BackboneConfig.kind='dcnv2' needs cross_layers > 0 or a non-empty mlp_hidden")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"BackboneConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.embedding_l2 < 0:
+            raise ValueError(f"BackboneConfig.embedding_l2 must be >= 0, got {self.embedding_l2}")
+        if self.embedding_l2_scope not in L2_SCOPES:
+            raise ValueError(
+                f"BackboneConfig.embedding_l2_scope must be one of {L2_SCOPES}, got '{self.embedding_l2_scope}'"
+            )
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "BackboneConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown BackboneConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**raw)
+
+
+# --------------------------------------------------------------------------------------------- vocabulary
+
+
+class FieldVocab:
+    """Maps raw categorical values (str or int) of each field to indices ``1..n``; 0 is every unseen value.
+
+    ``fit`` on the train split, ``transform`` any split; ``sizes`` (``n + 1`` per field) are the
+    ``field_vocab_sizes`` of :class:`CTRBackbone`. Values within a field are indexed in sorted order
+    (ints before strings), so the vocabulary does not depend on the row order of the data.
+    """
+
+    def __init__(self, field_names: Sequence[str]):
+        names = [str(n) for n in field_names]
+        if not names:
+            raise ValueError("FieldVocab needs at least one field")
+        if len(set(names)) != len(names):
+            raise ValueError(f"FieldVocab field names repeat: {names}")
+        self.field_names: list[str] = names
+        self._values: list[list[int | str]] | None = None
+        self._index: list[dict[int | str, int]] = []
+
+    # ---- fitting / applying
+
+    @staticmethod
+    def _plain(value: Any, field_name: str) -> int | str:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"FieldVocab field '{field_name}': bool value {value!r} (use str or int)")
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (str, np.str_)):
+            return str(value)
+        raise TypeError(
+            f"FieldVocab field '{field_name}': value {value!r} of type {type(value).__name__} is not str or int"
+        )
+
+    def _columns(self, columns: Mapping[str, Iterable] | Sequence[Iterable]) -> list[list]:
+        if isinstance(columns, Mapping):
+            missing = [n for n in self.field_names if n not in columns]
+            if missing:
+                raise ValueError(f"FieldVocab: missing column(s) {missing}")
+            cols = [list(columns[n]) for n in self.field_names]
+        else:
+            cols = [list(c) for c in columns]
+            if len(cols) != len(self.field_names):
+                raise ValueError(f"FieldVocab: got {len(cols)} columns for {len(self.field_names)} fields")
+        lengths = {len(c) for c in cols}
+        if len(lengths) > 1:
+            raise ValueError(f"FieldVocab: columns differ in length: {[len(c) for c in cols]}")
+        return cols
+
+    def fit(self, columns: Mapping[str, Iterable] | Sequence[Iterable], min_count: int = 1) -> "FieldVocab":
+        """Learn each field's values from ``columns`` (one per field, by name or in order); returns ``self``.
+
+        Values seen fewer than ``min_count`` times are left out, i.e. map to 0 like unseen ones.
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        values = []
+        for name, column in zip(self.field_names, self._columns(columns)):
+            counts: dict[int | str, int] = {}
+            for v in column:
+                key = self._plain(v, name)
+                counts[key] = counts.get(key, 0) + 1
+            kept = [v for v, c in counts.items() if c >= min_count]
+            values.append(sorted(kept, key=lambda v: (isinstance(v, str), v)))
+        self._set_values(values)
+        return self
+
+    def _set_values(self, values: list[list[int | str]]) -> None:
+        self._values = values
+        self._index = [{v: i + 1 for i, v in enumerate(vs)} for vs in values]
+
+    def _require_fit(self) -> list[list[int | str]]:
+        if self._values is None:
+            raise RuntimeError("FieldVocab is not fitted: call fit() or from_dict() first")
+        return self._values
+
+    def transform(self, columns: Mapping[str, Iterable] | Sequence[Iterable]) -> np.ndarray:
+        """Index ``columns`` (one per field) → (N, F) int64, 0 for values not in the vocabulary."""
+        self._require_fit()
+        cols = self._columns(columns)
+        n = len(cols[0])
+        out = np.zeros((n, len(cols)), dtype=np.int64)
+        for f, (index, column) in enumerate(zip(self._index, cols)):
+            # numpy ints/strs hash and compare equal to Python ones, so dict lookups need no conversion
+            out[:, f] = np.fromiter((index.get(v, 0) for v in column), dtype=np.int64, count=n)
+        return out
+
+    def fit_transform(self, columns: Mapping[str, Iterable] | Sequence[Iterable], min_count: int = 1) -> np.ndarray:
+        return self.fit(columns, min_count=min_count).transform(columns)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Rows per field's embedding table: the known values plus the unseen row 0."""
+        return [len(v) + 1 for v in self._require_fit()]
+
+    # ---- serialisation
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form; ints stay ints and strings stay strings (lists, not object keys)."""
+        return {"fields": list(self.field_names), "values": [list(v) for v in self._require_fit()]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "FieldVocab":
+        if not isinstance(raw, Mapping) or "fields" not in raw or "values" not in raw:
+            raise ValueError("FieldVocab.from_dict needs a mapping with 'fields' and 'values'")
+        vocab = cls(raw["fields"])
+        values = raw["values"]
+        if len(values) != len(vocab.field_names):
+            raise ValueError(f"FieldVocab.from_dict: {len(values)} value lists for {len(vocab.field_names)} fields")
+        cleaned = []
+        for name, vs in zip(vocab.field_names, values):
+            plain = [cls._plain(v, name) for v in vs]
+            if len(set(plain)) != len(plain):
+                raise ValueError(f"FieldVocab.from_dict: field '{name}' lists a value twice")
+            cleaned.append(plain)
+        vocab._set_values(cleaned)
+        return vocab
+
+    def __repr__(self) -> str:
+        sizes = self.sizes if self._values is not None else "unfitted"
+        return f"FieldVocab(fields={self.field_names}, sizes={sizes})"
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def _mlp(input_dim: int, hidden: Sequence[int], dropout: float, batch_norm: bool) -> nn.Sequential:
+    """Linear → [BatchNorm1d] → ReLU → [Dropout] per hidden size (FuxiCTR's MLP block)."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers.append(nn.Linear(input_dim, size))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(size))
+        layers.append(nn.ReLU())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        input_dim = size
+    return nn.Sequential(*layers)
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2 full-rank cross network: ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l``; (B, D) → (B, D)."""
+
+    def __init__(self, dim: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(num_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+class CTRBackbone(nn.Module):
+    """ID-based CTR model over ``F`` categorical fields plus optional dense features.
+
+    Args:
+        field_vocab_sizes: rows of each field's embedding table (row 0 = out-of-vocabulary), e.g.
+            :attr:`FieldVocab.sizes`.
+        dense_dim: width of the dense input (0: none), e.g. an LLM embedding.
+        config: the architecture, see :class:`BackboneConfig`.
+    """
+
+    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
+        super().__init__()
+        sizes = [int(s) for s in field_vocab_sizes]
+        if not sizes:
+            raise ValueError("CTRBackbone needs at least one field")
+        if any(s < 1 for s in sizes):
+            raise ValueError(f"every field vocabulary needs >= 1 row (row 0 = unseen), got {sizes}")
+        if dense_dim < 0:
+            raise ValueError(f"dense_dim must be >= 0, got {dense_dim}")
+        self.config = config
+        self.field_vocab_sizes = sizes
+        self.num_fields = len(sizes)
+        self.dense_dim = int(dense_dim)
+        d = config.embedding_dim
+
+        # One table for all fields (one gather per batch); field f owns rows [offset_f, offset_f + size_f).
+        self.register_buffer("offsets", torch.tensor([0, *np.cumsum(sizes)[:-1]], dtype=torch.long), persistent=False)
+        self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.long), persistent=False)
+        self.embedding = nn.Embedding(sum(sizes), d)
+        input_dim = self.num_fields * d + self.dense_dim  # (B, F*d + dense_dim) feeds both towers
+
+        self.cross: CrossNetV2 | None = None
+        self.first_order: nn.Embedding | None = None
+        self.dense_linear: nn.Linear | None = None
+        self.deep = _mlp(input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
+        deep_out = config.mlp_hidden[-1] if config.mlp_hidden else 0
+        if config.kind == "dcnv2":
+            self.cross = CrossNetV2(input_dim, config.cross_layers)
+            head_in = (input_dim if config.cross_layers > 0 else 0) + deep_out
+        elif config.kind == "deepfm":
+            self.first_order = nn.Embedding(sum(sizes), 1)  # the FM's per-value weights w_i (bias: in self.head)
+            if self.dense_dim:
+                self.dense_linear = nn.Linear(self.dense_dim, 1, bias=False)
+            head_in = deep_out
+        else:
+            head_in = deep_out
+        self.head = nn.Linear(head_in, 1) if head_in else None
+        if self.head is None:  # deepfm without a deep tower is a plain FM: it still needs the global bias
+            self.bias = nn.Parameter(torch.zeros(1))
+        self._last_rows: torch.Tensor | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # FuxiCTR's initialisation: tiny embeddings (the towers start near-linear), Xavier-normal Linear layers.
+        nn.init.normal_(self.embedding.weight, std=1e-4)
+        if self.first_order is not None:
+            nn.init.normal_(self.first_order.weight, std=1e-4)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def _check_inputs(self, sparse: torch.Tensor, dense: torch.Tensor | None) -> None:
+        if torch.jit.is_tracing():  # ONNX export: the graph cannot raise, and reading shapes here would warn
+            return
+        if sparse.dim() != 2 or sparse.shape[1] != self.num_fields:
+            raise ValueError(f"sparse must be (B, {self.num_fields}), got {tuple(sparse.shape)}")
+        if sparse.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"sparse must be an integer (int64) tensor, got {sparse.dtype}")
+        if self.dense_dim:
+            if dense is None:
+                raise ValueError(
+                    f"this backbone has dense_dim={self.dense_dim}: pass dense of shape (B, {self.dense_dim})"
+                )
+            if dense.dim() != 2 or dense.shape[0] != sparse.shape[0] or dense.shape[1] != self.dense_dim:
+                raise ValueError(f"dense must be ({sparse.shape[0]}, {self.dense_dim}), got {tuple(dense.shape)}")
+            if not dense.is_floating_point():
+                raise ValueError(f"dense must be a float tensor, got {dense.dtype}")
+        elif dense is not None and dense.numel() != 0:
+            raise ValueError(f"this backbone has dense_dim=0 but got dense of shape {tuple(dense.shape)}")
+        if sparse.numel():
+            bad = (sparse < 0) | (sparse >= self.sizes)
+            if bool(bad.any()):
+                row, col = (int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"sparse[{row}, {col}] = {int(sparse[row, col])} is outside field {col}'s vocabulary "
+                    f"[0, {self.field_vocab_sizes[col]}) (use 0 for unseen values)"
+                )
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """Score a batch.
+
+        Args:
+            sparse: (B, F) int64 per-field indices, 0 = the field's out-of-vocabulary row.
+            dense: (B, dense_dim) float features concatenated to the flattened field embeddings before the
+                cross/deep towers; ``None`` when ``dense_dim == 0``.
+
+        Returns:
+            (B,) logits.
+        """
+        self._check_inputs(sparse, dense)
+        sparse = sparse.long()
+        # An exported graph skips the checks above: map out-of-range ids to the unseen row there, rather than
+        # letting them read another field's rows.
+        sparse = torch.where((sparse >= 0) & (sparse < self.sizes), sparse, torch.zeros_like(sparse))
+        rows = sparse + self.offsets  # (B, F) rows of the shared table
+        if self.training:
+            self._last_rows = rows
+        emb = self.embedding(rows)  # (B, F, d)
+        x = emb.flatten(start_dim=1)  # (B, F*d)
+        if self.dense_dim:
+            x = torch.cat([x, dense.to(x.dtype)], dim=1)  # (B, F*d + dense_dim)
+
+        kind = self.config.kind
+        if kind == "dcnv2":
+            parts = []
+            if self.config.cross_layers > 0:
+                parts.append(self.cross(x))  # (B, input_dim)
+            if self.config.mlp_hidden:
+                parts.append(self.deep(x))  # (B, H)
+            return self.head(torch.cat(parts, dim=1)).squeeze(1)
+        if kind == "deepfm":
+            # FM: sum_i w_i + 1/2 * sum_d ((sum_i e_id)^2 - sum_i e_id^2) over the F fields
+            logit = self.first_order(rows).sum(dim=(1, 2))  # (B,)
+            square_of_sum = emb.sum(dim=1).pow(2)  # (B, d)
+            sum_of_squares = emb.pow(2).sum(dim=1)  # (B, d)
+            logit = logit + 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+            if self.dense_linear is not None:
+                logit = logit + self.dense_linear(x[:, -self.dense_dim :]).squeeze(1)
+            if self.head is not None:
+                return logit + self.head(self.deep(x)).squeeze(1)
+            return logit + self.bias
+        return self.head(self.deep(x)).squeeze(1)
+
+    def embedding_tables(self) -> list[nn.Embedding]:
+        return [t for t in (self.embedding, self.first_order) if t is not None]
+
+    def regularization(self) -> torch.Tensor:
+        """``embedding_l2 / 2 * sum of squared embedding weights`` (scalar); 0 when ``embedding_l2 == 0``.
+
+        Scope ``"table"`` sums every row of every table (FuxiCTR); ``"batch"`` only the distinct rows of the last
+        training-mode forward.
+        """
+        weight = self.embedding.weight
+        lam = self.config.embedding_l2
+        if lam == 0:
+            return weight.new_zeros(())
+        if self.config.embedding_l2_scope == "table":
+            total = sum(t.weight.pow(2).sum() for t in self.embedding_tables())
+        else:
+            if self._last_rows is None:
+                raise RuntimeError("regularization() with scope 'batch' needs a training-mode forward first")
+            rows = torch.unique(self._last_rows)
+            total = sum(t.weight[rows].pow(2).sum() for t in self.embedding_tables())
+        return 0.5 * lam * total
+
+    def extra_repr(self) -> str:
+        return f"kind={self.config.kind}, fields={self.num_fields}, dense_dim={self.dense_dim}"
+
+
+__all__ = ["BackboneConfig", "CTRBackbone", "CrossNetV2", "FieldVocab", "KINDS"]
