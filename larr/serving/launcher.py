@@ -1,0 +1,527 @@
+"""Find, configure and run ``tritonserver`` and ``perf_analyzer`` outside the NGC container.
+
+On a plain machine the ``tritonserver`` binary comes from the ``nvidia-pytriton`` wheel (Triton 2.51 with
+the python backend) and ``perf_analyzer`` from the ``tritonclient[all]==2.51.0`` wheel; both need some
+preparation that this module does once, so that every caller (``larr serve``, the tests, the benchmarks)
+starts the server the same, safe way::
+
+    larr serve --model-repository model_repository          # foreground, Ctrl-C stops it
+
+    with run_triton_server("model_repository") as server:   # tests / benchmarks
+        client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
+
+Safe defaults: every endpoint binds to loopback, the repository is fixed at start-up
+(``--model-control-mode none``), and the admin protocols (model-repository, shared-memory, logging,
+trace) need a key header. Findings behind these choices: ``docs/serving-toolchain.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+SERVE_HINT = (
+    "install the serving extra (pip install 'larr[serve]': nvidia-pytriton==0.7.0 bundles tritonserver 2.51 "
+    "with the python backend) or run inside the NGC image nvcr.io/nvidia/tritonserver:24.10-py3"
+)
+PERF_ANALYZER_HINT = "pip install 'tritonclient[all]==2.51.0' (newer wheels need glibc >= 2.38)"
+
+# Protocols a client of the ensemble never needs; they can load/unload models, map shared memory or
+# change logging, so they stay behind a key even on loopback.
+ADMIN_PROTOCOLS: tuple[str, ...] = ("model-repository", "shared-memory", "logging", "trace")
+ADMIN_KEY_HEADER = "admin-key"
+# Triton's gRPC frontend only looks at headers with this prefix; the HTTP frontend uses the bare name.
+GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
+# Characters that would break the '<protocols>:<header>=<key>' flag syntax.
+_KEY_FORBIDDEN = frozenset(",:= \t\r\n")
+
+
+class TritonNotFoundError(RuntimeError):
+    """tritonserver (or a piece it needs, such as the python-backend stub) is not installed."""
+
+
+class PerfAnalyzerNotFoundError(RuntimeError):
+    """perf_analyzer or one of its shared libraries is not installed."""
+
+
+class ServerStartError(RuntimeError):
+    """tritonserver exited or did not become ready; the message ends with the tail of its log."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """A runnable tritonserver and what it needs beyond the binary."""
+
+    executable: Path
+    # None: the binary's compiled-in default (/opt/tritonserver/backends in the NGC image).
+    backend_directory: Path | None = None
+    cache_directory: Path | None = None
+    # Environment variables to set for the server (and through it, the python-backend stubs).
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ServerOptions:
+    """Command-line options of one tritonserver run, with safe defaults."""
+
+    model_repository: Path
+    host: str = "127.0.0.1"  # loopback only; expose deliberately (e.g. "0.0.0.0" behind a proxy)
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    admin_key: str | None = None  # None: a random key is generated, see ``admin_headers_*``
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = ()  # appended last, so they can override the defaults
+
+    def __post_init__(self) -> None:
+        self.model_repository = Path(self.model_repository)
+        for name in ("grpc_port", "http_port", "metrics_port"):
+            port = getattr(self, name)
+            # Port 0 would let tritonserver pick one that we could not learn back.
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ValueError(f"{name} must be an integer in 1..65535, got {port!r}")
+        ports = (self.grpc_port, self.http_port, self.metrics_port)
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"grpc, http and metrics ports must differ, got {ports}")
+        if self.admin_key is None:
+            self.admin_key = secrets.token_hex(16)
+        if not self.admin_key or _KEY_FORBIDDEN.intersection(self.admin_key):
+            raise ValueError("admin_key must be non-empty and contain none of ',', ':', '=' or whitespace")
+        if self.log_verbose < 0:
+            raise ValueError(f"log_verbose must be >= 0, got {self.log_verbose}")
+        self.extra_args = tuple(self.extra_args)
+
+    @property
+    def admin_headers_grpc(self) -> dict[str, str]:
+        """Headers that unlock the admin protocols for ``tritonclient.grpc`` calls."""
+        return {GRPC_RESTRICTED_HEADER_PREFIX + ADMIN_KEY_HEADER: str(self.admin_key)}
+
+    @property
+    def admin_headers_http(self) -> dict[str, str]:
+        """Headers that unlock the admin APIs for ``tritonclient.http`` calls."""
+        return {ADMIN_KEY_HEADER: str(self.admin_key)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating the binaries
+
+
+def _pytriton_bundle_dir() -> Path | None:
+    """The ``tritonserver`` folder of an installed nvidia-pytriton wheel, found without importing it."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        return None
+    bundle = Path(spec.origin).parent / "tritonserver"
+    return bundle if (bundle / "bin" / "tritonserver").is_file() else None
+
+
+def python_stub_env() -> dict[str, str]:
+    """Environment that makes the bundle's python-backend stub run *this* interpreter's environment.
+
+    The stub embeds Python with an isolated config (PYTHONHOME/PYTHONPATH are ignored) and links
+    ``libpython3.X.so.1.0`` by soname. Without help it picks the system libpython (e.g. Debian's) and
+    its frozen ``site`` module, so numpy and larr are not importable. Putting this interpreter's
+    LIBDIR first on LD_LIBRARY_PATH selects the matching libpython, and its directory first on PATH
+    lets the embedded interpreter find its prefix (or venv) by looking up ``python3`` on PATH.
+    """
+    env: dict[str, str] = {}
+    libdir = sysconfig.get_config_var("LIBDIR")
+    ldlibrary = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and ldlibrary and (Path(libdir) / ldlibrary).exists():
+        env["LD_LIBRARY_PATH"] = _prepend_path(libdir, os.environ.get("LD_LIBRARY_PATH"))
+    env["PATH"] = _prepend_path(str(Path(sys.executable).parent), os.environ.get("PATH"))
+    return env
+
+
+def prepare_pytriton_bundle(bundle_dir: Path, python_version: tuple[int, int] | None = None) -> TritonInstall:
+    """Put the python-backend stub for ``python_version`` (default: the running one) into the bundle.
+
+    The wheel ships one stub per Python version under ``python_backend_stubs/<X.Y>/`` and none in
+    ``backends/python/``, where the python backend looks for it. The copy is skipped when an identical
+    stub is already there and is done through a temporary file and ``os.replace``, so a concurrent
+    launcher never sees a half-written executable.
+    """
+    bundle_dir = Path(bundle_dir)
+    major, minor = python_version or sys.version_info[:2]
+    executable = bundle_dir / "bin" / "tritonserver"
+    if not executable.is_file():
+        raise TritonNotFoundError(f"{executable} does not exist; {SERVE_HINT}")
+    stubs = bundle_dir / "python_backend_stubs"
+    source = stubs / f"{major}.{minor}" / "triton_python_backend_stub"
+    if not source.is_file():
+        available = sorted(p.name for p in stubs.iterdir()) if stubs.is_dir() else []
+        raise TritonNotFoundError(
+            f"the pytriton bundle at {bundle_dir} has no python-backend stub for Python {major}.{minor} "
+            f"(available: {', '.join(available) or 'none'}); use one of those Python versions or {SERVE_HINT}"
+        )
+    backends = bundle_dir / "backends"
+    if not (backends / "python").is_dir():
+        raise TritonNotFoundError(f"the pytriton bundle at {bundle_dir} has no backends/python folder; {SERVE_HINT}")
+    target = backends / "python" / "triton_python_backend_stub"
+    if not (target.is_file() and filecmp.cmp(source, target, shallow=False)):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    caches = bundle_dir / "caches"
+    return TritonInstall(
+        executable=executable,
+        backend_directory=backends,
+        cache_directory=caches if caches.is_dir() else None,
+        env=python_stub_env(),
+    )
+
+
+def locate_triton() -> TritonInstall:
+    """``tritonserver`` on PATH (an NGC image or a source build), else the prepared pytriton bundle."""
+    on_path = shutil.which("tritonserver")
+    if on_path is not None:
+        return TritonInstall(executable=Path(on_path))
+    bundle = _pytriton_bundle_dir()
+    if bundle is None:
+        raise TritonNotFoundError(f"tritonserver is neither on PATH nor bundled by nvidia-pytriton; {SERVE_HINT}")
+    return prepare_pytriton_bundle(bundle)
+
+
+def find_tritonserver() -> Path:
+    """Path of a runnable ``tritonserver`` (see :func:`locate_triton`)."""
+    return locate_triton().executable
+
+
+def find_perf_analyzer() -> Path:
+    """``perf_analyzer`` next to this interpreter (where pip puts it), else on PATH."""
+    beside = Path(sys.executable).parent / "perf_analyzer"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    on_path = shutil.which("perf_analyzer")
+    if on_path is None:
+        raise PerfAnalyzerNotFoundError(f"perf_analyzer is not installed; {PERF_ANALYZER_HINT}")
+    return Path(on_path)
+
+
+def _cuda_runtime_lib_dir() -> Path | None:
+    """The folder holding ``libcudart.so.12`` from the ``nvidia-cuda-runtime-cu12`` wheel."""
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    except ModuleNotFoundError:  # no "nvidia" namespace at all
+        return None
+    if spec is None or spec.submodule_search_locations is None:
+        return None
+    for location in spec.submodule_search_locations:
+        lib = Path(location) / "lib"
+        if (lib / "libcudart.so.12").exists():
+            return lib
+    return None
+
+
+def _loadable(soname: str, env: Mapping[str, str]) -> bool:
+    """Whether the dynamic loader finds ``soname`` with ``env``'s LD_LIBRARY_PATH (checked in a child,
+    because LD_LIBRARY_PATH is read only at process start)."""
+    probe = f"import ctypes; ctypes.CDLL({soname!r})"
+    result = subprocess.run([sys.executable, "-c", probe], env=dict(env), capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def perf_analyzer_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment in which the tritonclient wheel's ``perf_analyzer`` starts.
+
+    The binary links ``libcudart.so.12`` even for CPU-only runs (taken from the
+    ``nvidia-cuda-runtime-cu12`` wheel when the system has none) and ``libb64.so.0d`` (Debian: ``apt-get
+    install libb64-0d``).
+    """
+    env = dict(os.environ if base is None else base)
+    cudart = _cuda_runtime_lib_dir()
+    if cudart is not None:
+        env["LD_LIBRARY_PATH"] = _prepend_path(str(cudart), env.get("LD_LIBRARY_PATH"))
+    elif not _loadable("libcudart.so.12", env):
+        raise PerfAnalyzerNotFoundError(
+            "perf_analyzer needs libcudart.so.12: pip install nvidia-cuda-runtime-cu12 (or install the CUDA 12 runtime)"
+        )
+    if not _loadable("libb64.so.0d", env):
+        raise PerfAnalyzerNotFoundError("perf_analyzer needs libb64.so.0d: apt-get install libb64-0d (Debian/Ubuntu)")
+    return env
+
+
+def _prepend_path(entry: str, current: str | None) -> str:
+    return entry if not current else f"{entry}{os.pathsep}{current}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_command(options: ServerOptions, install: TritonInstall | None = None) -> list[str]:
+    """The ``tritonserver`` argv for ``options`` (``install`` defaults to :func:`locate_triton`)."""
+    install = install or locate_triton()
+    restricted = f"{','.join(ADMIN_PROTOCOLS)}:{ADMIN_KEY_HEADER}={options.admin_key}"
+    command = [
+        str(install.executable),
+        f"--model-repository={options.model_repository.resolve()}",
+        # Load everything at start-up and never change it from the network.
+        "--model-control-mode=none",
+        f"--grpc-address={options.host}",
+        f"--grpc-port={options.grpc_port}",
+        f"--http-address={options.host}",
+        f"--http-port={options.http_port}",
+        f"--metrics-address={options.host}",
+        f"--metrics-port={options.metrics_port}",
+        # The help text says '<apis>,<key>=<value>'; 2.51 only accepts '<apis>:<key>=<value>'.
+        f"--grpc-restricted-protocol={restricted}",
+        f"--http-restricted-api={restricted}",
+        f"--log-verbose={options.log_verbose}",
+    ]
+    if install.backend_directory is not None:
+        command.append(f"--backend-directory={install.backend_directory}")
+    if install.cache_directory is not None:
+        command.append(f"--cache-directory={install.cache_directory}")
+    command.extend(options.extra_args)
+    return command
+
+
+def server_env(install: TritonInstall, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment to start ``install``'s tritonserver in."""
+    env = dict(os.environ if base is None else base)
+    env.update(install.env)
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free on ``host`` right now (another process may still take it before we do)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(host)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A tritonserver started by :func:`run_triton_server`."""
+
+    options: ServerOptions
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` as ``tritonclient.grpc`` and :class:`larr.clients.LarrClient` take it."""
+        return _host_port(self.options.host, self.options.grpc_port)
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` as ``tritonclient.http`` takes it."""
+        return _host_port(self.options.host, self.options.http_port)
+
+    @property
+    def metrics_url(self) -> str:
+        """Full URL of the Prometheus metrics page."""
+        return f"http://{_host_port(self.options.host, self.options.metrics_port)}/metrics"
+
+    @property
+    def admin_key(self) -> str:
+        return str(self.options.admin_key)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server log."""
+        return _tail(self.log_path, lines)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _check_repository(model_repository: Path) -> None:
+    if not Path(model_repository).is_dir():
+        raise FileNotFoundError(f"model repository {model_repository} is not a directory")
+
+
+def _wait_ready(server: RunningServer, timeout_s: float, poll_s: float = 0.25) -> None:
+    """Poll ``is_server_ready`` over gRPC until it is true, the process exits, or ``timeout_s`` passes."""
+    import tritonclient.grpc as grpcclient  # deferred: the CLI imports this module just to print --help
+    from tritonclient.utils import InferenceServerException
+
+    deadline = time.monotonic() + timeout_s
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        while True:
+            code = server.process.poll()
+            if code is not None:
+                raise ServerStartError(
+                    f"tritonserver exited with code {code} during start-up; log {server.log_path}:\n{server.log_tail()}"
+                )
+            with contextlib.suppress(InferenceServerException):
+                # With strict readiness (the default) this is true only once every model has loaded.
+                if client.is_server_ready(client_timeout=max(poll_s, 1.0)):
+                    return
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"tritonserver was not ready after {timeout_s:.0f} s; log {server.log_path}:\n{server.log_tail()}"
+                )
+            time.sleep(poll_s)
+    finally:
+        client.close()
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGINT (Triton finishes in-flight requests and unloads models), then SIGKILL the process group."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        # The server runs in its own session (start_new_session), so its group holds it and the stubs.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def run_triton_server(
+    model_repository: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    grpc_port: int | None = None,
+    http_port: int | None = None,
+    metrics_port: int | None = None,
+    admin_key: str | None = None,
+    log_verbose: int = 0,
+    extra_args: Sequence[str] = (),
+    startup_timeout_s: float = 120.0,
+    shutdown_grace_s: float = 30.0,
+    log_path: str | os.PathLike[str] | None = None,
+    install: TritonInstall | None = None,
+) -> Iterator[RunningServer]:
+    """Start tritonserver on ``model_repository``, wait until it is ready, yield it, stop it.
+
+    Ports default to free loopback ports. The server's stdout and stderr go to ``log_path`` (default:
+    a temporary file, removed after a clean run); a start-up failure raises :class:`ServerStartError`
+    with the log's tail and keeps the log.
+    """
+    _check_repository(Path(model_repository))
+    install = install or locate_triton()
+    free = iter(_free_ports(host, 3))
+    options = ServerOptions(
+        model_repository=Path(model_repository),
+        host=host,
+        grpc_port=grpc_port or next(free),
+        http_port=http_port or next(free),
+        metrics_port=metrics_port or next(free),
+        admin_key=admin_key,
+        log_verbose=log_verbose,
+        extra_args=tuple(extra_args),
+    )
+    own_log = log_path is None
+    if own_log:
+        fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+        os.close(fd)
+        log_file = Path(name)
+    else:
+        log_file = Path(log_path)  # type: ignore[arg-type]
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen(
+            build_command(options, install),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=server_env(install),
+            # Own session: a Ctrl-C in the terminal reaches us, not the server, and we stop it in order.
+            start_new_session=True,
+        )
+    server = RunningServer(options=options, process=process, log_path=log_file)
+    try:
+        _wait_ready(server, startup_timeout_s)
+    except BaseException:
+        _stop(process, shutdown_grace_s)  # the log stays, since the error message points at it
+        raise
+    try:
+        yield server
+    finally:
+        _stop(process, shutdown_grace_s)
+        if own_log:
+            log_file.unlink(missing_ok=True)
+
+
+def serve_main(
+    model_repository: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    grpc_port: int = 8001,
+    http_port: int = 8000,
+    metrics_port: int = 8002,
+    admin_key: str | None = None,
+) -> int:
+    """Run tritonserver in the foreground for ``larr serve``; returns its exit code.
+
+    Prints the endpoints and the admin key first. SIGINT/SIGTERM sent to this process are forwarded
+    once to the server, which then drains in-flight requests and exits (a terminal Ctrl-C reaches
+    both; Triton ignores the second signal).
+    """
+    try:
+        _check_repository(Path(model_repository))
+        options = ServerOptions(
+            model_repository=Path(model_repository),
+            host=host,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            metrics_port=metrics_port,
+            admin_key=admin_key,
+        )
+        install = locate_triton()
+    except (FileNotFoundError, ValueError, TritonNotFoundError) as error:
+        print(f"larr serve: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"tritonserver {install.executable}\n"
+        f"  model repository  {options.model_repository.resolve()}\n"
+        f"  gRPC              {_host_port(host, grpc_port)}\n"
+        f"  HTTP              http://{_host_port(host, http_port)}\n"
+        f"  metrics           http://{_host_port(host, metrics_port)}/metrics\n"
+        f"  admin key         {options.admin_key}  (restricted: {', '.join(ADMIN_PROTOCOLS)}; header "
+        f"'{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}' over gRPC, '{ADMIN_KEY_HEADER}' over HTTP)",
+        flush=True,
+    )
+    process = subprocess.Popen(build_command(options, install), env=server_env(install))
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if process.poll() is None:
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,135 @@
+"""Model runtimes for the python-backend adapters: ONNX Runtime (CPU or CUDA) or PyTorch (CPU or CUDA).
+
+The adapters pick one from their model config (``runtime``, ``device``, ``model_file``,
+``intra_op_threads`` parameters, see larr.contract), so a Triton build without the TensorRT or
+ONNX Runtime backends (like the pytriton bundle) still serves every model, on a GPU too.
+Inputs are fed in the order of the model config's inputs; outputs come back in config order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from larr.contract import PARAM_DEVICE, PARAM_INTRA_OP_THREADS, PARAM_MODEL_FILE, PARAM_RUNTIME
+
+RUNTIMES = ("onnxruntime", "torch")
+SERVING_META_FILE = "serving.json"  # ctr torch artifacts: {"num_users": U, "num_items": I}
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    model_file: str = "model.onnx"
+    intra_op_threads: int = 0
+
+    @classmethod
+    def from_model_config(cls, config: Mapping[str, Any]) -> "RuntimeSpec":
+        params = model_parameters(config)
+        spec = cls(
+            runtime=params.get(PARAM_RUNTIME, cls.runtime),
+            device=params.get(PARAM_DEVICE, cls.device),
+            model_file=params.get(PARAM_MODEL_FILE, cls.model_file),
+            intra_op_threads=int(params.get(PARAM_INTRA_OP_THREADS, cls.intra_op_threads)),
+        )
+        if spec.runtime not in RUNTIMES:
+            raise ValueError(f"parameter {PARAM_RUNTIME}={spec.runtime!r}: expected one of {RUNTIMES}")
+        if not (spec.device == "cpu" or spec.device.startswith("cuda")):
+            raise ValueError(f"parameter {PARAM_DEVICE}={spec.device!r}: expected 'cpu' or 'cuda[:N]'")
+        return spec
+
+
+def model_parameters(config: Mapping[str, Any]) -> dict[str, str]:
+    """``parameters`` of a model config as parsed from ``args["model_config"]`` JSON: name -> string."""
+    return {name: value["string_value"] for name, value in config.get("parameters", {}).items()}
+
+
+def tensor_names(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(t["name"] for t in config["input"]), tuple(t["name"] for t in config["output"])
+
+
+class Runtime(Protocol):
+    device: str
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        """Inputs in config order (NumPy, or torch tensors for the torch runtime) -> outputs in config order."""
+
+
+class OnnxRuntime:
+    """An ONNX Runtime session; CUDAExecutionProvider when the device is cuda."""
+
+    def __init__(self, path: Path, input_names: Sequence[str], output_names: Sequence[str], spec: RuntimeSpec):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if spec.intra_op_threads:
+            options.intra_op_num_threads = spec.intra_op_threads
+        options.inter_op_num_threads = 1
+        if spec.device.startswith("cuda"):
+            device_id = int(spec.device.partition(":")[2] or 0)
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError(f"device {spec.device}: this onnxruntime has no CUDA provider (install onnxruntime-gpu)")
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.device = spec.device
+        self.input_names = tuple(input_names)
+        self.output_names = tuple(output_names)
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        unknown = set(self.input_names) - graph_inputs
+        if unknown:
+            raise ValueError(f"{path}: config inputs {sorted(unknown)} are not inputs of the ONNX graph {sorted(graph_inputs)}")
+        self._used_inputs = [n for n in self.input_names if n in graph_inputs]
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = {name: value for name, value in zip(self.input_names, inputs) if name in self._used_inputs}
+        return self.session.run(list(self.output_names), feed)
+
+
+class TorchRuntime:
+    """The PyTorch modules themselves (TextEmbedder or ServingCTR), on CPU or CUDA; tensors in and out."""
+
+    def __init__(self, path: Path, spec: RuntimeSpec):
+        import torch
+
+        from larr.training.ctr_model import LarrCTR, ServingCTR, index_table
+        from larr.training.embedder import EMBEDDER_FILE, TextEmbedder
+
+        if spec.intra_op_threads:
+            torch.set_num_threads(spec.intra_op_threads)
+        self.torch = torch
+        self.device = spec.device
+        if (path / EMBEDDER_FILE).exists():
+            module = TextEmbedder.from_pretrained(path)
+        else:
+            model, vocab = LarrCTR.load(path)
+            meta = json.loads((path / SERVING_META_FILE).read_text(encoding="utf-8"))
+            module = ServingCTR(
+                model, index_table(vocab["values"][0], meta["num_users"]), index_table(vocab["values"][1], meta["num_items"])
+            )
+        self.module = module.eval().to(spec.device)
+
+    def run(self, inputs: Sequence[Any]) -> list[Any]:
+        torch = self.torch
+        tensors = [x.to(self.device) if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x)).to(self.device) for x in inputs]
+        with torch.inference_mode():
+            return [self.module(*tensors)]
+
+
+def load_runtime(version_dir: Path, config: Mapping[str, Any]) -> Runtime:
+    """The runtime a model config asks for, loaded from ``version_dir / model_file``."""
+    spec = RuntimeSpec.from_model_config(config)
+    path = Path(version_dir) / spec.model_file
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; export the model repository with `larr export`")
+    if spec.runtime == "torch":
+        return TorchRuntime(path, spec)
+    inputs, outputs = tensor_names(config)
+    return OnnxRuntime(path, inputs, outputs, spec)

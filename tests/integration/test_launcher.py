@@ -1,0 +1,184 @@
+"""A real tritonserver started by run_triton_server on free loopback ports, with the toy python model."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, SCENE_TEXT, USER_ID
+from larr.serving.launcher import (
+    PerfAnalyzerNotFoundError,
+    RunningServer,
+    ServerStartError,
+    find_perf_analyzer,
+    perf_analyzer_env,
+    run_triton_server,
+)
+
+pytestmark = pytest.mark.integration
+
+ADMIN_KEY = "integration-test-key"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, toy: Any) -> Iterator[RunningServer]:
+    repo = toy.write(tmp_path_factory.mktemp("launcher_repo"))
+    with run_triton_server(repo, admin_key=ADMIN_KEY) as running:
+        yield running
+
+
+def _inputs(texts: list[str], user_id: int, items: list[int]) -> list[grpcclient.InferInput]:
+    arrays = [
+        (SCENE_TEXT, np.array([t.encode() for t in texts], dtype=np.object_), "BYTES"),
+        (USER_ID, np.array([user_id], dtype=np.int64), "INT64"),
+        (ITEM_IDS, np.array(items, dtype=np.int64), "INT64"),
+    ]
+    inputs = []
+    for name, array, datatype in arrays:
+        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def test_server_is_ready_and_answers_grpc_inference(server: RunningServer, toy: Any) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        assert client.is_server_ready()
+        assert client.is_model_ready(ENSEMBLE_NAME)
+        result = client.infer(ENSEMBLE_NAME, _inputs(["rain", "night"], 7, [1, 2]))
+        np.testing.assert_allclose(result.as_numpy(CTR), toy.ctr(["rain", "night"], 7, [1, 2]), rtol=1e-6)
+    finally:
+        client.close()
+
+
+def test_metrics_endpoint_serves_triton_and_custom_metrics(server: RunningServer, toy: Any) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        client.infer(ENSEMBLE_NAME, _inputs(["a", "b"], 1, [1]))
+    finally:
+        client.close()
+    with urllib.request.urlopen(server.metrics_url, timeout=30) as response:
+        page = response.read().decode()
+    assert "nv_inference_request_success" in page
+    counts = [line for line in page.splitlines() if line.startswith(f'{toy.metric}{{model="{toy.step_model}"}}')]
+    assert len(counts) == 1 and float(counts[0].split()[-1]) >= 1
+
+
+def test_admin_protocols_need_the_key_over_grpc(server: RunningServer, toy: Any) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        for headers in (None, {"triton-grpc-protocol-admin-key": "wrong"}, {"admin-key": ADMIN_KEY}):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                client.get_model_repository_index(headers=headers)
+        index = client.get_model_repository_index(headers=server.options.admin_headers_grpc)
+        assert {m.name for m in index.models} == {ENSEMBLE_NAME, toy.step_model}
+        # The model config stays open: the client reads the published schema from it.
+        assert client.get_model_config(ENSEMBLE_NAME).config.name == ENSEMBLE_NAME
+    finally:
+        client.close()
+
+
+def test_admin_apis_need_the_key_over_http(server: RunningServer, toy: Any) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_model_repository_index()
+        index = client.get_model_repository_index(headers=server.options.admin_headers_http)
+        assert {m["name"] for m in index} == {ENSEMBLE_NAME, toy.step_model}
+    finally:
+        client.close()
+
+
+def test_model_control_is_off_even_with_the_key(server: RunningServer, toy: Any) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException, match="not allowed"):
+            client.unload_model(toy.step_model, headers=server.options.admin_headers_grpc)
+        assert client.is_model_ready(toy.step_model)
+    finally:
+        client.close()
+
+
+def _non_loopback_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent; this only picks the outgoing interface
+            address = sock.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_endpoints_listen_on_loopback_only(server: RunningServer) -> None:
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    for port in (server.options.grpc_port, server.options.http_port, server.options.metrics_port):
+        with pytest.raises(OSError):
+            socket.create_connection((address, port), timeout=5).close()
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_perf_analyzer_runs_against_the_server(server: RunningServer, tmp_path: Path) -> None:
+    try:
+        binary, env = find_perf_analyzer(), perf_analyzer_env()
+    except PerfAnalyzerNotFoundError as error:
+        pytest.skip(str(error))
+    data = tmp_path / "input.json"
+    # Every variable-shape input needs content + shape, BYTES included.
+    data.write_text(json.dumps({"data": [{
+        SCENE_TEXT: {"content": ["heavy rain", "late night"], "shape": [2]},
+        USER_ID: [3],
+        ITEM_IDS: {"content": [1, 2, 3], "shape": [3]},
+    }]}))
+    result = subprocess.run(
+        [str(binary), "-m", ENSEMBLE_NAME, "-u", server.grpc_url, "-i", "grpc", "--input-data", str(data),
+         "--concurrency-range", "1", "--measurement-mode", "count_windows", "--measurement-request-count", "20"],
+        env=env, capture_output=True, text=True, check=False, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Throughput" in result.stdout
+
+
+def test_teardown_stops_the_server_cleanly(tmp_path: Path, toy: Any) -> None:
+    repo = toy.write(tmp_path / "repo")
+    with run_triton_server(repo) as running:
+        url, process, log_path = running.grpc_url, running.process, running.log_path
+        assert log_path.is_file()
+    assert process.returncode == 0  # exited on SIGINT by itself, not killed
+    assert not log_path.exists()  # the temporary log is removed
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        with pytest.raises(InferenceServerException):
+            client.is_server_live(client_timeout=5)
+    finally:
+        client.close()
+
+
+def test_startup_failure_raises_with_the_log_tail_and_keeps_the_log(tmp_path: Path, toy: Any) -> None:
+    repo = toy.write(tmp_path / "repo")
+    (repo / toy.step_model / "1" / "model.py").write_text("raise ImportError('toy model is broken on purpose')\n")
+    with pytest.raises(ServerStartError, match="toy model is broken on purpose") as caught:
+        with run_triton_server(repo):
+            pass
+    match = re.search(r"log (\S+\.log):", str(caught.value))
+    assert match is not None
+    log_path = Path(match.group(1))
+    try:
+        assert "toy model is broken on purpose" in log_path.read_text()
+    finally:
+        log_path.unlink(missing_ok=True)

@@ -1,0 +1,318 @@
+"""Unit tests of larr.serving.launcher: command building, stub placement, errors (no tritonserver run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from larr.serving import launcher
+from larr.serving.launcher import (
+    ADMIN_PROTOCOLS,
+    PerfAnalyzerNotFoundError,
+    RunningServer,
+    ServerOptions,
+    ServerStartError,
+    TritonInstall,
+    TritonNotFoundError,
+    build_command,
+    find_perf_analyzer,
+    find_tritonserver,
+    locate_triton,
+    perf_analyzer_env,
+    prepare_pytriton_bundle,
+    python_stub_env,
+    run_triton_server,
+    serve_main,
+    server_env,
+)
+
+PY = sys.version_info[:2]
+
+
+def _flag(command: list[str], name: str) -> str:
+    values = [arg.split("=", 1)[1] for arg in command if arg.startswith(f"--{name}=")]
+    if len(values) != 1:
+        raise LookupError(f"--{name} appears {len(values)} times in {command}")
+    return values[0]
+
+
+def _fake_bundle(root: Path, versions: tuple[tuple[int, int], ...] = (PY,)) -> Path:
+    """A folder shaped like pytriton's ``tritonserver`` bundle, with fake binaries."""
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "tritonserver").write_bytes(b"#!fake tritonserver\n")
+    (root / "backends" / "python").mkdir(parents=True)
+    (root / "caches" / "local").mkdir(parents=True)
+    for major, minor in versions:
+        stub_dir = root / "python_backend_stubs" / f"{major}.{minor}"
+        stub_dir.mkdir(parents=True)
+        (stub_dir / "triton_python_backend_stub").write_bytes(f"stub for {major}.{minor}".encode())
+    return root
+
+
+# ------------------------------------------------------------------------------------------------
+# ServerOptions and build_command
+
+
+def test_build_command_has_safe_defaults(tmp_path: Path) -> None:
+    install = TritonInstall(
+        executable=Path("/opt/x/tritonserver"), backend_directory=Path("/b"), cache_directory=Path("/c")
+    )
+    options = ServerOptions(
+        model_repository=tmp_path / "repo", grpc_port=9001, http_port=9000, metrics_port=9002, admin_key="k3y"
+    )
+    command = build_command(options, install)
+
+    assert command[0] == "/opt/x/tritonserver"
+    assert _flag(command, "model-repository") == str((tmp_path / "repo").resolve())
+    assert _flag(command, "model-control-mode") == "none"
+    for name in ("grpc-address", "http-address", "metrics-address"):
+        assert _flag(command, name) == "127.0.0.1"
+    assert (_flag(command, "grpc-port"), _flag(command, "http-port"), _flag(command, "metrics-port")) == (
+        "9001", "9000", "9002"
+    )
+    # The syntax 2.51 accepts: '<protocols>:<header>=<key>' (not the comma form its --help shows).
+    expected = "model-repository,shared-memory,logging,trace:admin-key=k3y"
+    assert _flag(command, "grpc-restricted-protocol") == expected
+    assert _flag(command, "http-restricted-api") == expected
+    assert _flag(command, "backend-directory") == "/b"
+    assert _flag(command, "cache-directory") == "/c"
+
+
+def test_build_command_without_bundle_dirs_and_with_extra_args_last(tmp_path: Path) -> None:
+    install = TritonInstall(executable=Path("/usr/bin/tritonserver"))
+    options = ServerOptions(model_repository=tmp_path, host="::1", admin_key="k", extra_args=("--log-info=false",))
+    command = build_command(options, install)
+    assert not any(a.startswith(("--backend-directory", "--cache-directory")) for a in command)
+    assert _flag(command, "grpc-address") == "::1"
+    assert command[-1] == "--log-info=false"
+
+
+def test_admin_key_is_random_when_not_given(tmp_path: Path) -> None:
+    first, second = ServerOptions(model_repository=tmp_path), ServerOptions(model_repository=tmp_path)
+    assert first.admin_key and second.admin_key and first.admin_key != second.admin_key
+    assert len(first.admin_key) >= 32
+    assert first.admin_headers_grpc == {"triton-grpc-protocol-admin-key": first.admin_key}
+    assert first.admin_headers_http == {"admin-key": first.admin_key}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"grpc_port": 0}, "grpc_port"),
+        ({"http_port": 70000}, "http_port"),
+        ({"metrics_port": True}, "metrics_port"),
+        ({"grpc_port": 8000, "http_port": 8000}, "must differ"),
+        ({"admin_key": "a:b"}, "admin_key"),
+        ({"admin_key": "a b"}, "admin_key"),
+        ({"admin_key": ""}, "admin_key"),
+        ({"log_verbose": -1}, "log_verbose"),
+    ],
+)
+def test_server_options_reject_bad_values(tmp_path: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerOptions(model_repository=tmp_path, **kwargs)
+
+
+def test_admin_protocols_leave_inference_and_model_config_open() -> None:
+    # The client needs model-config, perf_analyzer needs statistics; neither may be restricted.
+    assert set(ADMIN_PROTOCOLS) == {"model-repository", "shared-memory", "logging", "trace"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Locating tritonserver and placing the stub
+
+
+def test_prepare_bundle_copies_the_stub_of_the_running_python(tmp_path: Path) -> None:
+    bundle = _fake_bundle(tmp_path / "bundle", versions=((3, 10), PY))
+    install = prepare_pytriton_bundle(bundle)
+    stub = bundle / "backends" / "python" / "triton_python_backend_stub"
+    assert stub.read_bytes() == f"stub for {PY[0]}.{PY[1]}".encode()
+    assert os.access(stub, os.X_OK) == os.access(
+        bundle / "python_backend_stubs" / f"{PY[0]}.{PY[1]}" / "triton_python_backend_stub", os.X_OK
+    )
+    assert install.executable == bundle / "bin" / "tritonserver"
+    assert install.backend_directory == bundle / "backends"
+    assert install.cache_directory == bundle / "caches"
+    assert install.env == python_stub_env()
+    assert not list((bundle / "backends" / "python").glob(".*.tmp"))
+
+
+def test_prepare_bundle_keeps_an_identical_stub_and_replaces_a_different_one(tmp_path: Path) -> None:
+    bundle = _fake_bundle(tmp_path / "bundle")
+    stub = bundle / "backends" / "python" / "triton_python_backend_stub"
+    prepare_pytriton_bundle(bundle)
+    inode = stub.stat().st_ino
+    prepare_pytriton_bundle(bundle)
+    assert stub.stat().st_ino == inode  # identical: not rewritten
+
+    stub.write_bytes(b"stub of another python")
+    prepare_pytriton_bundle(bundle)
+    assert stub.read_bytes() == f"stub for {PY[0]}.{PY[1]}".encode()
+
+
+def test_prepare_bundle_without_a_stub_for_this_python_names_the_available_ones(tmp_path: Path) -> None:
+    bundle = _fake_bundle(tmp_path / "bundle", versions=((3, 8), (3, 9)))
+    with pytest.raises(TritonNotFoundError, match=r"no python-backend stub for Python 3\.42.*3\.8, 3\.9"):
+        prepare_pytriton_bundle(bundle, python_version=(3, 42))
+
+
+def test_prepare_bundle_without_binary_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(TritonNotFoundError, match="nvidia-pytriton"):
+        prepare_pytriton_bundle(tmp_path / "empty")
+
+
+def test_locate_prefers_tritonserver_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: "/opt/tritonserver/bin/tritonserver")
+    monkeypatch.setattr(launcher, "_pytriton_bundle_dir", lambda: _fake_bundle(tmp_path / "bundle"))
+    install = locate_triton()
+    assert install == TritonInstall(executable=Path("/opt/tritonserver/bin/tritonserver"))
+    assert find_tritonserver() == Path("/opt/tritonserver/bin/tritonserver")
+
+
+def test_locate_falls_back_to_the_pytriton_bundle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bundle = _fake_bundle(tmp_path / "bundle")
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
+    monkeypatch.setattr(launcher, "_pytriton_bundle_dir", lambda: bundle)
+    assert find_tritonserver() == bundle / "bin" / "tritonserver"
+    assert (bundle / "backends" / "python" / "triton_python_backend_stub").is_file()
+
+
+def test_locate_without_any_tritonserver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
+    monkeypatch.setattr(launcher, "_pytriton_bundle_dir", lambda: None)
+    with pytest.raises(TritonNotFoundError, match=r"larr\[serve\].*nvidia-pytriton"):
+        find_tritonserver()
+
+
+def test_python_stub_env_points_at_this_interpreter() -> None:
+    env = python_stub_env()
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == sysconfig.get_config_var("LIBDIR")
+
+
+def test_server_env_adds_the_install_env_to_the_base() -> None:
+    install = TritonInstall(executable=Path("t"), env={"LD_LIBRARY_PATH": "/x"})
+    env = server_env(install, base={"HOME": "/h", "LD_LIBRARY_PATH": "/old"})
+    assert env == {"HOME": "/h", "LD_LIBRARY_PATH": "/x"}
+
+
+# ------------------------------------------------------------------------------------------------
+# perf_analyzer
+
+
+def test_perf_analyzer_env_prepends_the_cuda_runtime_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(launcher, "_cuda_runtime_lib_dir", lambda: tmp_path)
+    monkeypatch.setattr(launcher, "_loadable", lambda soname, env: True)
+    env = perf_analyzer_env({"LD_LIBRARY_PATH": "/already"})
+    assert env["LD_LIBRARY_PATH"] == f"{tmp_path}{os.pathsep}/already"
+
+
+def test_perf_analyzer_env_without_cudart_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher, "_cuda_runtime_lib_dir", lambda: None)
+    monkeypatch.setattr(launcher, "_loadable", lambda soname, env: False)
+    with pytest.raises(PerfAnalyzerNotFoundError, match="nvidia-cuda-runtime-cu12"):
+        perf_analyzer_env({})
+
+
+def test_perf_analyzer_env_without_libb64_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(launcher, "_cuda_runtime_lib_dir", lambda: tmp_path)
+    monkeypatch.setattr(launcher, "_loadable", lambda soname, env: soname != "libb64.so.0d")
+    with pytest.raises(PerfAnalyzerNotFoundError, match="libb64-0d"):
+        perf_analyzer_env({})
+
+
+def test_loadable_checks_with_the_given_environment() -> None:
+    assert launcher._loadable("libc.so.6", dict(os.environ))
+    assert not launcher._loadable("libdefinitely-not-there.so.1", dict(os.environ))
+
+
+def test_find_perf_analyzer_missing_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(launcher.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
+    with pytest.raises(PerfAnalyzerNotFoundError, match=r"tritonclient\[all\]==2\.51\.0"):
+        find_perf_analyzer()
+
+
+def test_find_perf_analyzer_prefers_the_one_beside_python(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    binary = tmp_path / "perf_analyzer"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setattr(launcher.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: "/elsewhere/perf_analyzer")
+    assert find_perf_analyzer() == binary
+
+
+# ------------------------------------------------------------------------------------------------
+# Running: errors and teardown, with stand-in processes
+
+
+def test_run_triton_server_rejects_a_missing_repository(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        with run_triton_server(tmp_path / "missing", install=TritonInstall(executable=Path("/nonexistent"))):
+            pass
+
+
+def test_serve_main_reports_a_missing_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve_main(tmp_path / "missing") == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_wait_ready_reports_an_early_exit_with_the_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "print('E model failed to load: boom'); raise SystemExit(3)"], stdout=out
+        )
+    process.wait()
+    server = RunningServer(
+        options=ServerOptions(model_repository=tmp_path, grpc_port=launcher.free_port()), process=process, log_path=log
+    )
+    with pytest.raises(ServerStartError, match=r"(?s)exited with code 3.*boom"):
+        launcher._wait_ready(server, timeout_s=60)
+
+
+IGNORES_SIGINT = """
+import signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+print(1, flush=True)
+time.sleep(600)
+"""
+
+EXITS_ON_SIGINT = """
+import time
+try:
+    print(1, flush=True)  # inside the try: SIGINT may come as soon as this is read
+    time.sleep(600)
+except KeyboardInterrupt:
+    raise SystemExit(0)
+"""
+
+
+def test_stop_kills_a_server_that_ignores_sigint() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", IGNORES_SIGINT],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    process.stdout.readline()  # the handler is installed
+    launcher._stop(process, grace_s=0.5)
+    assert process.returncode == -9
+    process.stdout.close()
+
+
+def test_stop_lets_a_server_exit_on_sigint() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXITS_ON_SIGINT],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    process.stdout.readline()
+    launcher._stop(process, grace_s=60)
+    assert process.returncode == 0
+    process.stdout.close()
