@@ -1,0 +1,88 @@
+"""``larr export``: a trained run -> a Triton model repository.
+
+    larr export --checkpoints runs/tiny --target cpu --out model_repository
+    larr export --checkpoints runs/tiny --target cpu --device cuda --out model_repository   # GPU host, no TensorRT
+    larr export --checkpoints runs/tiny --target gpu --out model_repository                 # TensorRT plans
+
+The parser is argparse only; torch and the exporters are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from larr.export.repository import SUPPORTED_VARIANTS, TARGETS, RepositoryError, RepositoryOptions
+from larr.serving.runtime import RUNTIMES
+
+
+def configure_export_parser(parser: argparse.ArgumentParser) -> None:
+    defaults = RepositoryOptions()
+    add = parser.add_argument
+    add("--checkpoints", required=True, type=Path, help="run folder of `larr train` (config.yaml, embed/, ctr/)")
+    add("--out", required=True, type=Path, help="model repository folder to write (e.g. model_repository)")
+    add(
+        "--target", required=True, choices=TARGETS,
+        help="cpu: python-backend models on ONNX Runtime or PyTorch (any Triton, also on GPUs via --device cuda); "
+        "gpu: TensorRT plans (needs TensorRT and a CUDA GPU here, the NGC image to serve)",
+    )
+    add("--variant", default=defaults.variant, choices=SUPPORTED_VARIANTS, help="which trained CTR model to serve")
+    add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
+    add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
+    add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
+    add("--embedder-instances", type=int, default=defaults.embedder_instances, help="embedder model instances")
+    add("--ctr-instances", type=int, default=defaults.ctr_instances, help="ctr model instances")
+    add("--runtime", default=defaults.runtime, choices=RUNTIMES, help="cpu target: what runs the models")
+    add("--device", default=defaults.device, help="cpu target: 'cpu' or 'cuda[:N]' for the embedder and ctr")
+    add("--intra-op-threads", type=int, default=defaults.intra_op_threads, help="threads per model, 0 = default")
+    add("--num-users", type=int, help="user id range (default: from the run's dataset)")
+    add("--num-items", type=int, help="item id range (default: from the run's dataset)")
+    add("--adapters", type=Path, help="folder with <model>/1/model.py adapters (default: the repo's model_repository/)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Run ``larr export``; returns the exit code (2 with a message on stderr for a clear user error)."""
+    try:  # the flags alone, before anything heavy is imported
+        RepositoryOptions(
+            target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
+            max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
+            embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
+            device=args.device, intra_op_threads=args.intra_op_threads,
+        )
+    except ValueError as error:
+        print(f"larr export: {error}", file=sys.stderr)
+        return 2
+
+    from larr.export.repository import write_repository
+    from larr.export.tensorrt_build import TensorRTUnavailableError
+
+    try:
+        write_repository(
+            args.checkpoints, args.out, target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
+            max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
+            embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
+            device=args.device, intra_op_threads=args.intra_op_threads, num_users=args.num_users,
+            num_items=args.num_items, adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
+        )
+    except TensorRTUnavailableError as error:
+        print(
+            f"larr export --target gpu: {error}\n"
+            "On a GPU host without TensorRT, serve with ONNX Runtime on the GPU instead: --target cpu --device cuda",
+            file=sys.stderr,
+        )
+        return 2
+    except RepositoryError as error:
+        print(f"larr export: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="larr export", description=__doc__.splitlines()[0])
+    configure_export_parser(parser)
+    return run_export(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,563 @@
+"""Write the Triton model repository that serves a trained run (``larr export``).
+
+    from larr.export.repository import write_repository
+
+    write_repository(Path("runs/tiny"), Path("model_repository"), target="cpu")
+
+Layout (tensor names and parameters from larr.contract; D = embedding size, K = scene features)::
+
+    OUT/larr/config.pbtxt           ensemble: SCENE_TEXT [-1] BYTES, USER_ID [1], ITEM_IDS [-1] -> CTR [-1]
+    OUT/larr/1/                     empty (an ensemble still needs a version folder)
+    OUT/feature_cache/config.pbtxt  python: SCENE_TEXT [-1] -> SCENE_EMB [-1, D], SCENE_IDS [-1]
+    OUT/feature_cache/1/            tokenizer.json, embedding_config.json, scene_vocab.json, model.py
+    OUT/embedder/config.pbtxt       cpu: python (ONNX Runtime | torch), gpu: tensorrt_plan; dynamic batching
+    OUT/embedder/1/                 model.onnx [+ model.onnx.data] [+ torch/] + model.py  |  model.plan
+    OUT/ctr/config.pbtxt            cpu: python, gpu: tensorrt_plan; SCENE_EMB [K, D], SCENE_IDS [K], USER_ID [1],
+                                    ITEM_IDS [-1] -> CTR [-1]
+    OUT/ctr/1/                      model.onnx [+ torch/ with serving.json] + model.py  |  model.plan
+
+Every ``config.pbtxt`` is a ``tritonclient.grpc.model_config_pb2.ModelConfig`` written with
+``google.protobuf.text_format``. The python models' ``model.py`` adapters are committed in the repo's
+``model_repository/`` and copied from there. ``embedder_version`` (the first 12 hex chars of the sha256
+of the exported embedder ONNX, external data included) keys the feature cache, so a new embedder never
+reads stale entries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+import larr
+from larr.contract import (
+    ATTENTION_MASK,
+    CTR,
+    CTR_MODEL,
+    EMBEDDER_MODEL,
+    EMBEDDING,
+    EMBEDDING_CONFIG_FILE,
+    ENSEMBLE_NAME,
+    FEATURE_CACHE_MODEL,
+    INPUT_IDS,
+    ITEM_IDS,
+    PARAM_CACHE_CAPACITY,
+    PARAM_DEVICE,
+    PARAM_EMBEDDER_MAX_BATCH,
+    PARAM_EMBEDDER_MODEL,
+    PARAM_EMBEDDER_VERSION,
+    PARAM_INTRA_OP_THREADS,
+    PARAM_MAX_CANDIDATES,
+    PARAM_MODEL_FILE,
+    PARAM_RUNTIME,
+    PARAM_SCENE_FEATURES,
+    SCENE_EMB,
+    SCENE_IDS,
+    SCENE_TEXT,
+    SCENE_VOCAB_FILE,
+    TOKENIZER_FILE,
+    USER_ID,
+)
+from larr.serving.runtime import RUNTIMES, SERVING_META_FILE
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("cpu", "gpu")
+# Variants whose embedder is a TextEmbedder dir and whose CTR model takes per-feature scene embeddings.
+SUPPORTED_VARIANTS = ("larr", "id_only", "no_stage1", "no_alignment")
+DEFAULT_ADAPTERS_DIR = Path(larr.__file__).resolve().parents[1] / "model_repository"
+CONFIG_FILE = "config.pbtxt"
+ADAPTER_FILE = "model.py"
+VERSION = "1"
+ONNX_FILE = "model.onnx"
+PLAN_FILE = "model.plan"
+TORCH_DIR = "torch"  # runtime "torch": the PyTorch artifacts, named by the model_file parameter
+PYTHON_MODELS = {"cpu": (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL), "gpu": (FEATURE_CACHE_MODEL,)}
+TRT_OPT_BATCH = 16  # TensorRT profiles: the shapes to tune for (typical embedder batch, sequence, candidates)
+TRT_OPT_SEQUENCE = 16
+TRT_OPT_CANDIDATES = 100
+
+
+class RepositoryError(RuntimeError):
+    """The checkpoints, the dataset or the options cannot make a consistent model repository."""
+
+
+# --------------------------------------------------------------------------------------------- options and facts
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    """How to serve: the ``larr export`` flags."""
+
+    target: str = field(default="cpu", metadata={"help": "'cpu': python-backend models; 'gpu': TensorRT plans"})
+    variant: str = field(default="larr", metadata={"help": f"which trained CTR model: one of {SUPPORTED_VARIANTS}"})
+    cache_capacity: int = field(default=100_000, metadata={"help": "feature cache LRU bound, in entries"})
+    max_candidates: int = field(default=1000, metadata={"help": "most candidate items per request"})
+    embedder_max_batch: int = field(default=64, metadata={"help": "embedder max_batch_size (texts per call)"})
+    embedder_instances: int = field(default=1, metadata={"help": "embedder model instances"})
+    ctr_instances: int = field(default=1, metadata={"help": "ctr model instances"})
+    runtime: str = field(default="onnxruntime", metadata={"help": "cpu target: 'onnxruntime' or 'torch'"})
+    device: str = field(default="cpu", metadata={"help": "cpu target: 'cpu' or 'cuda[:N]' for the python models"})
+    intra_op_threads: int = field(default=0, metadata={"help": "ONNX Runtime / torch threads per model, 0 = default"})
+    max_queue_delay_us: int = field(default=500, metadata={"help": "embedder dynamic batching delay"})
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.variant not in SUPPORTED_VARIANTS:
+            raise ValueError(
+                f"variant {self.variant!r} cannot be exported: one of {SUPPORTED_VARIANTS} "
+                "(full_text is served by its own ensemble; no_stage2 has no TextEmbedder dir)"
+            )
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.target == "gpu" and self.runtime != "onnxruntime":
+            raise ValueError("runtime applies to the python models of --target cpu; --target gpu serves TensorRT plans")
+        cuda_index = self.device.partition(":")[2]
+        if not (self.device in ("cpu", "cuda") or (self.device.startswith("cuda:") and cuda_index.isdigit())):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        for name in ("max_candidates", "embedder_max_batch", "embedder_instances", "ctr_instances"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("cache_capacity", "intra_op_threads", "max_queue_delay_us"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def instance_kind(self) -> int:
+        """Where the embedder and ctr instances run: GPU for the gpu target or a cuda device."""
+        on_gpu = self.target == "gpu" or self.device.startswith("cuda")
+        return mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the configs need to know about the exported models."""
+
+    scene_features: tuple[str, ...]  # K names, in the order clients send SCENE_TEXT
+    embedding_dim: int  # D
+    scene_inputs: int  # rows of SCENE_EMB the CTR graph takes (K for every supported variant)
+    embedder_version: str
+    max_length: int  # tokens per embedder input, <emb> included (TensorRT sequence profile)
+
+
+@dataclass(frozen=True)
+class CheckpointPaths:
+    """The trained artifacts a variant is served from."""
+
+    embedder_dir: Path  # TextEmbedder dir
+    ctr_dir: Path  # LarrCTR dir
+
+    @classmethod
+    def find(cls, checkpoints: Path, variant: str) -> "CheckpointPaths":
+        from larr.training.ctr_model import SPEC_FILE
+        from larr.training.embedder import EMBEDDER_FILE
+
+        embedder_dir = checkpoints / ("embed_no_stage1" if variant == "no_stage1" else "embed") / "model"
+        ctr_dir = checkpoints / "ctr" / variant
+        if not (embedder_dir / EMBEDDER_FILE).exists():
+            raise RepositoryError(f"{embedder_dir}: no trained embedder; run `larr train embed --out {checkpoints}`")
+        if not (ctr_dir / SPEC_FILE).exists():
+            raise RepositoryError(
+                f"{ctr_dir}: no trained CTR model for variant {variant!r}; "
+                f"run `larr train ctr --out {checkpoints}` with {variant} in ctr.variants"
+            )
+        return cls(embedder_dir, ctr_dir)
+
+
+@dataclass(frozen=True)
+class RepositoryResult:
+    out: Path
+    options: RepositoryOptions
+    facts: ModelFacts
+    configs: dict[str, mc.ModelConfig]
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+
+def build_configs(options: RepositoryOptions, facts: ModelFacts) -> dict[str, mc.ModelConfig]:
+    """Model name -> its ModelConfig, for the target in ``options``."""
+    configs = {
+        ENSEMBLE_NAME: ensemble_config(options, facts),
+        FEATURE_CACHE_MODEL: feature_cache_config(options, facts),
+        EMBEDDER_MODEL: embedder_config(options, facts),
+        CTR_MODEL: ctr_config(options, facts),
+    }
+    validate_ensemble(configs[ENSEMBLE_NAME], configs)
+    return configs
+
+
+def ensemble_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=0)
+    config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
+    config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
+    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
+    config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
+    cache_step = config.ensemble_scheduling.step.add(model_name=FEATURE_CACHE_MODEL, model_version=-1)
+    cache_step.input_map[SCENE_TEXT] = SCENE_TEXT  # step model's tensor -> ensemble tensor
+    cache_step.output_map[SCENE_EMB] = SCENE_EMB
+    cache_step.output_map[SCENE_IDS] = SCENE_IDS
+    ctr_step = config.ensemble_scheduling.step.add(model_name=CTR_MODEL, model_version=-1)
+    for name in (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS):
+        ctr_step.input_map[name] = name
+    ctr_step.output_map[CTR] = CTR
+    _set_parameters(config, {
+        PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
+        PARAM_MAX_CANDIDATES: options.max_candidates,
+        PARAM_EMBEDDER_VERSION: facts.embedder_version,
+    })
+    return config
+
+
+def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+    # max_batch_size 0: each request carries its own K texts; the model merges the misses of all the
+    # requests of one execute() into one embedder call itself.
+    config = mc.ModelConfig(name=FEATURE_CACHE_MODEL, backend="python", max_batch_size=0)
+    config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
+    config.output.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[-1, facts.embedding_dim])
+    config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
+    _set_parameters(config, {
+        PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
+        PARAM_CACHE_CAPACITY: options.cache_capacity,
+        PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
+        PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
+        PARAM_EMBEDDER_VERSION: facts.embedder_version,
+    })
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    return config
+
+
+def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+    """Batched over texts: dims exclude the batch axis, so ids are ``[-1]`` (T) and the output ``[D]``."""
+    config = mc.ModelConfig(name=EMBEDDER_MODEL, max_batch_size=options.embedder_max_batch)
+    config.input.add(name=INPUT_IDS, data_type=mc.TYPE_INT64, dims=[-1])
+    config.input.add(name=ATTENTION_MASK, data_type=mc.TYPE_INT64, dims=[-1])
+    config.output.add(name=EMBEDDING, data_type=mc.TYPE_FP32, dims=[facts.embedding_dim])
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    _set_backend(config, options, _runtime_parameters(options))
+    config.instance_group.add(kind=options.instance_kind, count=options.embedder_instances)
+    return config
+
+
+def ctr_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+    """One request per execution (max_batch_size 0); K and D are fixed by the trained model."""
+    config = mc.ModelConfig(name=CTR_MODEL, max_batch_size=0)
+    config.input.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[facts.scene_inputs, facts.embedding_dim])
+    config.input.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[len(facts.scene_features)])
+    config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
+    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
+    config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
+    _set_backend(config, options, {**_runtime_parameters(options), PARAM_MAX_CANDIDATES: options.max_candidates})
+    config.instance_group.add(kind=options.instance_kind, count=options.ctr_instances)
+    return config
+
+
+def _runtime_parameters(options: RepositoryOptions) -> dict[str, object]:
+    return {
+        PARAM_RUNTIME: options.runtime,
+        PARAM_DEVICE: options.device,
+        PARAM_MODEL_FILE: TORCH_DIR if options.runtime == "torch" else ONNX_FILE,
+        PARAM_INTRA_OP_THREADS: options.intra_op_threads,
+    }
+
+
+def _set_backend(config: mc.ModelConfig, options: RepositoryOptions, python_parameters: dict[str, object]) -> None:
+    """cpu target: python backend + its runtime parameters; gpu target: a TensorRT plan."""
+    if options.target == "gpu":
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = PLAN_FILE
+    else:
+        config.backend = "python"
+        _set_parameters(config, python_parameters)
+
+
+def _set_parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = str(value)
+
+
+def validate_ensemble(ensemble: mc.ModelConfig, models: dict[str, mc.ModelConfig]) -> None:
+    """Raise :class:`RepositoryError` unless the steps form a graph Triton can schedule.
+
+    Every step model exists; its mapped tensors are inputs/outputs of that model with the ensemble
+    tensor's dtype and a compatible shape (-1 matches any size); every step input is an ensemble input
+    or an earlier step's output; every model input is fed; every ensemble output is produced by a step.
+    """
+    available = {t.name: t for t in ensemble.input}
+    for index, step in enumerate(ensemble.ensemble_scheduling.step):
+        where = f"ensemble {ensemble.name!r} step {index} ({step.model_name})"
+        model = models.get(step.model_name)
+        if model is None:
+            raise RepositoryError(f"{where}: no model named {step.model_name!r}")
+        model_inputs = {t.name: t for t in model.input}
+        model_outputs = {t.name: t for t in model.output}
+        for model_tensor, ensemble_tensor in step.input_map.items():
+            if model_tensor not in model_inputs:
+                raise RepositoryError(f"{where}: {model_tensor!r} is not a model input {sorted(model_inputs)}")
+            if ensemble_tensor not in available:
+                raise RepositoryError(f"{where}: {ensemble_tensor!r} is no ensemble input nor an earlier output")
+            _require_compatible(where, available[ensemble_tensor], model_inputs[model_tensor])
+        unfed = sorted(set(model_inputs) - set(step.input_map))
+        if unfed:
+            raise RepositoryError(f"{where}: model inputs {unfed} are not fed")
+        for model_tensor, ensemble_tensor in step.output_map.items():
+            if model_tensor not in model_outputs:
+                raise RepositoryError(f"{where}: {model_tensor!r} is not a model output {sorted(model_outputs)}")
+            available[ensemble_tensor] = model_outputs[model_tensor]
+    for output in ensemble.output:
+        if output.name not in available:
+            raise RepositoryError(f"ensemble {ensemble.name!r}: no step produces the output {output.name!r}")
+        _require_compatible(f"ensemble {ensemble.name!r} output", available[output.name], output)
+
+
+def _require_compatible(where: str, produced, consumed) -> None:
+    """Same dtype, same rank, equal sizes where neither side is -1 (Triton's ensemble check)."""
+    dims_match = len(produced.dims) == len(consumed.dims) and all(
+        a == b or -1 in (a, b) for a, b in zip(produced.dims, consumed.dims)
+    )
+    if produced.data_type != consumed.data_type or not dims_match:
+        raise RepositoryError(
+            f"{where}: tensor {produced.name!r} is {mc.DataType.Name(produced.data_type)} {list(produced.dims)} "
+            f"where {consumed.name!r} needs {mc.DataType.Name(consumed.data_type)} {list(consumed.dims)}"
+        )
+
+
+def config_text(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+# --------------------------------------------------------------------------------------------- dataset facts
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    num_users: int
+    num_items: int
+    scene_features: tuple[str, ...] | None  # None when the counts were given and the dataset not read
+
+
+def dataset_facts(checkpoints: Path, num_users: int | None = None, num_items: int | None = None) -> DatasetFacts:
+    """Id ranges of the dataset the run was trained on: given, or read via ``checkpoints/config.yaml``'s ``data``.
+
+    A relative ``data`` path is tried against the working directory and each folder above the run.
+    """
+    if num_users is not None and num_items is not None:
+        return DatasetFacts(num_users, num_items, None)
+    from larr.data.schema import load_dataset_info
+
+    config_path = checkpoints / "config.yaml"
+    if not config_path.exists():
+        raise RepositoryError(f"{config_path}: missing (is {checkpoints} a `larr train` run folder?)")
+    data = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("data")
+    if not data:
+        raise RepositoryError(f"{config_path}: names no dataset (`data:`)")
+    if Path(data).is_absolute():
+        candidates = [Path(data)]
+    else:
+        candidates = [Path.cwd() / data, *(folder / data for folder in checkpoints.resolve().parents)]
+    found = next((c for c in candidates if (c / "dataset.json").exists()), None)
+    if found is None:
+        raise RepositoryError(
+            f"{config_path} names the dataset {data!r}, which is not there any more (looked in "
+            f"{', '.join(str(c) for c in candidates[:3])}, ...); pass --num-users and --num-items "
+            "(the dataset's id ranges) instead"
+        )
+    info = load_dataset_info(found)
+    return DatasetFacts(
+        num_users if num_users is not None else info.num_users,
+        num_items if num_items is not None else info.num_items,
+        tuple(info.scene_features),
+    )
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def write_repository(
+    checkpoints: Path,
+    out: Path,
+    target: str = "cpu",
+    variant: str = "larr",
+    cache_capacity: int = 100_000,
+    max_candidates: int = 1000,
+    embedder_max_batch: int = 64,
+    embedder_instances: int = 1,
+    ctr_instances: int = 1,
+    runtime: str = "onnxruntime",
+    device: str = "cpu",
+    *,
+    intra_op_threads: int = 0,
+    num_users: int | None = None,
+    num_items: int | None = None,
+    adapters_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RepositoryResult:
+    """Export the run in ``checkpoints`` and write the model repository ``out`` (layout: module docstring).
+
+    ``num_users``/``num_items`` default to the dataset's (see :func:`dataset_facts`). ``adapters_dir``
+    is where the committed ``<model>/1/model.py`` adapters are copied from (default: the repo's
+    ``model_repository/``). ``progress`` receives one line per artifact written.
+    """
+    from larr.export.onnx_export import embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.training.ctr_model import VOCAB_FILE
+
+    report = progress or log.info
+    options = RepositoryOptions(
+        target=target, variant=variant, cache_capacity=cache_capacity, max_candidates=max_candidates,
+        embedder_max_batch=embedder_max_batch, embedder_instances=embedder_instances, ctr_instances=ctr_instances,
+        runtime=runtime, device=device, intra_op_threads=intra_op_threads,
+    )
+    checkpoints, out = Path(checkpoints), Path(out)
+    if options.target == "gpu":
+        from larr.export.tensorrt_build import require_tensorrt
+
+        require_tensorrt()  # before minutes of export, not after
+    adapters_dir = Path(adapters_dir) if adapters_dir is not None else DEFAULT_ADAPTERS_DIR
+    if not adapters_dir.is_dir():
+        raise RepositoryError(
+            f"{adapters_dir}: the folder with the committed model.py adapters is missing; run from a larr "
+            "checkout or pass adapters_dir"
+        )
+    paths = CheckpointPaths.find(checkpoints, options.variant)
+    dataset = dataset_facts(checkpoints, num_users, num_items)
+    vocab = json.loads((paths.ctr_dir / VOCAB_FILE).read_text(encoding="utf-8"))
+    scene_features = tuple(vocab["fields"][2:])  # fields are [user, item, *scene features]
+    if dataset.scene_features is not None and dataset.scene_features != scene_features:
+        raise RepositoryError(
+            f"{paths.ctr_dir} was trained on scene features {scene_features}, the dataset has {dataset.scene_features}"
+        )
+    dim = embedding_dim(paths.embedder_dir)
+    in_place = out.resolve() == adapters_dir.resolve()
+    models = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
+    version_dirs = {name: _fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
+
+    with tempfile.TemporaryDirectory(prefix="larr-export-") as scratch:
+        # gpu: the ONNX graphs are only the engines' source and stay out of the repository
+        onnx_home = {name: Path(scratch) / name if options.target == "gpu" else version_dirs[name] for name in models}
+        embedder_onnx = export_embedder(paths.embedder_dir, onnx_home[EMBEDDER_MODEL] / ONNX_FILE)
+        report(f"embedder: {embedder_onnx} (from {paths.embedder_dir})")
+        ctr_onnx = onnx_home[CTR_MODEL] / ONNX_FILE
+        export_ctr(paths.ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim)
+        report(f"ctr: {ctr_onnx} (from {paths.ctr_dir}; {dataset.num_users} users, {dataset.num_items} items)")
+        facts = ModelFacts(
+            scene_features=scene_features,
+            embedding_dim=dim,
+            scene_inputs=_scene_inputs(ctr_onnx),
+            embedder_version=onnx_digest(embedder_onnx),
+            max_length=_max_length(paths.embedder_dir),
+        )
+        if options.target == "gpu":
+            _build_plans(options, facts, embedder_onnx, ctr_onnx, version_dirs, report)
+
+    if options.runtime == "torch":
+        _copy_torch_artifacts(paths, dataset, version_dirs, report)
+    _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
+    configs = build_configs(options, facts)
+    for name, config in configs.items():
+        (out / name / CONFIG_FILE).write_text(config_text(config), encoding="utf-8")
+        report(f"{name}: {out / name / CONFIG_FILE}")
+    _copy_adapters(adapters_dir, out, PYTHON_MODELS[options.target], in_place, report)
+    report(
+        f"model repository {out} ready: target {options.target}, variant {options.variant}, "
+        f"embedder_version {facts.embedder_version}"
+    )
+    return RepositoryResult(out, options, facts, configs)
+
+
+def _fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
+    """Empty ``model_dir/1`` so no artifact of an earlier export (a plan, external data) lingers."""
+    version_dir = model_dir / VERSION
+    if version_dir.exists():
+        for entry in version_dir.iterdir():
+            if keep_adapter and entry.name == ADAPTER_FILE:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    version_dir.mkdir(parents=True, exist_ok=True)
+    return version_dir
+
+
+def _scene_inputs(ctr_onnx: Path) -> int:
+    from larr.export.onnx_export import describe_inputs
+
+    return int(describe_inputs(ctr_onnx)[SCENE_EMB][0])
+
+
+def _max_length(embedder_dir: Path) -> int:
+    from larr.tokenization import EmbeddingInputConfig
+
+    return EmbeddingInputConfig.load(embedder_dir).max_length
+
+
+def _build_plans(
+    options: RepositoryOptions, facts: ModelFacts, embedder_onnx: Path, ctr_onnx: Path,
+    version_dirs: dict[str, Path], report: Callable[[str], None],
+) -> None:
+    from larr.export.tensorrt_build import build_engine
+
+    batch, length = options.embedder_max_batch, facts.max_length
+    text_shapes = ((1, 1), (min(TRT_OPT_BATCH, batch), min(TRT_OPT_SEQUENCE, length)), (batch, length))  # (B, T)
+    text_profiles = {INPUT_IDS: text_shapes, ATTENTION_MASK: text_shapes}
+    plan = build_engine(embedder_onnx, version_dirs[EMBEDDER_MODEL] / PLAN_FILE, text_profiles)
+    report(f"embedder: {plan} (TensorRT FP16, batch <= {batch}, sequence <= {length})")
+    candidates = ((1,), (min(TRT_OPT_CANDIDATES, options.max_candidates),), (options.max_candidates,))
+    plan = build_engine(ctr_onnx, version_dirs[CTR_MODEL] / PLAN_FILE, {ITEM_IDS: candidates})
+    report(f"ctr: {plan} (TensorRT FP16, candidates <= {options.max_candidates})")
+
+
+def _copy_torch_artifacts(paths: CheckpointPaths, dataset: DatasetFacts, version_dirs: dict[str, Path], report) -> None:
+    from larr.training.ctr_model import SPEC_FILE, VOCAB_FILE, WEIGHTS_FILE
+
+    embedder_torch = version_dirs[EMBEDDER_MODEL] / TORCH_DIR
+    shutil.copytree(paths.embedder_dir, embedder_torch)
+    report(f"embedder: {embedder_torch} (PyTorch)")
+    ctr_torch = version_dirs[CTR_MODEL] / TORCH_DIR
+    ctr_torch.mkdir()
+    for name in (SPEC_FILE, WEIGHTS_FILE, VOCAB_FILE):  # not checkpoint.pt: optimizer state, not needed to serve
+        shutil.copy2(paths.ctr_dir / name, ctr_torch / name)
+    meta = {"num_users": dataset.num_users, "num_items": dataset.num_items}
+    (ctr_torch / SERVING_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    report(f"ctr: {ctr_torch} (PyTorch)")
+
+
+def _write_feature_cache_files(embedder_dir: Path, vocab: dict, version_dir: Path, report) -> None:
+    for name in (TOKENIZER_FILE, EMBEDDING_CONFIG_FILE):
+        shutil.copy2(embedder_dir / name, version_dir / name)
+    scene_vocab = {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
+    (version_dir / SCENE_VOCAB_FILE).write_text(json.dumps(scene_vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+    report(f"feature_cache: {version_dir} ({TOKENIZER_FILE}, {EMBEDDING_CONFIG_FILE}, {SCENE_VOCAB_FILE})")
+
+
+def _copy_adapters(adapters_dir: Path, out: Path, models: tuple[str, ...], in_place: bool, report) -> None:
+    for name in models:
+        source = adapters_dir / name / VERSION / ADAPTER_FILE
+        if not source.exists():
+            warnings.warn(f"{source}: adapter missing; model {name!r} will not load until it is there", stacklevel=3)
+        elif not in_place:
+            shutil.copy2(source, out / name / VERSION / ADAPTER_FILE)
+            report(f"{name}: {out / name / VERSION / ADAPTER_FILE}")
+
+
+__all__ = [
+    "DEFAULT_ADAPTERS_DIR",
+    "CheckpointPaths",
+    "DatasetFacts",
+    "ModelFacts",
+    "RepositoryError",
+    "RepositoryOptions",
+    "RepositoryResult",
+    "build_configs",
+    "config_text",
+    "dataset_facts",
+    "validate_ensemble",
+    "write_repository",
+]

@@ -1,0 +1,414 @@
+"""The model repository writer: every config.pbtxt parses back into a ModelConfig with the contract's
+names, dtypes, dims and parameters, and the ensemble's steps form a graph Triton can schedule.
+
+Covers generated repositories (cpu target exported for real; gpu target config-only, no engine
+build) and every ``model_repository/*/config.pbtxt`` that exists in the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+import larr
+from larr.contract import (
+    ATTENTION_MASK,
+    CTR,
+    CTR_MODEL,
+    EMBEDDER_MODEL,
+    EMBEDDING,
+    EMBEDDING_CONFIG_FILE,
+    ENSEMBLE_NAME,
+    FEATURE_CACHE_MODEL,
+    INPUT_IDS,
+    ITEM_IDS,
+    PARAM_CACHE_CAPACITY,
+    PARAM_DEVICE,
+    PARAM_EMBEDDER_MAX_BATCH,
+    PARAM_EMBEDDER_MODEL,
+    PARAM_EMBEDDER_VERSION,
+    PARAM_INTRA_OP_THREADS,
+    PARAM_MAX_CANDIDATES,
+    PARAM_MODEL_FILE,
+    PARAM_RUNTIME,
+    PARAM_SCENE_FEATURES,
+    SCENE_EMB,
+    SCENE_IDS,
+    SCENE_TEXT,
+    SCENE_VOCAB_FILE,
+    TOKENIZER_FILE,
+    USER_ID,
+)
+from larr.export import tensorrt_build
+from larr.export.cli import configure_export_parser, run_export
+from larr.export.onnx_export import onnx_digest
+from larr.export.repository import (
+    ModelFacts,
+    RepositoryError,
+    RepositoryOptions,
+    build_configs,
+    dataset_facts,
+    validate_ensemble,
+    write_repository,
+)
+from larr.serving.runtime import SERVING_META_FILE
+
+MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
+COMMITTED_REPOSITORY = Path(larr.__file__).resolve().parents[1] / "model_repository"
+GPU = mc.ModelInstanceGroup.KIND_GPU
+CPU = mc.ModelInstanceGroup.KIND_CPU
+
+
+def parse_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+
+
+def read_repository(root: Path) -> dict[str, mc.ModelConfig]:
+    return {name: parse_config(root / name / "config.pbtxt") for name in MODELS}
+
+
+def tensors(tensor_list) -> dict[str, tuple[int, list[int]]]:
+    return {t.name: (t.data_type, list(t.dims)) for t in tensor_list}
+
+
+def params(config: mc.ModelConfig) -> dict[str, str]:
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def assert_schedulable(ensemble: mc.ModelConfig, models: dict[str, mc.ModelConfig]) -> None:
+    """Independent of validate_ensemble: each step reads only ensemble inputs or earlier outputs, with
+    the model's dtype; all model inputs fed; every ensemble output produced."""
+    available = {t.name: t.data_type for t in ensemble.input}
+    assert ensemble.ensemble_scheduling.step, "an ensemble needs steps"
+    for step in ensemble.ensemble_scheduling.step:
+        model = models[step.model_name]
+        model_inputs = {t.name: t.data_type for t in model.input}
+        model_outputs = {t.name: t.data_type for t in model.output}
+        assert set(step.input_map) == set(model_inputs), step.model_name
+        for model_name, ensemble_name in step.input_map.items():
+            assert ensemble_name in available, f"{step.model_name} reads {ensemble_name} before anything writes it"
+            assert available[ensemble_name] == model_inputs[model_name]
+        for model_name, ensemble_name in step.output_map.items():
+            available[ensemble_name] = model_outputs[model_name]
+    for output in ensemble.output:
+        assert available.get(output.name) == output.data_type, output.name
+
+
+def check_configs(
+    configs: dict[str, mc.ModelConfig], target: str, facts: ModelFacts, options: RepositoryOptions
+) -> None:
+    """The contract of every model config, for either target."""
+    k, d = len(facts.scene_features), facts.embedding_dim
+    features_json = json.dumps(list(facts.scene_features))
+
+    ensemble = configs[ENSEMBLE_NAME]
+    assert (ensemble.name, ensemble.platform, ensemble.max_batch_size) == (ENSEMBLE_NAME, "ensemble", 0)
+    assert tensors(ensemble.input) == {
+        SCENE_TEXT: (mc.TYPE_STRING, [-1]), USER_ID: (mc.TYPE_INT64, [1]), ITEM_IDS: (mc.TYPE_INT64, [-1]),
+    }
+    assert tensors(ensemble.output) == {CTR: (mc.TYPE_FP32, [-1])}
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [FEATURE_CACHE_MODEL, CTR_MODEL]
+    assert params(ensemble) == {
+        PARAM_SCENE_FEATURES: features_json,
+        PARAM_MAX_CANDIDATES: str(options.max_candidates),
+        PARAM_EMBEDDER_VERSION: facts.embedder_version,
+    }
+    assert json.loads(params(ensemble)[PARAM_SCENE_FEATURES]) == list(facts.scene_features)
+
+    cache = configs[FEATURE_CACHE_MODEL]
+    assert (cache.backend, cache.max_batch_size) == ("python", 0)
+    assert tensors(cache.input) == {SCENE_TEXT: (mc.TYPE_STRING, [-1])}
+    assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
+    assert params(cache) == {
+        PARAM_SCENE_FEATURES: features_json,
+        PARAM_CACHE_CAPACITY: str(options.cache_capacity),
+        PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
+        PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
+        PARAM_EMBEDDER_VERSION: facts.embedder_version,
+    }
+    assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, 1)]
+
+    embedder = configs[EMBEDDER_MODEL]
+    assert embedder.max_batch_size == options.embedder_max_batch
+    assert embedder.dynamic_batching.max_queue_delay_microseconds == options.max_queue_delay_us
+    assert tensors(embedder.input) == {INPUT_IDS: (mc.TYPE_INT64, [-1]), ATTENTION_MASK: (mc.TYPE_INT64, [-1])}
+    assert tensors(embedder.output) == {EMBEDDING: (mc.TYPE_FP32, [d])}
+
+    ctr = configs[CTR_MODEL]
+    assert ctr.max_batch_size == 0
+    assert tensors(ctr.input) == {
+        SCENE_EMB: (mc.TYPE_FP32, [k, d]),
+        SCENE_IDS: (mc.TYPE_INT64, [k]),
+        USER_ID: (mc.TYPE_INT64, [1]),
+        ITEM_IDS: (mc.TYPE_INT64, [-1]),
+    }
+    assert [t.name for t in ctr.input] == [SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS]  # adapters read them in this order
+    assert tensors(ctr.output) == {CTR: (mc.TYPE_FP32, [-1])}
+
+    if target == "gpu":
+        for config in (embedder, ctr):
+            assert (config.platform, config.backend) == ("tensorrt_plan", "")
+            assert config.default_model_filename == "model.plan"
+            assert params(config) == {}
+            assert {g.kind for g in config.instance_group} == {GPU}
+    else:
+        kind = GPU if options.device.startswith("cuda") else CPU
+        runtime = {
+            PARAM_RUNTIME: options.runtime,
+            PARAM_DEVICE: options.device,
+            PARAM_MODEL_FILE: "torch" if options.runtime == "torch" else "model.onnx",
+            PARAM_INTRA_OP_THREADS: str(options.intra_op_threads),
+        }
+        assert (embedder.backend, embedder.platform) == ("python", "")
+        assert params(embedder) == runtime
+        assert [(g.kind, g.count) for g in embedder.instance_group] == [(kind, options.embedder_instances)]
+        assert (ctr.backend, ctr.platform) == ("python", "")
+        assert params(ctr) == {**runtime, PARAM_MAX_CANDIDATES: str(options.max_candidates)}
+        assert [(g.kind, g.count) for g in ctr.instance_group] == [(kind, options.ctr_instances)]
+    assert_schedulable(ensemble, configs)
+
+
+# --------------------------------------------------------------------------------------------- generated: cpu
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory) -> Path:
+    """A stand-in for the committed adapters folder: one marker model.py per python model."""
+    root = tmp_path_factory.mktemp("adapters")
+    for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / "model.py").write_text(f"# adapter of {name}\n")
+    return root
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    configure_export_parser(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture(scope="module")
+def cpu_repository(tiny_run, adapters, tmp_path_factory) -> tuple[Path, str]:
+    """``larr export --target cpu`` into a folder holding a stale plan from an earlier gpu export."""
+    out = tmp_path_factory.mktemp("repo_cpu")
+    (out / EMBEDDER_MODEL / "1").mkdir(parents=True)
+    (out / EMBEDDER_MODEL / "1" / "model.plan").write_bytes(b"stale")
+    printed = io.StringIO()
+    args = cli_args(
+        "--checkpoints", str(tiny_run.run_dir), "--target", "cpu", "--out", str(out), "--adapters", str(adapters),
+        "--cache-capacity", "123", "--max-candidates", "77", "--embedder-max-batch", "16",
+    )
+    with contextlib.redirect_stdout(printed):
+        assert run_export(args) == 0
+    return out, printed.getvalue()
+
+
+def facts_of(out: Path, tiny_run) -> ModelFacts:
+    info = json.loads((tiny_run.data_dir / "dataset.json").read_text())
+    embedding_config = json.loads((tiny_run.embedder_dir / "embedding_config.json").read_text())
+    return ModelFacts(
+        scene_features=tuple(info["scene_features"]),
+        embedding_dim=json.loads((tiny_run.embedder_dir / "embedder.json").read_text())["projection_dim"],
+        scene_inputs=len(info["scene_features"]),
+        embedder_version=onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx"),
+        max_length=embedding_config["max_length"],
+    )
+
+
+def test_cpu_repository_configs(cpu_repository, tiny_run):
+    out, _ = cpu_repository
+    options = RepositoryOptions(cache_capacity=123, max_candidates=77, embedder_max_batch=16)
+    check_configs(read_repository(out), "cpu", facts_of(out, tiny_run), options)
+
+
+def test_cpu_repository_files(cpu_repository, tiny_run, adapters):
+    out, printed = cpu_repository
+    assert sorted(p.name for p in (out / ENSEMBLE_NAME / "1").iterdir()) == []
+    listing = {name: sorted(p.name for p in (out / name / "1").iterdir()) for name in MODELS}
+    assert listing[EMBEDDER_MODEL] == ["model.onnx", "model.py"]  # the stale plan is gone
+    assert listing[CTR_MODEL] == ["model.onnx", "model.py"]
+    assert listing[FEATURE_CACHE_MODEL] == sorted([EMBEDDING_CONFIG_FILE, "model.py", SCENE_VOCAB_FILE, TOKENIZER_FILE])
+    cache_dir = out / FEATURE_CACHE_MODEL / "1"
+    for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
+        assert (out / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
+    for name in (TOKENIZER_FILE, EMBEDDING_CONFIG_FILE):
+        assert (cache_dir / name).read_bytes() == (tiny_run.embedder_dir / name).read_bytes()
+    vocab = json.loads((tiny_run.ctr_dir() / "vocab.json").read_text())
+    scene_vocab = json.loads((cache_dir / SCENE_VOCAB_FILE).read_text())
+    assert scene_vocab == {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
+    # one progress line per artifact
+    for fragment in ("embedder/1/model.onnx", "ctr/1/model.onnx", SCENE_VOCAB_FILE, "larr/config.pbtxt", "1/model.py"):
+        assert fragment in printed, fragment
+
+
+def test_embedder_version_keys_every_cache_parameter(cpu_repository):
+    out, _ = cpu_repository
+    configs = read_repository(out)
+    version = onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx")
+    assert len(version) == 12 and all(c in "0123456789abcdef" for c in version)
+    assert params(configs[ENSEMBLE_NAME])[PARAM_EMBEDDER_VERSION] == version
+    assert params(configs[FEATURE_CACHE_MODEL])[PARAM_EMBEDDER_VERSION] == version
+
+
+def test_torch_runtime_on_cuda_id_only(tiny_run, adapters, tmp_path):
+    """runtime torch: PyTorch artifacts next to the ONNX ones; cuda device -> KIND_GPU python instances."""
+    result = write_repository(
+        tiny_run.run_dir, tmp_path, target="cpu", variant="id_only", runtime="torch", device="cuda:0",
+        embedder_instances=2, ctr_instances=3, adapters_dir=adapters, progress=lambda line: None,
+    )
+    options = RepositoryOptions(
+        variant="id_only", runtime="torch", device="cuda:0", embedder_instances=2, ctr_instances=3
+    )
+    check_configs(read_repository(tmp_path), "cpu", result.facts, options)
+    embedder_torch = tmp_path / EMBEDDER_MODEL / "1" / "torch"
+    assert sorted(p.name for p in embedder_torch.iterdir()) == sorted(p.name for p in tiny_run.embedder_dir.iterdir())
+    ctr_torch = tmp_path / CTR_MODEL / "1" / "torch"
+    expected = sorted(["ctr.json", "model.safetensors", SERVING_META_FILE, "vocab.json"])
+    assert sorted(p.name for p in ctr_torch.iterdir()) == expected
+    assert json.loads((ctr_torch / "ctr.json").read_text())["variant"] == "id_only"
+    info = json.loads((tiny_run.data_dir / "dataset.json").read_text())
+    counts = {"num_users": info["num_users"], "num_items": info["num_items"]}
+    assert json.loads((ctr_torch / SERVING_META_FILE).read_text()) == counts
+
+
+# --------------------------------------------------------------------------------------------- generated: gpu configs
+
+
+def test_gpu_configs_without_engines():
+    facts = ModelFacts(
+        ("weather", "time_slot", "place"), embedding_dim=48, scene_inputs=3, embedder_version="0123456789ab", max_length=32
+    )
+    options = RepositoryOptions(target="gpu", embedder_max_batch=32, embedder_instances=2, ctr_instances=2)
+    configs = build_configs(options, facts)
+    round_tripped = {
+        name: text_format.Parse(text_format.MessageToString(config), mc.ModelConfig()) for name, config in configs.items()
+    }
+    assert round_tripped == configs
+    check_configs(round_tripped, "gpu", facts, options)
+
+
+def test_gpu_repository_with_a_stub_engine_builder(tiny_run, adapters, tmp_path, monkeypatch):
+    """The gpu plumbing without TensorRT: plans from the exported ONNX with the right profiles, no ONNX left
+    in the repository, python adapters only for the feature cache."""
+    built = {}
+
+    def fake_build_engine(onnx_path, plan_path, profiles, fp16=True):
+        assert Path(onnx_path).exists() and fp16
+        built[Path(plan_path).parent.parent.name] = profiles
+        Path(plan_path).write_bytes(b"plan")
+        return Path(plan_path)
+
+    monkeypatch.setattr(tensorrt_build, "require_tensorrt", lambda: None)
+    monkeypatch.setattr(tensorrt_build, "build_engine", fake_build_engine)
+    result = write_repository(
+        tiny_run.run_dir, tmp_path, target="gpu", max_candidates=300, embedder_max_batch=32,
+        adapters_dir=adapters, progress=lambda line: None,
+    )
+    options = RepositoryOptions(target="gpu", max_candidates=300, embedder_max_batch=32)
+    check_configs(read_repository(tmp_path), "gpu", result.facts, options)
+    listing = {name: sorted(p.name for p in (tmp_path / name / "1").iterdir()) for name in MODELS}
+    assert listing[EMBEDDER_MODEL] == listing[CTR_MODEL] == ["model.plan"]
+    assert "model.py" in listing[FEATURE_CACHE_MODEL]
+    max_length = result.facts.max_length
+    assert built[EMBEDDER_MODEL][INPUT_IDS][2] == built[EMBEDDER_MODEL][ATTENTION_MASK][2] == (32, max_length)
+    assert built[CTR_MODEL] == {ITEM_IDS: ((1,), (100,), (300,))}
+
+
+def test_gpu_target_without_tensorrt_fails_clearly(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tensorrt_build, "tensorrt_problem", lambda: "the `tensorrt` Python package is not installed")
+    args = cli_args("--checkpoints", str(tiny_run.run_dir), "--target", "gpu", "--out", str(tmp_path / "repo"))
+    assert run_export(args) == 2
+    message = capsys.readouterr().err
+    assert "tensorrt" in message and "--target cpu --device cuda" in message
+    assert not (tmp_path / "repo").exists(), "nothing is written before TensorRT is known to work"
+
+
+# --------------------------------------------------------------------------------------------- validation and errors
+
+
+def test_validate_ensemble_rejects_broken_graphs():
+    facts = ModelFacts(("weather",), embedding_dim=8, scene_inputs=1, embedder_version="v", max_length=16)
+    configs = build_configs(RepositoryOptions(), facts)
+    validate_ensemble(configs[ENSEMBLE_NAME], configs)
+
+    swapped = mc.ModelConfig()
+    swapped.CopyFrom(configs[ENSEMBLE_NAME])
+    steps = list(swapped.ensemble_scheduling.step)
+    del swapped.ensemble_scheduling.step[:]
+    swapped.ensemble_scheduling.step.extend(reversed(steps))  # ctr before the cache produced SCENE_EMB
+    with pytest.raises(RepositoryError, match="no ensemble input nor an earlier output"):
+        validate_ensemble(swapped, configs)
+
+    wrong_dims = {name: mc.ModelConfig() for name in configs}
+    for name, config in configs.items():
+        wrong_dims[name].CopyFrom(config)
+    wrong_dims[CTR_MODEL].input[0].dims[1] = 9  # D of the ctr differs from the cache's
+    with pytest.raises(RepositoryError, match="SCENE_EMB"):
+        validate_ensemble(wrong_dims[ENSEMBLE_NAME], wrong_dims)
+
+
+def test_invalid_options_are_refused():
+    for bad in ({"target": "tpu"}, {"variant": "full_text"}, {"runtime": "tensorflow"}, {"device": "gpu"},
+                {"target": "gpu", "runtime": "torch"}, {"embedder_max_batch": 0}, {"cache_capacity": -1}):
+        with pytest.raises(ValueError):
+            RepositoryOptions(**bad)
+
+
+def test_dataset_counts_need_the_dataset_or_flags(tiny_run, tmp_path):
+    real = dataset_facts(tiny_run.run_dir)
+    info = json.loads((tiny_run.data_dir / "dataset.json").read_text())
+    assert (real.num_users, real.num_items) == (info["num_users"], info["num_items"])
+    (tmp_path / "config.yaml").write_text("data: /nonexistent/dataset\n")
+    with pytest.raises(RepositoryError, match="--num-users"):
+        dataset_facts(tmp_path)
+    assert dataset_facts(tmp_path, num_users=5, num_items=7).num_items == 7
+
+
+def test_missing_adapters(tiny_run, tmp_path):
+    with pytest.raises(RepositoryError, match="adapters"):
+        write_repository(tiny_run.run_dir, tmp_path / "a", adapters_dir=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.warns(UserWarning, match="adapter missing"):
+        write_repository(tiny_run.run_dir, tmp_path / "b", adapters_dir=tmp_path / "empty", progress=lambda line: None)
+    assert not (tmp_path / "b" / CTR_MODEL / "1" / "model.py").exists()
+
+
+def test_export_into_the_adapters_folder_keeps_the_adapters(tiny_run, adapters, tmp_path):
+    """`larr export --out model_repository` in the checkout: the committed model.py files stay as they are."""
+    repo = tmp_path / "model_repository"
+    shutil.copytree(adapters, repo)
+    write_repository(tiny_run.run_dir, repo, adapters_dir=repo, progress=lambda line: None)
+    for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
+        assert (repo / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
+        assert (repo / name / "config.pbtxt").exists()
+
+
+def test_missing_variant_checkpoint(tiny_run, tmp_path):
+    with pytest.raises(RepositoryError, match="no_alignment"):
+        write_repository(tiny_run.run_dir, tmp_path, variant="no_alignment")
+
+
+# --------------------------------------------------------------------------------------------- committed configs
+
+
+def test_committed_configs_parse_and_fit_together():
+    """Whatever model_repository/*/config.pbtxt exists in the checkout parses and names its own model."""
+    paths = sorted(COMMITTED_REPOSITORY.glob("*/config.pbtxt"))
+    configs = {}
+    for path in paths:
+        config = parse_config(path)
+        assert config.name in ("", path.parent.name), f"{path}: name {config.name!r}"
+        assert config.input and config.output, f"{path}: no inputs or outputs"
+        configs[path.parent.name] = config
+    if ENSEMBLE_NAME in configs:
+        validate_ensemble(configs[ENSEMBLE_NAME], configs)
+        assert_schedulable(configs[ENSEMBLE_NAME], configs)
+    assert len(configs) == len(paths)
