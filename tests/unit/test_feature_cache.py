@@ -1,0 +1,152 @@
+"""The scene-feature cache: request validation, one embedder batch per execute, the bound, the counters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from larr.serving.ctr_request import validate_ctr_request
+from larr.serving.errors import RequestError
+from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.lru import LRUCache
+from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.llm import train_bpe_tokenizer
+
+FEATURES = ("weather", "place")
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> EmbeddingTokenizer:
+    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, FEATURES)
+    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
+
+
+def make_cache(tokenizer, capacity=100, version="v1") -> SceneFeatureCache:
+    vocab = SceneVocab(FEATURES, ({"heavy rain": 1, "sunny": 2}, {"office": 1}))
+    return SceneFeatureCache(FEATURES, tokenizer, vocab, capacity, version)
+
+
+def fake_embed(texts: list[str]) -> np.ndarray:
+    """A deterministic 'embedder': one row per text, derived from the text."""
+    return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)
+
+
+def run_batch(cache: SceneFeatureCache, requests: list) -> tuple[list, list[int]]:
+    """What the Triton adapter does; returns the results and the size of each embedder call."""
+    batch = cache.begin([cache.parse(r) for r in requests])
+    calls = []
+    if batch.missing:
+        input_ids, attention_mask = cache.tokenize(batch.missing)
+        calls.append(len(input_ids))
+        cache.complete(batch, fake_embed(batch.missing))
+    return batch.results(), calls
+
+
+def test_lru_bound_order_and_counters():
+    lru: LRUCache[int] = LRUCache(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1  # a is now the most recent
+    lru.put("c", 3)  # evicts b
+    assert "b" not in lru and len(lru) == 2
+    assert lru.get("b") is None
+    assert (lru.counters.hits, lru.counters.misses, lru.counters.evictions) == (1, 1, 1)
+    off: LRUCache[int] = LRUCache(0)
+    off.put("a", 1)
+    assert len(off) == 0 and off.get("a") is None
+    with pytest.raises(ValueError):
+        LRUCache(-1)
+
+
+def test_misses_of_all_requests_go_in_one_embedder_call(tokenizer):
+    cache = make_cache(tokenizer)
+    requests = [[b"heavy rain", b"office"], [b"heavy rain", b"home"], [b"sunny", b"office"]]
+    results, calls = run_batch(cache, requests)
+    assert calls == [4]  # distinct (feature, text): rain, office, home, sunny
+    assert cache.counters.misses == 4 and cache.counters.hits == 2  # in-batch duplicates are served once
+    emb, ids = results[1]
+    assert emb.shape == (2, 3) and emb.dtype == np.float32
+    np.testing.assert_array_equal(ids, [1, 0])  # "home" is not in the place vocab
+    np.testing.assert_array_equal(results[0][0][0], results[1][0][0])
+    # the same texts again: all hits, no embedder call
+    again, calls = run_batch(cache, requests)
+    assert calls == [] and cache.counters.hits == 2 + 6
+    np.testing.assert_array_equal(again[2][0], results[2][0])
+
+
+def test_same_text_in_different_features_are_different_keys(tokenizer):
+    cache = make_cache(tokenizer)
+    results, calls = run_batch(cache, [[b"office", b"office"]])
+    assert calls == [2]
+    assert not np.array_equal(results[0][0][0], results[0][0][1])  # formatted with different feature tags
+
+
+def test_bad_requests_fail_alone(tokenizer):
+    cache = make_cache(tokenizer)
+    requests = [
+        [b"sunny", b"office"],
+        [b"sunny"],  # too few
+        [b"sunny", b"office", b"extra"],  # too many
+        [b"sunny", b"   "],  # empty text
+        [b"\xff\xfe", b"office"],  # not UTF-8
+        [b"sunny", b"home"],
+    ]
+    results, _ = run_batch(cache, requests)
+    assert isinstance(results[0], tuple) and isinstance(results[5], tuple)
+    messages = [str(r) for r in results[1:5]]
+    assert "has 1 texts; the scene schema has 2: weather, place" in messages[0]
+    assert "has 3 texts" in messages[1]
+    assert "SCENE_TEXT[1] (place) is empty" in messages[2]
+    assert "SCENE_TEXT[0] (weather) is not valid UTF-8" in messages[3]
+
+
+def test_huge_text_is_truncated_and_keyed_bounded(tokenizer):
+    cache = make_cache(tokenizer)
+    huge = ("rain " * 20_000).encode()
+    results, _ = run_batch(cache, [[huge, b"office"], [huge[: cache.max_text_chars], b"office"]])
+    np.testing.assert_array_equal(results[0][0], results[1][0])  # same clipped text -> same entry
+    assert cache.counters.misses == 2
+    assert all(len(key[2]) <= cache.max_text_chars for key in cache.lru._entries)
+
+
+def test_cache_stays_within_bound_under_unique_texts(tokenizer):
+    cache = make_cache(tokenizer, capacity=50)
+    for start in range(0, 1000, 10):
+        run_batch(cache, [[f"weather {i}".encode(), f"place {i}".encode()] for i in range(start, start + 10)])
+        assert len(cache) <= 50
+    assert cache.counters.evictions == 2000 - 50
+
+
+def test_embedder_version_keys_entries(tokenizer):
+    first = make_cache(tokenizer, version="v1")
+    run_batch(first, [[b"sunny", b"office"]])
+    assert all(key[0] == "v1" for key in first.lru._entries)
+
+
+def test_complete_checks_embedder_rows(tokenizer):
+    cache = make_cache(tokenizer)
+    batch = cache.begin([cache.parse([b"sunny", b"office"])])
+    with pytest.raises(RuntimeError, match="returned"):
+        cache.complete(batch, np.zeros((1, 3), np.float32))
+    with pytest.raises(RuntimeError, match="before complete"):
+        batch.results()
+
+
+@pytest.mark.parametrize(
+    ("user", "items", "message"),
+    [
+        ([-1], [1], "USER_ID must be >= 0, got -1"),
+        ([1, 2], [1], "exactly one id"),
+        ([1], [], "ITEM_IDS is empty"),
+        ([1], list(range(11)), "11 candidates; this server scores at most 10"),
+        ([1], [3, -7], "ITEM_IDS[1] = -7: ids must be >= 0"),
+    ],
+)
+def test_ctr_request_validation(user, items, message):
+    with pytest.raises(RequestError) as error:
+        validate_ctr_request(np.array(user, np.int64), np.array(items, np.int64), max_candidates=10)
+    assert message in str(error.value)
+
+
+def test_ctr_request_accepts_unknown_ids():
+    validate_ctr_request(np.array([10**12]), np.array([0, 10**12]), max_candidates=10)
