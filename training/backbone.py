@@ -17,6 +17,18 @@ first-order weights + the FM pairwise term + the MLP. ``embedding_l2`` follows F
 tables (the FM first-order weights included) and added, unnormalised, to the batch-mean log loss. The config's
 ``embedding_l2_scope="batch"`` restricts the sum to the distinct rows the last batch looked up (lazy, sparse-style
 regularisation), the cheaper choice for very large tables.
+
+Recipe that reproduces BARS Frappe_x1 with the ID-only backbone (10 categorical fields: user, item, 8 contexts,
+``FieldVocab`` fitted on train; measured test AUC over 3 seeds, BARS in brackets):
+
+* ``BackboneConfig(kind="deepfm", embedding_dim=10, mlp_hidden=(400, 400, 400), dropout=0.2, batch_norm=True,
+  embedding_l2=0.05)`` → 0.9845 ± 0.0007 (0.9839 ± 0.0002 over 5 seeds);
+* ``BackboneConfig(kind="dcnv2", embedding_dim=10, cross_layers=4, mlp_hidden=(400, 400, 400), dropout=0.4,
+  batch_norm=True, embedding_l2=0.05)`` → 0.9843 ± 0.0003 (0.9838 ± 0.0004);
+* training as FuxiCTR does it: Adam lr 1e-3, batch 4096, gradient-norm clip 10, validation AUC after every
+  epoch; an epoch that does not improve it multiplies the lr by 0.1 (reduce-on-plateau, which is where most of
+  the last 0.005 AUC comes from) and counts towards patience 2; restore the best epoch. About 15-25 epochs.
+  With ``embedding_l2_scope="batch"`` DeepFM reached only 0.9831.
 """
 
 from __future__ import annotations
