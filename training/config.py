@@ -60,7 +60,7 @@ class EmbedConfig:
 
     max_length: int = field(default=48, metadata={"help": "tokens per embedder input, <emb> included"})
     projection_dim: int = field(default=64, metadata={"help": "embedding size D"})
-    temperature: float = 0.05
+    temperature: float = 0.1
     learn_temperature: bool = False
     batch_size: int = field(default=64, metadata={"help": "pairs per kind per step (in-batch negatives)"})
     max_steps: int = 400
@@ -82,7 +82,7 @@ class CTRConfig:
     agg_dim: int = field(default=64, metadata={"help": "aggregation-encoder width"})
     agg_layers: int = 2
     agg_heads: int = 4
-    agg_dropout: float = 0.1
+    agg_dropout: float = field(default=0.0, metadata={"help": "dropout in the aggregation encoder (its inputs are frozen; early stopping guards it)"})
     align_weight: float = field(default=0.1, metadata={"help": "weight of the alignment loss against BCE"})
     align_temperature: float = 0.1
     batch_size: int = 512
@@ -90,6 +90,10 @@ class CTRConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     patience: int = field(default=2, metadata={"help": "epochs without validation-AUC gain before stopping"})
+    lr_decay_on_plateau: float = field(
+        default=0.1, metadata={"help": "multiply the learning rate by this after an epoch without validation-AUC gain"}
+    )
+    grad_clip: float = field(default=10.0, metadata={"help": "gradient-norm clipping (0 = off)"})
     checkpoint_every: int = 200
     embed_batch_size: int = field(default=256, metadata={"help": "texts per frozen-embedder forward"})
     variants: tuple[str, ...] = field(
@@ -130,8 +134,13 @@ def _coerce(tp, value, where: str):
             raise ValueError(f"{where}: expected a list")
         (item_type, *_) = typing.get_args(tp)
         return tuple(_coerce(item_type, v, where) for v in value)
-    if tp is float and isinstance(value, int):
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
     if tp in (int, float, str, bool) and not isinstance(value, tp):
         raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value

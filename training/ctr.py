@@ -217,6 +217,8 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: str, out: Path
         loss = bce + align_weight * align + model.backbone.regularization()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         step += 1
         logger.log(step, loss=ctx.all_reduce_mean(loss).item(), bce=bce.item(), align=align.item())
@@ -230,6 +232,8 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: str, out: Path
                              best_state={k: v.clone() for k, v in model.state_dict().items()})
             else:
                 state["stale_epochs"] += 1
+                for group in optimizer.param_groups:  # FuxiCTR/BARS: decay on plateau, keep going
+                    group["lr"] *= cfg.lr_decay_on_plateau
             bar.set_postfix(valid_auc=f"{valid['auc']:.4f}")
         if ctx.is_main and (step % cfg.checkpoint_every == 0):
             save_checkpoint(stage_dir, step, model, optimizer, state)

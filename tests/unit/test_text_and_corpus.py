@@ -30,7 +30,10 @@ def test_corpus_has_every_document_kind_with_tags(world):
     assert len(items) == len(world.items)
     assert len(records) == int(world.train.label.sum())
     assert set(world.knowledge) <= set(corpus)
-    assert "<scene_weather>" in records[0] and "</scene_weather>" in records[0] and "<item_cat>" in records[0]
+    assert all(r.count("<scene_") == r.count("</scene_") >= 1 for r in records)
+    assert any("<scene_weather>" in r for r in records) and any("<scene_weather>" not in r for r in records)
+    category, _, rest = records[0].partition("<emb>")[2].partition("<item_name>")
+    assert category in set(world.items.category) and rest.endswith("</item_name>")
     assert build_corpus(world, seed=0) == corpus  # seeded
     assert build_corpus(world, seed=1) != corpus
 
