@@ -1,0 +1,34 @@
+# The two commands README promises, each doing all set-up on a fresh machine:
+#   make demo   data -> train -> export -> serve -> query (the main job, on the embedded synthetic data)
+#   make test   the test suite (unit + integration with a real tritonserver; slow/gpu tests excluded)
+PYTHON ?= python3
+STAMP  := .setup.stamp
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP)
+
+# torch first: `torch==2.13.0` takes the CPU wheel on this machine; a bare requirement would pull CUDA builds.
+# perf_analyzer (tritonclient 2.51 wheel) needs Debian's libb64-0d.
+$(STAMP): pyproject.toml
+	@if ! ldconfig -p | grep -q libb64.so.0d; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libb64-0d; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq libb64-0d; fi; fi
+	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -m pip install -q -e ".[train,serve,bench,test]"
+	@touch $(STAMP)
+
+demo: setup
+	$(PYTHON) -m larr demo --out runs/demo
+
+test: setup
+	$(PYTHON) -m pytest
+
+test-all: setup
+	$(PYTHON) -m pytest -m ""
+
+bench: setup
+	$(PYTHON) -m larr bench
+
+clean:
+	rm -rf runs $(STAMP) .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m larr`` is the ``larr`` command."""
+
+from larr.cli import main
+
+raise SystemExit(main())
