@@ -5,22 +5,18 @@ in ONE BLS request (split only where they exceed the embedder's max batch size, 
 concurrently). Hit/miss/eviction counts are exported as Triton custom metrics.
 """
 
-import asyncio
 import json
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from larr.contract import (
-    ATTENTION_MASK,
-    EMBEDDING,
-    INPUT_IDS,
     PARAM_CACHE_CAPACITY,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
     PARAM_SCENE_FEATURES,
 )
+from larr.serving.bls import embed_via_bls, scene_responses
 from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.errors import RequestError
 from larr.serving.runtime import model_parameters, tensor_names
@@ -59,39 +55,14 @@ class TritonPythonModel:
         parsed = [self.cache.parse(to_numpy(pb_utils.get_input_tensor_by_name(r, self.text_name))) for r in requests]
         batch = self.cache.begin(parsed)
         if batch.missing:
+            input_ids, attention_mask = self.cache.tokenize(batch.missing)  # (M, T) each
             try:
-                self.cache.complete(batch, await self._embed(*self.cache.tokenize(batch.missing)))
+                embeddings = await embed_via_bls(pb_utils, self.embedder_model, input_ids, attention_mask, self.embedder_max_batch)
+                self.cache.complete(batch, embeddings)
             except RequestError as error:  # the embedder failed: every request that needed it fails
                 batch.requests = [error if not isinstance(p, RequestError) else p for p in batch.requests]
         self._report_metrics()
-        responses = []
-        for result in batch.results():
-            if isinstance(result, RequestError):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
-            else:
-                scene_emb, scene_ids = result  # (K, D), (K,)
-                responses.append(
-                    pb_utils.InferenceResponse([pb_utils.Tensor(self.emb_name, scene_emb), pb_utils.Tensor(self.ids_name, scene_ids)])
-                )
-        return responses
-
-    async def _embed(self, input_ids, attention_mask):
-        """(M, T) token ids -> (M, D) embeddings from the embedder model, via BLS."""
-        parts = [slice(s, s + self.embedder_max_batch) for s in range(0, len(input_ids), self.embedder_max_batch)]
-        replies = await asyncio.gather(*(
-            pb_utils.InferenceRequest(
-                model_name=self.embedder_model,
-                inputs=[pb_utils.Tensor(INPUT_IDS, input_ids[p]), pb_utils.Tensor(ATTENTION_MASK, attention_mask[p])],
-                requested_output_names=[EMBEDDING],
-            ).async_exec()
-            for p in parts
-        ))
-        outputs = []
-        for reply in replies:
-            if reply.has_error():
-                raise RequestError(f"the embedder failed: {reply.error().message()}")
-            outputs.append(to_numpy(pb_utils.get_output_tensor_by_name(reply, EMBEDDING)))
-        return np.concatenate(outputs)
+        return scene_responses(pb_utils, batch.results(), self.emb_name, self.ids_name)
 
     def _report_metrics(self):
         counters = self.cache.counters

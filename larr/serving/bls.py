@@ -1,0 +1,53 @@
+"""What the python-backend models that call the embedder share: one BLS embedding call and the
+per-request responses of a scene step. ``pb_utils`` is passed in, so this imports without Triton."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from larr.contract import ATTENTION_MASK, EMBEDDING, INPUT_IDS
+from larr.serving.errors import RequestError
+from larr.serving.tensors import to_numpy
+
+
+async def embed_via_bls(
+    pb_utils: Any, model_name: str, input_ids: np.ndarray, attention_mask: np.ndarray, max_batch: int
+) -> np.ndarray:
+    """(M, T) token ids -> (M, D) embeddings from ``model_name``.
+
+    One BLS request carries all M texts; only where M exceeds the embedder's max batch size is it split,
+    and the parts are sent concurrently. Raises :class:`RequestError` with the embedder's message.
+    """
+    parts = [slice(start, start + max_batch) for start in range(0, len(input_ids), max_batch)]
+    replies = await asyncio.gather(*(
+        pb_utils.InferenceRequest(
+            model_name=model_name,
+            inputs=[pb_utils.Tensor(INPUT_IDS, input_ids[part]), pb_utils.Tensor(ATTENTION_MASK, attention_mask[part])],
+            requested_output_names=[EMBEDDING],
+        ).async_exec()
+        for part in parts
+    ))
+    outputs = []
+    for reply in replies:
+        if reply.has_error():
+            raise RequestError(f"the embedder failed: {reply.error().message()}")
+        outputs.append(to_numpy(pb_utils.get_output_tensor_by_name(reply, EMBEDDING)))
+    return np.concatenate(outputs)
+
+
+def scene_responses(
+    pb_utils: Any, results: Sequence[tuple[np.ndarray, np.ndarray] | RequestError], emb_name: str, ids_name: str
+) -> list[Any]:
+    """Per request: ``(SCENE_EMB, SCENE_IDS)`` outputs, or an error response with the request's message."""
+    responses = []
+    for result in results:
+        if isinstance(result, RequestError):
+            responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+        else:
+            scene_emb, scene_ids = result
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(emb_name, scene_emb), pb_utils.Tensor(ids_name, scene_ids)]))
+    return responses

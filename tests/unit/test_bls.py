@@ -1,0 +1,83 @@
+"""The shared BLS helper with a stand-in for ``triton_python_backend_utils`` (only what it touches)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from larr.contract import ATTENTION_MASK, EMBEDDING, INPUT_IDS
+from larr.serving.bls import embed_via_bls, scene_responses
+from larr.serving.errors import RequestError
+
+
+class FakeTensor:
+    def __init__(self, name, array):
+        self.name, self.array = name, np.asarray(array)
+
+    def is_cpu(self):
+        return True
+
+    def as_numpy(self):
+        return self.array
+
+
+class FakeReply:
+    def __init__(self, output=None, error=None):
+        self.output, self._error = output, error
+
+    def has_error(self):
+        return self._error is not None
+
+    def error(self):
+        return SimpleNamespace(message=lambda: self._error)
+
+
+def fake_pb_utils(calls: list, fail: bool = False):
+    class InferenceRequest:
+        def __init__(self, model_name, inputs, requested_output_names):
+            self.model_name, self.inputs, self.outputs = model_name, {t.name: t.array for t in inputs}, requested_output_names
+
+        async def async_exec(self):
+            calls.append((self.model_name, self.inputs[INPUT_IDS].shape))
+            if fail:
+                return FakeReply(error="out of memory")
+            ids = self.inputs[INPUT_IDS]
+            return FakeReply(output=FakeTensor(EMBEDDING, ids[:, :1].astype(np.float32) * np.ones((1, 3), np.float32)))
+
+    return SimpleNamespace(
+        Tensor=FakeTensor,
+        InferenceRequest=InferenceRequest,
+        get_output_tensor_by_name=lambda reply, name: reply.output,
+        InferenceResponse=lambda outputs=None, error=None: SimpleNamespace(outputs=outputs, error=error),
+        TritonError=lambda message: message,
+    )
+
+
+def test_one_call_unless_over_max_batch_and_order_kept():
+    ids = np.arange(10, dtype=np.int64)[:, None] * np.ones((1, 4), np.int64)
+    mask = np.ones_like(ids)
+    calls: list = []
+    out = asyncio.run(embed_via_bls(fake_pb_utils(calls), "embedder", ids, mask, max_batch=64))
+    assert calls == [("embedder", (10, 4))]
+    calls.clear()
+    split = asyncio.run(embed_via_bls(fake_pb_utils(calls), "embedder", ids, mask, max_batch=4))
+    assert [shape for _, shape in calls] == [(4, 4), (4, 4), (2, 4)]
+    np.testing.assert_array_equal(split, out)
+    np.testing.assert_array_equal(out[:, 0], np.arange(10))
+    assert ATTENTION_MASK  # the mask travels with the ids (same names as the contract)
+
+
+def test_embedder_error_becomes_request_error():
+    with pytest.raises(RequestError, match="the embedder failed: out of memory"):
+        asyncio.run(embed_via_bls(fake_pb_utils([], fail=True), "embedder", np.ones((2, 3), np.int64), np.ones((2, 3), np.int64), 8))
+
+
+def test_scene_responses_keep_errors_per_request():
+    pb = fake_pb_utils([])
+    good = (np.zeros((2, 3), np.float32), np.array([1, 0]))
+    responses = scene_responses(pb, [good, RequestError("SCENE_TEXT[0] (weather) is empty")], "SCENE_EMB", "SCENE_IDS")
+    assert responses[0].error is None and [t.name for t in responses[0].outputs] == ["SCENE_EMB", "SCENE_IDS"]
+    assert responses[1].error == "SCENE_TEXT[0] (weather) is empty"
