@@ -69,7 +69,7 @@ class EmbedConfig:
     weight_user_user: float = 1.0
     weight_item_item: float = 1.0
     weight_user_item: float = 1.0
-    history_length: int = field(default=4, metadata={"help": "clicked items in a user-history text"})
+    history_length: int = field(default=6, metadata={"help": "clicked items in a user-history text"})
     eval_pairs: int = field(default=300, metadata={"help": "held-out pairs per kind for recall@10"})
     checkpoint_every: int = 100
 

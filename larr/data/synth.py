@@ -190,7 +190,7 @@ class SynthConfig:
     num_users: int = field(default=400, metadata={"help": "users"})
     shops_per_category: int = field(default=16, metadata={"help": "shops (items) per each of the 12 categories"})
     train_rows: int = field(default=60_000, metadata={"help": "impressions in train.csv"})
-    valid_rows: int = field(default=8_000, metadata={"help": "impressions in valid.csv"})
+    valid_rows: int = field(default=10_000, metadata={"help": "impressions in valid.csv"})
     test_rows: int = field(default=12_000, metadata={"help": "impressions in test.csv"})
     unseen_paraphrase_rate: float = field(
         default=0.5, metadata={"help": "test only: chance a feature is written with a held-out paraphrase"}
@@ -199,9 +199,13 @@ class SynthConfig:
     scene_strength: float = field(default=1.0, metadata={"help": "scale of the scene-semantics click term"})
     search_bonus: float = field(default=2.0, metadata={"help": "logit bonus: shop in the searched category"})
     click_bonus: float = field(default=1.0, metadata={"help": "logit bonus: shop in a recently clicked category"})
-    taste_scale: float = field(default=0.8, metadata={"help": "std of user x category taste"})
+    taste_scale: float = field(default=1.0, metadata={"help": "std of user x category taste"})
     latent_scale: float = field(default=0.5, metadata={"help": "scale of the user x shop latent affinity"})
-    bias: float = field(default=-2.2, metadata={"help": "global logit bias (sets the click rate)"})
+    bias: float = field(default=-2.6, metadata={"help": "global logit bias (sets the click rate)"})
+    favorite_exposure: float = field(
+        default=0.4, metadata={"help": "share of impressions drawn from the user's favourite shops (a candidate generator's bias)"}
+    )
+    favorites_per_user: int = field(default=12, metadata={"help": "size of each user's favourite-shop pool"})
 
 
 @dataclass
@@ -276,7 +280,13 @@ def _sample_split(
     concept_features = list(SCENE_CONCEPTS)
     num_items = len(world.names)
     users = rng.integers(0, config.num_users, size=rows)
+    # impressions: mostly any shop, partly the user's favourites (real candidate generators are biased to
+    # what a user likes, which is also what makes a user's histories resemble each other)
+    affinity = world.taste[:, world.shop_category] + config.latent_scale * world.user_latent @ world.shop_latent.T  # (U, I)
+    favorites = np.argsort(-affinity, axis=1)[:, : config.favorites_per_user]  # (U, F)
     items = rng.integers(0, num_items, size=rows)
+    from_favorites = rng.random(rows) < config.favorite_exposure
+    items[from_favorites] = favorites[users[from_favorites], rng.integers(0, config.favorites_per_user, size=from_favorites.sum())]
     scene: list[list[str]] = [[] for _ in SCENE_FEATURES]
     logits = np.empty(rows)
     for n in range(rows):
