@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from larr.export.repository import SUPPORTED_VARIANTS, TARGETS, RepositoryError, RepositoryOptions
+
 from larr.serving.runtime import RUNTIMES
 
 
@@ -31,6 +32,8 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
     add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
+    add("--feature-cache-instances", type=int, default=defaults.feature_cache_instances,
+        help="feature_cache instances (requests in flight at the cache step; each has its own LRU)")
     add("--embedder-instances", type=int, default=defaults.embedder_instances, help="embedder model instances")
     add("--ctr-instances", type=int, default=defaults.ctr_instances, help="ctr model instances")
     add("--runtime", default=defaults.runtime, choices=RUNTIMES, help="cpu target: what runs the models")
@@ -48,6 +51,7 @@ def run_export(args: argparse.Namespace) -> int:
             target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
+            feature_cache_instances=args.feature_cache_instances,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:
@@ -62,6 +66,7 @@ def run_export(args: argparse.Namespace) -> int:
             args.checkpoints, args.out, target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
+            feature_cache_instances=args.feature_cache_instances,
             device=args.device, intra_op_threads=args.intra_op_threads, num_users=args.num_users,
             num_items=args.num_items, adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
         )

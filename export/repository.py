@@ -103,6 +103,12 @@ class RepositoryOptions:
     cache_capacity: int = field(default=100_000, metadata={"help": "feature cache LRU bound, in entries"})
     max_candidates: int = field(default=1000, metadata={"help": "most candidate items per request"})
     embedder_max_batch: int = field(default=64, metadata={"help": "embedder max_batch_size (texts per call)"})
+    feature_cache_instances: int = field(
+        default=4,
+        metadata={"help": "feature_cache instances: requests in flight at the cache step (a non-batching step sees one "
+                          "request per execute, so concurrency, and the embedder's batching of their misses, needs "
+                          "instances; each keeps its own LRU)"},
+    )
     embedder_instances: int = field(default=1, metadata={"help": "embedder model instances"})
     ctr_instances: int = field(default=1, metadata={"help": "ctr model instances"})
     runtime: str = field(default="onnxruntime", metadata={"help": "cpu target: 'onnxruntime' or 'torch'"})
@@ -125,7 +131,7 @@ class RepositoryOptions:
         cuda_index = self.device.partition(":")[2]
         if not (self.device in ("cpu", "cuda") or (self.device.startswith("cuda:") and cuda_index.isdigit())):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        for name in ("max_candidates", "embedder_max_batch", "embedder_instances", "ctr_instances"):
+        for name in ("max_candidates", "embedder_max_batch", "feature_cache_instances", "embedder_instances", "ctr_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("cache_capacity", "intra_op_threads", "max_queue_delay_us"):
@@ -233,7 +239,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
     })
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.feature_cache_instances)
     return config
 
 
@@ -396,6 +402,7 @@ def write_repository(
     runtime: str = "onnxruntime",
     device: str = "cpu",
     *,
+    feature_cache_instances: int = RepositoryOptions.feature_cache_instances,
     intra_op_threads: int = 0,
     num_users: int | None = None,
     num_items: int | None = None,
@@ -416,6 +423,7 @@ def write_repository(
         target=target, variant=variant, cache_capacity=cache_capacity, max_candidates=max_candidates,
         embedder_max_batch=embedder_max_batch, embedder_instances=embedder_instances, ctr_instances=ctr_instances,
         runtime=runtime, device=device, intra_op_threads=intra_op_threads,
+        feature_cache_instances=feature_cache_instances,
     )
     checkpoints, out = Path(checkpoints), Path(out)
     if options.target == "gpu":

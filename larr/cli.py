@@ -68,6 +68,12 @@ def _query(args: argparse.Namespace) -> int:
     return run_query(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from larr.benchmarks.cli import run_bench
+
+    return run_bench(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from larr.demo import run_demo
 
@@ -125,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default="tiny", help="training config (default: the shipped tiny config)")
     demo.add_argument("--resume", action="store_true", help="reuse finished stages in --out")
     demo.set_defaults(func=_demo)
+
+    from larr.benchmarks.cli import configure_bench_parser
+
+    bench = commands.add_parser("bench", help="perf_analyzer harness: LARR vs full-text, cache off, FastAPI, MFU")
+    configure_bench_parser(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

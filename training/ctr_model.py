@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from larr.training.backbone import BackboneConfig, CTRBackbone
 from safetensors.torch import load_file, save_file
 from torch import nn
-
-from larr.training.backbone import BackboneConfig, CTRBackbone
 
 SPEC_FILE = "ctr.json"
 WEIGHTS_FILE = "model.safetensors"

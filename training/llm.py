@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from larr.training.config import ModelConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -21,7 +22,6 @@ from transformers import (
 )
 
 from larr.text import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, special_tokens
-from larr.training.config import ModelConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -60,9 +60,9 @@ from pathlib import Path
 import numpy as np
 
 from larr.data.schema import (
-    DataValidationError,
     Dataset,
     DatasetInfo,
+    DataValidationError,
     Interactions,
     Items,
     write_dataset,

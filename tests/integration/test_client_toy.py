@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from larr.clients import (
     AsyncLarrClient,
     InvalidRequestError,
@@ -18,8 +17,9 @@ from larr.clients import (
     ScoreRequest,
     ServerError,
     ServerUnavailableError,
+    cli,
 )
-from larr.clients import cli
+
 from larr.serving.launcher import RunningServer
 
 pytestmark = pytest.mark.integration

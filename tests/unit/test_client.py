@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tritonclient.utils import InferenceServerException
-
 from larr.clients import (
     AsyncLarrClient,
     InvalidRequestError,
@@ -26,9 +24,11 @@ from larr.clients import (
     ScoreRequest,
     ServerError,
     ServerUnavailableError,
+    cli,
     encode_request,
 )
-from larr.clients import cli
+from tritonclient.utils import InferenceServerException
+
 from larr.contract import CTR, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
 from larr.serving.launcher import free_port
 

@@ -16,6 +16,18 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
+from larr.export import tensorrt_build
+from larr.export.cli import configure_export_parser, run_export
+from larr.export.onnx_export import onnx_digest
+from larr.export.repository import (
+    ModelFacts,
+    RepositoryError,
+    RepositoryOptions,
+    build_configs,
+    dataset_facts,
+    validate_ensemble,
+    write_repository,
+)
 from tritonclient.grpc import model_config_pb2 as mc
 
 import larr
@@ -46,18 +58,6 @@ from larr.contract import (
     SCENE_VOCAB_FILE,
     TOKENIZER_FILE,
     USER_ID,
-)
-from larr.export import tensorrt_build
-from larr.export.cli import configure_export_parser, run_export
-from larr.export.onnx_export import onnx_digest
-from larr.export.repository import (
-    ModelFacts,
-    RepositoryError,
-    RepositoryOptions,
-    build_configs,
-    dataset_facts,
-    validate_ensemble,
-    write_repository,
 )
 from larr.serving.runtime import SERVING_META_FILE
 
@@ -134,7 +134,7 @@ def check_configs(
         PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
     }
-    assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, 1)]
+    assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
 
     embedder = configs[EMBEDDER_MODEL]
     assert embedder.max_batch_size == options.embedder_max_batch

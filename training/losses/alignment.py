@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from larr.training.losses.info_nce import info_nce
 
 

@@ -17,8 +17,8 @@ from larr.contract import (
     PARAM_SCENE_FEATURES,
 )
 from larr.serving.bls import embed_via_bls, scene_responses
-from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.errors import RequestError
+from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.runtime import model_parameters, tensor_names
 from larr.serving.tensors import to_numpy
 
@@ -38,7 +38,8 @@ class TritonPythonModel:
             version,
         )
         # the families must outlive their metrics, or increment() fails
-        labels = {"model": args["model_name"], "embedder_version": version}
+        # one LRU per instance (instances are processes): the instance label keeps their counts apart
+        labels = {"model": args["model_name"], "instance": args["model_instance_name"], "embedder_version": version}
         self.families = {
             name: pb_utils.MetricFamily(name=f"larr_feature_cache_{name}", description=text, kind=kind)
             for name, text, kind in (

@@ -1,0 +1,139 @@
+"""``larr bench``: every measurement of the benchmark report in one command.
+
+    larr bench                                    # the published grid (profile full; < 30 min on 2 CPU cores)
+    larr bench --profile quick                    # a few minutes: tiny + 135M shape, two concurrency levels
+    larr bench --profile smoke                    # the tiny model only, seconds per point (the integration test)
+    larr bench --report-only benchmarks/results/cpu-2core-amd-epyc   # redraw plots and tables from results.json
+
+Needs a trained run (default ``runs/demo/run``, made by ``make demo``), tritonserver (nvidia-pytriton),
+perf_analyzer (tritonclient[all]) and the bench extra (FastAPI, uvicorn, httpx, matplotlib). Writes
+``OUT/<machine>/``: results.json (every point), summary.json (the ratios), points.csv, breakdown.csv
+(per-model Triton statistics), summary.csv, report.md and three PNGs. On a GPU host (``--device auto``
+finds it) every model runs on the GPU: ONNX Runtime CUDA in the python backends, PyTorch CUDA in FastAPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from larr.benchmarks.config import LLM_SHAPES, PROFILES
+
+REPORT_FILE = "report.md"
+SKIPPABLE = ("fastapi", "inprocess", "saturation")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
+    defaults = PROFILES["full"]
+    add = parser.add_argument
+    add("--profile", default="full", choices=sorted(PROFILES), help="grid size: full (published), quick, smoke")
+    add("--checkpoints", type=Path, default=defaults.checkpoints, help="trained run folder (default: `make demo`'s)")
+    add("--out", type=Path, default=defaults.out, help="results go to OUT/<machine>/")
+    add("--work", type=Path, default=defaults.work, help="random-weight LLMs and exported repositories (reused)")
+    add("--llm-sizes", type=_names, help=f"comma-separated subset of {', '.join(LLM_SHAPES)} (default: the profile's)")
+    add("--headline-size", help="LLM size whose ratios head summary.json (default: the profile's, else the largest)")
+    add("--device", default=defaults.device, choices=("auto", "cpu", "cuda"), help="where the models run")
+    add("--candidates", type=int, default=defaults.candidates, help="candidate items per request (N)")
+    add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
+    add("--skip", type=_names, default=(), help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)}")
+    add("--rebuild", action="store_true", help="re-export the models even if the work folder has them")
+    add("--report-only", type=Path, metavar="DIR", help="only rebuild summary, tables and plots from DIR/results.json")
+
+
+def build_config(args: argparse.Namespace):
+    """The BenchConfig the flags describe (ValueError for inconsistent flags)."""
+    from larr.benchmarks.config import profile
+
+    base = PROFILES[args.profile]
+    sizes = args.llm_sizes or base.llm_sizes
+    unknown = [s for s in sizes if s not in LLM_SHAPES]
+    if unknown:
+        raise ValueError(f"unknown LLM size(s) {unknown}; known: {', '.join(LLM_SHAPES)}")
+    bad_skip = [s for s in args.skip if s not in SKIPPABLE]
+    if bad_skip:
+        raise ValueError(f"--skip: unknown part(s) {bad_skip}; one of {', '.join(SKIPPABLE)}")
+    headline = args.headline_size or (base.headline_size if base.headline_size in sizes else max(
+        sizes, key=lambda s: LLM_SHAPES[s].hidden_size * max(LLM_SHAPES[s].num_hidden_layers, 1)))
+    grids = dict(base.grids)
+    for size in sizes:
+        # a size outside the profile's grids gets the grid of the profile's largest size
+        grids.setdefault(size, base.grids[base.llm_sizes[-1]])
+    if args.candidates < 1:
+        raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
+    overrides = dict(
+        checkpoints=args.checkpoints, out=args.out, work=args.work, llm_sizes=tuple(sizes), headline_size=headline,
+        grids=grids, device=args.device, candidates=args.candidates, skip=tuple(args.skip), rebuild=args.rebuild,
+    )
+    if args.warmup is not None:
+        if args.warmup < 1:
+            raise ValueError(f"--warmup must be >= 1, got {args.warmup}")
+        overrides["warmup_requests"] = args.warmup
+    return profile(args.profile, **overrides)
+
+
+def write_report(results: dict, directory: Path) -> dict:
+    """summary.json, the CSV tables, the plots and report.md from a results document."""
+    from larr.benchmarks.plots import plot_all
+    from larr.benchmarks.summary import report_markdown, write_outputs
+
+    summary = write_outputs(results, directory)
+    plots = plot_all(results, summary, directory)
+    (Path(directory) / REPORT_FILE).write_text(report_markdown(summary, plots), encoding="utf-8")
+    return summary
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run ``larr bench``; returns the exit code (2 with a message on stderr for a clear user error)."""
+    from larr.benchmarks.runner import RESULTS_FILE
+
+    if args.report_only is not None:
+        path = args.report_only / RESULTS_FILE
+        if not path.exists():
+            print(f"larr bench: {path} does not exist", file=sys.stderr)
+            return 2
+        summary = write_report(json.loads(path.read_text(encoding="utf-8")), args.report_only)
+        print((args.report_only / REPORT_FILE).read_text(encoding="utf-8"))
+        return 0 if summary else 1
+    try:
+        config = build_config(args)
+    except ValueError as error:
+        print(f"larr bench: {error}", file=sys.stderr)
+        return 2
+
+    from larr.benchmarks.loadgen import LoadError
+    from larr.benchmarks.models import BenchSetupError
+    from larr.benchmarks.perf import PerfAnalyzerError
+    from larr.benchmarks.runner import BenchRun
+
+    from larr.serving.launcher import PerfAnalyzerNotFoundError, ServerStartError, TritonNotFoundError
+
+    try:
+        bench = BenchRun(config)
+        results = bench.run()
+    except (BenchSetupError, TritonNotFoundError, PerfAnalyzerNotFoundError) as error:
+        print(f"larr bench: {error}", file=sys.stderr)
+        return 2
+    except (ServerStartError, PerfAnalyzerError, LoadError) as error:
+        print(f"larr bench: a measurement failed: {error}", file=sys.stderr)
+        return 1
+    write_report(results, bench.results_dir)
+    print()
+    print((bench.results_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    print(f"results: {bench.results_dir} ({results['duration_s'] / 60:.1f} min)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="larr bench", description=__doc__.splitlines()[0])
+    configure_bench_parser(parser)
+    return run_bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""What ``larr bench`` measures: the LLM sizes, the variants, the grid, and how long each point runs.
+
+Three profiles share one code path and differ only in size: ``full`` (the published grid, sized to
+finish in under 30 minutes on a 2-core CPU machine), ``quick`` (a few minutes, for development) and
+``smoke`` (the tiny model only, seconds per point; the integration test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+TINY = "tiny"
+SMOLLM_135M = "smollm-135m"
+QWEN25_05B = "qwen2.5-0.5b"
+
+# Variants, as they appear in results.json / points.csv.
+LARR = "larr"  # the ensemble with the feature cache on
+CACHE_OFF = "larr_cache_off"  # the same repository with cache_capacity=0: every feature embedded every time
+FULLTEXT = "fulltext"  # the LLM reads the whole concatenated scene per request, then the full-text CTR head
+INPROCESS = "inprocess"  # the LARR pipeline's ONNX models called in-process, no server
+FASTAPI = "fastapi"  # FastAPI/uvicorn + PyTorch with a dict cache
+LARR_LOADGEN = "larr_loadgen"  # the Triton ensemble driven by the same Python load generator as FASTAPI
+TRITON_VARIANTS = (LARR, CACHE_OFF, FULLTEXT)
+
+
+@dataclass(frozen=True)
+class LLMShape:
+    """The LLM behind the embedder. ``trained`` shapes come from the run's checkpoints; the others are
+    built with random weights from a ``transformers`` config (speed does not depend on weight values)."""
+
+    name: str
+    label: str
+    trained: bool = False
+    architecture: str = "llama"  # llama | qwen2 (random shapes only)
+    hidden_size: int = 0
+    num_hidden_layers: int = 0
+    num_attention_heads: int = 0
+    num_key_value_heads: int = 0
+    intermediate_size: int = 0
+    vocab_size: int = 0
+    projection_dim: int = 64  # D, the size the trained CTR heads read
+
+    def approximate_parameters(self) -> tuple[int, int]:
+        """(non-embedding, embedding) parameters of a random shape from its config (0, 0 for trained ones):
+        attention q/o (2 h^2) and k/v (2 h h_kv) plus the gated MLP (3 h i) per layer; biases and norms
+        left out. For time estimates; the reported counts are read from the saved weights."""
+        if self.trained:
+            return 0, 0
+        kv = self.num_key_value_heads * (self.hidden_size // self.num_attention_heads)
+        h, i = self.hidden_size, self.intermediate_size
+        return self.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * i), self.vocab_size * h
+
+    def config_kwargs(self) -> dict[str, int | bool]:
+        """Keyword arguments of ``LlamaConfig`` / ``Qwen2Config`` for this shape."""
+        return {
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "intermediate_size": self.intermediate_size,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": True,
+        }
+
+
+LLM_SHAPES: dict[str, LLMShape] = {
+    TINY: LLMShape(name=TINY, label="trained tiny LLM (the run's checkpoints)", trained=True),
+    SMOLLM_135M: LLMShape(
+        name=SMOLLM_135M, label="SmolLM-135M shape, random weights", architecture="llama",
+        hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        intermediate_size=1536, vocab_size=49152,
+    ),
+    QWEN25_05B: LLMShape(
+        name=QWEN25_05B, label="Qwen2.5-0.5B shape, random weights", architecture="qwen2",
+        hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+        intermediate_size=4864, vocab_size=151936,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SizeGrid:
+    """The measurement grid of one LLM size."""
+
+    concurrency: tuple[int, ...]  # perf_analyzer sweep of LARR (cache on) at the headline unseen share
+    baseline_concurrency: tuple[int, ...]  # ... of cache-off and the full-text baseline (headline share)
+    unseen_shares: tuple[float, ...]  # LARR is also measured at each of these shares ...
+    share_concurrency: tuple[int, ...]  # ... at these concurrency levels
+    loadgen_concurrency: tuple[int, ...]  # FastAPI vs Triton with the Python load generator
+    target_seconds: float  # aim for this long per measured point (perf_analyzer: 3 windows)
+    min_window: int  # requests per perf_analyzer window: at least this (and at least the concurrency)
+    max_window: int  # ... and at most this
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything one ``larr bench`` run needs; the defaults are the published grid (profile ``full``)."""
+
+    checkpoints: Path = field(default=Path("runs/demo/run"), metadata={"help": "trained run (`make demo` makes it)"})
+    out: Path = field(default=Path("benchmarks/results"), metadata={"help": "results go to OUT/<machine>/"})
+    work: Path = field(default=Path("runs/bench"), metadata={"help": "random-weight LLMs and exported repositories"})
+    llm_sizes: tuple[str, ...] = (TINY, SMOLLM_135M, QWEN25_05B)
+    grids: dict[str, SizeGrid] = field(default_factory=dict)  # per LLM size; see PROFILES
+    headline_size: str = SMOLLM_135M
+    headline_concurrency: int = 16
+    headline_unseen: float = 0.1
+    candidates: int = field(default=100, metadata={"help": "N candidate items per request"})
+    zipf_exponent: float = field(default=1.1, metadata={"help": "P(rank r) ~ r^-s over each feature's seen texts"})
+    warmup_requests: int = field(default=32, metadata={"help": "the same first W requests warm every variant"})
+    fulltext_max_length: int = field(default=160, metadata={"help": "tokens of a whole-scene text, <emb> included"})
+    cache_capacity: int = 100_000
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    seed: int = 2024
+    saturation_seconds: float = 6.0  # in-process embedder throughput, per LLM size
+    saturation_batch: int = 32  # texts per embedder call at saturation
+    gemm_size: int = 4096
+    rebuild: bool = False  # re-export the repositories even when the work folder has them
+    skip: tuple[str, ...] = ()  # parts to leave out: "fastapi", "inprocess", "saturation"
+
+    def grid(self, size: str) -> SizeGrid:
+        try:
+            return self.grids[size]
+        except KeyError:
+            known = sorted(self.grids)
+            raise ValueError(f"no measurement grid for LLM size {size!r}; grids exist for {known}") from None
+
+
+# The published grid, sized for < 30 minutes on a 2-core CPU machine, where a 0.5B-shape request costs
+# about a second: the full sweep for the tiny model, fewer levels for the large shapes.
+_FULL_TINY = SizeGrid(
+    concurrency=(1, 2, 4, 8, 16, 32, 64), baseline_concurrency=(1, 2, 4, 8, 16, 32, 64),
+    unseen_shares=(0.0, 0.1, 0.5), share_concurrency=(1, 4, 16, 64), loadgen_concurrency=(1, 16),
+    target_seconds=4.0, min_window=32, max_window=5_000,
+)
+_FULL_135M = SizeGrid(
+    concurrency=(1, 4, 16), baseline_concurrency=(1, 4, 16), unseen_shares=(0.0, 0.1, 0.5), share_concurrency=(16,),
+    loadgen_concurrency=(16,), target_seconds=8.0, min_window=8, max_window=2_000,
+)
+_FULL_05B = SizeGrid(
+    concurrency=(1, 4, 16), baseline_concurrency=(1, 16), unseen_shares=(0.0, 0.1, 0.5), share_concurrency=(16,),
+    loadgen_concurrency=(16,), target_seconds=8.0, min_window=8, max_window=2_000,
+)
+_QUICK = SizeGrid(
+    concurrency=(1, 16), baseline_concurrency=(1, 16), unseen_shares=(0.0, 0.1, 0.5), share_concurrency=(16,),
+    loadgen_concurrency=(16,), target_seconds=2.0, min_window=8, max_window=1_000,
+)
+_SMOKE = SizeGrid(
+    concurrency=(1, 4), baseline_concurrency=(4,), unseen_shares=(0.1,), share_concurrency=(4,),
+    loadgen_concurrency=(4,), target_seconds=1.0, min_window=16, max_window=200,
+)
+
+PROFILES: dict[str, BenchConfig] = {
+    "full": BenchConfig(grids={TINY: _FULL_TINY, SMOLLM_135M: _FULL_135M, QWEN25_05B: _FULL_05B}),
+    "quick": BenchConfig(
+        llm_sizes=(TINY, SMOLLM_135M), grids={TINY: _QUICK, SMOLLM_135M: _QUICK, QWEN25_05B: _QUICK},
+        warmup_requests=16, saturation_seconds=2.0, gemm_size=2048,
+    ),
+    "smoke": BenchConfig(
+        llm_sizes=(TINY,), headline_size=TINY, headline_concurrency=4, grids={TINY: _SMOKE}, warmup_requests=8,
+        saturation_seconds=0.5, saturation_batch=8, gemm_size=512,
+    ),
+}
+
+
+def profile(name: str, **overrides) -> BenchConfig:
+    """The named profile with ``overrides`` (BenchConfig field -> value) applied."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; one of {sorted(PROFILES)}")
+    config = replace(PROFILES[name], **overrides)
+    unknown = [size for size in config.llm_sizes if size not in LLM_SHAPES]
+    if unknown:
+        raise ValueError(f"unknown LLM size(s) {unknown}; known: {sorted(LLM_SHAPES)}")
+    if config.headline_size not in config.llm_sizes:
+        raise ValueError(f"the headline size {config.headline_size!r} is not among the measured {config.llm_sizes}")
+    for size in config.llm_sizes:
+        grid = config.grid(size)
+        for name in ("concurrency", "baseline_concurrency", "share_concurrency", "loadgen_concurrency"):
+            levels = getattr(grid, name)
+            if config.headline_concurrency not in levels:
+                raise ValueError(f"{size}: headline concurrency {config.headline_concurrency} is not in {name} {levels}")
+        if 1 not in grid.concurrency:
+            raise ValueError(f"{size}: concurrency 1 is needed (serving overhead at concurrency 1), got {grid.concurrency}")
+        if config.headline_unseen not in grid.unseen_shares:
+            raise ValueError(f"{size}: the headline unseen share {config.headline_unseen} is not in {grid.unseen_shares}")
+    return config

@@ -1,0 +1,249 @@
+"""In-process references: the served LARR pipeline without a server, the embedder at saturation, and the
+machine's fp32 matmul peak.
+
+* :class:`InProcessPipeline` runs the *same* exported repository's pieces -- the feature cache
+  (``SceneFeatureCache``), the embedder and CTR graphs through the adapters' own runtimes
+  (``larr.serving.runtime.load_runtime``, configured from the same ``config.pbtxt``) -- one request
+  at a time in this process. Triton's time per request minus this one is the serving overhead.
+* :func:`embedder_saturation` keeps the embedder busy with full batches of scene-feature texts and
+  counts tokens/s; :func:`forward_flops_per_token` turns that into FLOP/s, and :func:`gemm_peak`
+  measures what the machine can do on a large fp32 GEMM in the same run, for the model FLOPs
+  utilisation (MFU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format, text_format
+from larr.benchmarks.models import EncoderShape, ParameterCount
+from larr.benchmarks.workload import BenchRequest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from larr.contract import (
+    CTR_MODEL,
+    EMBEDDER_MODEL,
+    FEATURE_CACHE_MODEL,
+    PARAM_CACHE_CAPACITY,
+    PARAM_EMBEDDER_MAX_BATCH,
+    PARAM_EMBEDDER_VERSION,
+    PARAM_SCENE_FEATURES,
+)
+from larr.serving.errors import RequestError
+from larr.serving.feature_cache import SceneFeatureCache
+from larr.serving.runtime import load_runtime, model_parameters
+from larr.text import format_scene_feature
+from larr.tokenization import EmbeddingTokenizer
+
+VERSION = "1"
+CONFIG_FILE = "config.pbtxt"
+
+
+def model_config(repository: Path, model: str) -> dict[str, Any]:
+    """A model's ``config.pbtxt`` as the JSON dict Triton hands the python models (``args["model_config"]``)."""
+    config = text_format.Parse((Path(repository) / model / CONFIG_FILE).read_text(encoding="utf-8"), mc.ModelConfig())
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+class InProcessPipeline:
+    """The LARR ensemble's work for one request, in this process: cache -> embedder (misses) -> CTR."""
+
+    def __init__(self, repository: Path):
+        repository = Path(repository)
+        params = model_parameters(model_config(repository, FEATURE_CACHE_MODEL))
+        self.cache = SceneFeatureCache.from_directory(
+            repository / FEATURE_CACHE_MODEL / VERSION,
+            json.loads(params[PARAM_SCENE_FEATURES]),
+            int(params[PARAM_CACHE_CAPACITY]),
+            params[PARAM_EMBEDDER_VERSION],
+        )
+        self.max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])
+        embedder_config = model_config(repository, EMBEDDER_MODEL)
+        self.embedding_dim = int(embedder_config["output"][0]["dims"][-1])  # D
+        self.embedder = load_runtime(repository / EMBEDDER_MODEL / VERSION, embedder_config)
+        self.ctr = load_runtime(repository / CTR_MODEL / VERSION, model_config(repository, CTR_MODEL))
+
+    def score(self, request: BenchRequest) -> np.ndarray:
+        """CTR (N,) float32 of one request; raises the request's RequestError if it is invalid."""
+        batch = self.cache.begin([self.cache.parse(list(request.scene))])
+        if batch.missing:
+            input_ids, attention_mask = self.cache.tokenize(batch.missing)  # (M, T) each
+            parts = [
+                np.asarray(self.embedder.run([input_ids[part], attention_mask[part]])[0])
+                for part in (slice(s, s + self.max_batch) for s in range(0, len(input_ids), self.max_batch))
+            ]
+            self.cache.complete(batch, np.concatenate(parts))  # (M, D)
+        (result,) = batch.results()
+        if isinstance(result, RequestError):
+            raise result
+        scene_emb, scene_ids = result  # (K, D), (K,)
+        user = np.array([request.user_id], dtype=np.int64)
+        items = np.array(request.item_ids, dtype=np.int64)
+        (ctr,) = self.ctr.run([scene_emb, scene_ids, user, items])
+        return np.asarray(ctr)
+
+
+    def advance(self, requests: Sequence[BenchRequest]) -> None:
+        """Put into the cache what ``requests`` would, without computing anything (for segments that are
+        replayed but not timed: a hit costs the same whatever the cached vector holds)."""
+        for request in requests:
+            batch = self.cache.begin([self.cache.parse(list(request.scene))])
+            if batch.missing:
+                self.cache.complete(batch, np.zeros((len(batch.missing), self.embedding_dim), dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class SegmentTiming:
+    """Sequential in-process scoring of one segment of requests."""
+
+    requests: int
+    seconds: float
+    mean_latency_us: float
+    p50_us: float
+    p99_us: float
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "throughput": self.throughput}
+
+
+def time_segment(pipeline: InProcessPipeline, requests: Sequence[BenchRequest]) -> SegmentTiming:
+    """Score ``requests`` one after another; latencies per request."""
+    if not requests:
+        raise ValueError("no requests to time")
+    latencies = np.empty(len(requests))
+    start = time.perf_counter()
+    for i, request in enumerate(requests):
+        t0 = time.perf_counter()
+        pipeline.score(request)
+        latencies[i] = time.perf_counter() - t0
+    seconds = time.perf_counter() - start
+    return SegmentTiming(
+        requests=len(requests),
+        seconds=seconds,
+        mean_latency_us=float(latencies.mean() * 1e6),
+        p50_us=float(np.percentile(latencies, 50) * 1e6),
+        p99_us=float(np.percentile(latencies, 99) * 1e6),
+    )
+
+
+# --------------------------------------------------------------------------------------------- saturation and MFU
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """The embedder kept busy with full batches."""
+
+    batch: int  # texts per call
+    calls: int
+    seconds: float
+    tokens: int  # real tokens (<emb> included), what tokens/s counts
+    padded_tokens: int  # positions computed, padding included
+    mean_padded_length: float  # T of the batches: the attention context in the FLOPs count
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def texts_per_s(self) -> float:
+        return self.batch * self.calls / self.seconds
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s, "texts_per_s": self.texts_per_s}
+
+
+def feature_texts(requests: Sequence[BenchRequest], features: Sequence[str]) -> list[str]:
+    """The per-feature embedder inputs of ``requests`` (what the cache sends on a miss), distinct, in order."""
+    seen: dict[str, None] = {}
+    for request in requests:
+        for feature, text in zip(features, request.scene):
+            seen.setdefault(format_scene_feature(feature, text), None)
+    return list(seen)
+
+
+def embedder_saturation(repository: Path, texts: Sequence[str], batch: int, seconds: float) -> Saturation:
+    """Embed ``texts`` in consecutive batches of ``batch`` (cycling) until ``seconds`` have passed (at least
+    two timed calls, after one untimed warm-up call), with the repository's embedder and tokenizer."""
+    if len(texts) < batch:
+        raise ValueError(f"need at least {batch} texts for a batch, got {len(texts)}")
+    repository = Path(repository)
+    runtime = load_runtime(repository / EMBEDDER_MODEL / VERSION, model_config(repository, EMBEDDER_MODEL))
+    tokenizer = EmbeddingTokenizer.from_directory(repository / FEATURE_CACHE_MODEL / VERSION)
+    batches = [tokenizer(texts[s : s + batch]) for s in range(0, len(texts) - batch + 1, batch)]  # (B, T) pairs
+    runtime.run(list(batches[0]))  # warm-up: allocations, thread pools
+    calls = tokens = padded = 0
+    start = time.perf_counter()
+    while True:
+        input_ids, attention_mask = batches[calls % len(batches)]
+        runtime.run([input_ids, attention_mask])
+        calls += 1
+        tokens += int(attention_mask.sum())
+        padded += int(attention_mask.size)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and calls >= 2:
+            break
+    return Saturation(batch, calls, elapsed, tokens, padded, padded / (calls * batch))
+
+
+def forward_flops_per_token(parameters: ParameterCount, encoder: EncoderShape, context: float) -> float:
+    """Forward FLOPs per token, ``2 N + 2 n_layer n_ctx d_attn`` (Kaplan et al. 2020, table 1): N the
+    non-embedding parameters (the embedding table is a lookup), n_ctx the attention context."""
+    d_attn = encoder.num_attention_heads * encoder.head_dim
+    return 2.0 * parameters.non_embedding + 2.0 * encoder.num_hidden_layers * context * d_attn
+
+
+def model_flops_utilisation(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
+    if peak_flops <= 0:
+        raise ValueError(f"peak FLOP/s must be > 0, got {peak_flops}")
+    return tokens_per_s * flops_per_token / peak_flops
+
+
+@dataclass(frozen=True)
+class GemmPeak:
+    size: int
+    flops: float  # best FLOP/s over the repetitions
+    device: str
+    threads: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def gemm_peak(device: str = "cpu", size: int = 4096, seconds: float = 3.0) -> GemmPeak:
+    """Best fp32 FLOP/s of ``size``x``size`` matmuls on all cores (CPU) or the GPU (TF32 off: fp32 proper)."""
+    import torch
+
+    torch_device = torch.device("cuda" if device == "cuda" else "cpu")
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(torch_device)
+    b = torch.randn(size, size, generator=generator).to(torch_device)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        a @ b  # warm-up
+        sync()
+        best = 0.0
+        deadline = time.perf_counter() + seconds
+        repetitions = 0
+        while repetitions < 3 or time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            a @ b
+            sync()
+            best = max(best, 2.0 * size**3 / (time.perf_counter() - t0))
+            repetitions += 1
+    return GemmPeak(size=size, flops=best, device=device, threads=torch.get_num_threads())

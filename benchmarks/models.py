@@ -1,0 +1,361 @@
+"""The models behind each benchmarked LLM size, and the three Triton repositories served per size.
+
+Per LLM size, under ``WORK/<size>/``::
+
+    run/embed/model/        random-weight sizes: TextEmbedder(AutoModel.from_config(LlamaConfig | Qwen2Config),
+                            projection_dim=64), saved with the trained run's tokenizer (token ids stay below
+                            the run's vocabulary, so any embedding table serves them)
+    run/ctr/larr/           random sizes: a randomly initialised LARR CTR head of the trained head's shape
+    run/ctr/full_text/      random sizes (or a run without one): a random full-text CTR head (K' = 1)
+    repos/larr/             write_repository(): the LARR ensemble, cache on
+    repos/larr_cache_off/   the same files (hard links), feature_cache config with cache_capacity 0
+    repos/fulltext/         write_fulltext_repository(): larr_fulltext, sharing the larr embedder graph
+
+The trained tiny size reads the run's own checkpoints. A ``bench_stamp.json`` in each folder records
+what it was built from; a later run reuses a folder whose stamp matches (``rebuild`` forces a new one).
+Speed does not depend on weight values, so the random models measure the speed of real LLM shapes;
+every model's provenance is recorded (:attr:`SizeModels.labels`) and written next to the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import gc
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from larr.benchmarks.config import CACHE_OFF, FULLTEXT, LARR, LLMShape
+
+from larr.contract import FEATURE_CACHE_MODEL
+
+STAMP_FILE = "bench_stamp.json"
+CTR_LARR, CTR_FULLTEXT = "larr", "full_text"
+
+
+class BenchSetupError(RuntimeError):
+    """The checkpoints or the dataset the benchmark needs are missing; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Parameters of a text embedder (LLM body + projection MLP)."""
+
+    total: int
+    embedding: int  # the token embedding table: a lookup, no FLOPs
+
+    @property
+    def non_embedding(self) -> int:
+        return self.total - self.embedding
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """What the FLOPs count needs from the LLM's config."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class SizeModels:
+    """Everything measured for one LLM size."""
+
+    shape: LLMShape
+    run_dir: Path  # a `larr train`-like run folder (embed/model, ctr/larr, ctr/full_text)
+    embedder_dir: Path
+    ctr_dirs: dict[str, Path]  # "larr" | "full_text" -> LarrCTR folder
+    repositories: dict[str, Path]  # LARR | CACHE_OFF | FULLTEXT -> model repository
+    labels: dict[str, str]  # model -> provenance (trained / random weights)
+    parameters: ParameterCount
+    encoder: EncoderShape
+
+
+@dataclass(frozen=True)
+class BaseRun:
+    """The trained run the benchmark starts from, and its dataset."""
+
+    checkpoints: Path
+    data_dir: Path
+    num_users: int
+    num_items: int
+
+
+# --------------------------------------------------------------------------------------------- the trained run
+
+
+def find_base_run(checkpoints: Path) -> BaseRun:
+    """The trained run and its dataset (``config.yaml``'s ``data``, relative paths tried from the working
+    directory and each folder above the run); :class:`BenchSetupError` says how to make what is missing."""
+    from larr.data.schema import load_dataset_info
+
+    checkpoints = Path(checkpoints)
+    needed = [
+        checkpoints / "config.yaml",
+        checkpoints / "embed" / "model" / "embedder.json",
+        checkpoints / "ctr" / CTR_LARR / "ctr.json",
+    ]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise BenchSetupError(
+            f"no trained run at {checkpoints} (missing {', '.join(missing)}). Run `make demo` first (it trains "
+            "runs/demo/run), or pass --checkpoints with a `larr train all` run folder"
+        )
+    data = (yaml.safe_load((checkpoints / "config.yaml").read_text(encoding="utf-8")) or {}).get("data")
+    if not data:
+        raise BenchSetupError(f"{checkpoints / 'config.yaml'} names no dataset (`data:`)")
+    if Path(data).is_absolute():
+        candidates = [Path(data)]
+    else:
+        candidates = [Path.cwd() / data, *(folder / data for folder in checkpoints.resolve().parents)]
+    found = next((c for c in candidates if (c / "dataset.json").exists()), None)
+    if found is None:
+        raise BenchSetupError(f"the dataset {data!r} of {checkpoints} is not there any more; regenerate it or retrain")
+    info = load_dataset_info(found)
+    return BaseRun(checkpoints.resolve(), found.resolve(), info.num_users, info.num_items)
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def prepare_size(
+    shape: LLMShape,
+    base: BaseRun,
+    work: Path,
+    *,
+    device: str,
+    cache_capacity: int,
+    max_candidates: int,
+    fulltext_max_length: int,
+    seed: int,
+    rebuild: bool = False,
+    progress: Callable[[str], None] = print,
+) -> SizeModels:
+    """Build (or reuse) the checkpoints and the three repositories of one LLM size."""
+    size_dir = Path(work).resolve() / shape.name
+    labels: dict[str, str] = {}
+    if shape.trained:
+        run_dir = base.checkpoints
+        labels["embedder"] = f"trained ({display_path(run_dir / 'embed' / 'model')})"
+        labels["ctr"] = f"trained ({display_path(run_dir / 'ctr' / CTR_LARR)})"
+    else:
+        run_dir = size_dir / "run"
+        _build_random_embedder(shape, base, run_dir / "embed" / "model", seed, rebuild, progress)
+        _build_random_ctr(base, run_dir / "ctr" / CTR_LARR, llm_features=None, seed=seed, rebuild=rebuild)
+        labels["embedder"] = (
+            f"{shape.label} ({shape.architecture}, hidden {shape.hidden_size}, {shape.num_hidden_layers} layers)"
+        )
+        labels["ctr"] = "random weights, the trained LARR head's shape"
+    ctr_dirs = {CTR_LARR: run_dir / "ctr" / CTR_LARR, CTR_FULLTEXT: run_dir / "ctr" / CTR_FULLTEXT}
+    if shape.trained and (ctr_dirs[CTR_FULLTEXT] / "ctr.json").exists():
+        labels["fulltext_ctr"] = f"trained ({display_path(ctr_dirs[CTR_FULLTEXT])})"
+    else:
+        ctr_dirs[CTR_FULLTEXT] = size_dir / "run" / "ctr" / CTR_FULLTEXT
+        _build_random_ctr(base, ctr_dirs[CTR_FULLTEXT], llm_features=1, seed=seed, rebuild=rebuild)
+        labels["fulltext_ctr"] = "random weights, the LARR head's shape with one scene embedding (K' = 1)"
+    embedder_dir = run_dir / "embed" / "model"
+
+    repositories = {name: size_dir / "repos" / name for name in (LARR, CACHE_OFF, FULLTEXT)}
+    stamp = {
+        "shape": dataclasses.asdict(shape),
+        "sources": _fingerprint([embedder_dir, *ctr_dirs.values()]),
+        "device": device,
+        "cache_capacity": cache_capacity,
+        "max_candidates": max_candidates,
+        "fulltext_max_length": fulltext_max_length,
+    }
+    _build_repositories(base, run_dir, ctr_dirs, repositories, stamp, device, cache_capacity, max_candidates,
+                        fulltext_max_length, rebuild, progress)
+    return SizeModels(
+        shape=shape,
+        run_dir=run_dir,
+        embedder_dir=embedder_dir,
+        ctr_dirs=ctr_dirs,
+        repositories=repositories,
+        labels=labels,
+        parameters=count_parameters(embedder_dir),
+        encoder=encoder_shape(embedder_dir),
+    )
+
+
+def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int, rebuild: bool, progress) -> None:
+    tokenizer_file = base.checkpoints / "embed" / "model" / "tokenizer.json"
+    stamp = {"shape": dataclasses.asdict(shape), "seed": seed, "tokenizer": _fingerprint([tokenizer_file])}
+    if not rebuild and _stamp_matches(out, stamp):
+        return
+    import torch
+    from larr.training.embedder import TextEmbedder
+    from transformers import AutoModel, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+    from larr.tokenization import EmbeddingInputConfig
+
+    progress(f"building a random-weight {shape.label} embedder -> {out}")
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[shape.architecture]
+    source = base.checkpoints / "embed" / "model"
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+    config = config_class(
+        **shape.config_kwargs(),
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    embedder = TextEmbedder(AutoModel.from_config(config), projection_dim=shape.projection_dim).eval()
+    if out.exists():
+        shutil.rmtree(out)
+    embedder.save_pretrained(out, tokenizer, EmbeddingInputConfig.load(source))
+    del embedder
+    gc.collect()
+    _write_stamp(out, stamp)
+
+
+def _build_random_ctr(base: BaseRun, out: Path, llm_features: int | None, seed: int, rebuild: bool) -> None:
+    """A randomly initialised LarrCTR with the trained LARR head's spec (``llm_features`` overrides K')."""
+    source = base.checkpoints / "ctr" / CTR_LARR
+    stamp = {
+        "source": _fingerprint([source / "ctr.json", source / "vocab.json"]), "llm_features": llm_features, "seed": seed,
+    }
+    if not rebuild and _stamp_matches(out, stamp):
+        return
+    import torch
+    from larr.training.ctr_model import CTRModelSpec, LarrCTR
+
+    spec = CTRModelSpec(**json.loads((source / "ctr.json").read_text(encoding="utf-8")))
+    if llm_features is not None:
+        spec = dataclasses.replace(spec, variant="full_text", llm_features=llm_features)
+    vocab = json.loads((source / "vocab.json").read_text(encoding="utf-8"))
+    torch.manual_seed(seed)
+    if out.exists():
+        shutil.rmtree(out)
+    LarrCTR(spec).eval().save(out, vocab)
+    _write_stamp(out, stamp)
+
+
+def _build_repositories(
+    base: BaseRun, run_dir: Path, ctr_dirs: dict[str, Path], repositories: dict[str, Path], stamp: dict, device: str,
+    cache_capacity: int, max_candidates: int, fulltext_max_length: int, rebuild: bool, progress,
+) -> None:
+    from larr.export.fulltext import write_fulltext_repository
+    from larr.export.repository import ONNX_FILE, VERSION, write_repository
+
+    from larr.contract import EMBEDDER_MODEL
+
+    if not rebuild and all(_stamp_matches(path, stamp) for path in repositories.values()):
+        progress(f"reusing the repositories in {repositories[LARR].parent} (stamps match)")
+        return
+    quiet = lambda line: None  # noqa: E731 -- the exporters' per-file lines would drown the progress
+    progress(f"exporting {repositories[LARR]} (ONNX, parity-checked)")
+    result = write_repository(
+        run_dir, repositories[LARR], target="cpu", device=device, cache_capacity=cache_capacity,
+        max_candidates=max_candidates, num_users=base.num_users, num_items=base.num_items, progress=quiet,
+    )
+    _write_stamp(repositories[LARR], stamp)
+
+    progress(f"writing {repositories[CACHE_OFF]} (cache_capacity 0)")
+    _copy_with_links(repositories[LARR], repositories[CACHE_OFF])
+    write_cache_capacity(repositories[CACHE_OFF], result, 0)
+    _write_stamp(repositories[CACHE_OFF], stamp)
+
+    progress(f"exporting {repositories[FULLTEXT]} (full-text baseline)")
+    write_fulltext_repository(
+        run_dir, repositories[FULLTEXT], ctr_dir=ctr_dirs[CTR_FULLTEXT],
+        embedder_onnx=repositories[LARR] / EMBEDDER_MODEL / VERSION / ONNX_FILE, max_length=fulltext_max_length,
+        max_candidates=max_candidates, device=device, num_users=base.num_users, num_items=base.num_items,
+        progress=quiet,
+    )
+    _write_stamp(repositories[FULLTEXT], stamp)
+
+
+def write_cache_capacity(repository: Path, result, capacity: int) -> None:
+    """Rewrite ``feature_cache/config.pbtxt`` of an exported repository with another cache bound."""
+    from larr.export.repository import CONFIG_FILE, build_configs, config_text
+
+    options = dataclasses.replace(result.options, cache_capacity=capacity)
+    path = repository / FEATURE_CACHE_MODEL / CONFIG_FILE
+    path.unlink()  # it may be a hard link to the cache-on repository's file
+    path.write_text(config_text(build_configs(options, result.facts)[FEATURE_CACHE_MODEL]), encoding="utf-8")
+
+
+def _copy_with_links(source: Path, target: Path) -> None:
+    """Copy a folder tree, hard-linking the files (an exported 0.5B embedder is 2 GB)."""
+    if target.exists():
+        shutil.rmtree(target)
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link, ignore=shutil.ignore_patterns(STAMP_FILE, "__pycache__"))
+
+
+# --------------------------------------------------------------------------------------------- facts
+
+
+def count_parameters(embedder_dir: Path) -> ParameterCount:
+    """Parameters of a saved TextEmbedder, read from the safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = embedding = 0
+    encoder = sorted((Path(embedder_dir) / "encoder").glob("*.safetensors"))
+    files = encoder + sorted(Path(embedder_dir).glob("projection.safetensors"))
+    if not files:
+        raise BenchSetupError(f"{embedder_dir}: no safetensors weights")
+    for path in files:
+        with safe_open(str(path), framework="np") as handle:
+            for name in handle.keys():
+                count = 1
+                for dim in handle.get_slice(name).get_shape():
+                    count *= dim
+                total += count
+                if "embed_tokens" in name:
+                    embedding += count
+    return ParameterCount(total=total, embedding=embedding)
+
+
+def encoder_shape(embedder_dir: Path) -> EncoderShape:
+    config = json.loads((Path(embedder_dir) / "encoder" / "config.json").read_text(encoding="utf-8"))
+    heads = int(config["num_attention_heads"])
+    head_dim = int(config.get("head_dim") or config["hidden_size"] // heads)
+    return EncoderShape(int(config["hidden_size"]), int(config["num_hidden_layers"]), heads, head_dim)
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (results are committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _fingerprint(paths: list[Path]) -> list[list]:
+    """(path, size, mtime) of every file under ``paths``: enough to notice a retrained model."""
+    out = []
+    for root in paths:
+        files = sorted(p for p in Path(root).rglob("*") if p.is_file()) if Path(root).is_dir() else [Path(root)]
+        for path in files:
+            if path.name == STAMP_FILE or not path.exists():
+                continue
+            stat = path.stat()
+            out.append([str(path.resolve()), stat.st_size, int(stat.st_mtime)])
+    return out
+
+
+def _stamp_matches(folder: Path, stamp: dict) -> bool:
+    path = Path(folder) / STAMP_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(stamp))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def _write_stamp(folder: Path, stamp: dict) -> None:
+    (Path(folder) / STAMP_FILE).write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")

@@ -1,0 +1,325 @@
+"""The full-text baseline's model repository: the ensemble ``larr_fulltext`` with LARR's public contract.
+
+    from larr.export.fulltext import write_fulltext_repository
+
+    write_fulltext_repository(Path("runs/demo/run"), Path("out/fulltext_repository"))
+    python -m larr.export.fulltext --checkpoints runs/demo/run --out out/fulltext_repository
+
+What LARR avoids, served the same way: per request the LLM embeds the whole concatenated scene
+(``larr.text.format_scene``) with no cache, then a CTR head trained on that one embedding (stage 3's
+``full_text`` variant, K' = 1). Same inputs and outputs as ``larr`` (SCENE_TEXT [K], USER_ID [1],
+ITEM_IDS [N] -> CTR [N]), so the same client and the same perf_analyzer data drive both. Layout::
+
+    OUT/larr_fulltext/config.pbtxt    ensemble: fulltext_embed -> fulltext_ctr
+    OUT/fulltext_embed/config.pbtxt   python: SCENE_TEXT [-1] -> SCENE_EMB [1, D], SCENE_IDS [-1]; BLS to embedder
+    OUT/fulltext_embed/1/             tokenizer.json, embedding_config.json (whole-scene max_length),
+                                      scene_vocab.json, model.py
+    OUT/embedder/                     the same embedder model as the larr repository (config and ONNX)
+    OUT/fulltext_ctr/config.pbtxt     the ctr config with SCENE_EMB [1, D]; the ctr adapter
+    OUT/fulltext_ctr/1/               model.onnx (the full_text CTR head) + model.py
+
+Python-backend models only (``--target cpu``; ``device='cuda'`` runs them on a GPU with ONNX Runtime):
+the benchmark compares like with like, and the pytriton bundle has no TensorRT backend anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from larr.export.repository import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    DEFAULT_ADAPTERS_DIR,
+    ONNX_FILE,
+    VERSION,
+    ModelFacts,
+    RepositoryError,
+    RepositoryOptions,
+    RepositoryResult,
+    config_text,
+    ctr_config,
+    dataset_facts,
+    embedder_config,
+    validate_ensemble,
+)
+from tritonclient.grpc import model_config_pb2 as mc
+
+import larr
+from larr.contract import (
+    CTR,
+    CTR_MODEL,
+    EMBEDDER_MODEL,
+    EMBEDDING_CONFIG_FILE,
+    FULLTEXT_CTR_MODEL,
+    FULLTEXT_EMBED_MODEL,
+    FULLTEXT_ENSEMBLE_NAME,
+    ITEM_IDS,
+    PARAM_EMBEDDER_MAX_BATCH,
+    PARAM_EMBEDDER_MODEL,
+    PARAM_EMBEDDER_VERSION,
+    PARAM_MAX_CANDIDATES,
+    PARAM_SCENE_FEATURES,
+    SCENE_EMB,
+    SCENE_IDS,
+    SCENE_TEXT,
+    SCENE_VOCAB_FILE,
+    TOKENIZER_FILE,
+    USER_ID,
+)
+
+log = logging.getLogger(__name__)
+
+FULLTEXT_ADAPTERS_DIR = Path(larr.__file__).resolve().parents[1] / "benchmarks" / "adapters"
+FULLTEXT_VARIANT = "full_text"  # stage 3's variant with one whole-scene embedding
+DEFAULT_MAX_LENGTH = 160  # tokens of a whole-scene text, <emb> included (the synthetic scenes need ~32)
+MODELS = (FULLTEXT_ENSEMBLE_NAME, FULLTEXT_EMBED_MODEL, EMBEDDER_MODEL, FULLTEXT_CTR_MODEL)
+# Model -> the committed adapter it runs (the CTR head reuses the ctr adapter unchanged).
+ADAPTERS = {FULLTEXT_EMBED_MODEL: FULLTEXT_EMBED_MODEL, EMBEDDER_MODEL: EMBEDDER_MODEL, FULLTEXT_CTR_MODEL: CTR_MODEL}
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+
+def build_fulltext_configs(options: RepositoryOptions, facts: ModelFacts) -> dict[str, mc.ModelConfig]:
+    """Model name -> ModelConfig of the full-text repository. ``facts.scene_inputs`` must be 1."""
+    if options.target != "cpu":
+        raise RepositoryError(
+            "the full-text baseline is served by python-backend models: use target 'cpu' (device 'cuda' on a GPU)"
+        )
+    if facts.scene_inputs != 1:
+        raise RepositoryError(f"the full-text CTR head must read one scene embedding; its graph takes {facts.scene_inputs}")
+    ctr = ctr_config(options, facts)
+    ctr.name = FULLTEXT_CTR_MODEL
+    configs = {
+        FULLTEXT_ENSEMBLE_NAME: fulltext_ensemble_config(options, facts),
+        FULLTEXT_EMBED_MODEL: fulltext_embed_config(options, facts),
+        EMBEDDER_MODEL: embedder_config(options, facts),
+        FULLTEXT_CTR_MODEL: ctr,
+    }
+    validate_ensemble(configs[FULLTEXT_ENSEMBLE_NAME], configs)
+    return configs
+
+
+def fulltext_ensemble_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+    """The public contract of ``larr`` (inputs, outputs, published parameters), other steps."""
+    config = mc.ModelConfig(name=FULLTEXT_ENSEMBLE_NAME, platform="ensemble", max_batch_size=0)
+    config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
+    config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
+    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
+    config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
+    embed_step = config.ensemble_scheduling.step.add(model_name=FULLTEXT_EMBED_MODEL, model_version=-1)
+    embed_step.input_map[SCENE_TEXT] = SCENE_TEXT
+    embed_step.output_map[SCENE_EMB] = SCENE_EMB
+    embed_step.output_map[SCENE_IDS] = SCENE_IDS
+    ctr_step = config.ensemble_scheduling.step.add(model_name=FULLTEXT_CTR_MODEL, model_version=-1)
+    for name in (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS):
+        ctr_step.input_map[name] = name
+    ctr_step.output_map[CTR] = CTR
+    _set_parameters(config, {
+        PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
+        PARAM_MAX_CANDIDATES: options.max_candidates,
+        PARAM_EMBEDDER_VERSION: facts.embedder_version,
+    })
+    return config
+
+
+def fulltext_embed_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+    # max_batch_size 0 like feature_cache: each request carries its own K texts; the model merges the
+    # texts of all requests of one execute() into one embedder call itself.
+    config = mc.ModelConfig(name=FULLTEXT_EMBED_MODEL, backend="python", max_batch_size=0)
+    config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
+    config.output.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[1, facts.embedding_dim])
+    config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
+    _set_parameters(config, {
+        PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
+        PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
+        PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
+        PARAM_EMBEDDER_VERSION: facts.embedder_version,
+    })
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    return config
+
+
+def _set_parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = str(value)
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def write_fulltext_repository(
+    checkpoints: Path,
+    out: Path,
+    *,
+    ctr_dir: Path | None = None,
+    embedder_onnx: Path | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    max_candidates: int = 1000,
+    embedder_max_batch: int = 64,
+    device: str = "cpu",
+    intra_op_threads: int = 0,
+    num_users: int | None = None,
+    num_items: int | None = None,
+    adapters_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RepositoryResult:
+    """Write the full-text baseline's repository ``out`` (layout: module docstring) from a run.
+
+    ``ctr_dir`` defaults to the run's ``ctr/full_text``. ``embedder_onnx``: an embedder graph already
+    exported from the same run (e.g. the larr repository's), hard-linked (else copied) with its
+    external data instead of exporting the embedder again; it must come from ``checkpoints/embed/model``.
+    When it is ``out/embedder/1/model.onnx`` itself, ``out`` is an exported larr repository and the
+    baseline is added to it: its ``embedder`` model is used as it is, and both ensembles are served
+    by one server (committed adapters in ``out`` are kept when ``out`` is the adapters folder).
+    """
+    from larr.export.onnx_export import describe_inputs, embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.training.ctr_model import SPEC_FILE, VOCAB_FILE
+    from larr.training.embedder import EMBEDDER_FILE
+
+    from larr.tokenization import EmbeddingInputConfig
+
+    report = progress or log.info
+    options = RepositoryOptions(
+        target="cpu", max_candidates=max_candidates, embedder_max_batch=embedder_max_batch, device=device,
+        intra_op_threads=intra_op_threads, cache_capacity=0,
+    )
+    if max_length < 2:
+        raise RepositoryError(f"max_length must be >= 2 (a text and <emb>), got {max_length}")
+    checkpoints, out = Path(checkpoints), Path(out)
+    adapters_dir = Path(adapters_dir) if adapters_dir is not None else DEFAULT_ADAPTERS_DIR
+    embedder_dir = checkpoints / "embed" / "model"
+    ctr_dir = Path(ctr_dir) if ctr_dir is not None else checkpoints / "ctr" / FULLTEXT_VARIANT
+    if not (embedder_dir / EMBEDDER_FILE).exists():
+        raise RepositoryError(f"{embedder_dir}: no trained embedder; run `larr train embed --out {checkpoints}`")
+    if not (ctr_dir / SPEC_FILE).exists():
+        raise RepositoryError(
+            f"{ctr_dir}: no full-text CTR model; run `larr train ctr --out {checkpoints}` with full_text in "
+            "ctr.variants"
+        )
+    for model, adapter in ADAPTERS.items():
+        if not _adapter_source(adapters_dir, adapter).exists():
+            raise RepositoryError(f"{_adapter_source(adapters_dir, adapter)}: adapter of {model!r} missing")
+    dataset = dataset_facts(checkpoints, num_users, num_items)
+    vocab = json.loads((ctr_dir / VOCAB_FILE).read_text(encoding="utf-8"))
+    scene_features = tuple(vocab["fields"][2:])  # fields are [user, item, *scene features]
+    dim = embedding_dim(embedder_dir)
+    target_onnx = out / EMBEDDER_MODEL / VERSION / ONNX_FILE
+    shared_embedder = embedder_onnx is not None and Path(embedder_onnx).resolve() == target_onnx.resolve()
+    in_place = out.resolve() == adapters_dir.resolve()
+    models = [name for name in MODELS if not (shared_embedder and name == EMBEDDER_MODEL)]
+    version_dirs = {name: _fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
+
+    if shared_embedder:
+        if not target_onnx.is_file():
+            raise RepositoryError(f"{target_onnx}: no exported embedder to share; run `larr export --out {out}` first")
+        report(f"embedder: {target_onnx} (shared with the larr ensemble)")
+    elif embedder_onnx is None:
+        export_embedder(embedder_dir, target_onnx)
+        report(f"embedder: {target_onnx} (from {embedder_dir})")
+    else:
+        _link_onnx(Path(embedder_onnx), target_onnx)
+        report(f"embedder: {target_onnx} (linked from {embedder_onnx})")
+    ctr_onnx = version_dirs[FULLTEXT_CTR_MODEL] / ONNX_FILE
+    export_ctr(ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim)
+    report(f"{FULLTEXT_CTR_MODEL}: {ctr_onnx} (from {ctr_dir})")
+    facts = ModelFacts(
+        scene_features=scene_features,
+        embedding_dim=dim,
+        scene_inputs=int(describe_inputs(ctr_onnx)[SCENE_EMB][0]),
+        embedder_version=onnx_digest(target_onnx),
+        max_length=max_length,
+    )
+
+    embed_dir = version_dirs[FULLTEXT_EMBED_MODEL]
+    shutil.copy2(embedder_dir / TOKENIZER_FILE, embed_dir / TOKENIZER_FILE)
+    per_feature = EmbeddingInputConfig.load(embedder_dir)
+    # Same tokenizer and padding as the embedder's training inputs; only the length fits a whole scene.
+    EmbeddingInputConfig(max_length=max_length, pad_to_multiple_of=per_feature.pad_to_multiple_of).save(embed_dir)
+    scene_vocab = {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
+    (embed_dir / SCENE_VOCAB_FILE).write_text(json.dumps(scene_vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+    report(f"{FULLTEXT_EMBED_MODEL}: {embed_dir} ({TOKENIZER_FILE}, {EMBEDDING_CONFIG_FILE}, {SCENE_VOCAB_FILE})")
+
+    configs = build_fulltext_configs(options, facts)
+    for name in models:  # a shared embedder keeps the larr repository's config (the same one)
+        (out / name / CONFIG_FILE).write_text(config_text(configs[name]), encoding="utf-8")
+    for model, adapter in ADAPTERS.items():
+        source, target = _adapter_source(adapters_dir, adapter), out / model / VERSION / ADAPTER_FILE
+        if model in version_dirs and source.resolve() != target.resolve():
+            shutil.copy2(source, target)
+    report(f"full-text repository {out} ready: embedder_version {facts.embedder_version}")
+    return RepositoryResult(out, options, facts, configs)
+
+
+def _adapter_source(adapters_dir: Path, adapter: str) -> Path:
+    """An adapter's model.py: from ``adapters_dir`` if it has one, else the baseline's own adapters
+    (kept in benchmarks/adapters/, not in the product's model_repository/, where a model folder
+    without a config would stop tritonserver from starting)."""
+    source = adapters_dir / adapter / VERSION / ADAPTER_FILE
+    return source if source.exists() else FULLTEXT_ADAPTERS_DIR / adapter / VERSION / ADAPTER_FILE
+
+
+def _fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
+    """An empty ``model_dir/1`` (but for a committed adapter), so no artifact of an earlier export lingers."""
+    version_dir = model_dir / VERSION
+    if version_dir.exists():
+        for entry in version_dir.iterdir():
+            if keep_adapter and entry.name == ADAPTER_FILE:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    version_dir.mkdir(parents=True, exist_ok=True)
+    return version_dir
+
+
+def _link_onnx(source: Path, target: Path) -> None:
+    """Hard-link (else copy) an ONNX graph and its external data file, if any."""
+    from larr.export.onnx_export import external_data_path, onnx_files
+
+    if not source.is_file():
+        raise RepositoryError(f"{source}: no such embedder graph")
+    sources = onnx_files(source)
+    # The graph names its data file, so a graph with external data keeps its file name.
+    if len(sources) > 1 and source.name != target.name:
+        raise RepositoryError(f"{source} has external data: link it to a file named {source.name}, not {target.name}")
+    for path, destination in zip(sources, (target, external_data_path(target))):
+        try:
+            os.link(path, destination)
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            shutil.copy2(path, destination)
+
+
+# --------------------------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m larr.export.fulltext", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", required=True, type=Path, help="run folder of `larr train`")
+    parser.add_argument("--out", required=True, type=Path, help="repository folder to write")
+    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per whole-scene text")
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:N]' for the embedder and ctr")
+    parser.add_argument("--num-users", type=int, help="user id range (default: from the run's dataset)")
+    parser.add_argument("--num-items", type=int, help="item id range (default: from the run's dataset)")
+    args = parser.parse_args(argv)
+    try:
+        write_fulltext_repository(
+            args.checkpoints, args.out, max_length=args.max_length, device=args.device, num_users=args.num_users,
+            num_items=args.num_items, progress=lambda line: print(line, flush=True),
+        )
+    except (RepositoryError, ValueError) as error:
+        print(f"larr.export.fulltext: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
