@@ -110,7 +110,6 @@ def run_bench(args: argparse.Namespace) -> int:
     from larr.benchmarks.models import BenchSetupError
     from larr.benchmarks.perf import PerfAnalyzerError
     from larr.benchmarks.runner import BenchRun
-
     from larr.serving.launcher import PerfAnalyzerNotFoundError, ServerStartError, TritonNotFoundError
 
     try:

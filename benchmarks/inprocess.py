@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, text_format
-from larr.benchmarks.models import EncoderShape, ParameterCount
-from larr.benchmarks.workload import BenchRequest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from larr.benchmarks.models import EncoderShape, ParameterCount
+from larr.benchmarks.workload import BenchRequest
 from larr.contract import (
     CTR_MODEL,
     EMBEDDER_MODEL,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from larr.benchmarks.workload import BenchRequest
 
+from larr.benchmarks.workload import BenchRequest
 from larr.contract import CTR
 
 

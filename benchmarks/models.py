@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from larr.benchmarks.config import CACHE_OFF, FULLTEXT, LARR, LLMShape
 
+from larr.benchmarks.config import CACHE_OFF, FULLTEXT, LARR, LLMShape
 from larr.contract import FEATURE_CACHE_MODEL
 
 STAMP_FILE = "bench_stamp.json"
@@ -191,10 +191,10 @@ def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int,
     if not rebuild and _stamp_matches(out, stamp):
         return
     import torch
-    from larr.training.embedder import TextEmbedder
     from transformers import AutoModel, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
     from larr.tokenization import EmbeddingInputConfig
+    from larr.training.embedder import TextEmbedder
 
     progress(f"building a random-weight {shape.label} embedder -> {out}")
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[shape.architecture]
@@ -223,6 +223,7 @@ def _build_random_ctr(base: BaseRun, out: Path, llm_features: int | None, seed: 
     if not rebuild and _stamp_matches(out, stamp):
         return
     import torch
+
     from larr.training.ctr_model import CTRModelSpec, LarrCTR
 
     spec = CTRModelSpec(**json.loads((source / "ctr.json").read_text(encoding="utf-8")))
@@ -240,10 +241,9 @@ def _build_repositories(
     base: BaseRun, run_dir: Path, ctr_dirs: dict[str, Path], repositories: dict[str, Path], stamp: dict, device: str,
     cache_capacity: int, max_candidates: int, fulltext_max_length: int, rebuild: bool, progress,
 ) -> None:
+    from larr.contract import EMBEDDER_MODEL
     from larr.export.fulltext import write_fulltext_repository
     from larr.export.repository import ONNX_FILE, VERSION, write_repository
-
-    from larr.contract import EMBEDDER_MODEL
 
     if not rebuild and all(_stamp_matches(path, stamp) for path in repositories.values()):
         progress(f"reusing the repositories in {repositories[LARR].parent} (stamps match)")

@@ -46,7 +46,6 @@ from larr.benchmarks.workload import (
     WorkloadSpec,
     write_perf_analyzer_data,
 )
-
 from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL, FULLTEXT_ENSEMBLE_NAME
 
 RESULTS_FILE = "results.json"
@@ -275,7 +274,6 @@ class BenchRun:
     ) -> None:
         from larr.benchmarks.loadgen import TritonTransport, run_closed_loop
         from larr.benchmarks.perf import data_requests, read_statistics, run_perf_analyzer, statistics_delta
-
         from larr.demo import cache_counters
         from larr.serving.launcher import run_triton_server
 
@@ -374,7 +372,6 @@ class BenchRun:
         """FastAPI + PyTorch and the Triton ensemble, each fresh, driven by the same Python generator."""
         from larr.benchmarks.fastapi_service import run_fastapi_service
         from larr.benchmarks.loadgen import HttpTransport, TritonTransport, run_closed_loop
-
         from larr.serving.launcher import run_triton_server
 
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config

@@ -11,9 +11,9 @@ import json
 import sys
 
 import numpy as np
+
 from larr.clients.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, LarrClient
 from larr.clients.errors import InvalidRequestError, LarrError
-
 from larr.contract import ENSEMBLE_NAME
 
 

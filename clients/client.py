@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
-from larr.clients.errors import InvalidRequestError, LarrError, ServerError, server_error
 from tritonclient.utils import InferenceServerException
 
+from larr.clients.errors import InvalidRequestError, LarrError, ServerError, server_error
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
 
 DEFAULT_URL = "127.0.0.1:8001"

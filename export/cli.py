@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from larr.export.repository import SUPPORTED_VARIANTS, TARGETS, RepositoryError, RepositoryOptions
-
 from larr.serving.runtime import RUNTIMES
 
 

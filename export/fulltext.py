@@ -34,22 +34,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from larr.export.repository import (
-    ADAPTER_FILE,
-    CONFIG_FILE,
-    DEFAULT_ADAPTERS_DIR,
-    ONNX_FILE,
-    VERSION,
-    ModelFacts,
-    RepositoryError,
-    RepositoryOptions,
-    RepositoryResult,
-    config_text,
-    ctr_config,
-    dataset_facts,
-    embedder_config,
-    validate_ensemble,
-)
 from tritonclient.grpc import model_config_pb2 as mc
 
 import larr
@@ -73,6 +57,22 @@ from larr.contract import (
     SCENE_VOCAB_FILE,
     TOKENIZER_FILE,
     USER_ID,
+)
+from larr.export.repository import (
+    ADAPTER_FILE,
+    CONFIG_FILE,
+    DEFAULT_ADAPTERS_DIR,
+    ONNX_FILE,
+    VERSION,
+    ModelFacts,
+    RepositoryError,
+    RepositoryOptions,
+    RepositoryResult,
+    config_text,
+    ctr_config,
+    dataset_facts,
+    embedder_config,
+    validate_ensemble,
 )
 
 log = logging.getLogger(__name__)
@@ -182,10 +182,9 @@ def write_fulltext_repository(
     by one server (committed adapters in ``out`` are kept when ``out`` is the adapters folder).
     """
     from larr.export.onnx_export import describe_inputs, embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.tokenization import EmbeddingInputConfig
     from larr.training.ctr_model import SPEC_FILE, VOCAB_FILE
     from larr.training.embedder import EMBEDDER_FILE
-
-    from larr.tokenization import EmbeddingInputConfig
 
     report = progress or log.info
     options = RepositoryOptions(

@@ -49,10 +49,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from larr.training.ctr_model import LarrCTR, ServingCTR, index_table
-from larr.training.embedder import TextEmbedder
 
 from larr.contract import ATTENTION_MASK, CTR, EMBEDDING, INPUT_IDS, ITEM_IDS, SCENE_EMB, SCENE_IDS, USER_ID
+from larr.training.ctr_model import LarrCTR, ServingCTR, index_table
+from larr.training.embedder import TextEmbedder
 
 log = logging.getLogger(__name__)
 

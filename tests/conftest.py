@@ -39,11 +39,10 @@ class TinyRun:
 
 def train_tiny_run(data_dir: Path, run_dir: Path) -> TinyRun:
     """Generate the data and run the three stages at the tiny sizes (module docstring)."""
-    from larr.training.cli import STAGES, run_stage
-    from larr.training.config import load_config
-
     from larr.data.schema import write_dataset
     from larr.data.synth import SynthConfig, generate
+    from larr.training.cli import STAGES, run_stage
+    from larr.training.config import load_config
 
     synth = SynthConfig()
     scale = 0.1

@@ -52,6 +52,7 @@ def config_from_args(args: argparse.Namespace):
 def run_stage(stage: str, config, out: Path, resume: bool) -> dict:
     """Run one stage and merge its results into ``out/metrics.json``; returns them."""
     import torch
+
     from larr.training import ctr, embed, pretrain
     from larr.training.config import save_config
     from larr.training.loop import init_distributed, update_metrics_json

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
 from larr.training.backbone import BackboneConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"

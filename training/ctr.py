@@ -29,6 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoModel, AutoTokenizer
+
+from larr.data.schema import Dataset, Interactions, load_dataset
+from larr.text import format_scene, format_scene_feature
+from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.backbone import FieldVocab
 from larr.training.config import TrainConfig
 from larr.training.corpus import item_texts
@@ -49,11 +54,6 @@ from larr.training.loop import (
 )
 from larr.training.losses.alignment import alignment_loss
 from larr.training.metrics import ctr_metrics
-from transformers import AutoModel, AutoTokenizer
-
-from larr.data.schema import Dataset, Interactions, load_dataset
-from larr.text import format_scene, format_scene_feature
-from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 
 VARIANTS = ("larr", "id_only", "no_stage1", "no_stage2", "no_alignment", "full_text")
 RESULT_FILE = "result.json"

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoModel, AutoTokenizer
+
+from larr.data.schema import load_dataset
+from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.config import TrainConfig
 from larr.training.embedder import TextEmbedder, embed_texts
 from larr.training.loop import (
@@ -32,10 +36,6 @@ from larr.training.loop import (
 from larr.training.losses.info_nce import Temperature, info_nce
 from larr.training.pairs import PAIR_KINDS, Pairs, build_pairs
 from larr.training.pretrain import lr_at
-from transformers import AutoModel, AutoTokenizer
-
-from larr.data.schema import load_dataset
-from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
 
 TRAIN_PAIRS_PER_KIND = 20_000
 

@@ -9,7 +9,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from larr.training.config import ModelConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -22,6 +21,7 @@ from transformers import (
 )
 
 from larr.text import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, special_tokens
+from larr.training.config import ModelConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -16,10 +16,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from larr.training.corpus import item_texts
 
 from larr.data.schema import Dataset, Interactions
 from larr.text import format_scene_feature, format_user, wrap
+from larr.training.corpus import item_texts
 
 PAIR_KINDS = ("user_user", "item_item", "user_item")
 SPLIT_STREAM = {"train": 0, "valid": 1, "test": 2}  # independent random streams per split

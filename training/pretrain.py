@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from larr.data.schema import load_dataset
 from larr.training.config import TrainConfig
 from larr.training.corpus import build_corpus
 from larr.training.llm import build_tiny_model, load_base_model, train_bpe_tokenizer
@@ -31,8 +33,6 @@ from larr.training.loop import (
     seed_step,
     wrap_ddp,
 )
-
-from larr.data.schema import load_dataset
 
 
 @dataclass

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+
 from larr.export.tensorrt_build import tensorrt_problem
 
 
@@ -26,9 +27,6 @@ _PROBLEM = _gpu_problem()
 if _PROBLEM is not None:
     pytest.skip(f"TensorRT engine tests need TensorRT and a CUDA GPU: {_PROBLEM}", allow_module_level=True)
 
-from larr.export.onnx_export import CTR_INPUTS, export_ctr, export_embedder, run_onnx  # noqa: E402
-from larr.export.tensorrt_build import build_engine, engine_io_names, run_engine  # noqa: E402
-
 from larr.contract import (  # noqa: E402
     ATTENTION_MASK,
     CTR,
@@ -40,6 +38,8 @@ from larr.contract import (  # noqa: E402
     USER_ID,
 )
 from larr.data.schema import load_dataset  # noqa: E402
+from larr.export.onnx_export import CTR_INPUTS, export_ctr, export_embedder, run_onnx  # noqa: E402
+from larr.export.tensorrt_build import build_engine, engine_io_names, run_engine  # noqa: E402
 from larr.text import format_item, format_scene_feature  # noqa: E402
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer  # noqa: E402
 

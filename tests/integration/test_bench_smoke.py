@@ -11,6 +11,7 @@ import json
 import math
 
 import pytest
+
 from larr.benchmarks.cli import configure_bench_parser, run_bench
 from larr.benchmarks.config import CACHE_OFF, FASTAPI, FULLTEXT, INPROCESS, LARR, LARR_LOADGEN
 from larr.benchmarks.summary import HEADLINE_KEYS

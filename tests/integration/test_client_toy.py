@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from larr.clients import (
     AsyncLarrClient,
     InvalidRequestError,
@@ -19,7 +20,6 @@ from larr.clients import (
     ServerUnavailableError,
     cli,
 )
-
 from larr.serving.launcher import RunningServer
 
 pytestmark = pytest.mark.integration

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from larr.training.backbone import KINDS, BackboneConfig, CTRBackbone, FieldVocab
 
 SIZES = [6, 9, 4]  # rows per field, row 0 = unseen

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from larr.training.llm import load_base_model
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from larr.text import EMB_TOKEN, special_tokens
+from larr.training.llm import load_base_model
 
 FEATURES = ("weather", "place")
 

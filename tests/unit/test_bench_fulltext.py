@@ -12,19 +12,9 @@ import numpy as np
 import pytest
 import torch
 from google.protobuf import text_format
-from larr.benchmarks.inprocess import model_config
-from larr.export.fulltext import (
-    FULLTEXT_CTR_MODEL,
-    FULLTEXT_EMBED_MODEL,
-    build_fulltext_configs,
-    write_fulltext_repository,
-)
-from larr.export.repository import ModelFacts, RepositoryError, RepositoryOptions, build_configs, write_repository
-from larr.training.ctr_model import CTRModelSpec, LarrCTR, ServingCTR, index_table
-from larr.training.embedder import TextEmbedder, embed_texts
-from larr.training.llm import train_bpe_tokenizer
 from tritonclient.grpc import model_config_pb2 as mc
 
+from larr.benchmarks.inprocess import model_config
 from larr.contract import (
     CTR,
     EMBEDDER_MODEL,
@@ -38,12 +28,22 @@ from larr.contract import (
     SCENE_TEXT,
     USER_ID,
 )
+from larr.export.fulltext import (
+    FULLTEXT_CTR_MODEL,
+    FULLTEXT_EMBED_MODEL,
+    build_fulltext_configs,
+    write_fulltext_repository,
+)
+from larr.export.repository import ModelFacts, RepositoryError, RepositoryOptions, build_configs, write_repository
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneVocab
 from larr.serving.fulltext import FullTextScenes
 from larr.serving.runtime import load_runtime
 from larr.text import format_scene
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.ctr_model import CTRModelSpec, LarrCTR, ServingCTR, index_table
+from larr.training.embedder import TextEmbedder, embed_texts
+from larr.training.llm import train_bpe_tokenizer
 
 FEATURES = ("weather", "place")
 FACTS = ModelFacts(scene_features=FEATURES, embedding_dim=8, scene_inputs=1, embedder_version="abc", max_length=64)

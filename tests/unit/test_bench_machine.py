@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 import pytest
+
 from larr.benchmarks import machine
 from larr.benchmarks.cli import build_config, configure_bench_parser
 from larr.benchmarks.config import PROFILES, QWEN25_05B, SMOLLM_135M, TINY, profile

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from larr.benchmarks.config import LLM_SHAPES, QWEN25_05B, SMOLLM_135M
 from larr.benchmarks.inprocess import forward_flops_per_token, model_flops_utilisation
 from larr.benchmarks.models import (

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+
 from larr.benchmarks.config import CACHE_OFF, FASTAPI, FULLTEXT, INPROCESS, LARR, LARR_LOADGEN
 from larr.benchmarks.plots import plot_all
 from larr.benchmarks.summary import (

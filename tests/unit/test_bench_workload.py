@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from larr.benchmarks.workload import (
     CacheSimulator,
     RequestStream,
@@ -18,11 +19,10 @@ from larr.benchmarks.workload import (
     write_perf_analyzer_data,
     zipf_probabilities,
 )
-from larr.training.llm import train_bpe_tokenizer
-
 from larr.contract import ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.llm import train_bpe_tokenizer
 
 FEATURES = ("weather", "place")
 WEATHER = ["heavy rain"] * 5 + ["sunny"] * 3 + ["snow"] * 2 + ["fog"]

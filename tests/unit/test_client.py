@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
+
 from larr.clients import (
     AsyncLarrClient,
     InvalidRequestError,
@@ -27,8 +29,6 @@ from larr.clients import (
     cli,
     encode_request,
 )
-from tritonclient.utils import InferenceServerException
-
 from larr.contract import CTR, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
 from larr.serving.launcher import free_port
 

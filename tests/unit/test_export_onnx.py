@@ -13,6 +13,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+from larr.contract import ATTENTION_MASK, CTR, EMBEDDING, INPUT_IDS, ITEM_IDS, SCENE_EMB, SCENE_IDS, USER_ID
+from larr.data.schema import load_dataset
 from larr.export.onnx_export import (
     describe_inputs,
     export_ctr,
@@ -22,13 +26,9 @@ from larr.export.onnx_export import (
     onnx_digest,
     run_onnx,
 )
-from larr.training.embedder import TextEmbedder
-from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
-
-from larr.contract import ATTENTION_MASK, CTR, EMBEDDING, INPUT_IDS, ITEM_IDS, SCENE_EMB, SCENE_IDS, USER_ID
-from larr.data.schema import load_dataset
 from larr.text import format_item, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.embedder import TextEmbedder
 
 ATOL = 1e-4  # fp32 ONNX Runtime vs PyTorch
 

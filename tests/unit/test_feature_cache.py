@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from larr.training.llm import train_bpe_tokenizer
 
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
 from larr.serving.lru import LRUCache
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.llm import train_bpe_tokenizer
 
 FEATURES = ("weather", "place")
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from larr.training.losses.alignment import alignment_loss
 from larr.training.losses.info_nce import Temperature, info_nce
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from larr.training.metrics import auc, gauc, logloss
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaModel
+
 from larr.training.backbone import BackboneConfig
 from larr.training.ctr_model import AggregationEncoder, CTRModelSpec, LarrCTR, ServingCTR, index_table
 from larr.training.embedder import TextEmbedder, last_token_pool
-from transformers import LlamaConfig, LlamaModel
 
 
 def tiny_encoder() -> LlamaModel:

@@ -16,18 +16,6 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
-from larr.export import tensorrt_build
-from larr.export.cli import configure_export_parser, run_export
-from larr.export.onnx_export import onnx_digest
-from larr.export.repository import (
-    ModelFacts,
-    RepositoryError,
-    RepositoryOptions,
-    build_configs,
-    dataset_facts,
-    validate_ensemble,
-    write_repository,
-)
 from tritonclient.grpc import model_config_pb2 as mc
 
 import larr
@@ -58,6 +46,18 @@ from larr.contract import (
     SCENE_VOCAB_FILE,
     TOKENIZER_FILE,
     USER_ID,
+)
+from larr.export import tensorrt_build
+from larr.export.cli import configure_export_parser, run_export
+from larr.export.onnx_export import onnx_digest
+from larr.export.repository import (
+    ModelFacts,
+    RepositoryError,
+    RepositoryOptions,
+    build_configs,
+    dataset_facts,
+    validate_ensemble,
+    write_repository,
 )
 from larr.serving.runtime import SERVING_META_FILE
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from larr.training.corpus import build_corpus
-from larr.training.llm import train_bpe_tokenizer
 
 from larr.data.synth import SCENE_FEATURES, SynthConfig, generate
 from larr.text import EMB_TOKEN, format_item, format_scene, format_scene_feature, special_tokens
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.corpus import build_corpus
+from larr.training.llm import train_bpe_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from larr.training.loop import atomic_torch_save, batch_indices
 
 from larr.data.schema import write_dataset
 from larr.data.synth import SynthConfig, generate
+from larr.training.loop import atomic_torch_save, batch_indices
 
 TINY = {
     "seed": 5,
