@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from larr.training.backbone import BackboneConfig, CTRBackbone
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from larr.training.backbone import BackboneConfig, CTRBackbone
 
 SPEC_FILE = "ctr.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -143,8 +145,17 @@ class LarrCTR(nn.Module):
         if not self.spec.use_llm:
             return CTROutput(self.backbone(sparse, None), None, None)
         _, aligned = self.aggregator(scene)  # (B, E)
-        dense = torch.cat([self.item_text[item_rows], aligned], dim=1)  # (B, D + E)
+        dense = torch.cat([self.item_text[item_rows], self.scene_input(aligned)], dim=1)  # (B, D + E)
         return CTROutput(self.backbone(sparse, dense), aligned, self.collaborative_user(sparse))
+
+    @staticmethod
+    def scene_input(aligned: torch.Tensor) -> torch.Tensor:
+        """The aligned scene vector as the backbone sees it: unit length, like the other LLM inputs.
+
+        Its direction is what the alignment loss shapes; an unbounded norm let scenes unlike any in
+        training (unseen paraphrases) push the CTR head to overconfident probabilities.
+        """
+        return F.normalize(aligned, dim=-1)
 
     # ------------------------------------------------------------------------------------ persistence
 
@@ -196,7 +207,7 @@ class ServingCTR(nn.Module):
         known = (item_ids >= 0) & (item_ids < self.model.spec.num_items)
         item_rows = torch.where(known, item_ids.long() + 1, torch.zeros_like(item_ids.long()))  # (N,)
         _, aligned = self.model.aggregator(scene_emb[None])  # (1, E): once per request
-        dense = torch.cat([self.model.item_text[item_rows], aligned.expand(n, -1)], dim=1)  # (N, D + E)
+        dense = torch.cat([self.model.item_text[item_rows], self.model.scene_input(aligned).expand(n, -1)], dim=1)  # (N, D + E)
         return torch.sigmoid(backbone(sparse, dense))
 
 
