@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=Path("runs/demo"), type=Path, help="run folder (data, checkpoints, repository)")
     demo.add_argument("--config", default="tiny", help="training config (default: the shipped tiny config)")
     demo.add_argument("--resume", action="store_true", help="reuse finished stages in --out")
+    demo.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a training config value, e.g. --set threads=1 on a busy machine; repeatable",
+    )
     demo.set_defaults(func=_demo)
 
     from larr.benchmarks.cli import configure_bench_parser

@@ -4,7 +4,8 @@
 
 generate data -> train stages 1-3 (the shipped tiny config) -> export ONNX + the Triton model repository
 -> start tritonserver on loopback -> score every shop for a few scenes over gRPC (with ``LarrClient``)
--> print the top shops per scene and the feature-cache counters -> stop the server.
+-> print the top shops per scene and the feature-cache counters -> stop the server -> a short
+benchmark (``larr bench --profile smoke``: perf_analyzer, LARR vs the full-text baseline and more).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import re
 import urllib.request
 from pathlib import Path
+
+import yaml
 
 SCENES = (
     # (title, scene) — some texts are paraphrases the models never saw in training ("downpour", "blizzard")
@@ -35,6 +38,7 @@ TOP = 5
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from larr.benchmarks.cli import main as bench_main
     from larr.clients import LarrClient
     from larr.data.schema import load_dataset, write_dataset
     from larr.data.synth import SynthConfig, generate
@@ -46,27 +50,28 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     data_dir, run_dir, repository = out / "data", out / "run", out / "model_repository"
 
-    print(f"[1/5] data      -> {data_dir}", flush=True)
+    print(f"[1/6] data      -> {data_dir}", flush=True)
     if not (args.resume and (data_dir / "dataset.json").exists()):
         write_dataset(data_dir, generate(SynthConfig()))
     dataset = load_dataset(data_dir, splits=("train",))
 
-    print(f"[2/5] training  -> {run_dir} (config {args.config})", flush=True)
-    config = load_config(args.config, {"data": str(data_dir)})
+    print(f"[2/6] training  -> {run_dir} (config {args.config})", flush=True)
+    overrides = {key.strip(): yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
+    config = load_config(args.config, {**overrides, "data": str(data_dir)})
     run_all(config, run_dir, resume=args.resume)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for variant, result in metrics["ctr"].items():
         if isinstance(result, dict):
             print(f"      test {variant:<13} AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  GAUC {result['gauc']:.4f}")
 
-    print(f"[3/5] export    -> {repository}", flush=True)
+    print(f"[3/6] export    -> {repository}", flush=True)
     write_repository(run_dir, repository, target="cpu")
 
-    print("[4/5] serving   tritonserver on loopback", flush=True)
+    print("[4/6] serving   tritonserver on loopback", flush=True)
     items = list(range(dataset.info.num_items))
     with run_triton_server(repository) as server, LarrClient(server.grpc_url) as client:
         print(f"      gRPC {server.grpc_url}, metrics {server.metrics_url}", flush=True)
-        print(f"[5/5] querying  user {DEMO_USER}, all {len(items)} shops per scene", flush=True)
+        print(f"[5/6] querying  user {DEMO_USER}, all {len(items)} shops per scene", flush=True)
         for title, scene in SCENES:
             scores = client.score(scene, DEMO_USER, items)
             print(f"\n  {title}")
@@ -76,7 +81,11 @@ def run_demo(args: argparse.Namespace) -> int:
         client.score(SCENES[0][1], DEMO_USER, items)  # the first scene again: every feature is now a cache hit
         counters = cache_counters(server.metrics_url)
         print(f"\n  feature cache: {counters}")
-    return 0
+
+    # the short benchmark profile; the published numbers come from `larr bench` (profile full)
+    print(f"\n[6/6] benchmark -> {out / 'bench'} (larr bench --profile smoke: LARR vs full-text, cache off, FastAPI)", flush=True)
+    return bench_main(["--profile", "smoke", "--checkpoints", str(run_dir), "--out", str(out / "bench"),
+                       "--work", str(out / "bench_work")])
 
 
 def cache_counters(metrics_url: str) -> dict[str, float]:
