@@ -139,3 +139,13 @@ def test_outputs_tables_report_and_plots(results, tmp_path):
     report = report_markdown(summary, plots)
     assert "| b: b label | 135M | 2.50× | 6.00× |" in report
     assert all(f"]({name})" in report for name in plots)
+
+
+def test_token_bound_uses_the_servers_miss_count():
+    from larr.benchmarks.summary import measured_miss_tokens_per_request
+
+    point = {"simulated": {"misses": 10, "miss_tokens_per_request": 4.0}, "cache": {"hits": 70, "misses": 30}}
+    # the server (several LRUs) missed 3x as often as the one-cache replay: 3x the miss tokens
+    assert measured_miss_tokens_per_request(point) == 12.0
+    assert measured_miss_tokens_per_request({"simulated": {"misses": 0, "miss_tokens_per_request": 0.0}, "cache": None}) == 0.0
+    assert measured_miss_tokens_per_request(None) is None
