@@ -71,6 +71,8 @@ class OnnxRuntime:
         if spec.intra_op_threads:
             options.intra_op_num_threads = spec.intra_op_threads
         options.inter_op_num_threads = 1
+        # several models share the CPU in one server: idle threads must yield, not spin
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if spec.device.startswith("cuda"):
             device_id = int(spec.device.partition(":")[2] or 0)
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
