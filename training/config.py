@@ -85,6 +85,12 @@ class CTRConfig:
     agg_dropout: float = field(default=0.0, metadata={"help": "dropout in the aggregation encoder (its inputs are frozen; early stopping guards it)"})
     align_weight: float = field(default=0.1, metadata={"help": "weight of the alignment loss against BCE"})
     align_temperature: float = 0.1
+    llm_input_scale: float = field(
+        default=1.0,
+        metadata={"help": "factor on the LLM inputs (item text, aligned scene) before the backbone; below 1 puts them "
+                  "at the scale of small-initialised, L2-regularised ID embeddings (FuxiCTR recipe), which they "
+                  "would otherwise drown out"},
+    )
     batch_size: int = 512
     max_epochs: int = 8
     learning_rate: float = 1e-3

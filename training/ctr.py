@@ -191,6 +191,7 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: str, out: Path
         agg_layers=cfg.agg_layers,
         agg_heads=cfg.agg_heads,
         agg_dropout=cfg.agg_dropout,
+        llm_input_scale=cfg.llm_input_scale,
     )
     seed_everything(config.seed)
     model = LarrCTR(spec, llm.item_embeddings if use_llm else None)

@@ -104,6 +104,9 @@ class CTRModelSpec:
     agg_layers: int = 2
     agg_heads: int = 4
     agg_dropout: float = 0.1
+    # factor on the dense LLM inputs (item text, aligned scene); < 1 keeps them from drowning out tiny-initialised,
+    # L2-regularised ID embeddings (CTRConfig.llm_input_scale)
+    llm_input_scale: float = 1.0
 
     @property
     def backbone_config(self) -> BackboneConfig:
@@ -146,6 +149,7 @@ class LarrCTR(nn.Module):
             return CTROutput(self.backbone(sparse, None), None, None)
         _, aligned = self.aggregator(scene)  # (B, E)
         dense = torch.cat([self.item_text[item_rows], self.scene_input(aligned)], dim=1)  # (B, D + E)
+        dense = dense * self.spec.llm_input_scale
         return CTROutput(self.backbone(sparse, dense), aligned, self.collaborative_user(sparse))
 
     @staticmethod
@@ -208,6 +212,7 @@ class ServingCTR(nn.Module):
         item_rows = torch.where(known, item_ids.long() + 1, torch.zeros_like(item_ids.long()))  # (N,)
         _, aligned = self.model.aggregator(scene_emb[None])  # (1, E): once per request
         dense = torch.cat([self.model.item_text[item_rows], self.model.scene_input(aligned).expand(n, -1)], dim=1)  # (N, D + E)
+        dense = dense * self.model.spec.llm_input_scale
         return torch.sigmoid(backbone(sparse, dense))
 
 

@@ -61,18 +61,19 @@ def test_aggregation_encoder_masking():
         encoder(torch.randn(1, 4, 8))
 
 
-def _spec(use_llm: bool) -> CTRModelSpec:
+def _spec(use_llm: bool, llm_input_scale: float = 1.0) -> CTRModelSpec:
     return CTRModelSpec(
         variant="larr" if use_llm else "id_only", field_names=["user", "item", "weather", "time"],
         field_vocab_sizes=[5, 4, 3, 3], use_llm=use_llm, llm_features=2 if use_llm else 0, llm_dim=8 if use_llm else 0,
         num_items=3, backbone={"kind": "dcnv2", "embedding_dim": 4, "mlp_hidden": [8], "dropout": 0.0}, agg_dim=8, agg_heads=2,
+        llm_input_scale=llm_input_scale,
     )
 
 
-@pytest.mark.parametrize("use_llm", [True, False])
-def test_serving_ctr_matches_training_forward_and_maps_unknown_ids(use_llm: bool):
+@pytest.mark.parametrize(("use_llm", "llm_input_scale"), [(True, 1.0), (True, 0.01), (False, 1.0)])
+def test_serving_ctr_matches_training_forward_and_maps_unknown_ids(use_llm: bool, llm_input_scale: float):
     torch.manual_seed(0)
-    model = LarrCTR(_spec(use_llm), torch.randn(3, 8) if use_llm else None).eval()
+    model = LarrCTR(_spec(use_llm, llm_input_scale), torch.randn(3, 8) if use_llm else None).eval()
     # raw ids 0..3 for users, 0..2 for items; vocab values = ids seen in training
     serving = ServingCTR(model, index_table([0, 1, 2, 3], 4), index_table([0, 1, 2], 3)).eval()
     scene = torch.randn(2, 8)
