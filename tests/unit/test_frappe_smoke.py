@@ -1,0 +1,115 @@
+"""The Frappe/BARS runner (``benchmarks/frappe_bars.py``): its summary maths, then a small-subset run end to end.
+
+The end-to-end run needs the raw data in ``<repo>/../shared/data/frappe`` (research licence, never in the repo)
+and skips without it. It keeps users 0..19 (~14k train rows), shrinks every model and trains one seed of
+``id_only`` and ``larr``: about a minute on 2 cores. The full benchmark is the documented slow command in
+``benchmarks/results/frappe/results.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from larr.benchmarks.frappe_bars import BARS_DEEPFM_5_SEEDS, main, summarise
+
+REAL_DIR = Path(__file__).parents[2].parent / "shared/data/frappe"
+
+SMOKE_SETTINGS = [
+    "pretrain.max_steps=5",
+    "pretrain.block_size=64",
+    "pretrain.model={architecture: llama, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+    "num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 500}",
+    "embed.max_steps=3",
+    "embed.batch_size=16",
+    "embed.max_length=32",
+    "embed.projection_dim=16",
+    "embed.eval_pairs=50",
+    "ctr.max_epochs=2",
+    "ctr.batch_size=1024",
+    "ctr.agg_dim=16",
+    "ctr.agg_layers=1",
+    "ctr.agg_heads=2",
+    "ctr.backbone={kind: deepfm, embedding_dim: 8, mlp_hidden: [32], dropout: 0.1, batch_norm: true, "
+    "embedding_l2: 0.05}",
+    "threads=1",
+]
+
+
+def _result(auc: float, steps: int = 10) -> dict:
+    return {"auc": auc, "logloss": 0.2, "gauc": auc - 0.01, "best_valid_auc": auc + 0.001, "steps": steps}
+
+
+def test_summary_gaps_spread_and_protocol_check():
+    per_seed = {
+        "id_only": {1: _result(0.9840), 2: _result(0.9844), 3: _result(0.9842)},
+        "larr": {1: _result(0.9860), 2: _result(0.9858), 3: _result(0.9865)},
+        "no_alignment": {1: _result(0.9841), 2: _result(0.9850), 3: _result(0.9839)},
+    }
+    summary = summarise(per_seed)
+
+    larr = summary["variants"]["larr"]["auc"]
+    assert larr["mean"] == pytest.approx(0.9861)
+    assert larr["std"] == pytest.approx(math.sqrt(((0.0001) ** 2 + 0.0003**2 + 0.0004**2) / 2))
+    assert larr["per_seed"] == {"1": 0.9860, "2": 0.9858, "3": 0.9865}
+
+    gap = summary["auc_gaps"]["larr"]
+    assert gap["vs_id_only"] == pytest.approx(0.9861 - 0.9842)
+    assert gap["spread"] == pytest.approx(larr["std"])  # larger than id_only's 0.0002
+    assert gap["beats_id_only_beyond_spread"] is True
+    assert gap["paired_gap_mean"] == pytest.approx(0.0019)
+    assert gap["vs_best_bars"] == pytest.approx(0.9861 - 0.9856)
+    assert summary["auc_gaps"]["no_alignment"]["beats_id_only_beyond_spread"] is False  # +0.0001 vs std 0.0006
+
+    check = summary["protocol_check"]
+    assert check["difference"] == pytest.approx(0.9842 - BARS_DEEPFM_5_SEEDS["auc"])
+    assert check["sound"] is True
+    assert summarise({"id_only": {1: _result(0.95)}})["protocol_check"]["sound"] is False
+
+
+def test_summary_single_seed_has_no_spread():
+    summary = summarise({"id_only": {7: _result(0.98)}, "larr": {7: _result(0.99)}})
+    assert summary["variants"]["larr"]["auc"]["std"] is None
+    assert summary["auc_gaps"]["larr"]["spread"] is None
+    assert summary["auc_gaps"]["larr"]["beats_id_only_beyond_spread"] is None
+
+
+@pytest.mark.skipif(not (REAL_DIR / "frappe.csv").exists(), reason=f"Frappe data absent ({REAL_DIR})")
+def test_frappe_bars_smoke_run_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture):
+    out, results = tmp_path / "run", tmp_path / "results"
+    argv = ["--raw", str(REAL_DIR), "--out", str(out), "--results", str(results), "--limit-users", "20",
+            "--seeds", "2021", "--variants", "id_only", "larr"]
+    for setting in SMOKE_SETTINGS:
+        argv += ["--set", setting]
+
+    assert main(argv) == 0
+
+    report = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    variants = report["summary"]["variants"]
+    assert set(variants) == {"id_only", "larr"}
+    for variant in ("id_only", "larr"):
+        assert variants[variant]["seeds"] == [2021]
+        # two epochs on 14k rows already separate used apps from random ones
+        assert 0.6 < variants[variant]["auc"]["mean"] <= 1.0
+        assert variants[variant]["logloss"]["mean"] > 0
+    assert report["setup"]["limit_users"] == 20
+    assert (out / "seed_2021" / "embed").is_symlink()  # stage 3 reads the one shared stage-2 embedder
+    markdown = (results / "results.md").read_text(encoding="utf-8")
+    assert "| `larr` |" in markdown and "| `id_only` |" in markdown
+    assert "DESTINE" in markdown and "0.9856" in markdown and "subset: users < 20" in markdown
+
+    # resuming skips every finished (seed, variant) and rewrites the same table
+    result_file = out / "seed_2021" / "ctr" / "larr" / "result.json"
+    written = result_file.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "seed 2021: already done ['id_only', 'larr']" in capsys.readouterr().out
+    assert result_file.stat().st_mtime_ns == written
+    assert json.loads((results / "results.json").read_text(encoding="utf-8"))["summary"] == report["summary"]
+
+    # a different set-up in the same folder is refused, not mixed into the table
+    with pytest.raises(ValueError, match="different config"):
+        main([*argv, "--set", "ctr.max_epochs=3"])
