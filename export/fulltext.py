@@ -144,7 +144,9 @@ def fulltext_embed_config(options: RepositoryOptions, facts: ModelFacts) -> mc.M
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
     })
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    # as many instances as feature_cache: both are non-batching first steps, and the instance count is what lets
+    # concurrent requests' embedder calls meet in its dynamic batcher, so the comparison stays like for like
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.feature_cache_instances)
     return config
 
 
@@ -169,6 +171,7 @@ def write_fulltext_repository(
     intra_op_threads: int = 0,
     num_users: int | None = None,
     num_items: int | None = None,
+    feature_cache_instances: int = RepositoryOptions.feature_cache_instances,
     adapters_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RepositoryResult:
@@ -189,7 +192,7 @@ def write_fulltext_repository(
     report = progress or log.info
     options = RepositoryOptions(
         target="cpu", max_candidates=max_candidates, embedder_max_batch=embedder_max_batch, device=device,
-        intra_op_threads=intra_op_threads, cache_capacity=0,
+        intra_op_threads=intra_op_threads, cache_capacity=0, feature_cache_instances=feature_cache_instances,
     )
     if max_length < 2:
         raise RepositoryError(f"max_length must be >= 2 (a text and <emb>), got {max_length}")

@@ -19,6 +19,7 @@ from larr.contract import (
     CTR,
     EMBEDDER_MODEL,
     ENSEMBLE_NAME,
+    FEATURE_CACHE_MODEL,
     FULLTEXT_ENSEMBLE_NAME,
     ITEM_IDS,
     PARAM_EMBEDDER_MODEL,
@@ -96,7 +97,7 @@ def test_results_check_the_embedder_rows(scenes):
 
 
 def test_configs_round_trip_and_share_the_public_contract():
-    options = RepositoryOptions(max_candidates=50, embedder_max_batch=16)
+    options = RepositoryOptions(max_candidates=50, embedder_max_batch=16, feature_cache_instances=3)
     configs = build_fulltext_configs(options, FACTS)
     assert set(configs) == {FULLTEXT_ENSEMBLE_NAME, FULLTEXT_EMBED_MODEL, EMBEDDER_MODEL, FULLTEXT_CTR_MODEL}
     parsed = {name: text_format.Parse(text_format.MessageToString(c), mc.ModelConfig()) for name, c in configs.items()}
@@ -114,6 +115,9 @@ def test_configs_round_trip_and_share_the_public_contract():
 
     embed = parsed[FULLTEXT_EMBED_MODEL]
     assert (embed.backend, embed.max_batch_size) == ("python", 0)
+    # the same concurrency at the first step as LARR's feature_cache, or the comparison is not like for like
+    cache_instances = [g.count for g in build_configs(options, FACTS)[FEATURE_CACHE_MODEL].instance_group]
+    assert [g.count for g in embed.instance_group] == cache_instances == [3]
     assert tensors(embed.output) == {SCENE_EMB: (mc.TYPE_FP32, [1, 8]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert embed.parameters[PARAM_EMBEDDER_MODEL].string_value == EMBEDDER_MODEL
     assert json.loads(embed.parameters[PARAM_SCENE_FEATURES].string_value) == list(FEATURES)
