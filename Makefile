@@ -4,7 +4,7 @@
 PYTHON ?= python3
 STAMP  := .setup.stamp
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench frappe clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ test-all: setup
 
 bench: setup
 	$(PYTHON) -m larr bench
+
+# LARR on Frappe vs the BARS Frappe_x1 leaderboard (needs ../shared/data/frappe; hours on 2 cores, resumable)
+frappe: setup
+	$(PYTHON) -m larr.benchmarks.frappe_bars --raw ../shared/data/frappe --out runs/frappe
 
 clean:
 	rm -rf runs $(STAMP) .pytest_cache
