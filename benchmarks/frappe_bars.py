@@ -6,6 +6,10 @@ The one command (slow: hours on 2 shared CPU cores; resumable — run it again a
     python -m larr.benchmarks.frappe_bars --raw ../shared/data/frappe --out runs/frappe --seeds 2021 2022 2023 \\
         --variants larr id_only no_stage1 no_stage2 no_alignment full_text --set ctr.max_epochs=30
 
+Re-tabulate the finished runs of some variants without training anything (e.g. after a partial ablation run)::
+
+    python -m larr.benchmarks.frappe_bars --out runs/frappe --variants id_only larr no_alignment --report-only
+
 A quick smoke run (what ``tests/unit/test_frappe_smoke.py`` does, with smaller models)::
 
     python -m larr.benchmarks.frappe_bars --out /tmp/frappe_smoke --results /tmp/frappe_smoke/results \\
@@ -93,6 +97,7 @@ class BenchmarkPlan:
     limit_users: int | None = None
     convert_seed: int = CONVERT_SEED
     overrides: dict = field(default_factory=dict, metadata={"help": "dotted config key -> value (--set)"})
+    report_only: bool = field(default=False, metadata={"help": "train nothing: tabulate the finished results"})
 
     @property
     def data_dir(self) -> Path:
@@ -409,7 +414,7 @@ def render_markdown(report: dict) -> str:
         "```",
         "",
         "Needs the raw data in `../shared/data/frappe` (research licence: never commit it or anything converted from it).",
-        "The run is resumable: run the same command again after an interruption.",
+        "The run is resumable: run the same command again after an interruption; `--report-only` re-tabulates without training.",
         "",
         "Wall time (seconds) on " + setup["machine"] + ":",
         "",
@@ -475,6 +480,8 @@ def parse_args(argv: list[str] | None) -> BenchmarkPlan:
     parser.add_argument("--convert-seed", type=int, default=CONVERT_SEED, help="seed of the train-negative sampler")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (YAML syntax), e.g. --set ctr.max_epochs=30; repeatable")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: rewrite the results from the finished (seed, variant) runs in --out")
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -489,7 +496,7 @@ def parse_args(argv: list[str] | None) -> BenchmarkPlan:
     return BenchmarkPlan(
         raw=args.raw, out=args.out, results=args.results, config=args.config, seeds=tuple(args.seeds),
         variants=tuple(args.variants) if args.variants else None, limit_users=args.limit_users,
-        convert_seed=args.convert_seed, overrides=overrides,
+        convert_seed=args.convert_seed, overrides=overrides, report_only=args.report_only,
     )
 
 
@@ -502,6 +509,8 @@ def run(plan: BenchmarkPlan, command: str) -> dict:
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     pin_setup(plan, config)
+    if plan.report_only:
+        return write_results(plan, config, command)
     started = time.perf_counter()
     convert_data(plan)
     run_llm_stages(plan, config)
@@ -513,7 +522,8 @@ def run(plan: BenchmarkPlan, command: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     plan = parse_args(argv)
-    run(plan, "python -m larr.benchmarks.frappe_bars " + " ".join(argv))
+    # the command that reproduces the table trains; --report-only only re-tabulates
+    run(plan, "python -m larr.benchmarks.frappe_bars " + " ".join(a for a in argv if a != "--report-only"))
     return 0
 
 

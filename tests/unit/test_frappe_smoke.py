@@ -110,6 +110,15 @@ def test_frappe_bars_smoke_run_end_to_end_and_resume(tmp_path: Path, capsys: pyt
     assert result_file.stat().st_mtime_ns == written
     assert json.loads((results / "results.json").read_text(encoding="utf-8"))["summary"] == report["summary"]
 
+    # --report-only re-tabulates a subset of the variants without training; the table keeps the training command
+    (results / "results.md").unlink()
+    assert main([*argv, "--variants", "id_only", "--report-only"]) == 0  # the later --variants wins
+    assert result_file.stat().st_mtime_ns == written
+    markdown = (results / "results.md").read_text(encoding="utf-8")
+    assert "| `id_only` |" in markdown and "| `larr` |" not in markdown
+    command = json.loads((results / "results.json").read_text(encoding="utf-8"))["setup"]["command"]
+    assert "--report-only" not in command and "--limit-users 20" in command
+
     # a different set-up in the same folder is refused, not mixed into the table
     with pytest.raises(ValueError, match="different config"):
         main([*argv, "--set", "ctr.max_epochs=3"])
