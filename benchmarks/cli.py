@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from larr.benchmarks.config import LLM_SHAPES, PROFILES
+from larr.cli import exit_cleanly_on_sigterm
 
 REPORT_FILE = "report.md"
 SKIPPABLE = ("fastapi", "inprocess", "saturation")
@@ -129,6 +130,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_cleanly_on_sigterm()
     parser = argparse.ArgumentParser(prog="larr bench", description=__doc__.splitlines()[0])
     configure_bench_parser(parser)
     return run_bench(parser.parse_args(argv))

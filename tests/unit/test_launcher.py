@@ -316,3 +316,23 @@ def test_stop_lets_a_server_exit_on_sigint() -> None:
     launcher._stop(process, grace_s=60)
     assert process.returncode == 0
     process.stdout.close()
+
+
+def test_sigterm_unwinds_with_blocks_so_started_servers_are_stopped(tmp_path: Path) -> None:
+    # `larr demo`/`larr bench` stop their tritonserver in a `with` block's exit; SIGTERM must reach it
+    marker = tmp_path / "cleaned-up"
+    script = (
+        "import sys, time\n"
+        "from larr.cli import exit_cleanly_on_sigterm\n"
+        "exit_cleanly_on_sigterm()\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "finally:\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.terminate()
+    assert child.wait(timeout=30) == 128 + 15
+    assert marker.exists()
