@@ -285,7 +285,9 @@ time.sleep(600)
 """
 
 EXITS_ON_SIGINT = """
-import time
+import signal, time
+# a shell without job control starts background jobs with SIGINT ignored, and children inherit that (`make test &`)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 try:
     print(1, flush=True)  # inside the try: SIGINT may come as soon as this is read
     time.sleep(600)
