@@ -23,11 +23,15 @@ async def embed_via_bls(
     and the parts are sent concurrently. Raises :class:`RequestError` with the embedder's message.
     """
     parts = [slice(start, start + max_batch) for start in range(0, len(input_ids), max_batch)]
+    # The cache keeps host arrays, so the embeddings are asked for in host memory: with the embedder on a
+    # GPU, Triton copies them out, and this (CPU) process never touches CUDA.
+    host_memory = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
     replies = await asyncio.gather(*(
         pb_utils.InferenceRequest(
             model_name=model_name,
             inputs=[pb_utils.Tensor(INPUT_IDS, input_ids[part]), pb_utils.Tensor(ATTENTION_MASK, attention_mask[part])],
             requested_output_names=[EMBEDDING],
+            preferred_memory=host_memory,
         ).async_exec()
         for part in parts
     ))

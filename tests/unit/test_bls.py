@@ -12,6 +12,8 @@ from larr.contract import ATTENTION_MASK, EMBEDDING, INPUT_IDS
 from larr.serving.bls import embed_via_bls, scene_responses
 from larr.serving.errors import RequestError
 
+TRITONSERVER_MEMORY_CPU = 1  # stands in for the enum value pb_utils exports
+
 
 class FakeTensor:
     def __init__(self, name, array):
@@ -37,10 +39,13 @@ class FakeReply:
 
 def fake_pb_utils(calls: list, fail: bool = False):
     class InferenceRequest:
-        def __init__(self, model_name, inputs, requested_output_names):
+        def __init__(self, model_name, inputs, requested_output_names, preferred_memory):
             self.model_name, self.inputs, self.outputs = model_name, {t.name: t.array for t in inputs}, requested_output_names
+            self.preferred_memory = preferred_memory
 
         async def async_exec(self):
+            # the cache stores host arrays: the embeddings must be asked for in CPU memory
+            assert self.preferred_memory == (TRITONSERVER_MEMORY_CPU, 0)
             calls.append((self.model_name, self.inputs[INPUT_IDS].shape))
             if fail:
                 return FakeReply(error="out of memory")
@@ -50,6 +55,8 @@ def fake_pb_utils(calls: list, fail: bool = False):
     return SimpleNamespace(
         Tensor=FakeTensor,
         InferenceRequest=InferenceRequest,
+        PreferredMemory=lambda kind, device_id: (kind, device_id),
+        TRITONSERVER_MEMORY_CPU=TRITONSERVER_MEMORY_CPU,
         get_output_tensor_by_name=lambda reply, name: reply.output,
         InferenceResponse=lambda outputs=None, error=None: SimpleNamespace(outputs=outputs, error=error),
         TritonError=lambda message: message,
