@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import importlib.metadata
 import importlib.util
 import os
 import secrets
@@ -161,6 +162,7 @@ def prepare_pytriton_bundle(bundle_dir: Path, python_version: tuple[int, int] | 
     executable = bundle_dir / "bin" / "tritonserver"
     if not executable.is_file():
         raise TritonNotFoundError(f"{executable} does not exist; {SERVE_HINT}")
+    _require_numpy_1_for_the_bundled_stub(importlib.metadata.version("numpy"))
     stubs = bundle_dir / "python_backend_stubs"
     source = stubs / f"{major}.{minor}" / "triton_python_backend_stub"
     if not source.is_file():
@@ -184,6 +186,18 @@ def prepare_pytriton_bundle(bundle_dir: Path, python_version: tuple[int, int] | 
         cache_directory=caches if caches.is_dir() else None,
         env=python_stub_env(),
     )
+
+
+def _require_numpy_1_for_the_bundled_stub(numpy_version: str) -> None:
+    """The bundle's python-backend stub (Triton 2.51) is built against NumPy 1.x. Under NumPy 2 it reads
+    BYTES inputs with the wrong layout and aborts (``unpack_from requires a buffer of at least ...``), so
+    every request dies with "Stub process ... is not healthy" (seen on a GPU host whose Python had NumPy 2)."""
+    if int(numpy_version.split(".")[0]) >= 2:
+        raise TritonNotFoundError(
+            f"this Python has numpy {numpy_version}, but the python-backend stub of the pytriton bundle "
+            "(Triton 2.51) is built against NumPy 1.x and crashes on string inputs under NumPy 2: "
+            "pip install 'numpy<2' (larr pins it) or serve from the NGC image"
+        )
 
 
 def locate_triton() -> TritonInstall:

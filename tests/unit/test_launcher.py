@@ -161,6 +161,16 @@ def test_prepare_bundle_without_a_stub_for_this_python_names_the_available_ones(
         prepare_pytriton_bundle(bundle, python_version=(3, 42))
 
 
+def test_prepare_bundle_refuses_numpy_2_which_crashes_the_bundled_stub(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bundle = _fake_bundle(tmp_path / "bundle")
+    monkeypatch.setattr(launcher.importlib.metadata, "version", lambda name: {"numpy": "2.5.2"}[name])
+    with pytest.raises(TritonNotFoundError, match=r"numpy 2\.5\.2.*NumPy 1\.x.*pip install 'numpy<2'"):
+        prepare_pytriton_bundle(bundle)
+    assert not (bundle / "backends" / "python" / "triton_python_backend_stub").exists()
+
+
 def test_prepare_bundle_without_binary_says_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(TritonNotFoundError, match="nvidia-pytriton"):
         prepare_pytriton_bundle(tmp_path / "empty")
