@@ -4,7 +4,7 @@
 PYTHON ?= python3
 STAMP  := .setup.stamp
 
-.PHONY: setup demo test test-all bench frappe clean
+.PHONY: setup demo test test-all test-gpu bench frappe clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup
 
 test-all: setup
 	$(PYTHON) -m pytest -m ""
+
+# On a CUDA host: the ensemble served on the GPU (PyTorch in the python backend) and the TensorRT engines
+test-gpu: setup
+	$(PYTHON) -m pytest -m gpu
 
 bench: setup
 	$(PYTHON) -m larr bench

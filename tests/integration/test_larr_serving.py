@@ -33,10 +33,23 @@ CACHE_CAPACITY = 64
 MAX_CANDIDATES = 50
 
 
-@pytest.fixture(scope="module")
-def repository(tiny_run, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("larr_repository")
-    write_repository(tiny_run.run_dir, out, target="cpu", cache_capacity=CACHE_CAPACITY, max_candidates=MAX_CANDIDATES)
+# Every test below runs against each served form of the same trained run: the CPU target's ONNX Runtime
+# models, and the GPU path of a Triton without TensorRT (python backend, PyTorch on CUDA, DLPack).
+SERVED_FORMS = [
+    pytest.param({"runtime": "onnxruntime", "device": "cpu"}, id="onnxruntime-cpu"),
+    pytest.param({"runtime": "torch", "device": "cuda"}, id="torch-cuda", marks=pytest.mark.gpu),
+]
+
+
+@pytest.fixture(scope="module", params=SERVED_FORMS)
+def repository(request, tiny_run, tmp_path_factory) -> Path:
+    form = request.param
+    if form["device"] == "cuda" and not torch.cuda.is_available():
+        pytest.skip("serving on the GPU needs a CUDA GPU visible to torch; none is")
+    out = tmp_path_factory.mktemp(f"larr_repository_{form['runtime']}_{form['device']}")
+    write_repository(
+        tiny_run.run_dir, out, target="cpu", cache_capacity=CACHE_CAPACITY, max_candidates=MAX_CANDIDATES, **form
+    )
     return out
 
 
