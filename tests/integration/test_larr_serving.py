@@ -1,7 +1,8 @@
 """The real ``larr`` ensemble on a real tritonserver: parity with PyTorch, cache hits, concurrency, bad input.
 
 The repository is exported from the session's tiny trained run (tests/conftest.py) into a temporary
-folder with a small cache bound, and served on free loopback ports.
+folder with a small cache bound, and served on free loopback ports. Every test runs once per served form:
+ONNX Runtime on the CPU (default) and PyTorch on CUDA (``-m gpu``, skipped without a CUDA GPU).
 """
 
 from __future__ import annotations
