@@ -34,8 +34,7 @@ CACHE_CAPACITY = 64
 MAX_CANDIDATES = 50
 
 
-# Every test below runs against each served form of the same trained run: the CPU target's ONNX Runtime
-# models, and the GPU path of a Triton without TensorRT (python backend, PyTorch on CUDA, DLPack).
+# The CUDA form is the GPU path of a Triton without TensorRT (python backend, PyTorch on CUDA, DLPack).
 SERVED_FORMS = [
     pytest.param({"runtime": "onnxruntime", "device": "cpu"}, id="onnxruntime-cpu"),
     pytest.param({"runtime": "torch", "device": "cuda"}, id="torch-cuda", marks=pytest.mark.gpu),
