@@ -3,7 +3,7 @@
 The one command (slow: hours on 2 shared CPU cores; resumable — run it again after a kill and it skips what is done)::
 
     python -m larr.benchmarks.frappe_bars --raw ../shared/data/frappe --out runs/frappe
-    python -m larr.benchmarks.frappe_bars --raw ../shared/data/frappe --out runs/frappe --seeds 2021 2022 2023 \\
+    python -m larr.benchmarks.frappe_bars --raw ../shared/data/frappe --out runs/frappe --seeds 2021 2022 2023 2024 2025 \\
         --variants larr id_only no_stage1 no_stage2 no_alignment full_text --set ctr.max_epochs=30
 
 Re-tabulate the finished runs of some variants without training anything (e.g. after a partial ablation run)::
@@ -53,7 +53,7 @@ from larr.training.config import TrainConfig, load_config, to_dict
 DEFAULT_RAW = Path("../shared/data/frappe")
 DEFAULT_OUT = Path("runs/frappe")
 DEFAULT_RESULTS = Path("benchmarks/results/frappe")
-DEFAULT_SEEDS = (2021, 2022, 2023)
+DEFAULT_SEEDS = (2021, 2022, 2023, 2024, 2025)  # five, like the BARS DeepFM anchor: 3 left LARR's gap at the noise
 DEFAULT_CONFIG = "frappe"
 CONVERT_SEED = 2024  # the train-negative sampler of the converter (fixed: every seed sees the same data)
 LLM_STAGE_DIRS = ("pretrain", "embed", "embed_no_stage1")
@@ -269,7 +269,8 @@ def summarise(per_seed: dict[str, dict[int, dict]]) -> dict:
     """Aggregate ``{variant: {seed: result}}`` into the table's numbers and the issue's verdicts.
 
     ``spread`` of a comparison is the larger of the two variants' sample stds; LARR "beats" ID-only when the
-    mean gap exceeds it. The paired gap (same seed: same batch order) is reported too.
+    mean gap exceeds it. The paired gap (same seed: same batch order) is reported too, with the number of seeds
+    on which the variant is ahead.
     """
     variants = {}
     for variant, by_seed in per_seed.items():
@@ -308,6 +309,8 @@ def summarise(per_seed: dict[str, dict[int, dict]]) -> dict:
                 beats_id_only_beyond_spread=None if spread is None else gap > spread,
                 paired_gap_mean=paired_mean,
                 paired_gap_std=paired_std,
+                seeds_ahead=sum(d > 0 for d in paired),  # of len(paired) seeds: the paired sign count
+                seeds_paired=len(paired),
             )
     summary["auc_gaps"] = gaps
     return summary
@@ -398,7 +401,8 @@ def render_markdown(report: dict) -> str:
             beyond = "beyond" if gap["beats_id_only_beyond_spread"] else "**not** beyond"
             verdict = f"{beyond} the seeds' spread (the larger sample std, {gap['spread']:.4f})"
         paired = ("" if gap["paired_gap_mean"] is None
-                  else f"; paired per-seed gap {_fmt(gap['paired_gap_mean'], gap['paired_gap_std'])}")
+                  else f"; paired per-seed gap {_fmt(gap['paired_gap_mean'], gap['paired_gap_std'])}, "
+                  f"ahead on {gap['seeds_ahead']} of {gap['seeds_paired']} seeds")
         lines.append(f"- `{variant}` − ID-only: {_signed(gap['vs_id_only'])} AUC → {verdict}{paired}.")
     for variant in ("larr", "id_only"):
         if variant in summary["auc_gaps"]:

@@ -61,8 +61,11 @@ def test_summary_gaps_spread_and_protocol_check():
     assert gap["spread"] == pytest.approx(larr["std"])  # larger than id_only's 0.0002
     assert gap["beats_id_only_beyond_spread"] is True
     assert gap["paired_gap_mean"] == pytest.approx(0.0019)
+    assert (gap["seeds_ahead"], gap["seeds_paired"]) == (3, 3)
     assert gap["vs_best_bars"] == pytest.approx(0.9861 - 0.9856)
-    assert summary["auc_gaps"]["no_alignment"]["beats_id_only_beyond_spread"] is False  # +0.0001 vs std 0.0006
+    no_alignment = summary["auc_gaps"]["no_alignment"]
+    assert no_alignment["beats_id_only_beyond_spread"] is False  # +0.0001 vs std 0.0006
+    assert (no_alignment["seeds_ahead"], no_alignment["seeds_paired"]) == (2, 3)  # behind on seed 3
 
     check = summary["protocol_check"]
     assert check["difference"] == pytest.approx(0.9842 - BARS_DEEPFM_5_SEEDS["auc"])
