@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from larr.benchmarks.config import LLM_SHAPES, PROFILES
-from larr.cli import exit_cleanly_on_sigterm
+from larr.serving.launcher import exit_cleanly_on_sigterm
 
 REPORT_FILE = "report.md"
 SKIPPABLE = ("fastapi", "inprocess", "saturation")

@@ -33,9 +33,9 @@ class TorchScorer:
     def __init__(self, embedder_dir: Path, ctr_dir: Path, num_users: int, num_items: int, device: str = "cpu"):
         import torch
 
+        from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
+        from larr.models.embedder import TextEmbedder
         from larr.tokenization import EmbeddingTokenizer
-        from larr.training.ctr_model import LarrCTR, ServingCTR, index_table
-        from larr.training.embedder import TextEmbedder
 
         self.torch = torch
         self.device = torch.device(device)

@@ -193,8 +193,8 @@ def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int,
     import torch
     from transformers import AutoModel, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
+    from larr.models.embedder import TextEmbedder
     from larr.tokenization import EmbeddingInputConfig
-    from larr.training.embedder import TextEmbedder
 
     progress(f"building a random-weight {shape.label} embedder -> {out}")
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[shape.architecture]
@@ -224,7 +224,7 @@ def _build_random_ctr(base: BaseRun, out: Path, llm_features: int | None, seed: 
         return
     import torch
 
-    from larr.training.ctr_model import CTRModelSpec, LarrCTR
+    from larr.models.ctr_model import CTRModelSpec, LarrCTR
 
     spec = CTRModelSpec(**json.loads((source / "ctr.json").read_text(encoding="utf-8")))
     if llm_features is not None:
@@ -241,8 +241,8 @@ def _build_repositories(
     base: BaseRun, run_dir: Path, ctr_dirs: dict[str, Path], repositories: dict[str, Path], stamp: dict, device: str,
     cache_capacity: int, max_candidates: int, fulltext_max_length: int, rebuild: bool, progress,
 ) -> None:
+    from larr.benchmarks.fulltext_repository import write_fulltext_repository
     from larr.contract import EMBEDDER_MODEL
-    from larr.export.fulltext import write_fulltext_repository
     from larr.export.repository import ONNX_FILE, VERSION, write_repository
 
     if not rebuild and all(_stamp_matches(path, stamp) for path in repositories.values()):

@@ -37,6 +37,7 @@ from larr.benchmarks.config import (
     BenchConfig,
     SizeGrid,
 )
+from larr.benchmarks.fulltext_repository import FULLTEXT_EMBED_MODEL, FULLTEXT_ENSEMBLE_NAME
 from larr.benchmarks.machine import Machine, detect_machine
 from larr.benchmarks.models import BenchSetupError, SizeModels, display_path, find_base_run, prepare_size
 from larr.benchmarks.workload import (
@@ -46,7 +47,7 @@ from larr.benchmarks.workload import (
     WorkloadSpec,
     write_perf_analyzer_data,
 )
-from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL, FULLTEXT_ENSEMBLE_NAME
+from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL
 
 RESULTS_FILE = "results.json"
 MODEL_OF_VARIANT = {LARR: ENSEMBLE_NAME, CACHE_OFF: ENSEMBLE_NAME, FULLTEXT: FULLTEXT_ENSEMBLE_NAME}
@@ -261,7 +262,6 @@ class BenchRun:
         return RequestStream(self.pools, spec)
 
     def _simulator(self, models: SizeModels, variant: str) -> CacheSimulator:
-        from larr.contract import FULLTEXT_EMBED_MODEL
         from larr.tokenization import EmbeddingTokenizer
 
         tokenizer = EmbeddingTokenizer.from_directory(models.repositories[LARR] / FEATURE_CACHE_MODEL / "1")
@@ -274,8 +274,8 @@ class BenchRun:
     ) -> None:
         from larr.benchmarks.loadgen import TritonTransport, run_closed_loop
         from larr.benchmarks.perf import data_requests, read_statistics, run_perf_analyzer, statistics_delta
-        from larr.demo import cache_counters
         from larr.serving.launcher import run_triton_server
+        from larr.serving.metrics import feature_cache_counters as cache_counters
 
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config
         model = MODEL_OF_VARIANT[variant]

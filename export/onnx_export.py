@@ -51,8 +51,8 @@ import onnx
 import torch
 
 from larr.contract import ATTENTION_MASK, CTR, EMBEDDING, INPUT_IDS, ITEM_IDS, SCENE_EMB, SCENE_IDS, USER_ID
-from larr.training.ctr_model import LarrCTR, ServingCTR, index_table
-from larr.training.embedder import TextEmbedder
+from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
+from larr.models.embedder import TextEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ def describe_inputs(onnx_path: str | Path) -> dict[str, list[int | str]]:
 
 def embedding_dim(embedder_dir: str | Path) -> int:
     """D of a TextEmbedder dir without loading its weights (``embedder.json``)."""
-    from larr.training.embedder import EMBEDDER_FILE
+    from larr.models.embedder import EMBEDDER_FILE
 
     meta = json.loads((Path(embedder_dir) / EMBEDDER_FILE).read_text(encoding="utf-8"))
     return int(meta["projection_dim"] or meta["hidden_size"])

@@ -165,8 +165,8 @@ class CheckpointPaths:
 
     @classmethod
     def find(cls, checkpoints: Path, variant: str) -> "CheckpointPaths":
-        from larr.training.ctr_model import SPEC_FILE
-        from larr.training.embedder import EMBEDDER_FILE
+        from larr.models.ctr_model import SPEC_FILE
+        from larr.models.embedder import EMBEDDER_FILE
 
         embedder_dir = checkpoints / ("embed_no_stage1" if variant == "no_stage1" else "embed") / "model"
         ctr_dir = checkpoints / "ctr" / variant
@@ -416,7 +416,7 @@ def write_repository(
     ``model_repository/``). ``progress`` receives one line per artifact written.
     """
     from larr.export.onnx_export import embedding_dim, export_ctr, export_embedder, onnx_digest
-    from larr.training.ctr_model import VOCAB_FILE
+    from larr.models.ctr_model import VOCAB_FILE
 
     report = progress or log.info
     options = RepositoryOptions(
@@ -523,7 +523,7 @@ def _build_plans(
 
 
 def _copy_torch_artifacts(paths: CheckpointPaths, dataset: DatasetFacts, version_dirs: dict[str, Path], report) -> None:
-    from larr.training.ctr_model import SPEC_FILE, VOCAB_FILE, WEIGHTS_FILE
+    from larr.models.ctr_model import SPEC_FILE, VOCAB_FILE, WEIGHTS_FILE
 
     embedder_torch = version_dirs[EMBEDDER_MODEL] / TORCH_DIR
     shutil.copytree(paths.embedder_dir, embedder_torch)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -146,20 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def exit_cleanly_on_sigterm() -> None:
-    """Turn SIGTERM into ``SystemExit`` so ``with`` blocks run: servers the command started are stopped, not orphaned.
-
-    Python's default SIGTERM action ends the process at once, leaving a tritonserver started by ``larr demo`` or
-    ``larr bench`` (its own session, so it gets no signal) running with its ports and memory.
-    """
-
-    def terminate(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-
 
 def main(argv: list[str] | None = None) -> int:
+    from larr.serving.launcher import exit_cleanly_on_sigterm  # stdlib only: cheap
+
     exit_cleanly_on_sigterm()
     # Before torch or ONNX Runtime load: OpenMP threads that spin while waiting turn any other busy process
     # on a small machine into a 10-20x slowdown (measured: 8 s vs 0.6 s per stage-1 step on 2 cores next

@@ -11,9 +11,6 @@ ENSEMBLE_NAME = "larr"
 FEATURE_CACHE_MODEL = "feature_cache"
 EMBEDDER_MODEL = "embedder"
 CTR_MODEL = "ctr"
-FULLTEXT_ENSEMBLE_NAME = "larr_fulltext"  # the full-text baseline (benchmarks): same public tensors as "larr"
-FULLTEXT_EMBED_MODEL = "fulltext_embed"
-FULLTEXT_CTR_MODEL = "fulltext_ctr"
 
 # Ensemble inputs / outputs (what clients send and receive).
 SCENE_TEXT = "SCENE_TEXT"  # BYTES [K]: UTF-8, one text per scene feature, in the published feature order

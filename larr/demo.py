@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -44,6 +42,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from larr.data.synth import SynthConfig, generate
     from larr.export.repository import write_repository
     from larr.serving.launcher import run_triton_server
+    from larr.serving.metrics import feature_cache_counters
     from larr.training.cli import run_all
     from larr.training.config import load_config
 
@@ -79,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
             for item in scores.argsort()[::-1][:TOP]:
                 print(f"    {scores[item]:.3f}  {dataset.items.name[item]:<28} ({dataset.items.category[item]})")
         client.score(SCENES[0][1], DEMO_USER, items)  # the first scene again: every feature is now a cache hit
-        counters = cache_counters(server.metrics_url)
+        counters = feature_cache_counters(server.metrics_url)
         print(f"\n  feature cache: {counters}")
 
     # the short benchmark profile; the published numbers come from `larr bench` (profile full)
@@ -87,13 +86,3 @@ def run_demo(args: argparse.Namespace) -> int:
     return bench_main(["--profile", "smoke", "--checkpoints", str(run_dir), "--out", str(out / "bench"),
                        "--work", str(out / "bench_work")])
 
-
-def cache_counters(metrics_url: str) -> dict[str, float]:
-    """The feature cache's counters from Triton's Prometheus metrics endpoint."""
-    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    counters: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"larr_feature_cache_(\w+)\{[^}]*\} ([0-9.e+]+)", line)
-        if match:
-            counters[match.group(1)] = counters.get(match.group(1), 0.0) + float(match.group(2))
-    return counters

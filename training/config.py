@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from larr.training.backbone import BackboneConfig
+from larr.models.backbone import BackboneConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

@@ -32,13 +32,13 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from larr.data.schema import Dataset, Interactions, load_dataset
+from larr.models.backbone import FieldVocab
+from larr.models.ctr_model import CTRModelSpec, LarrCTR
+from larr.models.embedder import TextEmbedder, embed_texts
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.backbone import FieldVocab
 from larr.training.config import TrainConfig
 from larr.training.corpus import item_texts
-from larr.training.ctr_model import CTRModelSpec, LarrCTR
-from larr.training.embedder import TextEmbedder, embed_texts
 from larr.training.loop import (
     DistContext,
     StepLogger,

@@ -19,9 +19,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from larr.data.schema import load_dataset
+from larr.models.embedder import TextEmbedder, embed_texts
 from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.config import TrainConfig
-from larr.training.embedder import TextEmbedder, embed_texts
 from larr.training.loop import (
     StepLogger,
     batch_indices,

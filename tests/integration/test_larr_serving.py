@@ -22,11 +22,11 @@ from larr.clients import LarrClient, ScoreRequest
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.data.schema import load_dataset
 from larr.export.repository import write_repository
+from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
+from larr.models.embedder import TextEmbedder, embed_texts
 from larr.serving.feature_cache import SceneVocab
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
-from larr.training.ctr_model import LarrCTR, ServingCTR, index_table
-from larr.training.embedder import TextEmbedder, embed_texts
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from larr.training.backbone import KINDS, BackboneConfig, CTRBackbone, FieldVocab
+from larr.models.backbone import KINDS, BackboneConfig, CTRBackbone, FieldVocab
 
 SIZES = [6, 9, 4]  # rows per field, row 0 = unseen
 

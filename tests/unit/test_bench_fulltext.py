@@ -14,13 +14,20 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from larr.benchmarks.fulltext_repository import (
+    FULLTEXT_CTR_MODEL,
+    FULLTEXT_EMBED_MODEL,
+    FULLTEXT_ENSEMBLE_NAME,
+    build_fulltext_configs,
+    write_fulltext_repository,
+)
+from larr.benchmarks.fulltext_scenes import FullTextScenes
 from larr.benchmarks.inprocess import model_config
 from larr.contract import (
     CTR,
     EMBEDDER_MODEL,
     ENSEMBLE_NAME,
     FEATURE_CACHE_MODEL,
-    FULLTEXT_ENSEMBLE_NAME,
     ITEM_IDS,
     PARAM_EMBEDDER_MODEL,
     PARAM_SCENE_FEATURES,
@@ -29,21 +36,14 @@ from larr.contract import (
     SCENE_TEXT,
     USER_ID,
 )
-from larr.export.fulltext import (
-    FULLTEXT_CTR_MODEL,
-    FULLTEXT_EMBED_MODEL,
-    build_fulltext_configs,
-    write_fulltext_repository,
-)
 from larr.export.repository import ModelFacts, RepositoryError, RepositoryOptions, build_configs, write_repository
+from larr.models.ctr_model import CTRModelSpec, LarrCTR, ServingCTR, index_table
+from larr.models.embedder import TextEmbedder, embed_texts
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneVocab
-from larr.serving.fulltext import FullTextScenes
 from larr.serving.runtime import load_runtime
 from larr.text import format_scene
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.ctr_model import CTRModelSpec, LarrCTR, ServingCTR, index_table
-from larr.training.embedder import TextEmbedder, embed_texts
 from larr.training.llm import train_bpe_tokenizer
 
 FEATURES = ("weather", "place")

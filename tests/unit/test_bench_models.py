@@ -30,7 +30,7 @@ def test_flops_per_token_and_mfu():
 
 
 def test_parameter_count_matches_the_model(tiny_run):
-    from larr.training.embedder import TextEmbedder
+    from larr.models.embedder import TextEmbedder
 
     embedder = TextEmbedder.from_pretrained(tiny_run.embedder_dir)
     counted = count_parameters(tiny_run.embedder_dir)

@@ -26,9 +26,9 @@ from larr.export.onnx_export import (
     onnx_digest,
     run_onnx,
 )
+from larr.models.embedder import TextEmbedder
 from larr.text import format_item, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.embedder import TextEmbedder
 
 ATOL = 1e-4  # fp32 ONNX Runtime vs PyTorch
 

@@ -335,7 +335,7 @@ def test_sigterm_unwinds_with_blocks_so_started_servers_are_stopped(tmp_path: Pa
     marker = tmp_path / "cleaned-up"
     script = (
         "import sys, time\n"
-        "from larr.cli import exit_cleanly_on_sigterm\n"
+        "from larr.serving.launcher import exit_cleanly_on_sigterm\n"
         "exit_cleanly_on_sigterm()\n"
         "try:\n"
         "    print('ready', flush=True)\n"

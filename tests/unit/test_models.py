@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from larr.training.backbone import BackboneConfig
-from larr.training.ctr_model import AggregationEncoder, CTRModelSpec, LarrCTR, ServingCTR, index_table
-from larr.training.embedder import TextEmbedder, last_token_pool
+from larr.models.backbone import BackboneConfig
+from larr.models.ctr_model import AggregationEncoder, CTRModelSpec, LarrCTR, ServingCTR, index_table
+from larr.models.embedder import TextEmbedder, last_token_pool
 
 
 def tiny_encoder() -> LlamaModel:

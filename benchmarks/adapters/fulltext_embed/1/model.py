@@ -1,5 +1,5 @@
 """Triton python-backend adapter for ``fulltext_embed``, the full-text baseline's first step
-(logic: larr.serving.fulltext).
+(logic: larr.benchmarks.fulltext_scenes).
 
 Every request's K scene texts become one whole-scene text; the texts of all requests of one execute()
 go to the embedder in ONE BLS request (split only where they exceed the embedder's max batch size, the
@@ -10,10 +10,10 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
+from larr.benchmarks.fulltext_scenes import FullTextScenes
 from larr.contract import PARAM_EMBEDDER_MAX_BATCH, PARAM_EMBEDDER_MODEL, PARAM_SCENE_FEATURES
 from larr.serving.bls import embed_via_bls, scene_responses
 from larr.serving.errors import RequestError
-from larr.serving.fulltext import FullTextScenes
 from larr.serving.runtime import model_parameters, tensor_names
 from larr.serving.tensors import to_numpy
 

@@ -1,7 +1,7 @@
 """Stage-3 models: the aggregation encoder, the LARR CTR model and its serving form.
 
 Field layout of the ID part (both LARR and the ID-only baseline): ``[user, item, scene_1 … scene_K]``,
-each a :class:`~larr.training.backbone.FieldVocab` index (0 = unseen). LARR adds, as dense inputs to the
+each a :class:`~larr.models.backbone.FieldVocab` index (0 = unseen). LARR adds, as dense inputs to the
 same backbone, the item's static LLM text embedding and the *aligned* scene vector.
 """
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from larr.training.backbone import BackboneConfig, CTRBackbone
+from larr.models.backbone import BackboneConfig, CTRBackbone
 
 SPEC_FILE = "ctr.json"
 WEIGHTS_FILE = "model.safetensors"

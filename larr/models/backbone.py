@@ -3,7 +3,7 @@
 Alone it is the ID-only baseline; LARR feeds the item's LLM text embedding and the aligned scene vector in as
 ``dense`` features, concatenated to the flattened field embeddings before the cross/deep towers.
 
-    from larr.training.backbone import BackboneConfig, CTRBackbone, FieldVocab
+    from larr.models.backbone import BackboneConfig, CTRBackbone, FieldVocab
 
     vocab = FieldVocab(["user", "item", "weather"]).fit(train_columns)         # 0 = unseen value
     model = CTRBackbone(vocab.sizes, dense_dim=0, config=BackboneConfig(kind="dcnv2", embedding_l2=0.05))

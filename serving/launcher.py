@@ -539,3 +539,16 @@ def serve_main(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` so ``with`` blocks run: servers the command started are stopped, not orphaned.
+
+    Python's default SIGTERM action ends the process at once, leaving a tritonserver started by ``larr demo`` or
+    ``larr bench`` (its own session, so it gets no signal) running with its ports and memory.
+    """
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)

@@ -1,9 +1,9 @@
 """The full-text baseline's model repository: the ensemble ``larr_fulltext`` with LARR's public contract.
 
-    from larr.export.fulltext import write_fulltext_repository
+    from larr.benchmarks.fulltext_repository import write_fulltext_repository
 
     write_fulltext_repository(Path("runs/demo/run"), Path("out/fulltext_repository"))
-    python -m larr.export.fulltext --checkpoints runs/demo/run --out out/fulltext_repository
+    python -m larr.benchmarks.fulltext_repository --checkpoints runs/demo/run --out out/fulltext_repository
 
 What LARR avoids, served the same way: per request the LLM embeds the whole concatenated scene
 (``larr.text.format_scene``) with no cache, then a CTR head trained on that one embedding (stage 3's
@@ -42,9 +42,6 @@ from larr.contract import (
     CTR_MODEL,
     EMBEDDER_MODEL,
     EMBEDDING_CONFIG_FILE,
-    FULLTEXT_CTR_MODEL,
-    FULLTEXT_EMBED_MODEL,
-    FULLTEXT_ENSEMBLE_NAME,
     ITEM_IDS,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
@@ -76,6 +73,10 @@ from larr.export.repository import (
 )
 
 log = logging.getLogger(__name__)
+
+FULLTEXT_ENSEMBLE_NAME = "larr_fulltext"  # same public tensors and parameters as the "larr" ensemble
+FULLTEXT_EMBED_MODEL = "fulltext_embed"
+FULLTEXT_CTR_MODEL = "fulltext_ctr"
 
 FULLTEXT_ADAPTERS_DIR = Path(larr.__file__).resolve().parents[1] / "benchmarks" / "adapters"
 FULLTEXT_VARIANT = "full_text"  # stage 3's variant with one whole-scene embedding
@@ -185,9 +186,9 @@ def write_fulltext_repository(
     by one server (committed adapters in ``out`` are kept when ``out`` is the adapters folder).
     """
     from larr.export.onnx_export import describe_inputs, embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.models.ctr_model import SPEC_FILE, VOCAB_FILE
+    from larr.models.embedder import EMBEDDER_FILE
     from larr.tokenization import EmbeddingInputConfig
-    from larr.training.ctr_model import SPEC_FILE, VOCAB_FILE
-    from larr.training.embedder import EMBEDDER_FILE
 
     report = progress or log.info
     options = RepositoryOptions(
@@ -304,7 +305,7 @@ def _link_onnx(source: Path, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.export.fulltext", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.fulltext_repository", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", required=True, type=Path, help="run folder of `larr train`")
     parser.add_argument("--out", required=True, type=Path, help="repository folder to write")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per whole-scene text")
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             num_items=args.num_items, progress=lambda line: print(line, flush=True),
         )
     except (RepositoryError, ValueError) as error:
-        print(f"larr.export.fulltext: {error}", file=sys.stderr)
+        print(f"larr.benchmarks.fulltext_repository: {error}", file=sys.stderr)
         return 2
     return 0
 

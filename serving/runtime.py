@@ -101,8 +101,8 @@ class TorchRuntime:
     def __init__(self, path: Path, spec: RuntimeSpec):
         import torch
 
-        from larr.training.ctr_model import LarrCTR, ServingCTR, index_table
-        from larr.training.embedder import EMBEDDER_FILE, TextEmbedder
+        from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
+        from larr.models.embedder import EMBEDDER_FILE, TextEmbedder
 
         if spec.intra_op_threads:
             torch.set_num_threads(spec.intra_op_threads)

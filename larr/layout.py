@@ -1,0 +1,155 @@
+"""Where a training run keeps what it writes, and which stage-3 variants exist — stated once.
+
+Every stage, the exporter and the benchmarks read paths from :class:`RunLayout` and compare variants
+as :class:`Variant` members, never as bare strings::
+
+    layout = RunLayout(Path("runs/tiny"))
+    layout.embedder_dir(Variant.NO_STAGE1)   # runs/tiny/embed_no_stage1/model
+    layout.ctr_dir(Variant.LARR)             # runs/tiny/ctr/larr
+
+Run folder (``larr train all --out RUN``)::
+
+    RUN/config.yaml                 the resolved TrainConfig
+    RUN/metrics.json                every stage's headline numbers
+    RUN/pretrain/init/              the base LM before stage 1 (kept for the no_stage1 ablation)
+    RUN/pretrain/model/             stage 1: the continually pretrained causal LM (HF folder)
+    RUN/embed/model/                stage 2: the text embedder (TextEmbedder folder)
+    RUN/embed_no_stage1/model/      stage 2 started from the base model (the no_stage1 ablation)
+    RUN/ctr/<variant>/              stage 3: one CTR model per variant
+
+Layer 1: no torch, no other larr module.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+MODEL_DIR = "model"  # inside each LLM stage's folder
+BASE_MODEL_DIR = "init"  # inside pretrain/: the base LM as it was before stage 1 (the no_stage1 ablation's start)
+
+
+class Stage(str, enum.Enum):
+    """The three training stages, by the folder (and CLI name) each writes."""
+
+    PRETRAIN = "pretrain"
+    EMBED = "embed"
+    CTR = "ctr"
+
+
+class Variant(str, enum.Enum):
+    """Stage-3 models: the method and its ablations (README, "Ablations")."""
+
+    LARR = "larr"  # the full method
+    ID_ONLY = "id_only"  # the same backbone over the ID fields only; no LLM input
+    NO_STAGE1 = "no_stage1"  # stage 2 started from the base model as it was before stage 1
+    NO_STAGE2 = "no_stage2"  # the stage-1 LM with last-token pooling, no contrastive tuning
+    NO_ALIGNMENT = "no_alignment"  # alignment loss weight 0
+    FULL_TEXT = "full_text"  # the whole scene as one text per example (what LARR avoids when serving)
+
+    @classmethod
+    def parse(cls, value: "str | Variant") -> "Variant":
+        """A member from its name; a clear error listing the known names otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"unknown variant {value!r}; known: {[v.value for v in cls]}") from None
+
+    @property
+    def uses_llm(self) -> bool:
+        return self is not Variant.ID_ONLY
+
+    @property
+    def whole_scene(self) -> bool:
+        """True when the model reads one embedding of the concatenated scene instead of K per-feature ones."""
+        return self is Variant.FULL_TEXT
+
+    @property
+    def embedder_source(self) -> "Variant":
+        """Whose frozen embedder the variant's LLM features come from (LARR's unless an LLM stage is ablated)."""
+        return self if self in (Variant.NO_STAGE1, Variant.NO_STAGE2) else Variant.LARR
+
+    @property
+    def servable(self) -> bool:
+        """Served by the ``larr`` ensemble: a TextEmbedder folder plus per-feature scene embeddings.
+
+        ``no_stage2`` has no TextEmbedder folder (its features come from the stage-1 LM) and ``full_text``
+        reads one whole-scene embedding per request, which is what the feature cache exists to avoid.
+        """
+        return self not in (Variant.NO_STAGE2, Variant.FULL_TEXT)
+
+
+ALL_VARIANTS: tuple[Variant, ...] = tuple(Variant)
+SERVABLE_VARIANTS: tuple[Variant, ...] = tuple(v for v in Variant if v.servable)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of every stage's outputs under one run folder (see the module docstring)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / METRICS_FILE
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.root / Stage(stage).value
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.stage_dir(Stage.PRETRAIN)
+
+    @property
+    def pretrained_lm_dir(self) -> Path:
+        """Stage 1's causal LM (a Hugging Face folder)."""
+        return self.pretrain_dir / MODEL_DIR
+
+    @property
+    def base_lm_dir(self) -> Path:
+        """The base LM as it was before stage 1 (HF folder; stage 2 of ``no_stage1`` starts here)."""
+        return self.pretrain_dir / BASE_MODEL_DIR
+
+    def embed_dir(self, variant: Variant = Variant.LARR) -> Path:
+        """Stage 2's output folder for the embedder ``variant`` reads (checkpoints, steps.csv, model/)."""
+        source = Variant.parse(variant).embedder_source
+        if source is Variant.NO_STAGE1:
+            return self.root / f"{Stage.EMBED.value}_{Variant.NO_STAGE1.value}"
+        return self.stage_dir(Stage.EMBED)
+
+    def embedder_dir(self, variant: Variant = Variant.LARR) -> Path:
+        """The trained TextEmbedder folder ``variant`` reads its features from."""
+        return self.embed_dir(variant) / MODEL_DIR
+
+    def ctr_dir(self, variant: Variant) -> Path:
+        return self.stage_dir(Stage.CTR) / Variant.parse(variant).value
+
+    def dataset_dir(self) -> Path | None:
+        """The dataset folder the run's ``config.yaml`` names, resolved as at training time.
+
+        Relative paths are tried against the working directory, then against every folder above the
+        run (a run moved with its data keeps working). None when the config names no dataset or the
+        dataset is not there any more.
+        """
+        if not self.config_file.exists():
+            return None
+        data = (yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}).get("data")
+        if not data:
+            return None
+        if Path(data).is_absolute():
+            candidates = [Path(data)]
+        else:
+            candidates = [Path.cwd() / data, *(folder / data for folder in self.root.resolve().parents)]
+        return next((c for c in candidates if (c / "dataset.json").exists()), None)
