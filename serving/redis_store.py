@@ -80,8 +80,9 @@ class RedisStoreConfig:
 
     Attributes:
         url: redis-py URL, ``redis://host:port/db`` (``rediss://`` for TLS, ``unix:///path.sock``).
-        socket_timeout_ms: the longest one round trip may take before it counts as a failure; a few ms
-            on a LAN (a request waits at most this long on Redis, per cache step).
+        socket_timeout_ms: the longest one socket read or write may block before the call counts as
+            a failure; a few ms on a LAN (a hung Redis costs a request about this much, once per
+            retry window). Loopback MGET of 1,000 rows measured ~0.5 ms, ~2 ms with hashing and decoding.
         connect_timeout_ms: the longest opening a connection may take.
         key_prefix: namespaces this deployment's keys inside a shared Redis.
         ttl_s: expiry of written rows in seconds (``SET ... EX``); None keeps them until LRU eviction.
@@ -187,22 +188,19 @@ class RedisStore:
         encoded = text.encode("utf-8")
         return _TEXT_LEN.pack(len(encoded)) + encoded + np.ascontiguousarray(row, dtype=ROW_DTYPE).tobytes()
 
-    def _decode_value(self, text: str, value: bytes) -> np.ndarray | None:
-        """The (D,) float32 row stored in ``value`` for ``text``, or None (collision or unparsable)."""
+    @staticmethod
+    def row_bytes(text: str, value: bytes) -> bytes | str:
+        """The float16 row bytes stored in ``value`` for ``text``, or why not: ``"collision"``/``"corrupt"``."""
         if len(value) < _TEXT_LEN.size:
-            self._stats.corrupt += 1
-            return None
+            return "corrupt"
         (n,) = _TEXT_LEN.unpack_from(value)
         start = _TEXT_LEN.size + n
-        row_bytes = len(value) - start
-        if row_bytes <= 0 or row_bytes % ROW_DTYPE.itemsize:
-            self._stats.corrupt += 1
-            return None
+        size = len(value) - start
+        if size <= 0 or size % ROW_DTYPE.itemsize:
+            return "corrupt"
         if value[_TEXT_LEN.size:start] != text.encode("utf-8"):
-            self._stats.collisions += 1
-            return None
-        # astype copies: the caller owns a float32 array, not a view on Redis's reply
-        return np.frombuffer(value, dtype=ROW_DTYPE, offset=start).astype(np.float32)
+            return "collision"
+        return value[start:]
 
     # -- SceneStore -----------------------------------------------------------------------------
     def get_many(self, keys: Sequence[SceneKey]) -> list[np.ndarray | None]:
@@ -222,12 +220,24 @@ class RedisStore:
             with self._lock:
                 self._stats.misses += len(keys)
             return misses
+        out: list[np.ndarray | None] = list(misses)
+        found = [None if v is None else self.row_bytes(k.text, v) for k, v in zip(keys, values)]
+        by_size: dict[int, list[int]] = {}  # rows of one size decode in ONE numpy call (~1 us/row saved)
+        for i, row in enumerate(found):
+            if isinstance(row, bytes):
+                by_size.setdefault(len(row), []).append(i)
+        for size, indices in by_size.items():
+            # astype copies: the caller owns float32 rows, not views on Redis's reply
+            block = np.frombuffer(b"".join(found[i] for i in indices), dtype=ROW_DTYPE).astype(np.float32)
+            for i, row in zip(indices, block.reshape(len(indices), size // ROW_DTYPE.itemsize)):
+                out[i] = row
+        hits = sum(len(indices) for indices in by_size.values())
         with self._lock:
             self._succeeded()
-            out = [None if v is None else self._decode_value(k.text, v) for k, v in zip(keys, values)]
-            hits = sum(v is not None for v in out)
             self._stats.hits += hits
             self._stats.misses += len(keys) - hits
+            self._stats.collisions += found.count("collision")
+            self._stats.corrupt += found.count("corrupt")
         return out
 
     def put_many(self, keys: Sequence[SceneKey], vectors: np.ndarray) -> None:
