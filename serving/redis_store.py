@@ -16,7 +16,8 @@ back to L1 and the embedder. The first call after that window tries again, and a
 own retries are off — a retry would multiply the timeout on the request path.
 
 Layout. Key: ``{key_prefix}{embedder_version}:{feature}:{digest(text)}`` where the digest is xxh3-128
-(``xxhash``, if importable) or BLAKE2b-128 (hex). Value::
+(``xxhash``, if importable) or BLAKE2b-128 (hex): replicas share rows only if all have ``xxhash`` or none
+does (a mismatch costs misses, never a wrong vector). Value::
 
     uint32 little-endian  n = len(text as UTF-8)
     n bytes               the text            (verified on read: a digest collision reads as a miss)
