@@ -11,8 +11,9 @@ handles many requests per execute() and sends their texts to the embedder in one
     results = scenes.results(parsed, embed(input_ids, attention_mask))   # per request: outputs or error
 
 Requests are validated exactly as the feature cache validates them (the same function,
-``larr.serving.feature_cache.parse_scene``), so both ensembles accept and refuse the same inputs. Outputs: ``SCENE_EMB`` (1, D) -- the full-text CTR head
-reads one scene embedding (K' = 1) -- and ``SCENE_IDS`` (K,), the scene features' field indices.
+``larr.serving.feature_cache.parse_scene``), so both ensembles accept and refuse the same inputs.
+Outputs: ``SCENE_EMB`` (1, D) -- the full-text CTR head reads one scene embedding (K' = 1) -- and
+``SCENE_IDS`` (K,), the scene features' field indices.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ class RepositoryOptions:
     target: str = field(default="cpu", metadata={"help": "'cpu': python-backend models; 'gpu': TensorRT plans"})
     variant: str = field(default="larr", metadata={"help": f"which trained CTR model: one of {SUPPORTED_VARIANTS}"})
     scene_store: StoreKind = field(
-        default=StoreKind.LRU, metadata={"help": f"where feature_cache keeps scene vectors: one of {[k.value for k in StoreKind]}"}
+        default=StoreKind.LRU,
+        metadata={"help": f"where feature_cache keeps scene vectors: one of {[k.value for k in StoreKind]}"},
     )
     cache_capacity: int = field(default=DEFAULT_CACHE_CAPACITY, metadata={"help": "feature cache bound, in entries"})
     cache_max_bytes: int = field(
