@@ -23,6 +23,8 @@ SCENE_EMB = "SCENE_EMB"  # FP32 [K, D]
 INPUT_IDS = "input_ids"  # INT64 [B, T], right padded
 ATTENTION_MASK = "attention_mask"  # INT64 [B, T]
 EMBEDDING = "embedding"  # FP32 [B, D], L2-normalised
+# The batched ctr graph (one run per dynamic batch of B requests with T candidates in all):
+ITEM_REQUEST = "ITEM_REQUEST"  # INT64 [T]: the request (0..B-1) each concatenated candidate belongs to
 
 # Model-config parameters the repository publishes (string values; lists are JSON).
 PARAM_SCENE_FEATURES = "scene_features"
