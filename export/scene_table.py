@@ -248,10 +248,11 @@ def write_scene_table(
     :mod:`larr.serving.table_store`). ``dataset`` is a loaded Dataset or its folder.
 
     Wiring into ``larr export`` (``write_repository``): after ``export_embedder`` wrote the ONNX, call
-    ``write_scene_table(paths.embedder_dir, dataset_dir, version_dirs[FEATURE_CACHE_MODEL],
-    onnx_digest(embedder_onnx))`` so the table sits next to the tokenizer in the feature cache's version
-    folder under the same ``embedder_version`` the config publishes; ``TableStore.load(version_dir,
-    embedder_version, scene_features, tokenizer.max_text_chars)`` then reads it at start.
+    ``write_scene_table(paths.embedder_dir, RunLayout(checkpoints).dataset_dir(), version_dirs[FEATURE_CACHE_MODEL],
+    facts.embedder_version)`` (``facts.embedder_version`` is ``onnx_digest(embedder_onnx)``; skip the table when
+    ``dataset_dir()`` is None), so the table sits next to the tokenizer in the feature cache's version folder
+    under the version the config publishes; ``TableStore.load(version_dir, embedder_version, scene_features,
+    tokenizer.max_text_chars)`` then reads it at start.
     """
     import torch
     from safetensors.numpy import save_file
