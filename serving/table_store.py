@@ -90,6 +90,8 @@ def map_table_rows(path: Path) -> np.ndarray:
 class TableStore:
     """Read-only :class:`~larr.serving.store.SceneStore` over a scene table (module docstring)."""
 
+    writable = False  # the tiered store's convention: no write-through or promotion into this tier
+
     def __init__(
         self,
         embedder_version: str,

@@ -133,6 +133,7 @@ def test_table_store_hits_misses_and_stats(table, dataset, tokenizer):
     hit, *misses = store.get_many(keys)
     assert hit is not None and hit.shape == (store.rows.shape[1],)
     assert misses == [None, None, None]
+    assert store.writable is False  # a TieredStore skips it on write-through
     store.put_many(keys[1:2], np.ones((1, store.rows.shape[1]), np.float32))  # read-only: ignored
     assert store.get_many(keys[1:2]) == [None]
     stats = store.stats()
