@@ -47,3 +47,6 @@ PARAM_INTRA_OP_THREADS = "intra_op_threads"  # embedder / ctr: ONNX Runtime / to
 TOKENIZER_FILE = "tokenizer.json"
 EMBEDDING_CONFIG_FILE = "embedding_config.json"
 SCENE_VOCAB_FILE = "scene_vocab.json"  # {"fields": [...scene features...], "values": [[texts of field 1], ...]}
+# The precomputed scene table (`larr embed-scenes`, larr.export.scene_table; read by larr.serving.table_store).
+SCENE_TABLE_FILE = "scene_table.safetensors"  # one tensor "embeddings" (N, D), row i is key i of the index
+SCENE_TABLE_INDEX_FILE = "scene_table.json"  # embedder_version, dim, dtype, features, keys [[feature, text, xxh64], ...]
