@@ -22,7 +22,6 @@ client and the full-text baseline.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,8 +127,8 @@ class SceneFeatureCache:
         self.embedder_version = embedder_version
         # characters the tokenizer can possibly use (see larr.tokenization); longer texts are clipped
         self.max_text_chars = tokenizer.max_text_chars
-        # lookups served by another request's lookup in the same execute (the store saw the key once)
-        self._batch_repeats = 0
+        # lookups served by another lookup of the same key in the same execute (the store saw the key once)
+        self.coalesced = 0
 
     @classmethod
     def from_directory(
@@ -145,10 +144,10 @@ class SceneFeatureCache:
         )
 
     def stats(self) -> StoreStats:
-        """The store's counters, with repeats inside one execute counted as hits (served without the
-        embedder, by the batch's one computation or lookup) -- what the metrics report."""
-        stats = self.store.stats()
-        return dataclasses.replace(stats, hits=stats.hits + self._batch_repeats)
+        """The store's counters: one lookup per distinct key of an execute. Repeats of a key within one
+        execute are counted apart, in :attr:`coalesced` -- they are neither store hits (a cache of capacity
+        0 still serves them) nor misses (the embedder computes the key once)."""
+        return self.store.stats()
 
     # ------------------------------------------------------------------------------------------- phases
 
@@ -174,7 +173,7 @@ class SceneFeatureCache:
             keys.append(request_keys)
             scene_ids.append(self.vocab.ids(texts))  # (K,)
         vectors = dict(zip(distinct, self.store.get_many(list(distinct))))
-        self._batch_repeats += lookups - len(distinct)
+        self.coalesced += lookups - len(distinct)
         missing_keys = [key for key, vector in vectors.items() if vector is None]
         return CacheBatch(
             requests=requests,

@@ -49,15 +49,15 @@ def test_misses_of_all_requests_go_in_one_embedder_call(tokenizer):
     results, calls = run_batch(cache, requests)
     assert calls == [4]  # distinct (feature, text): rain, office, home, sunny
     stats = cache.stats()
-    assert stats.misses == 4 and stats.hits == 2  # in-batch duplicates are served once
-    assert cache.store.stats().misses == 4 and cache.store.stats().hits == 0  # the store saw each key once
+    assert stats.misses == 4 and stats.hits == 0  # the store saw each distinct key once
+    assert cache.coalesced == 2  # the repeats ("heavy rain", "office") rode on those lookups
     emb, ids = results[1]
     assert emb.shape == (2, 3) and emb.dtype == np.float32
     np.testing.assert_array_equal(ids, [1, 0])  # "home" is not in the place vocab
     np.testing.assert_array_equal(results[0][0][0], results[1][0][0])
     # the same texts again: all hits, no embedder call
     again, calls = run_batch(cache, requests)
-    assert calls == [] and cache.stats().hits == 2 + 6
+    assert calls == [] and cache.stats().hits == 4 and cache.coalesced == 2 + 2
     np.testing.assert_array_equal(again[2][0], results[2][0])
 
 

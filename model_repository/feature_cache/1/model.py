@@ -22,6 +22,7 @@ from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.runtime import model_parameters, tensor_names
 from larr.serving.stores import make_store
 from larr.serving.tensors import to_numpy
+from larr.tokenization import EmbeddingTokenizer
 
 
 class TritonPythonModel:
@@ -33,10 +34,11 @@ class TritonPythonModel:
         self.embedder_model = params[PARAM_EMBEDDER_MODEL]
         self.embedder_max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])
         version = params[PARAM_EMBEDDER_VERSION]
+        version_dir = f"{args['model_repository']}/{args['model_version']}"
         self.cache = SceneFeatureCache.from_directory(
-            f"{args['model_repository']}/{args['model_version']}",
+            version_dir,
             json.loads(params[PARAM_SCENE_FEATURES]),
-            make_store(params),
+            make_store(params, version_dir, EmbeddingTokenizer.from_directory(version_dir).max_text_chars),
             version,
         )
         # the families must outlive their metrics, or increment() fails
@@ -47,13 +49,15 @@ class TritonPythonModel:
             for name, text, kind in (
                 ("hits_total", "scene-feature lookups served from the cache", pb_utils.MetricFamily.COUNTER),
                 ("misses_total", "scene-feature lookups that needed the embedder", pb_utils.MetricFamily.COUNTER),
+                ("coalesced_total", "lookups served by another lookup of the same text in the same batch",
+                 pb_utils.MetricFamily.COUNTER),
                 ("evictions_total", "entries evicted to keep the cache within its bound", pb_utils.MetricFamily.COUNTER),
                 ("entries", "entries in the cache now", pb_utils.MetricFamily.GAUGE),
                 ("bytes", "bytes of the cached texts and vectors now", pb_utils.MetricFamily.GAUGE),
             )
         }
         self.metrics = {name: family.Metric(labels=labels) for name, family in self.families.items()}
-        self.reported = (0, 0, 0)
+        self.reported = (0, 0, 0, 0)
 
     async def execute(self, requests):
         parsed = [self.cache.parse(to_numpy(pb_utils.get_input_tensor_by_name(r, self.text_name))) for r in requests]
@@ -71,9 +75,10 @@ class TritonPythonModel:
         return scene_responses(pb_utils, batch.results(), self.emb_name, self.ids_name, self.batched)
 
     def _report_metrics(self):
-        stats = self.cache.stats()  # the store's counters, in-batch repeats counted as hits
-        now = (stats.hits, stats.misses, stats.evictions)
-        for name, new, old in zip(("hits_total", "misses_total", "evictions_total"), now, self.reported):
+        stats = self.cache.stats()  # the store's counters (all tiers together)
+        now = (stats.hits, stats.misses, stats.evictions, self.cache.coalesced)
+        names = ("hits_total", "misses_total", "evictions_total", "coalesced_total")
+        for name, new, old in zip(names, now, self.reported):
             if new > old:  # Prometheus counters only go up: send the increase since the last report
                 self.metrics[name].increment(new - old)
         self.metrics["entries"].set(stats.entries)
