@@ -27,6 +27,7 @@ from larr.training.loop import (
     batch_indices,
     init_distributed,
     load_checkpoint,
+    lr_at,
     progress,
     save_checkpoint,
     seed_everything,
@@ -35,7 +36,6 @@ from larr.training.loop import (
 )
 from larr.training.losses.info_nce import Temperature, info_nce
 from larr.training.pairs import PAIR_KINDS, Pairs, build_pairs
-from larr.training.pretrain import lr_at
 
 TRAIN_PAIRS_PER_KIND = 20_000
 

@@ -10,7 +10,6 @@ and ``OUT/pretrain/checkpoint.pt`` (atomic; what ``--resume`` continues from).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from larr.training.loop import (
     batch_indices,
     init_distributed,
     load_checkpoint,
+    lr_at,
     progress,
     save_checkpoint,
     seed_everything,
@@ -52,14 +52,6 @@ def pack_documents(token_ids: list[list[int]], eos_id: int, block_size: int, eva
     order = torch.from_numpy(np.random.default_rng(seed).permutation(count))
     num_eval = max(1, int(count * eval_fraction))
     return PackedCorpus(train_blocks=blocks[order[num_eval:]], eval_blocks=blocks[order[:num_eval]])
-
-
-def lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    """Linear warmup, cosine decay to 10%."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress_ = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_)))
 
 
 @torch.no_grad()
