@@ -137,10 +137,10 @@ def write_fulltext_repository(
     ctr_dir: Path | None = None,
     embedder_onnx: Path | None = None,
     max_length: int = FULLTEXT_MAX_LENGTH,
-    max_candidates: int = 1000,
-    embedder_max_batch: int = 64,
-    device: str = "cpu",
-    intra_op_threads: int = 0,
+    max_candidates: int = RepositoryOptions.max_candidates,  # the larr repository's defaults: like for like
+    embedder_max_batch: int = RepositoryOptions.embedder_max_batch,
+    device: str = RepositoryOptions.device,
+    intra_op_threads: int = RepositoryOptions.intra_op_threads,
     num_users: int | None = None,
     num_items: int | None = None,
     feature_cache_instances: int = RepositoryOptions.feature_cache_instances,
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", required=True, type=Path, help="run folder of `larr train`")
     parser.add_argument("--out", required=True, type=Path, help="repository folder to write")
     parser.add_argument("--max-length", type=int, default=FULLTEXT_MAX_LENGTH, help="tokens per whole-scene text")
-    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:N]' for the embedder and ctr")
+    parser.add_argument("--device", default=RepositoryOptions.device, help="'cpu' or 'cuda[:N]' for the embedder and ctr")
     parser.add_argument("--num-users", type=int, help="user id range (default: from the run's dataset)")
     parser.add_argument("--num-items", type=int, help="item id range (default: from the run's dataset)")
     args = parser.parse_args(argv)
