@@ -18,9 +18,9 @@ Layout (tensor names and parameters from larr.contract; D = embedding size, K = 
 
 Every ``config.pbtxt`` is a ``tritonclient.grpc.model_config_pb2.ModelConfig`` written with
 ``google.protobuf.text_format``. The python models' ``model.py`` adapters are committed in the repo's
-``model_repository/`` (``larr.layout.COMMITTED_REPOSITORY_DIR``) and copied from there. ``embedder_version`` (the first 12 hex chars of the sha256
-of the exported embedder ONNX, external data included) keys the feature cache, so a new embedder never
-reads stale entries.
+``model_repository/`` (``larr.layout.COMMITTED_REPOSITORY_DIR``) and copied from there.
+``embedder_version`` (the first 12 hex chars of the sha256 of the exported embedder ONNX, external data
+included) keys the feature cache, so a new embedder never reads stale entries.
 """
 
 from __future__ import annotations
@@ -230,8 +230,8 @@ def ensemble_config(
     scene_step.output_map[SCENE_EMB] = SCENE_EMB
     scene_step.output_map[SCENE_IDS] = SCENE_IDS
     ctr_step = config.ensemble_scheduling.step.add(model_name=ctr_model, model_version=-1)
-    for name in (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS):
-        ctr_step.input_map[name] = name
+    for tensor in (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS):
+        ctr_step.input_map[tensor] = tensor
     ctr_step.output_map[CTR] = CTR
     _set_parameters(config, {
         PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
