@@ -9,11 +9,14 @@ STAMP  := .setup.stamp
 setup: $(STAMP)
 
 # torch first: `torch==2.13.0` takes the CPU wheel on this machine; a bare requirement would pull CUDA builds.
-# perf_analyzer (tritonclient 2.51 wheel) needs Debian's libb64-0d.
+# perf_analyzer (tritonclient 2.51 wheel) needs Debian's libb64-0d; the Redis tier's tests need redis-server.
 $(STAMP): pyproject.toml
 	@if ! ldconfig -p | grep -q libb64.so.0d; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libb64-0d; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq libb64-0d; fi; fi
+	@if ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; fi
 	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[train,serve,bench,test]"
 	@touch $(STAMP)

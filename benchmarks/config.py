@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from larr.serving.stores import DEFAULT_CACHE_CAPACITY
+
 TINY = "tiny"
 SMOLLM_135M = "smollm-135m"
 QWEN25_05B = "qwen2.5-0.5b"
@@ -110,7 +112,7 @@ class BenchConfig:
     zipf_exponent: float = field(default=1.1, metadata={"help": "P(rank r) ~ r^-s over each feature's seen texts"})
     warmup_requests: int = field(default=32, metadata={"help": "the same first W requests warm every variant"})
     fulltext_max_length: int = field(default=FULLTEXT_MAX_LENGTH, metadata={"help": "tokens of a whole-scene text, <emb> included"})
-    cache_capacity: int = 100_000
+    cache_capacity: int = DEFAULT_CACHE_CAPACITY
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     seed: int = 2024
     saturation_seconds: float = 6.0  # in-process embedder throughput, per LLM size

@@ -10,9 +10,10 @@ handles many requests per execute() and sends their texts to the embedder in one
     input_ids, attention_mask = scenes.tokenize(texts)         # (M, T) each
     results = scenes.results(parsed, embed(input_ids, attention_mask))   # per request: outputs or error
 
-Requests are validated exactly as the feature cache validates them (the same code), so both
-ensembles accept and refuse the same inputs. Outputs: ``SCENE_EMB`` (1, D) -- the full-text CTR head
-reads one scene embedding (K' = 1) -- and ``SCENE_IDS`` (K,), the scene features' field indices.
+Requests are validated exactly as the feature cache validates them (the same function,
+``larr.serving.feature_cache.parse_scene``), so both ensembles accept and refuse the same inputs.
+Outputs: ``SCENE_EMB`` (1, D) -- the full-text CTR head reads one scene embedding (K' = 1) -- and
+``SCENE_IDS`` (K,), the scene features' field indices.
 """
 
 from __future__ import annotations
@@ -24,19 +25,17 @@ import numpy as np
 
 from larr.contract import SCENE_VOCAB_FILE
 from larr.serving.errors import RequestError
-from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.feature_cache import Parsed, SceneVocab, parse_scene
 from larr.text import format_scene
 from larr.tokenization import EmbeddingTokenizer
-
-Parsed = list[str] | RequestError
 
 
 class FullTextScenes:
     """Whole-scene texts for the full-text baseline: validation, formatting, tokenisation, outputs."""
 
     def __init__(self, scene_features: Sequence[str], tokenizer: EmbeddingTokenizer, vocab: SceneVocab):
-        # A zero-capacity feature cache is used only for its request validation and scene vocabulary.
-        self._validator = SceneFeatureCache(scene_features, tokenizer, vocab, capacity=0, embedder_version="fulltext")
+        if tuple(vocab.features) != tuple(scene_features):
+            raise ValueError(f"scene vocab fields {vocab.features} differ from the schema {tuple(scene_features)}")
         self.scene_features = tuple(scene_features)
         self.tokenizer = tokenizer
         self.vocab = vocab
@@ -51,7 +50,7 @@ class FullTextScenes:
 
     def parse(self, raw: np.ndarray | Sequence) -> Parsed:
         """One request's ``SCENE_TEXT`` (K,) -> its texts, or the error to send back."""
-        return self._validator.parse(raw)
+        return parse_scene(raw, self.scene_features)
 
     def texts(self, parsed: Sequence[Parsed]) -> list[str]:
         """The whole-scene text of every valid request, in request order (errors skipped)."""

@@ -30,7 +30,6 @@ from larr.contract import (
     CTR_MODEL,
     EMBEDDER_MODEL,
     FEATURE_CACHE_MODEL,
-    PARAM_CACHE_CAPACITY,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_VERSION,
     PARAM_SCENE_FEATURES,
@@ -38,6 +37,7 @@ from larr.contract import (
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.runtime import load_runtime, model_parameters
+from larr.serving.stores import make_store
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
@@ -60,7 +60,7 @@ class InProcessPipeline:
         self.cache = SceneFeatureCache.from_directory(
             repository / FEATURE_CACHE_MODEL / VERSION,
             json.loads(params[PARAM_SCENE_FEATURES]),
-            int(params[PARAM_CACHE_CAPACITY]),
+            make_store(params),  # the store the server builds from the same config
             params[PARAM_EMBEDDER_VERSION],
         )
         self.max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])

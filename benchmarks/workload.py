@@ -31,6 +31,7 @@ import numpy as np
 
 from larr.contract import ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.lru import LRUStore
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
@@ -266,12 +267,12 @@ class CacheSimulator:
     ):
         self.features = tuple(features)
         empty_vocab = SceneVocab(self.features, tuple({} for _ in self.features))
-        self.cache = SceneFeatureCache(self.features, tokenizer, empty_vocab, capacity, embedder_version="simulation")
+        self.cache = SceneFeatureCache(self.features, tokenizer, empty_vocab, LRUStore(capacity), embedder_version="simulation")
         self.tokenizer = tokenizer
         self.fulltext_tokenizer = fulltext_tokenizer
 
     def run(self, requests: Sequence[BenchRequest]) -> CacheSimulation:
-        hits0, misses0 = self.cache.counters.hits, self.cache.counters.misses
+        before = self.cache.stats()
         miss_tokens = 0
         for request in requests:
             batch = self.cache.begin([self.cache.parse(list(request.scene))])
@@ -281,10 +282,11 @@ class CacheSimulator:
         scenes = [format_scene(self.features, r.scene) for r in requests]
         clip = self.cache.max_text_chars
         feature_texts = [format_scene_feature(f, t[:clip]) for r in requests for f, t in zip(self.features, r.scene)]
+        after = self.cache.stats()
         return CacheSimulation(
             requests=len(requests),
-            hits=self.cache.counters.hits - hits0,
-            misses=self.cache.counters.misses - misses0,
+            hits=after.hits - before.hits,
+            misses=after.misses - before.misses,
             miss_tokens=miss_tokens,
             fulltext_tokens=sum(len(ids) for ids in self.fulltext_tokenizer.token_ids(scenes)) if scenes else 0,
             cache_off_tokens=sum(len(ids) for ids in self.tokenizer.token_ids(feature_texts)) if feature_texts else 0,

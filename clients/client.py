@@ -28,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from larr.clients.errors import InvalidRequestError, LarrError, ServerError, server_error
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
+from larr.scene_request import SceneTextError, check_scene_text
 
 DEFAULT_URL = "127.0.0.1:8001"
 DEFAULT_TIMEOUT_S = 30.0
@@ -132,16 +133,11 @@ def _encode_scene(schema: SceneSchema, scene: Mapping[str, str]) -> np.ndarray:
         )
     texts = []
     for feature in schema.features:
-        text = scene[feature]
-        if not isinstance(text, str):
-            raise InvalidRequestError(f"scene feature {feature!r} must be a str, got {type(text).__name__}")
-        if not text.strip():
-            raise InvalidRequestError(f"scene feature {feature!r} is empty")
-        try:
-            texts.append(text.encode("utf-8"))
-        except UnicodeEncodeError as error:  # lone surrogates
-            raise InvalidRequestError(f"scene feature {feature!r} is not valid Unicode: {error}") from error
-    return np.array(texts, dtype=np.object_)
+        try:  # the server's own checks (larr.scene_request), so a request it would refuse never leaves
+            texts.append(check_scene_text(scene[feature], f"scene feature {feature!r}").encode("utf-8"))
+        except SceneTextError as error:
+            raise InvalidRequestError(str(error)) from error
+    return np.array(texts, dtype=np.object_)  # (K,) UTF-8 bytes
 
 
 def _encode_items(schema: SceneSchema, item_ids: Sequence[int]) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions
 from larr.layout import SERVABLE_VARIANTS
 from larr.serving.runtime import RUNTIMES
+from larr.serving.stores import StoreKind
 
 
 def configure_export_parser(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,11 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     )
     add("--variant", default=defaults.variant.value, choices=[v.value for v in SERVABLE_VARIANTS],
         help="which trained CTR model to serve")
+    add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
+        help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
+    add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
+        help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
     add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
     add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
     add("--feature-cache-instances", type=int, default=defaults.feature_cache_instances,
@@ -52,7 +57,8 @@ def run_export(args: argparse.Namespace) -> int:
             target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
-            feature_cache_instances=args.feature_cache_instances,
+            feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
+            cache_max_bytes=args.cache_max_bytes,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:

@@ -49,6 +49,7 @@ from larr.contract import (
     INPUT_IDS,
     ITEM_IDS,
     PARAM_CACHE_CAPACITY,
+    PARAM_CACHE_MAX_BYTES,
     PARAM_DEVICE,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
@@ -58,6 +59,7 @@ from larr.contract import (
     PARAM_MODEL_FILE,
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
+    PARAM_SCENE_STORE,
     SCENE_EMB,
     SCENE_IDS,
     SCENE_TEXT,
@@ -67,6 +69,7 @@ from larr.contract import (
 )
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.runtime import RUNTIMES, SERVING_META_FILE
+from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,15 @@ class RepositoryOptions:
         default=Variant.LARR,
         metadata={"help": f"which trained CTR model: one of {[v.value for v in SERVABLE_VARIANTS]} (a name is accepted)"},
     )
-    cache_capacity: int = field(default=100_000, metadata={"help": "feature cache LRU bound, in entries"})
+    scene_store: StoreKind = field(
+        default=StoreKind.LRU,
+        metadata={"help": f"where feature_cache keeps scene vectors: one of {[k.value for k in StoreKind]}"},
+    )
+    cache_capacity: int = field(default=DEFAULT_CACHE_CAPACITY, metadata={"help": "feature cache bound, in entries"})
+    cache_max_bytes: int = field(
+        default=DEFAULT_CACHE_MAX_BYTES,
+        metadata={"help": "feature cache bound, in bytes of cached texts (UTF-8) + vectors; 0 = no byte bound"},
+    )
     max_candidates: int = field(default=1000, metadata={"help": "most candidate items per request"})
     embedder_max_batch: int = field(default=64, metadata={"help": "embedder max_batch_size (texts per call)"})
     feature_cache_instances: int = field(
@@ -117,6 +128,7 @@ class RepositoryOptions:
     max_queue_delay_us: int = field(default=500, metadata={"help": "embedder dynamic batching delay"})
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         variant = Variant.parse(self.variant)
@@ -137,7 +149,7 @@ class RepositoryOptions:
         for name in ("max_candidates", "embedder_max_batch", "feature_cache_instances", "embedder_instances", "ctr_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("cache_capacity", "intra_op_threads", "max_queue_delay_us"):
+        for name in ("cache_capacity", "cache_max_bytes", "intra_op_threads", "max_queue_delay_us"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -250,7 +262,9 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
     config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
     _set_parameters(config, {
         PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
+        PARAM_SCENE_STORE: options.scene_store.value,
         PARAM_CACHE_CAPACITY: options.cache_capacity,
+        PARAM_CACHE_MAX_BYTES: options.cache_max_bytes,
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,

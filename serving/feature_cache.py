@@ -4,34 +4,48 @@ One ``execute()`` of the Triton model handles many requests, each carrying K sce
 turns them into ``SCENE_EMB`` (K, D) and ``SCENE_IDS`` (K,) per request in three phases, so that the
 adapter can send **one** embedder call for the misses of *all* requests::
 
+    cache = SceneFeatureCache.from_directory(version_dir, features, make_store(params), embedder_version)
     batch = cache.begin([cache.parse(texts) for texts in requests])   # parse errors stay per request
     if batch.missing:
         input_ids, attention_mask = cache.tokenize(batch.missing)       # (M, T) each
         cache.complete(batch, embed(input_ids, attention_mask))          # (M, D) from the embedder
     results = batch.results()                                            # per request: outputs or error
 
-Keys are ``(embedder_version, feature index, text)``: a new embedder never reads stale vectors. Texts
-are clipped to what the tokenizer can use before keying, so a 100,000-character text costs one entry
-of bounded size and embeds exactly like its tokenizer-truncated prefix (documented behaviour: long
-texts are truncated to the tokenizer limit, not rejected).
+Where the vectors live is the injected :class:`~larr.serving.store.SceneStore` (one ``get_many`` per
+execute for the batch's distinct keys, one ``put_many`` for what the embedder computed). Keys come
+from :func:`~larr.serving.store.scene_key`: ``(embedder_version, feature index, clipped text)``, so a
+new embedder never reads stale vectors, and a 100,000-character text costs one entry of bounded size
+and embeds exactly like its tokenizer-truncated prefix (documented behaviour: long texts are
+truncated to the tokenizer limit, not rejected). Validation is larr.scene_request's, shared with the
+client and the full-text baseline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from larr.contract import SCENE_VOCAB_FILE
+from larr.scene_request import SceneTextError, parse_scene_text
 from larr.serving.errors import RequestError
-from larr.serving.lru import CacheCounters, LRUCache
+from larr.serving.store import SceneKey, SceneStore, StoreStats, scene_key
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
-Key = tuple[str, int, str]
+Parsed = list[str] | RequestError  # one request's K texts, or the error to answer it with
+
+
+def parse_scene(raw: np.ndarray | Sequence, scene_features: Sequence[str]) -> Parsed:
+    """One request's ``SCENE_TEXT`` (K,) BYTES -> its texts, or the RequestError to send back."""
+    try:
+        return parse_scene_text(raw, scene_features)
+    except SceneTextError as error:
+        return RequestError(str(error))
 
 
 @dataclass(frozen=True)
@@ -56,37 +70,53 @@ class SceneVocab:
 
 @dataclass
 class CacheBatch:
-    """The lookups of one ``execute()``: per request either its texts and vectors, or its error."""
+    """The lookups of one ``execute()``: per request either its keys and scene ids, or its error.
 
-    requests: list[list[str] | RequestError]
-    vectors: list[list[np.ndarray | None] | None]
-    missing: list[str] = field(default_factory=list)  # distinct embedder input texts to compute
-    _missing_keys: list[Key] = field(default_factory=list)
-    _missing_slots: list[list[tuple[int, int]]] = field(default_factory=list)  # (request, feature) per miss
-    scene_ids: list[np.ndarray | None] = field(default_factory=list)
+    Built by :meth:`SceneFeatureCache.begin`; ``missing`` / ``missing_keys`` are the distinct keys no
+    store had, in the order the embedder must see them.
+    """
+
+    requests: list[Parsed]
+    keys: list[list[SceneKey] | None]  # per request: (K,) keys; None for an error
+    scene_ids: list[np.ndarray | None]  # per request: (K,) int64 field indices; None for an error
+    vectors: dict[SceneKey, np.ndarray | None]  # per distinct key: (D,) float32, None until computed
+    missing: list[str]  # (M,) embedder input texts (feature-tagged), one per missing key
+    missing_keys: list[SceneKey]  # (M,)
+
+    def fill(self, embeddings: np.ndarray) -> None:
+        """Take the embedder's (M, D) rows for ``missing_keys``."""
+        if embeddings.ndim != 2 or len(embeddings) != len(self.missing_keys):
+            raise RuntimeError(f"embedder returned {embeddings.shape} for {len(self.missing_keys)} texts")
+        for key, row in zip(self.missing_keys, embeddings):
+            self.vectors[key] = row
+
+    def fail(self, error: RequestError) -> None:
+        """Every request still valid fails with ``error`` (the embedder call they all waited on failed)."""
+        self.requests = [p if isinstance(p, RequestError) else error for p in self.requests]
 
     def results(self) -> list[tuple[np.ndarray, np.ndarray] | RequestError]:
         """Per request: ``(SCENE_EMB (K, D) float32, SCENE_IDS (K,) int64)`` or its RequestError."""
         out: list[tuple[np.ndarray, np.ndarray] | RequestError] = []
-        for parsed, vectors, ids in zip(self.requests, self.vectors, self.scene_ids):
+        for parsed, keys, ids in zip(self.requests, self.keys, self.scene_ids):
             if isinstance(parsed, RequestError):
                 out.append(parsed)
-            elif any(v is None for v in vectors):
+                continue
+            vectors = [self.vectors[key] for key in keys]
+            if any(v is None for v in vectors):
                 raise RuntimeError("CacheBatch.results() before complete(): some embeddings are missing")
-            else:
-                out.append((np.stack(vectors).astype(np.float32, copy=False), ids))
+            out.append((np.stack(vectors).astype(np.float32, copy=False), ids))  # (K, D)
         return out
 
 
 class SceneFeatureCache:
-    """Bounded LRU of per-feature scene embeddings plus the request validation in front of it."""
+    """Request validation, keys and tokenisation in front of a :class:`SceneStore` of scene embeddings."""
 
     def __init__(
         self,
         scene_features: Sequence[str],
         tokenizer: EmbeddingTokenizer,
         vocab: SceneVocab,
-        capacity: int,
+        store: SceneStore,
         embedder_version: str,
     ):
         if tuple(vocab.features) != tuple(scene_features):
@@ -94,90 +124,71 @@ class SceneFeatureCache:
         self.scene_features = tuple(scene_features)
         self.tokenizer = tokenizer
         self.vocab = vocab
+        self.store = store
         self.embedder_version = embedder_version
-        self.lru: LRUCache[np.ndarray] = LRUCache(capacity)
         # characters the tokenizer can possibly use (see larr.tokenization); longer texts are clipped
         self.max_text_chars = tokenizer.max_text_chars
+        # lookups served by another request's lookup in the same execute (the store saw the key once)
+        self._batch_repeats = 0
 
     @classmethod
-    def from_directory(cls, directory: Path, scene_features: Sequence[str], capacity: int, embedder_version: str):
+    def from_directory(
+        cls, directory: Path, scene_features: Sequence[str], store: SceneStore, embedder_version: str
+    ) -> SceneFeatureCache:
         directory = Path(directory)
         return cls(
             scene_features,
             EmbeddingTokenizer.from_directory(directory),
             SceneVocab.load(directory / SCENE_VOCAB_FILE),
-            capacity,
+            store,
             embedder_version,
         )
 
-    @property
-    def counters(self) -> CacheCounters:
-        return self.lru.counters
-
-    def __len__(self) -> int:
-        return len(self.lru)
+    def stats(self) -> StoreStats:
+        """The store's counters, with repeats inside one execute counted as hits (served without the
+        embedder, by the batch's one computation or lookup) -- what the metrics report."""
+        stats = self.store.stats()
+        return dataclasses.replace(stats, hits=stats.hits + self._batch_repeats)
 
     # ------------------------------------------------------------------------------------------- phases
 
-    def parse(self, raw: np.ndarray | Sequence) -> list[str] | RequestError:
+    def parse(self, raw: np.ndarray | Sequence) -> Parsed:
         """Validate one request's ``SCENE_TEXT`` (K,) BYTES; returns its texts or the error to send back."""
-        values = np.asarray(raw, dtype=object).reshape(-1)
-        expected = len(self.scene_features)
-        if len(values) != expected:
-            names = ", ".join(self.scene_features)
-            return RequestError(f"SCENE_TEXT has {len(values)} texts; the scene schema has {expected}: {names}")
-        texts = []
-        for k, value in enumerate(values):
-            feature = self.scene_features[k]
-            if isinstance(value, (bytes, np.bytes_)):
-                try:
-                    value = bytes(value).decode("utf-8")
-                except UnicodeDecodeError as err:
-                    return RequestError(f"SCENE_TEXT[{k}] ({feature}) is not valid UTF-8: {err.reason} at byte {err.start}")
-            if not isinstance(value, str):
-                return RequestError(f"SCENE_TEXT[{k}] ({feature}) must be a UTF-8 string, got {type(value).__name__}")
-            if not value.strip():
-                return RequestError(f"SCENE_TEXT[{k}] ({feature}) is empty; every scene feature needs a text")
-            texts.append(value)
-        return texts
+        return parse_scene(raw, self.scene_features)
 
-    def begin(self, parsed: Sequence[list[str] | RequestError]) -> CacheBatch:
-        """Look every (feature, text) up; misses are collected once across all requests."""
-        batch = CacheBatch(requests=list(parsed), vectors=[])
-        pending: dict[Key, int] = {}
-        for r, texts in enumerate(batch.requests):
+    def begin(self, parsed: Sequence[Parsed]) -> CacheBatch:
+        """Look the distinct keys of all requests up in one ``get_many``; misses are collected once."""
+        requests = list(parsed)
+        keys: list[list[SceneKey] | None] = []
+        scene_ids: list[np.ndarray | None] = []
+        distinct: dict[SceneKey, None] = {}  # first-seen order: the order of the lookups and of the embedder rows
+        lookups = 0
+        for texts in requests:
             if isinstance(texts, RequestError):
-                batch.vectors.append(None)
-                batch.scene_ids.append(None)
+                keys.append(None)
+                scene_ids.append(None)
                 continue
-            vectors: list[np.ndarray | None] = []
-            for k, text in enumerate(texts):
-                key = (self.embedder_version, k, text[: self.max_text_chars])
-                if key in pending:  # a miss already being computed for this batch: served by that computation
-                    self.lru.counters.hits += 1
-                    batch._missing_slots[pending[key]].append((r, k))
-                    vectors.append(None)
-                    continue
-                vector = self.lru.get(key)
-                if vector is None:
-                    pending[key] = len(batch.missing)
-                    batch.missing.append(format_scene_feature(self.scene_features[k], key[2]))
-                    batch._missing_keys.append(key)
-                    batch._missing_slots.append([(r, k)])
-                vectors.append(vector)
-            batch.vectors.append(vectors)
-            batch.scene_ids.append(self.vocab.ids(texts))
-        return batch
+            request_keys = [scene_key(self.embedder_version, k, text, self.max_text_chars) for k, text in enumerate(texts)]
+            distinct.update(dict.fromkeys(request_keys))
+            lookups += len(request_keys)
+            keys.append(request_keys)
+            scene_ids.append(self.vocab.ids(texts))  # (K,)
+        vectors = dict(zip(distinct, self.store.get_many(list(distinct))))
+        self._batch_repeats += lookups - len(distinct)
+        missing_keys = [key for key, vector in vectors.items() if vector is None]
+        return CacheBatch(
+            requests=requests,
+            keys=keys,
+            scene_ids=scene_ids,
+            vectors=vectors,
+            missing=[format_scene_feature(self.scene_features[key.feature], key.text) for key in missing_keys],
+            missing_keys=missing_keys,
+        )
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         return self.tokenizer(texts)  # (M, T) int64 each
 
     def complete(self, batch: CacheBatch, embeddings: np.ndarray) -> None:
-        """Store the embedder's (M, D) rows for ``batch.missing`` and fill the waiting slots."""
-        if embeddings.ndim != 2 or len(embeddings) != len(batch.missing):
-            raise RuntimeError(f"embedder returned {embeddings.shape} for {len(batch.missing)} texts")
-        for row, (key, slots) in enumerate(zip(batch._missing_keys, batch._missing_slots)):
-            vector = np.array(embeddings[row], dtype=np.float32)  # a copy: the cache must not pin the batch
-            self.lru.put(key, vector)
-            for r, k in slots:
-                batch.vectors[r][k] = vector
+        """Write the embedder's (M, D) rows for ``batch.missing`` through to the store and into the batch."""
+        batch.fill(embeddings)  # checks the shape before the store sees anything
+        self.store.put_many(batch.missing_keys, embeddings)

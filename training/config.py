@@ -10,6 +10,7 @@ import enum
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import yaml
@@ -180,6 +181,8 @@ def to_dict(config) -> dict:
             return [convert(v) for v in value]
         if isinstance(value, dict):
             return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, Enum):  # e.g. BackboneKind: YAML (safe_dump) takes only the plain value
+            return value.value
         return value
 
     return convert(dataclasses.asdict(config))

@@ -1,12 +1,16 @@
 """The ID part of LARR's stage-3 CTR model: field embeddings (+ dense features) → DCN-V2 / DeepFM / DNN → logit.
 
+One class per architecture (:class:`DCNv2Backbone`, :class:`DeepFMBackbone`, :class:`DNNBackbone`), built from
+small arch modules (:class:`FieldEmbedding`, :class:`MLP`, :class:`CrossNetV2`, :class:`FactorizationMachine`);
+:func:`build_backbone` picks the class for ``BackboneConfig.kind``.
+
 Alone it is the ID-only baseline; LARR feeds the item's LLM text embedding and the aligned scene vector in as
 ``dense`` features, concatenated to the flattened field embeddings before the cross/deep towers.
 
-    from larr.models.backbone import BackboneConfig, CTRBackbone, FieldVocab
+    from larr.models.backbone import BackboneConfig, FieldVocab, build_backbone
 
     vocab = FieldVocab(["user", "item", "weather"]).fit(train_columns)         # 0 = unseen value
-    model = CTRBackbone(vocab.sizes, dense_dim=0, config=BackboneConfig(kind="dcnv2", embedding_l2=0.05))
+    model = build_backbone(vocab.sizes, dense_dim=0, config=BackboneConfig(kind="dcnv2", embedding_l2=0.05))
     logits = model(torch.from_numpy(vocab.transform(batch_columns)), None)   # (B,)
     loss = F.binary_cross_entropy_with_logits(logits, labels) + model.regularization()
 
@@ -34,19 +38,43 @@ Recipe that reproduces BARS Frappe_x1 with the ID-only backbone (10 categorical 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-KINDS = ("dcnv2", "deepfm", "dnn")
+
+class BackboneKind(str, Enum):
+    """The CTR architecture of a :class:`BackboneConfig`; configs (YAML, ``ctr.json``) spell it by value.
+
+    * ``dcnv2`` — DCN-V2, parallel: full-rank cross network ‖ MLP → linear head (:class:`DCNv2Backbone`);
+    * ``deepfm`` — first-order weights + FM pairwise term + MLP (:class:`DeepFMBackbone`);
+    * ``dnn`` — MLP only (:class:`DNNBackbone`).
+
+    A ``str`` subclass, so ``BackboneKind.DNN == "dnn"`` and JSON writes the plain value.
+    """
+
+    DCNV2 = "dcnv2"
+    DEEPFM = "deepfm"
+    DNN = "dnn"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+KINDS = tuple(k.value for k in BackboneKind)
 L2_SCOPES = ("table", "batch")
 
 
 @dataclass
 class BackboneConfig:
-    kind: str = field(default="dcnv2", metadata={"help": "CTR architecture: 'dcnv2' | 'deepfm' | 'dnn'"})
+    kind: BackboneKind = field(
+        default=BackboneKind.DCNV2,
+        metadata={"help": "CTR architecture: 'dcnv2' | 'deepfm' | 'dnn' (a BackboneKind; YAML gives the string)"},
+    )
     embedding_dim: int = field(default=16, metadata={"help": "size of every field's embedding"})
     cross_layers: int = field(default=3, metadata={"help": "dcnv2: number of full-rank cross layers"})
     mlp_hidden: tuple[int, ...] = field(
@@ -68,17 +96,19 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)  # YAML/JSON give lists
-        if self.kind not in KINDS:
-            raise ValueError(f"BackboneConfig.kind must be one of {KINDS}, got '{self.kind}'")
+        try:
+            self.kind = BackboneKind(self.kind)  # YAML/JSON give the string
+        except ValueError:
+            raise ValueError(f"BackboneConfig.kind must be one of {KINDS}, got '{self.kind}'") from None
         if self.embedding_dim < 1:
             raise ValueError(f"BackboneConfig.embedding_dim must be >= 1, got {self.embedding_dim}")
         if self.cross_layers < 0:
             raise ValueError(f"BackboneConfig.cross_layers must be >= 0, got {self.cross_layers}")
         if any(h < 1 for h in self.mlp_hidden):
             raise ValueError(f"BackboneConfig.mlp_hidden sizes must be >= 1, got {self.mlp_hidden}")
-        if self.kind == "dnn" and not self.mlp_hidden:
+        if self.kind is BackboneKind.DNN and not self.mlp_hidden:
             raise ValueError("BackboneConfig.kind='dnn' needs a non-empty mlp_hidden")
-        if self.kind == "dcnv2" and not self.mlp_hidden and self.cross_layers == 0:
+        if self.kind is BackboneKind.DCNV2 and not self.mlp_hidden and self.cross_layers == 0:
             raise ValueError("BackboneConfig.kind='dcnv2' needs cross_layers > 0 or a non-empty mlp_hidden")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"BackboneConfig.dropout must be in [0, 1), got {self.dropout}")
@@ -105,7 +135,7 @@ class FieldVocab:
     """Maps raw categorical values (str or int) of each field to indices ``1..n``; 0 is every unseen value.
 
     ``fit`` on the train split, ``transform`` any split; ``sizes`` (``n + 1`` per field) are the
-    ``field_vocab_sizes`` of :class:`CTRBackbone`. Values within a field are indexed in sorted order
+    ``field_vocab_sizes`` of :func:`build_backbone`. Values within a field are indexed in sorted order
     (ints before strings), so the vocabulary does not depend on the row order of the data.
     """
 
@@ -222,25 +252,75 @@ class FieldVocab:
         return f"FieldVocab(fields={self.field_names}, sizes={sizes})"
 
 
-# --------------------------------------------------------------------------------------------- model
+# --------------------------------------------------------------------------------------------- arch modules
 
 
-def _mlp(input_dim: int, hidden: Sequence[int], dropout: float, batch_norm: bool) -> nn.Sequential:
-    """Linear → [BatchNorm1d] → ReLU → [Dropout] per hidden size (FuxiCTR's MLP block)."""
-    layers: list[nn.Module] = []
-    for size in hidden:
-        layers.append(nn.Linear(input_dim, size))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(size))
-        layers.append(nn.ReLU())
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        input_dim = size
-    return nn.Sequential(*layers)
+class FieldEmbedding(nn.Module):
+    """All ``F`` fields' embeddings in one table, so a batch is one gather: (B, F) indices → (B, F, E).
+
+    Field ``f`` owns rows ``[offset_f, offset_f + size_f)``; :meth:`rows` maps per-field indices to table rows
+    and ``forward`` looks rows up. Its only state is ``weight`` (the ``offsets``/``sizes`` buffers are not
+    saved), so a backbone's ``embedding.weight`` key is the same as an ``nn.Embedding``'s.
+
+    Example::
+
+        emb = FieldEmbedding([6, 9, 4], dim=8)
+        rows = emb.rows(torch.tensor([[1, 0, 3]]))  # (1, 3): [[1, 6, 18]]
+        vectors = emb(rows)  # (1, 3, 8)
+    """
+
+    def __init__(self, field_vocab_sizes: Sequence[int], dim: int):
+        super().__init__()
+        sizes = [int(s) for s in field_vocab_sizes]
+        self.register_buffer("offsets", torch.tensor([0, *np.cumsum(sizes)[:-1]], dtype=torch.long), persistent=False)
+        self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.long), persistent=False)
+        self.weight = nn.Parameter(torch.empty(sum(sizes), dim))
+        nn.init.normal_(self.weight, std=1e-4)
+
+    def rows(self, sparse: torch.Tensor) -> torch.Tensor:
+        """(B, F) per-field indices → (B, F) int64 table rows; an index outside its field reads the field's row 0."""
+        sparse = sparse.long()
+        # An exported graph cannot raise on bad ids (Backbone checks them only in eager mode): send them to the
+        # unseen row rather than let them read another field's rows.
+        sparse = torch.where((sparse >= 0) & (sparse < self.sizes), sparse, torch.zeros_like(sparse))
+        return sparse + self.offsets
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """(...) table rows from :meth:`rows` → (..., E)."""
+        return F.embedding(rows, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"fields={self.sizes.numel()}, rows={self.weight.shape[0]}, dim={self.weight.shape[1]}"
+
+
+class MLP(nn.Sequential):
+    """FuxiCTR's deep tower: Linear → [BatchNorm1d] → ReLU → [Dropout] per hidden size; (B, D) → (B, hidden[-1]).
+
+    Example::
+
+        MLP(12, (16, 8), dropout=0.1, batch_norm=True)(torch.randn(4, 12))  # (4, 8)
+    """
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], dropout: float, batch_norm: bool):
+        layers: list[nn.Module] = []
+        for size in hidden:
+            layers.append(nn.Linear(input_dim, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            input_dim = size
+        super().__init__(*layers)
 
 
 class CrossNetV2(nn.Module):
-    """DCN-V2 full-rank cross network: ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l``; (B, D) → (B, D)."""
+    """DCN-V2 full-rank cross network: ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l``; (B, D) → (B, D).
+
+    Example::
+
+        CrossNetV2(12, num_layers=3)(torch.randn(4, 12))  # (4, 12)
+    """
 
     def __init__(self, dim: int, num_layers: int):
         super().__init__()
@@ -253,21 +333,46 @@ class CrossNetV2(nn.Module):
         return x
 
 
-class CTRBackbone(nn.Module):
-    """ID-based CTR model over ``F`` categorical fields plus optional dense features.
+class FactorizationMachine(nn.Module):
+    """The FM's pairwise term ``sum_{i<j} <e_i, e_j>`` over the fields, in O(F·E); (B, F, E) → (B,).
+
+    Example::
+
+        FactorizationMachine()(torch.randn(4, 3, 8))  # (4,)
+    """
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        square_of_sum = emb.sum(dim=1).pow(2)  # (B, E)
+        sum_of_squares = emb.pow(2).sum(dim=1)  # (B, E)
+        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+
+
+# --------------------------------------------------------------------------------------------- backbones
+
+
+class Backbone(nn.Module):
+    """What every architecture shares: the field embedding, the dense input, input checks, init and the L2 term.
+
+    Subclasses (one per :class:`BackboneKind`) add their towers and ``forward``; build one with
+    :func:`build_backbone`. Every tower reads ``x`` = flattened field embeddings ‖ dense features,
+    (B, F*E + dense_dim), which :meth:`features` returns with the embeddings (B, F, E) and table rows (B, F).
 
     Args:
         field_vocab_sizes: rows of each field's embedding table (row 0 = out-of-vocabulary), e.g.
             :attr:`FieldVocab.sizes`.
         dense_dim: width of the dense input (0: none), e.g. an LLM embedding.
-        config: the architecture, see :class:`BackboneConfig`.
+        config: the architecture; its ``kind`` must be the subclass's.
     """
+
+    kind: ClassVar[BackboneKind]
 
     def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
         super().__init__()
         sizes = [int(s) for s in field_vocab_sizes]
+        if config.kind is not self.kind:
+            raise ValueError(f"{type(self).__name__} builds kind '{self.kind}', got a config of kind '{config.kind}'")
         if not sizes:
-            raise ValueError("CTRBackbone needs at least one field")
+            raise ValueError(f"{type(self).__name__} needs at least one field")
         if any(s < 1 for s in sizes):
             raise ValueError(f"every field vocabulary needs >= 1 row (row 0 = unseen), got {sizes}")
         if dense_dim < 0:
@@ -276,45 +381,27 @@ class CTRBackbone(nn.Module):
         self.field_vocab_sizes = sizes
         self.num_fields = len(sizes)
         self.dense_dim = int(dense_dim)
-        d = config.embedding_dim
-
-        # One table for all fields (one gather per batch); field f owns rows [offset_f, offset_f + size_f).
-        self.register_buffer("offsets", torch.tensor([0, *np.cumsum(sizes)[:-1]], dtype=torch.long), persistent=False)
-        self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.long), persistent=False)
-        self.embedding = nn.Embedding(sum(sizes), d)
-        input_dim = self.num_fields * d + self.dense_dim  # (B, F*d + dense_dim) feeds both towers
-
-        self.cross: CrossNetV2 | None = None
-        self.first_order: nn.Embedding | None = None
-        self.dense_linear: nn.Linear | None = None
-        self.deep = _mlp(input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
-        deep_out = config.mlp_hidden[-1] if config.mlp_hidden else 0
-        if config.kind == "dcnv2":
-            self.cross = CrossNetV2(input_dim, config.cross_layers)
-            head_in = (input_dim if config.cross_layers > 0 else 0) + deep_out
-        elif config.kind == "deepfm":
-            self.first_order = nn.Embedding(sum(sizes), 1)  # the FM's per-value weights w_i (bias: in self.head)
-            if self.dense_dim:
-                self.dense_linear = nn.Linear(self.dense_dim, 1, bias=False)
-            head_in = deep_out
-        else:
-            head_in = deep_out
-        self.head = nn.Linear(head_in, 1) if head_in else None
-        if self.head is None:  # deepfm without a deep tower is a plain FM: it still needs the global bias
-            self.bias = nn.Parameter(torch.zeros(1))
+        self.input_dim = self.num_fields * config.embedding_dim + self.dense_dim
+        self.embedding = FieldEmbedding(sizes, config.embedding_dim)
         self._last_rows: torch.Tensor | None = None
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # FuxiCTR's initialisation: tiny embeddings (the towers start near-linear), Xavier-normal Linear layers.
-        nn.init.normal_(self.embedding.weight, std=1e-4)
-        if self.first_order is not None:
-            nn.init.normal_(self.first_order.weight, std=1e-4)
+        """FuxiCTR's initialisation: tiny embeddings (the towers start near-linear), Xavier-normal Linear layers.
+
+        Subclasses call it last in ``__init__``; it draws in table order, then in Linear registration order,
+        which is what makes a seed give the weights of checkpoints saved before the per-kind classes.
+        """
+        for table in self.embedding_tables():
+            nn.init.normal_(table.weight, std=1e-4)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+    def embedding_tables(self) -> list[nn.Module]:
+        """The tables :meth:`regularization` covers, each with a ``weight`` laid out like :attr:`embedding`'s."""
+        return [self.embedding]
 
     def _check_inputs(self, sparse: torch.Tensor, dense: torch.Tensor | None) -> None:
         if torch.jit.is_tracing():  # ONNX export: the graph cannot raise, and reading shapes here would warn
@@ -335,7 +422,7 @@ class CTRBackbone(nn.Module):
         elif dense is not None and dense.numel() != 0:
             raise ValueError(f"this backbone has dense_dim=0 but got dense of shape {tuple(dense.shape)}")
         if sparse.numel():
-            bad = (sparse < 0) | (sparse >= self.sizes)
+            bad = (sparse < 0) | (sparse >= self.embedding.sizes)
             if bool(bad.any()):
                 row, col = (int(i) for i in bad.nonzero()[0])
                 raise ValueError(
@@ -343,53 +430,32 @@ class CTRBackbone(nn.Module):
                     f"[0, {self.field_vocab_sizes[col]}) (use 0 for unseen values)"
                 )
 
+    def features(
+        self, sparse: torch.Tensor, dense: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Checked inputs → table rows (B, F), embeddings (B, F, E) and the towers' input x (B, F*E + dense_dim)."""
+        self._check_inputs(sparse, dense)
+        rows = self.embedding.rows(sparse)  # (B, F)
+        if self.training:
+            self._last_rows = rows
+        emb = self.embedding(rows)  # (B, F, E)
+        x = emb.flatten(start_dim=1)  # (B, F*E)
+        if self.dense_dim:
+            x = torch.cat([x, dense.to(x.dtype)], dim=1)  # (B, F*E + dense_dim)
+        return rows, emb, x
+
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
         """Score a batch.
 
         Args:
             sparse: (B, F) int64 per-field indices, 0 = the field's out-of-vocabulary row.
             dense: (B, dense_dim) float features concatenated to the flattened field embeddings before the
-                cross/deep towers; ``None`` when ``dense_dim == 0``.
+                towers; ``None`` when ``dense_dim == 0``.
 
         Returns:
             (B,) logits.
         """
-        self._check_inputs(sparse, dense)
-        sparse = sparse.long()
-        # An exported graph skips the checks above: map out-of-range ids to the unseen row there, rather than
-        # letting them read another field's rows.
-        sparse = torch.where((sparse >= 0) & (sparse < self.sizes), sparse, torch.zeros_like(sparse))
-        rows = sparse + self.offsets  # (B, F) rows of the shared table
-        if self.training:
-            self._last_rows = rows
-        emb = self.embedding(rows)  # (B, F, d)
-        x = emb.flatten(start_dim=1)  # (B, F*d)
-        if self.dense_dim:
-            x = torch.cat([x, dense.to(x.dtype)], dim=1)  # (B, F*d + dense_dim)
-
-        kind = self.config.kind
-        if kind == "dcnv2":
-            parts = []
-            if self.config.cross_layers > 0:
-                parts.append(self.cross(x))  # (B, input_dim)
-            if self.config.mlp_hidden:
-                parts.append(self.deep(x))  # (B, H)
-            return self.head(torch.cat(parts, dim=1)).squeeze(1)
-        if kind == "deepfm":
-            # FM: sum_i w_i + 1/2 * sum_d ((sum_i e_id)^2 - sum_i e_id^2) over the F fields
-            logit = self.first_order(rows).sum(dim=(1, 2))  # (B,)
-            square_of_sum = emb.sum(dim=1).pow(2)  # (B, d)
-            sum_of_squares = emb.pow(2).sum(dim=1)  # (B, d)
-            logit = logit + 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
-            if self.dense_linear is not None:
-                logit = logit + self.dense_linear(x[:, -self.dense_dim :]).squeeze(1)
-            if self.head is not None:
-                return logit + self.head(self.deep(x)).squeeze(1)
-            return logit + self.bias
-        return self.head(self.deep(x)).squeeze(1)
-
-    def embedding_tables(self) -> list[nn.Embedding]:
-        return [t for t in (self.embedding, self.first_order) if t is not None]
+        raise NotImplementedError
 
     def regularization(self) -> torch.Tensor:
         """``embedding_l2 / 2 * sum of squared embedding weights`` (scalar); 0 when ``embedding_l2 == 0``.
@@ -411,7 +477,132 @@ class CTRBackbone(nn.Module):
         return 0.5 * lam * total
 
     def extra_repr(self) -> str:
-        return f"kind={self.config.kind}, fields={self.num_fields}, dense_dim={self.dense_dim}"
+        return f"kind={self.kind}, fields={self.num_fields}, dense_dim={self.dense_dim}"
 
 
-__all__ = ["BackboneConfig", "CTRBackbone", "CrossNetV2", "FieldVocab", "KINDS"]
+class DNNBackbone(Backbone):
+    """Plain deep model: x (B, F*E + dense_dim) → MLP (B, H) → Linear → (B,) logits.
+
+    Example::
+
+        config = BackboneConfig(kind="dnn", embedding_dim=4, mlp_hidden=(16, 8))
+        model = DNNBackbone([6, 9, 4], dense_dim=0, config=config)
+        model(torch.tensor([[1, 0, 3], [5, 8, 0]]))  # (2,)
+    """
+
+    kind = BackboneKind.DNN
+
+    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
+        super().__init__(field_vocab_sizes, dense_dim, config)
+        self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
+        self.head = nn.Linear(config.mlp_hidden[-1], 1)
+        self.reset_parameters()
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        _, _, x = self.features(sparse, dense)
+        return self.head(self.deep(x)).squeeze(1)  # (B,)
+
+
+class DCNv2Backbone(Backbone):
+    """DCN-V2, parallel form: [cross net (B, D) ‖ MLP (B, H)] → Linear → (B,) logits, D = F*E + dense_dim.
+
+    Either tower may be absent (``cross_layers=0`` or ``mlp_hidden=()``), not both.
+
+    Example::
+
+        config = BackboneConfig(kind="dcnv2", embedding_dim=4, cross_layers=2, mlp_hidden=(16,))
+        model = DCNv2Backbone([6, 9, 4], dense_dim=5, config=config)
+        model(torch.tensor([[1, 0, 3], [5, 8, 0]]), torch.randn(2, 5))  # (2,)
+    """
+
+    kind = BackboneKind.DCNV2
+
+    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
+        super().__init__(field_vocab_sizes, dense_dim, config)
+        # deep is registered before cross: reset_parameters draws in registration order
+        self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
+        self.cross = CrossNetV2(self.input_dim, config.cross_layers) if config.cross_layers else None
+        head_in = (self.input_dim if self.cross is not None else 0) + (config.mlp_hidden[-1] if self.deep is not None else 0)
+        self.head = nn.Linear(head_in, 1)
+        self.reset_parameters()
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        _, _, x = self.features(sparse, dense)
+        parts = []
+        if self.cross is not None:
+            parts.append(self.cross(x))  # (B, D)
+        if self.deep is not None:
+            parts.append(self.deep(x))  # (B, H)
+        return self.head(torch.cat(parts, dim=1)).squeeze(1)  # (B,)
+
+
+class DeepFMBackbone(Backbone):
+    """DeepFM: first-order weights + FM pairwise term (B, F, E) → (B,), plus the MLP on x → (B,) logits.
+
+    ``first_order`` holds the FM's per-value weights ``w_i``, laid out like :attr:`embedding`; dense features
+    enter the linear part through ``dense_linear`` and the MLP through x. Without ``mlp_hidden`` it is a plain FM
+    with a global ``bias``.
+
+    Example::
+
+        config = BackboneConfig(kind="deepfm", embedding_dim=4, mlp_hidden=(16,))
+        model = DeepFMBackbone([6, 9, 4], dense_dim=0, config=config)
+        model(torch.tensor([[1, 0, 3], [5, 8, 0]]))  # (2,)
+    """
+
+    kind = BackboneKind.DEEPFM
+
+    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
+        super().__init__(field_vocab_sizes, dense_dim, config)
+        self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
+        self.first_order = nn.Embedding(self.embedding.weight.shape[0], 1)
+        self.fm = FactorizationMachine()
+        self.dense_linear = nn.Linear(self.dense_dim, 1, bias=False) if self.dense_dim else None
+        if self.deep is not None:
+            self.head = nn.Linear(config.mlp_hidden[-1], 1)  # its bias is the model's global bias
+        else:
+            self.bias = nn.Parameter(torch.zeros(1))
+        self.reset_parameters()
+
+    def embedding_tables(self) -> list[nn.Module]:
+        return [self.embedding, self.first_order]
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        rows, emb, x = self.features(sparse, dense)
+        logit = self.first_order(rows).sum(dim=(1, 2))  # (B,)
+        logit = logit + self.fm(emb)
+        if self.dense_linear is not None:
+            logit = logit + self.dense_linear(x[:, -self.dense_dim :]).squeeze(1)
+        if self.deep is not None:
+            return logit + self.head(self.deep(x)).squeeze(1)
+        return logit + self.bias
+
+
+BACKBONES: dict[BackboneKind, type[Backbone]] = {
+    BackboneKind.DCNV2: DCNv2Backbone,
+    BackboneKind.DEEPFM: DeepFMBackbone,
+    BackboneKind.DNN: DNNBackbone,
+}
+
+
+def build_backbone(field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig) -> Backbone:
+    """The :class:`Backbone` subclass for ``config.kind``, e.g. ``build_backbone(vocab.sizes, 0, config)``."""
+    return BACKBONES[config.kind](field_vocab_sizes, dense_dim, config)
+
+
+__all__ = [
+    "BACKBONES",
+    "KINDS",
+    "Backbone",
+    "BackboneConfig",
+    "BackboneKind",
+    "CrossNetV2",
+    "DCNv2Backbone",
+    "DNNBackbone",
+    "DeepFMBackbone",
+    "FactorizationMachine",
+    "FieldEmbedding",
+    "FieldVocab",
+    "MLP",
+    "build_backbone",
+]

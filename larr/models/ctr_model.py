@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from larr.models.backbone import BackboneConfig, CTRBackbone
+from larr.models.backbone import BackboneConfig, build_backbone
 
 SPEC_FILE = "ctr.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -127,7 +127,7 @@ class LarrCTR(nn.Module):
         self.spec = spec
         config = spec.backbone_config
         dense_dim = spec.llm_dim + config.embedding_dim if spec.use_llm else 0
-        self.backbone = CTRBackbone(spec.field_vocab_sizes, dense_dim, config)
+        self.backbone = build_backbone(spec.field_vocab_sizes, dense_dim, config)
         if spec.use_llm:
             self.aggregator = AggregationEncoder(
                 spec.llm_features, spec.llm_dim, spec.agg_dim, spec.agg_layers, spec.agg_heads, spec.agg_dropout,
@@ -140,7 +140,8 @@ class LarrCTR(nn.Module):
 
     def collaborative_user(self, sparse: torch.Tensor) -> torch.Tensor:
         """(B, F) -> (B, E): the user field's ID embedding."""
-        return self.backbone.embedding(sparse[:, USER_FIELD] + self.backbone.offsets[USER_FIELD])
+        embedding = self.backbone.embedding
+        return embedding(embedding.rows(sparse)[:, USER_FIELD])
 
     def forward(self, sparse: torch.Tensor, scene: torch.Tensor | None = None, item_rows: torch.Tensor | None = None) -> CTROutput:
         """sparse (B, F) field indices; scene (B, K', D) frozen per-feature embeddings; item_rows (B,) row of

@@ -239,4 +239,6 @@ def test_cache_never_exceeds_its_bound(server, dataset):
         client.score_many(requests)
         per_instance = cache_metrics_by_instance(server)
     assert all(counters["entries"] <= CACHE_CAPACITY for counters in per_instance.values())
+    # the byte gauge follows the entries: each holds at least its vector (D float32) and one text byte
+    assert all((counters["bytes"] > 0) == (counters["entries"] > 0) for counters in per_instance.values())
     assert sum(c["evictions_total"] for c in per_instance.values()) >= 60 * len(features) - len(per_instance) * CACHE_CAPACITY

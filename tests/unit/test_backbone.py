@@ -1,24 +1,37 @@
-"""CTRBackbone (dcnv2 / deepfm / dnn) and FieldVocab on tiny synthetic data."""
+"""The CTR backbones (dcnv2 / deepfm / dnn), their config and FieldVocab on tiny synthetic data."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from larr.models.backbone import KINDS, BackboneConfig, CTRBackbone, FieldVocab
+from larr.models.backbone import (
+    BACKBONES,
+    KINDS,
+    Backbone,
+    BackboneConfig,
+    BackboneKind,
+    DCNv2Backbone,
+    DeepFMBackbone,
+    DNNBackbone,
+    FieldVocab,
+    build_backbone,
+)
 
 SIZES = [6, 9, 4]  # rows per field, row 0 = unseen
 
 
-def _small(kind: str, dense_dim: int = 0, **overrides) -> CTRBackbone:
+def _small(kind: str, dense_dim: int = 0, **overrides) -> Backbone:
     settings = {"embedding_dim": 4, "cross_layers": 2, "mlp_hidden": (16, 8), "dropout": 0.1, **overrides}
     config = BackboneConfig(kind=kind, **settings)
-    return CTRBackbone(SIZES, dense_dim, config)
+    return build_backbone(SIZES, dense_dim, config)
 
 
 def _batch(n: int, dense_dim: int = 0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -101,6 +114,148 @@ def test_config_from_dict_rejects_unknown_keys() -> None:
     assert BackboneConfig.from_dict({"kind": "dnn", "mlp_hidden": [8, 4]}).mlp_hidden == (8, 4)
     with pytest.raises(ValueError, match="unknown BackboneConfig field"):
         BackboneConfig.from_dict({"hidden": [8]})
+
+
+def test_kind_is_an_enum_normalised_once_and_serialised_as_its_value() -> None:
+    config = BackboneConfig(kind="deepfm")
+    assert config.kind is BackboneKind.DEEPFM
+    assert BackboneConfig(kind=BackboneKind.DNN).kind is BackboneKind.DNN
+    assert [k.value for k in BackboneKind] == list(KINDS)
+    # ctr.json stores asdict(config): the kind must come back out as the plain string and load again
+    raw = json.loads(json.dumps(asdict(config)))
+    assert raw["kind"] == "deepfm" and type(raw["kind"]) is str
+    assert BackboneConfig.from_dict(raw) == config
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_build_backbone_picks_the_class_of_the_kind(kind: str) -> None:
+    model = _small(kind)
+    assert type(model) is BACKBONES[BackboneKind(kind)]
+    assert type(model).kind is model.config.kind
+
+
+def test_a_backbone_class_rejects_another_kind() -> None:
+    with pytest.raises(ValueError, match="DNNBackbone builds kind 'dnn', got a config of kind 'dcnv2'"):
+        DNNBackbone(SIZES, 0, BackboneConfig(kind="dcnv2"))
+    with pytest.raises(ValueError, match="at least one field"):
+        DCNv2Backbone([], 0, BackboneConfig(kind="dcnv2"))
+    with pytest.raises(ValueError, match="dense_dim"):
+        DeepFMBackbone(SIZES, -1, BackboneConfig(kind="deepfm"))
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+# Saved LarrCTR checkpoints (model.safetensors) hold these parameters under these names; a seed must also give
+# the weights it gave when they were trained. The expectations below are written out, not taken from the code.
+
+DENSE = 5
+HIDDEN = (16, 8)
+CROSS_LAYERS = 2
+EMB = 4
+DEEP_KEYS = [  # MLP (16, 8) with BatchNorm and dropout: Linear 0, BN 1, ReLU 2, Dropout 3, Linear 4, BN 5, ...
+    f"deep.{i}.{name}"
+    for i in (0, 1, 4, 5)
+    for name in (("weight", "bias") if i in (0, 4) else ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"))
+]
+EXPECTED_KEYS = {
+    "dnn": {"embedding.weight", *DEEP_KEYS, "head.weight", "head.bias"},
+    "dcnv2": {"embedding.weight", *DEEP_KEYS, "cross.layers.0.weight", "cross.layers.0.bias", "cross.layers.1.weight",
+              "cross.layers.1.bias", "head.weight", "head.bias"},
+    "deepfm": {"embedding.weight", *DEEP_KEYS, "first_order.weight", "dense_linear.weight", "head.weight", "head.bias"},
+}
+
+
+def _checkpoint_model(kind: str) -> Backbone:
+    return _small(kind, DENSE, cross_layers=CROSS_LAYERS, mlp_hidden=HIDDEN, batch_norm=True)
+
+
+def _replayed_init(kind: str, seed: int) -> dict[str, torch.Tensor]:
+    """The parameters ``seed`` gives: modules constructed (each drawing its default init) in the order
+    embedding, deep tower, [cross layers | first-order table, dense linear], head; then re-initialised —
+    embedding tables N(0, 1e-4) in that order, Linear weights Xavier-normal in construction order, biases 0."""
+    torch.manual_seed(seed)
+    width = len(SIZES) * EMB + DENSE  # (B, F*E + dense) tower input
+    tables = {"embedding": nn.Embedding(sum(SIZES), EMB)}
+    linears = {"deep.0": nn.Linear(width, HIDDEN[0]), "deep.4": nn.Linear(HIDDEN[0], HIDDEN[1])}
+    if kind == "dcnv2":
+        linears.update({f"cross.layers.{i}": nn.Linear(width, width) for i in range(CROSS_LAYERS)})
+        linears["head"] = nn.Linear(width + HIDDEN[-1], 1)
+    elif kind == "deepfm":
+        tables["first_order"] = nn.Embedding(sum(SIZES), 1)
+        linears["dense_linear"] = nn.Linear(DENSE, 1, bias=False)
+        linears["head"] = nn.Linear(HIDDEN[-1], 1)
+    else:
+        linears["head"] = nn.Linear(HIDDEN[-1], 1)
+    for table in tables.values():
+        nn.init.normal_(table.weight, std=1e-4)
+    for linear in linears.values():
+        nn.init.xavier_normal_(linear.weight)
+    expected = {f"{name}.weight": t.weight.detach() for name, t in tables.items()}
+    for name, linear in linears.items():
+        expected[f"{name}.weight"] = linear.weight.detach()
+        if linear.bias is not None:
+            expected[f"{name}.bias"] = torch.zeros_like(linear.bias)
+    return expected
+
+
+def _reference_logits(kind: str, sd: dict[str, torch.Tensor], sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """The eval-mode forward of each kind, written out on the state dict."""
+    offsets = torch.tensor([0, *np.cumsum(SIZES)[:-1]])
+    rows = sparse + offsets  # (B, F) rows of the shared table
+    emb = sd["embedding.weight"][rows]  # (B, F, E)
+    x = torch.cat([emb.flatten(1), dense], dim=1)  # (B, F*E + dense)
+
+    def linear(name: str, v: torch.Tensor) -> torch.Tensor:
+        out = v @ sd[f"{name}.weight"].T
+        return out + sd[f"{name}.bias"] if f"{name}.bias" in sd else out
+
+    def deep(v: torch.Tensor) -> torch.Tensor:
+        for lin, bn in ((0, 1), (4, 5)):
+            v = linear(f"deep.{lin}", v)
+            mean, var = sd[f"deep.{bn}.running_mean"], sd[f"deep.{bn}.running_var"]
+            v = (v - mean) / torch.sqrt(var + 1e-5) * sd[f"deep.{bn}.weight"] + sd[f"deep.{bn}.bias"]
+            v = v.clamp_min(0)
+        return v  # (B, H)
+
+    if kind == "dnn":
+        return linear("head", deep(x)).squeeze(1)
+    if kind == "dcnv2":
+        crossed = x
+        for i in range(CROSS_LAYERS):
+            crossed = x * linear(f"cross.layers.{i}", crossed) + crossed  # (B, D)
+        return linear("head", torch.cat([crossed, deep(x)], dim=1)).squeeze(1)
+    first_order = sd["first_order.weight"][rows].sum(dim=(1, 2))  # (B,)
+    pairwise = sum((emb[:, i] * emb[:, j]).sum(dim=1) for i in range(len(SIZES)) for j in range(i + 1, len(SIZES)))
+    return first_order + pairwise + linear("dense_linear", dense).squeeze(1) + linear("head", deep(x)).squeeze(1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_checkpoint_keys_and_seeded_init_are_stable(kind: str) -> None:
+    torch.manual_seed(3)
+    model = _checkpoint_model(kind)
+    state = model.state_dict()
+    assert set(state) == EXPECTED_KEYS[kind]
+    expected = _replayed_init(kind, seed=3)
+    for name, value in expected.items():
+        assert torch.equal(state[name], value), name
+    # BatchNorm starts at identity statistics; nothing else is left unchecked
+    assert set(state) - set(expected) == {k for k in DEEP_KEYS if ".1." in k or ".5." in k}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_matches_the_written_out_architecture(kind: str) -> None:
+    model = _checkpoint_model(kind)
+    g = torch.Generator().manual_seed(4)
+    # non-trivial weights and BatchNorm statistics, as a trained checkpoint has
+    state = {k: (torch.rand(v.shape, generator=g) + 0.5 if "running_var" in k else torch.randn(v.shape, generator=g))
+             if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    model.eval()
+    sparse, dense = _batch(16, DENSE, seed=2)
+    with torch.no_grad():
+        got = model(sparse, dense)
+    want = _reference_logits(kind, state, sparse, dense)
+    assert got.shape == (16,)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------- regularisation

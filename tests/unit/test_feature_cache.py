@@ -1,4 +1,4 @@
-"""The scene-feature cache: request validation, one embedder batch per execute, the bound, the counters."""
+"""The scene-feature cache: request validation, one embedder batch per execute, the store behind it, the counters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
-from larr.serving.lru import LRUCache
+from larr.serving.lru import LRUStore
+from larr.serving.store import SceneKey
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
 
@@ -23,7 +24,7 @@ def tokenizer() -> EmbeddingTokenizer:
 
 def make_cache(tokenizer, capacity=100, version="v1") -> SceneFeatureCache:
     vocab = SceneVocab(FEATURES, ({"heavy rain": 1, "sunny": 2}, {"office": 1}))
-    return SceneFeatureCache(FEATURES, tokenizer, vocab, capacity, version)
+    return SceneFeatureCache(FEATURES, tokenizer, vocab, LRUStore(capacity), version)
 
 
 def fake_embed(texts: list[str]) -> np.ndarray:
@@ -42,36 +43,55 @@ def run_batch(cache: SceneFeatureCache, requests: list) -> tuple[list, list[int]
     return batch.results(), calls
 
 
-def test_lru_bound_order_and_counters():
-    lru: LRUCache[int] = LRUCache(2)
-    lru.put("a", 1)
-    lru.put("b", 2)
-    assert lru.get("a") == 1  # a is now the most recent
-    lru.put("c", 3)  # evicts b
-    assert "b" not in lru and len(lru) == 2
-    assert lru.get("b") is None
-    assert (lru.counters.hits, lru.counters.misses, lru.counters.evictions) == (1, 1, 1)
-    off: LRUCache[int] = LRUCache(0)
-    off.put("a", 1)
-    assert len(off) == 0 and off.get("a") is None
-    with pytest.raises(ValueError):
-        LRUCache(-1)
-
-
 def test_misses_of_all_requests_go_in_one_embedder_call(tokenizer):
     cache = make_cache(tokenizer)
     requests = [[b"heavy rain", b"office"], [b"heavy rain", b"home"], [b"sunny", b"office"]]
     results, calls = run_batch(cache, requests)
     assert calls == [4]  # distinct (feature, text): rain, office, home, sunny
-    assert cache.counters.misses == 4 and cache.counters.hits == 2  # in-batch duplicates are served once
+    stats = cache.stats()
+    assert stats.misses == 4 and stats.hits == 2  # in-batch duplicates are served once
+    assert cache.store.stats().misses == 4 and cache.store.stats().hits == 0  # the store saw each key once
     emb, ids = results[1]
     assert emb.shape == (2, 3) and emb.dtype == np.float32
     np.testing.assert_array_equal(ids, [1, 0])  # "home" is not in the place vocab
     np.testing.assert_array_equal(results[0][0][0], results[1][0][0])
     # the same texts again: all hits, no embedder call
     again, calls = run_batch(cache, requests)
-    assert calls == [] and cache.counters.hits == 2 + 6
+    assert calls == [] and cache.stats().hits == 2 + 6
     np.testing.assert_array_equal(again[2][0], results[2][0])
+
+
+class RecordingStore(LRUStore):
+    """An LRUStore that records the calls the cache makes (a stand-in for any injected SceneStore)."""
+
+    def __init__(self):
+        super().__init__(capacity=100)
+        self.calls: list[tuple[str, list]] = []
+
+    def get_many(self, keys):
+        self.calls.append(("get_many", list(keys)))
+        return super().get_many(keys)
+
+    def put_many(self, keys, vectors):
+        self.calls.append(("put_many", list(keys)))
+        super().put_many(keys, vectors)
+
+
+def test_one_store_lookup_and_one_write_per_execute(tokenizer):
+    store = RecordingStore()
+    vocab = SceneVocab(FEATURES, ({}, {}))
+    cache = SceneFeatureCache(FEATURES, tokenizer, vocab, store, "v1")
+    run_batch(cache, [[b"sunny", b"office"], [b"sunny", b"home"], [b"x"]])  # the last is invalid
+    keys = [SceneKey("v1", 0, "sunny"), SceneKey("v1", 1, "office"), SceneKey("v1", 1, "home")]
+    assert store.calls == [("get_many", keys), ("put_many", keys)]  # distinct keys, first-seen order
+
+
+def test_a_failed_embedder_call_fails_every_request_that_waited_on_it(tokenizer):
+    cache = make_cache(tokenizer)
+    batch = cache.begin([cache.parse([b"sunny", b"office"]), cache.parse([b"x"])])
+    batch.fail(RequestError("embedder down"))
+    assert [str(r) for r in batch.results()] == ["embedder down", str(batch.requests[1])]
+    assert "schema has 2" in str(batch.requests[1])
 
 
 def test_same_text_in_different_features_are_different_keys(tokenizer):
@@ -105,22 +125,22 @@ def test_huge_text_is_truncated_and_keyed_bounded(tokenizer):
     huge = ("rain " * 20_000).encode()
     results, _ = run_batch(cache, [[huge, b"office"], [huge[: cache.max_text_chars], b"office"]])
     np.testing.assert_array_equal(results[0][0], results[1][0])  # same clipped text -> same entry
-    assert cache.counters.misses == 2
-    assert all(len(key[2]) <= cache.max_text_chars for key in cache.lru._entries)
+    assert cache.stats().misses == 2
+    assert all(len(key.text) <= cache.max_text_chars for key in cache.store.keys())
 
 
 def test_cache_stays_within_bound_under_unique_texts(tokenizer):
     cache = make_cache(tokenizer, capacity=50)
     for start in range(0, 1000, 10):
         run_batch(cache, [[f"weather {i}".encode(), f"place {i}".encode()] for i in range(start, start + 10)])
-        assert len(cache) <= 50
-    assert cache.counters.evictions == 2000 - 50
+        assert cache.stats().entries <= 50
+    assert cache.stats().evictions == 2000 - 50
 
 
 def test_embedder_version_keys_entries(tokenizer):
     first = make_cache(tokenizer, version="v1")
     run_batch(first, [[b"sunny", b"office"]])
-    assert all(key[0] == "v1" for key in first.lru._entries)
+    assert all(key.embedder_version == "v1" for key in first.store.keys())
 
 
 def test_complete_checks_embedder_rows(tokenizer):
@@ -128,6 +148,7 @@ def test_complete_checks_embedder_rows(tokenizer):
     batch = cache.begin([cache.parse([b"sunny", b"office"])])
     with pytest.raises(RuntimeError, match="returned"):
         cache.complete(batch, np.zeros((1, 3), np.float32))
+    assert cache.stats().entries == 0  # a wrong answer never reaches the store
     with pytest.raises(RuntimeError, match="before complete"):
         batch.results()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
@@ -100,3 +103,18 @@ def test_ctr_model_save_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded(sparse, scene, torch.tensor([1])).logits, model(sparse, scene, torch.tensor([1])).logits)
     assert vocab == {"fields": ["user"], "values": [[0]]}
     assert isinstance(BackboneConfig.from_dict(loaded.spec.backbone), BackboneConfig)
+
+
+def test_ctr_json_spells_the_backbone_kind_as_a_string(tmp_path):
+    # training stores asdict(BackboneConfig), whose kind is a BackboneKind; ctr.json must hold the plain value
+    spec = _spec(False)
+    spec.backbone = asdict(BackboneConfig(kind="deepfm", embedding_dim=4, mlp_hidden=(8,)))
+    model = LarrCTR(spec).eval()
+    model.save(tmp_path, {"fields": ["user"], "values": [[0]]})
+    assert json.loads((tmp_path / "ctr.json").read_text())["backbone"]["kind"] == "deepfm"
+    loaded, _ = LarrCTR.load(tmp_path)
+    assert loaded.spec.backbone_config == spec.backbone_config
+    sparse = torch.tensor([[2, 1, 1, 0], [4, 3, 2, 1]])
+    torch.testing.assert_close(loaded(sparse).logits, model(sparse).logits)
+    # the alignment target is the user field's row of the shared table (user field first, offset 0)
+    torch.testing.assert_close(model.collaborative_user(sparse), model.backbone.embedding.weight[sparse[:, 0]])

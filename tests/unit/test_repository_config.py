@@ -31,6 +31,7 @@ from larr.contract import (
     INPUT_IDS,
     ITEM_IDS,
     PARAM_CACHE_CAPACITY,
+    PARAM_CACHE_MAX_BYTES,
     PARAM_DEVICE,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
@@ -40,6 +41,7 @@ from larr.contract import (
     PARAM_MODEL_FILE,
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
+    PARAM_SCENE_STORE,
     SCENE_EMB,
     SCENE_IDS,
     SCENE_TEXT,
@@ -129,7 +131,9 @@ def check_configs(
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
         PARAM_SCENE_FEATURES: features_json,
+        PARAM_SCENE_STORE: "lru",
         PARAM_CACHE_CAPACITY: str(options.cache_capacity),
+        PARAM_CACHE_MAX_BYTES: str(options.cache_max_bytes),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
@@ -205,6 +209,7 @@ def cpu_repository(tiny_run, adapters, tmp_path_factory) -> tuple[Path, str]:
     args = cli_args(
         "--checkpoints", str(tiny_run.run_dir), "--target", "cpu", "--out", str(out), "--adapters", str(adapters),
         "--cache-capacity", "123", "--max-candidates", "77", "--embedder-max-batch", "16",
+        "--scene-store", "lru", "--cache-max-bytes", "4096",
     )
     with contextlib.redirect_stdout(printed):
         assert run_export(args) == 0
@@ -225,7 +230,7 @@ def facts_of(out: Path, tiny_run) -> ModelFacts:
 
 def test_cpu_repository_configs(cpu_repository, tiny_run):
     out, _ = cpu_repository
-    options = RepositoryOptions(cache_capacity=123, max_candidates=77, embedder_max_batch=16)
+    options = RepositoryOptions(cache_capacity=123, cache_max_bytes=4096, max_candidates=77, embedder_max_batch=16)
     check_configs(read_repository(out), "cpu", facts_of(out, tiny_run), options)
 
 
@@ -351,7 +356,8 @@ def test_validate_ensemble_rejects_broken_graphs():
 
 def test_invalid_options_are_refused():
     for bad in ({"target": "tpu"}, {"variant": "full_text"}, {"runtime": "tensorflow"}, {"device": "gpu"},
-                {"target": "gpu", "runtime": "torch"}, {"embedder_max_batch": 0}, {"cache_capacity": -1}):
+                {"target": "gpu", "runtime": "torch"}, {"embedder_max_batch": 0}, {"cache_capacity": -1},
+                {"cache_max_bytes": -1}, {"scene_store": "memcached"}):
         with pytest.raises(ValueError):
             RepositoryOptions(**bad)
 

@@ -2,7 +2,8 @@
 
 All requests of one execute() are looked up together; their misses, deduplicated, go to the embedder
 in ONE BLS request (split only where they exceed the embedder's max batch size, those parts sent
-concurrently). Hit/miss/eviction counts are exported as Triton custom metrics.
+concurrently). The store is the one the model config's ``scene_store`` names (larr.serving.stores);
+its counters (``StoreStats``) are exported as Triton custom metrics.
 """
 
 import json
@@ -10,7 +11,6 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from larr.contract import (
-    PARAM_CACHE_CAPACITY,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
@@ -20,6 +20,7 @@ from larr.serving.bls import embed_via_bls, scene_responses
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.runtime import model_parameters, tensor_names
+from larr.serving.stores import make_store
 from larr.serving.tensors import to_numpy
 
 
@@ -34,11 +35,11 @@ class TritonPythonModel:
         self.cache = SceneFeatureCache.from_directory(
             f"{args['model_repository']}/{args['model_version']}",
             json.loads(params[PARAM_SCENE_FEATURES]),
-            int(params[PARAM_CACHE_CAPACITY]),
+            make_store(params),
             version,
         )
         # the families must outlive their metrics, or increment() fails
-        # one LRU per instance (instances are processes): the instance label keeps their counts apart
+        # one store per instance (instances are processes): the instance label keeps their counts apart
         labels = {"model": args["model_name"], "instance": args["model_instance_name"], "embedder_version": version}
         self.families = {
             name: pb_utils.MetricFamily(name=f"larr_feature_cache_{name}", description=text, kind=kind)
@@ -47,6 +48,7 @@ class TritonPythonModel:
                 ("misses_total", "scene-feature lookups that needed the embedder", pb_utils.MetricFamily.COUNTER),
                 ("evictions_total", "entries evicted to keep the cache within its bound", pb_utils.MetricFamily.COUNTER),
                 ("entries", "entries in the cache now", pb_utils.MetricFamily.GAUGE),
+                ("bytes", "bytes of the cached texts and vectors now", pb_utils.MetricFamily.GAUGE),
             )
         }
         self.metrics = {name: family.Metric(labels=labels) for name, family in self.families.items()}
@@ -58,18 +60,21 @@ class TritonPythonModel:
         if batch.missing:
             input_ids, attention_mask = self.cache.tokenize(batch.missing)  # (M, T) each
             try:
-                embeddings = await embed_via_bls(pb_utils, self.embedder_model, input_ids, attention_mask, self.embedder_max_batch)
+                embeddings = await embed_via_bls(
+                    pb_utils, self.embedder_model, input_ids, attention_mask, self.embedder_max_batch
+                )  # (M, D)
                 self.cache.complete(batch, embeddings)
             except RequestError as error:  # the embedder failed: every request that needed it fails
-                batch.requests = [error if not isinstance(p, RequestError) else p for p in batch.requests]
+                batch.fail(error)
         self._report_metrics()
         return scene_responses(pb_utils, batch.results(), self.emb_name, self.ids_name)
 
     def _report_metrics(self):
-        counters = self.cache.counters
-        now = (counters.hits, counters.misses, counters.evictions)
+        stats = self.cache.stats()  # the store's counters, in-batch repeats counted as hits
+        now = (stats.hits, stats.misses, stats.evictions)
         for name, new, old in zip(("hits_total", "misses_total", "evictions_total"), now, self.reported):
-            if new > old:
+            if new > old:  # Prometheus counters only go up: send the increase since the last report
                 self.metrics[name].increment(new - old)
-        self.metrics["entries"].set(len(self.cache))
+        self.metrics["entries"].set(stats.entries)
+        self.metrics["bytes"].set(stats.bytes)
         self.reported = now
