@@ -109,9 +109,9 @@ def build_fulltext_configs(options: RepositoryOptions, facts: ModelFacts) -> dic
 
 
 def fulltext_embed_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
-    # max_batch_size 0 like feature_cache: each request carries its own K texts; the model merges the
-    # texts of all requests of one execute() into one embedder call itself.
-    config = mc.ModelConfig(name=FULLTEXT_EMBED_MODEL, backend="python", max_batch_size=0)
+    # batched like feature_cache: one execute() serves many requests (each [1, K] texts) and sends their
+    # whole-scene texts to the embedder in one call.
+    config = mc.ModelConfig(name=FULLTEXT_EMBED_MODEL, backend="python", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
     config.output.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[1, facts.embedding_dim])
     config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
@@ -121,8 +121,9 @@ def fulltext_embed_config(options: RepositoryOptions, facts: ModelFacts) -> mc.M
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
     })
-    # as many instances as feature_cache: both are non-batching first steps, and the instance count is what lets
-    # concurrent requests' embedder calls meet in its dynamic batcher, so the comparison stays like for like
+    if options.request_batch:
+        config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    # as many instances as feature_cache, so the comparison stays like for like
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.feature_cache_instances)
     return config
 
@@ -204,12 +205,12 @@ def write_fulltext_repository(
         _link_onnx(Path(embedder_onnx), target_onnx)
         report(f"embedder: {target_onnx} (linked from {embedder_onnx})")
     ctr_onnx = version_dirs[FULLTEXT_CTR_MODEL] / ONNX_FILE
-    export_ctr(ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim)
+    export_ctr(ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim, batched=options.request_batch > 0)
     report(f"{FULLTEXT_CTR_MODEL}: {ctr_onnx} (from {ctr_dir})")
     facts = ModelFacts(
         scene_features=scene_features,
         embedding_dim=dim,
-        scene_inputs=int(describe_inputs(ctr_onnx)[SCENE_EMB][0]),
+        scene_inputs=int(describe_inputs(ctr_onnx)[SCENE_EMB][-2]),
         embedder_version=onnx_digest(target_onnx),
         max_length=max_length,
     )

@@ -30,10 +30,13 @@ from larr.contract import (
     CTR_MODEL,
     EMBEDDER_MODEL,
     FEATURE_CACHE_MODEL,
+    ITEM_REQUEST,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_VERSION,
+    PARAM_MAX_CANDIDATES,
     PARAM_SCENE_FEATURES,
 )
+from larr.serving.ctr_batch import CTRRequest, score_batch
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.runtime import load_runtime, model_parameters
@@ -67,7 +70,12 @@ class InProcessPipeline:
         embedder_config = model_config(repository, EMBEDDER_MODEL)
         self.embedding_dim = int(embedder_config["output"][0]["dims"][-1])  # D
         self.embedder = load_runtime(repository / EMBEDDER_MODEL / VERSION, embedder_config)
-        self.ctr = load_runtime(repository / CTR_MODEL / VERSION, model_config(repository, CTR_MODEL))
+        ctr_config = model_config(repository, CTR_MODEL)
+        # a batching ctr model serves the batched graph: score through the same code as its adapter
+        self.ctr_batched = ctr_config["max_batch_size"] > 0
+        self.max_candidates = int(model_parameters(ctr_config)[PARAM_MAX_CANDIDATES])
+        extra = (ITEM_REQUEST,) if self.ctr_batched else ()
+        self.ctr = load_runtime(repository / CTR_MODEL / VERSION, ctr_config, extra_inputs=extra)
 
     def score(self, request: BenchRequest) -> np.ndarray:
         """CTR (N,) float32 of one request; raises the request's RequestError if it is invalid."""
@@ -85,8 +93,13 @@ class InProcessPipeline:
         scene_emb, scene_ids = result  # (K, D), (K,)
         user = np.array([request.user_id], dtype=np.int64)
         items = np.array(request.item_ids, dtype=np.int64)
-        (ctr,) = self.ctr.run([scene_emb, scene_ids, user, items])
-        return np.asarray(ctr)
+        if not self.ctr_batched:
+            (ctr,) = self.ctr.run([scene_emb, scene_ids, user, items])
+            return np.asarray(ctr)
+        (ctr,) = score_batch(self.ctr.run_numpy, [CTRRequest(scene_emb, scene_ids, user, items)], self.max_candidates)
+        if isinstance(ctr, RequestError):
+            raise ctr
+        return ctr
 
 
     def advance(self, requests: Sequence[BenchRequest]) -> None:

@@ -76,7 +76,12 @@ async def closed_loop(transport: Transport, requests: Sequence[BenchRequest], co
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if not requests:
         raise ValueError("no requests to send")
-    encoded = [transport.encode(r) for r in requests]
+    await transport.open(concurrency)  # first: the transport may learn how to encode from the server
+    try:
+        encoded = [transport.encode(r) for r in requests]
+    except BaseException:
+        await transport.close()
+        raise
     latencies = np.zeros(len(encoded))
     next_index = 0
 
@@ -89,7 +94,6 @@ async def closed_loop(transport: Transport, requests: Sequence[BenchRequest], co
             await transport.send(encoded[index])
             latencies[index] = time.perf_counter() - t0
 
-    await transport.open(concurrency)
     try:
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(encoded)))))
@@ -138,11 +142,14 @@ class TritonTransport:
         self.model = model
         self.timeout_s = timeout_s
         self._client: Any = None
+        self._batched = False  # a batching model takes every input with a batch axis of 1
 
     async def open(self, concurrency: int) -> None:
         import tritonclient.grpc.aio as grpcclient_aio
 
         self._client = grpcclient_aio.InferenceServerClient(self.url)
+        config = await self._client.get_model_config(self.model)
+        self._batched = config.config.max_batch_size > 0
 
     def encode(self, request: BenchRequest) -> list:
         from larr.clients.client import EncodedRequest
@@ -151,7 +158,7 @@ class TritonTransport:
             scene_text=np.array([t.encode("utf-8") for t in request.scene], dtype=np.object_),
             user_id=np.array([request.user_id], dtype=np.int64),
             item_ids=np.array(request.item_ids, dtype=np.int64),
-        ).infer_inputs()
+        ).infer_inputs(self._batched)
 
     async def send(self, encoded: list) -> None:
         import tritonclient.grpc as grpcclient

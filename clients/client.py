@@ -44,6 +44,7 @@ class SceneSchema:
 
     features: tuple[str, ...]
     max_candidates: int
+    batched: bool = False  # the ensemble's max_batch_size > 0: every input and output has a batch axis of 1
 
     def __post_init__(self) -> None:
         if isinstance(self.features, str):  # a str is a sequence of one-letter "features"
@@ -57,7 +58,9 @@ class SceneSchema:
         object.__setattr__(self, "features", tuple(self.features))
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str], model_name: str = ENSEMBLE_NAME) -> SceneSchema:
+    def from_parameters(
+        cls, parameters: Mapping[str, str], model_name: str = ENSEMBLE_NAME, batched: bool = False
+    ) -> SceneSchema:
         """Parse the model-config ``parameters`` (string values) of ``model_name``.
 
         Raises :class:`ServerError` when they are missing or malformed: that is the server breaking
@@ -70,7 +73,7 @@ class SceneSchema:
             features = json.loads(parameters[PARAM_SCENE_FEATURES])
             if not isinstance(features, list):
                 raise ValueError(f"expected a JSON list, got {type(features).__name__}")
-            return cls(features=tuple(features), max_candidates=int(parameters[PARAM_MAX_CANDIDATES]))
+            return cls(features=tuple(features), max_candidates=int(parameters[PARAM_MAX_CANDIDATES]), batched=batched)
         except ValueError as error:  # json.JSONDecodeError is a ValueError
             raise ServerError(f"model '{model_name}' publishes invalid scene parameters: {error}") from error
 
@@ -92,14 +95,17 @@ class EncodedRequest:
     user_id: np.ndarray  # int64 [1]
     item_ids: np.ndarray  # int64 [N]
 
-    def infer_inputs(self) -> list[grpcclient.InferInput]:
-        """The three ``InferInput`` s (shared by the sync and asyncio tritonclient)."""
+    def infer_inputs(self, batched: bool = False) -> list[grpcclient.InferInput]:
+        """The three ``InferInput`` s (shared by the sync and asyncio tritonclient); ``batched`` adds the batch
+        axis of 1 a batching ensemble expects (``[1, K]``, ``[1, 1]``, ``[1, N]``)."""
         inputs = []
         for name, array, datatype in (
             (SCENE_TEXT, self.scene_text, "BYTES"),
             (USER_ID, self.user_id, "INT64"),
             (ITEM_IDS, self.item_ids, "INT64"),
         ):
+            if batched:
+                array = array[None]
             tensor = grpcclient.InferInput(name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -196,6 +202,8 @@ def _decode(result: Any, n_items: int) -> np.ndarray:
     ctr = result.as_numpy(CTR)
     if ctr is None:
         raise ServerError(f"the response has no {CTR} output")
+    if ctr.ndim == 2 and ctr.shape[0] == 1:  # a batching ensemble answers [1, N]
+        ctr = ctr[0]
     if ctr.shape != (n_items,):
         raise ServerError(f"the server returned {CTR} of shape {ctr.shape} for {n_items} items")
     return ctr.astype(np.float32, copy=False)
@@ -257,7 +265,9 @@ class LarrClient:
                         )
                     except InferenceServerException as error:
                         raise _wrap(error) from error
-                    self._schema = SceneSchema.from_parameters(_parameters(config), self.model_name)
+                    self._schema = SceneSchema.from_parameters(
+                        _parameters(config), self.model_name, batched=config.config.max_batch_size > 0
+                    )
         return self._schema
 
     def score(self, scene: Mapping[str, str], user_id: int, item_ids: Sequence[int]) -> np.ndarray:
@@ -266,7 +276,7 @@ class LarrClient:
         try:
             result = self._grpc.infer(
                 self.model_name,
-                encoded.infer_inputs(),
+                encoded.infer_inputs(self.schema.batched),
                 outputs=[grpcclient.InferRequestedOutput(CTR)],
                 client_timeout=self.timeout_s,
                 headers=self._headers,
@@ -308,7 +318,7 @@ class LarrClient:
             try:
                 self._grpc.async_infer(
                     self.model_name,
-                    request.infer_inputs(),
+                    request.infer_inputs(self.schema.batched),
                     callback=done,
                     outputs=[grpcclient.InferRequestedOutput(CTR)],
                     client_timeout=self.timeout_s,
@@ -379,14 +389,16 @@ class AsyncLarrClient:
                         )
                     except InferenceServerException as error:
                         raise _wrap(error) from error
-                    self._schema = SceneSchema.from_parameters(_parameters(config), self.model_name)
+                    self._schema = SceneSchema.from_parameters(
+                        _parameters(config), self.model_name, batched=config.config.max_batch_size > 0
+                    )
         return self._schema
 
     async def _infer(self, encoded: EncodedRequest) -> np.ndarray:
         try:
             result = await self._client().infer(
                 self.model_name,
-                encoded.infer_inputs(),
+                encoded.infer_inputs(self._schema is not None and self._schema.batched),
                 outputs=[grpcclient.InferRequestedOutput(CTR)],
                 client_timeout=self.timeout_s,
                 headers=self._headers,

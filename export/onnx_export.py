@@ -50,8 +50,18 @@ import numpy as np
 import onnx
 import torch
 
-from larr.contract import ATTENTION_MASK, CTR, EMBEDDING, INPUT_IDS, ITEM_IDS, SCENE_EMB, SCENE_IDS, USER_ID
-from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
+from larr.contract import (
+    ATTENTION_MASK,
+    CTR,
+    EMBEDDING,
+    INPUT_IDS,
+    ITEM_IDS,
+    ITEM_REQUEST,
+    SCENE_EMB,
+    SCENE_IDS,
+    USER_ID,
+)
+from larr.models.ctr_model import BatchedServingCTR, LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder
 
 log = logging.getLogger(__name__)
@@ -64,8 +74,9 @@ PARITY_ATOL = 1e-4  # export-time self-check, fp32 ONNX Runtime vs PyTorch
 EMBEDDER_INPUTS = (INPUT_IDS, ATTENTION_MASK)
 EMBEDDER_OUTPUTS = (EMBEDDING,)
 CTR_INPUTS = (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS)
+BATCHED_CTR_INPUTS = (*CTR_INPUTS, ITEM_REQUEST)  # the python-backend ctr: one run per dynamic batch
 CTR_OUTPUTS = (CTR,)
-_BATCH, _SEQUENCE, _CANDIDATES = "batch", "sequence", "candidates"
+_BATCH, _SEQUENCE, _CANDIDATES, _REQUESTS = "batch", "sequence", "candidates", "requests"
 
 
 class ExportError(RuntimeError):
@@ -166,6 +177,18 @@ def ctr_example(shapes: dict[str, tuple[int, ...]], candidates: int, seed: int =
     }
 
 
+def batched_ctr_example(shapes: dict[str, tuple[int, ...]], candidates: tuple[int, ...], seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of the batched graph: ``len(candidates)`` requests, request ``b`` with ``candidates[b]`` items."""
+    requests = [ctr_example(shapes, n, seed=seed + b) for b, n in enumerate(candidates)]
+    return {
+        SCENE_EMB: np.stack([r[SCENE_EMB] for r in requests]),  # (B, K', D)
+        SCENE_IDS: np.stack([(r[SCENE_IDS] + b) % (shapes[SCENE_IDS][0] + 1) for b, r in enumerate(requests)]),  # (B, K)
+        USER_ID: np.arange(len(candidates), dtype=np.int64)[:, None],  # (B, 1)
+        ITEM_IDS: np.concatenate([r[ITEM_IDS] for r in requests]),  # (T,)
+        ITEM_REQUEST: np.repeat(np.arange(len(candidates), dtype=np.int64), candidates),  # (T,)
+    }
+
+
 def export_ctr(
     ctr_dir: str | Path,
     num_users: int,
@@ -174,10 +197,15 @@ def export_ctr(
     opset: int = DEFAULT_OPSET,
     *,
     scene_dim: int | None = None,
+    batched: bool = False,
     verify: bool = True,
 ) -> Path:
     """LarrCTR dir -> ONNX of one request: ``SCENE_EMB (K', D) f32, SCENE_IDS (K,) i64, USER_ID (1,) i64,
     ITEM_IDS (N,) i64 -> CTR (N,) f32``, N dynamic, K and D fixed by the model.
+
+    ``batched=True`` writes the graph of :class:`~larr.models.ctr_model.BatchedServingCTR` instead: B
+    requests and T candidates in all, ``SCENE_EMB (B, K', D), SCENE_IDS (B, K), USER_ID (B, 1), ITEM_IDS (T,),
+    ITEM_REQUEST (T,) -> CTR (T,)`` (B and T dynamic) — one run scores a whole dynamic batch.
 
     Raw ids are mapped by tables baked into the graph; ids outside ``[0, num_users)`` / ``[0, num_items)``
     (negative ones included) read the unseen row 0, never out of range. ``scene_dim``: see
@@ -186,29 +214,43 @@ def export_ctr(
     out_path = Path(out_path)
     serving = load_serving_ctr(ctr_dir, num_users, num_items)
     shapes = ctr_input_shapes(serving.model, scene_dim)
-    example = ctr_example(shapes, candidates=3)
-    traced_args = tuple(torch.from_numpy(example[name]) for name in CTR_INPUTS)
-    dynamic_axes = {ITEM_IDS: {0: _CANDIDATES}, CTR: {0: _CANDIDATES}}
+    if batched:
+        serving = BatchedServingCTR(serving.model, serving.user_index, serving.item_index).eval()
+        names = BATCHED_CTR_INPUTS
+        example = batched_ctr_example(shapes, candidates=(3, 2))
+        per_request = {0: _REQUESTS}
+        dynamic_axes = {SCENE_EMB: per_request, SCENE_IDS: per_request, USER_ID: per_request,
+                        ITEM_IDS: {0: _CANDIDATES}, ITEM_REQUEST: {0: _CANDIDATES}, CTR: {0: _CANDIDATES}}
+        graph_shapes = {SCENE_EMB: (_REQUESTS, *shapes[SCENE_EMB]), SCENE_IDS: (_REQUESTS, *shapes[SCENE_IDS])}
+    else:
+        names = CTR_INPUTS
+        example = ctr_example(shapes, candidates=3)
+        dynamic_axes = {ITEM_IDS: {0: _CANDIDATES}, CTR: {0: _CANDIDATES}}
+        graph_shapes = shapes
+    traced_args = tuple(torch.from_numpy(example[name]) for name in names)
     output_dims = {CTR: [_CANDIDATES]}
-    _export(serving, traced_args, CTR_INPUTS, CTR_OUTPUTS, dynamic_axes, output_dims, out_path, opset,
+    _export(serving, traced_args, names, CTR_OUTPUTS, dynamic_axes, output_dims, out_path, opset,
             external_data=False)
-    _restore_unused_inputs(out_path, shapes)
+    _restore_unused_inputs(out_path, graph_shapes, names)
     if verify:
-        diff = max_abs_diff(serving, out_path, ctr_example(shapes, candidates=17, seed=1))
-        _require_parity(out_path, diff)
+        if batched:
+            check = batched_ctr_example(shapes, candidates=(17, 1, 5), seed=1)
+        else:
+            check = ctr_example(shapes, candidates=17, seed=1)
+        _require_parity(out_path, max_abs_diff(serving, out_path, check))
     return out_path
 
 
-def _restore_unused_inputs(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+def _restore_unused_inputs(path: Path, shapes: dict[str, tuple[int | str, ...]], names: tuple[str, ...]) -> None:
     """Put back the CTR inputs the exporter pruned (SCENE_EMB of the ID-only model), in contract order."""
     model = onnx.load(str(path))
     present = {value.name: value for value in model.graph.input}
-    if set(present) == set(CTR_INPUTS):
+    if set(present) == set(names):
         return
     elem_type = {SCENE_EMB: onnx.TensorProto.FLOAT, SCENE_IDS: onnx.TensorProto.INT64}
     ordered = [
         present.get(name) or onnx.helper.make_tensor_value_info(name, elem_type[name], list(shapes[name]))
-        for name in CTR_INPUTS
+        for name in names
     ]
     del model.graph.input[:]
     model.graph.input.extend(ordered)
@@ -361,6 +403,7 @@ def embedding_dim(embedder_dir: str | Path) -> int:
 
 
 __all__ = [
+    "BATCHED_CTR_INPUTS",
     "CTR_INPUTS",
     "CTR_OUTPUTS",
     "EMBEDDER_INPUTS",

@@ -115,17 +115,22 @@ class RepositoryOptions:
     max_candidates: int = field(default=1000, metadata={"help": "most candidate items per request"})
     embedder_max_batch: int = field(default=64, metadata={"help": "embedder max_batch_size (texts per call)"})
     feature_cache_instances: int = field(
-        default=4,
-        metadata={"help": "feature_cache instances: requests in flight at the cache step (a non-batching step sees one "
-                          "request per execute, so concurrency, and the embedder's batching of their misses, needs "
-                          "instances; each keeps its own LRU)"},
+        default=1,
+        metadata={"help": "feature_cache instances (processes, each with its own in-process store); with request "
+                          "batching one instance serves many requests per execute, so one cache per server is the default"},
     )
     embedder_instances: int = field(default=1, metadata={"help": "embedder model instances"})
     ctr_instances: int = field(default=1, metadata={"help": "ctr model instances"})
     runtime: str = field(default="onnxruntime", metadata={"help": "cpu target: 'onnxruntime' or 'torch'"})
     device: str = field(default="cpu", metadata={"help": "cpu target: 'cpu' or 'cuda[:N]' for the python models"})
     intra_op_threads: int = field(default=0, metadata={"help": "ONNX Runtime / torch threads per model, 0 = default"})
-    max_queue_delay_us: int = field(default=500, metadata={"help": "embedder dynamic batching delay"})
+    max_queue_delay_us: int = field(default=500, metadata={"help": "dynamic batching delay of every batched step"})
+    batch_requests: int = field(
+        default=64,
+        metadata={"help": "cpu target: requests one execute of feature_cache and ctr may serve (dynamic batching; "
+                          "the ensemble's max_batch_size); 0 = one request per execute. The gpu target's TensorRT "
+                          "ctr plan scores one request per execute, so it serves unbatched"},
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
@@ -149,9 +154,14 @@ class RepositoryOptions:
         for name in ("max_candidates", "embedder_max_batch", "feature_cache_instances", "embedder_instances", "ctr_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("cache_capacity", "cache_max_bytes", "intra_op_threads", "max_queue_delay_us"):
+        for name in ("cache_capacity", "cache_max_bytes", "intra_op_threads", "max_queue_delay_us", "batch_requests"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def request_batch(self) -> int:
+        """max_batch_size of the ensemble and its request steps (0: one request per execute)."""
+        return 0 if self.target == "gpu" else self.batch_requests
 
     @property
     def instance_kind(self) -> int:
@@ -232,7 +242,8 @@ def ensemble_config(
     """The public contract (inputs, outputs, published parameters) over two steps: ``scene_model`` turns
     SCENE_TEXT into SCENE_EMB/SCENE_IDS, ``ctr_model`` scores. Other step names serve another scene
     embedding behind the same contract (the benchmarks' baseline)."""
-    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=0)
+    # dims exclude the batch axis when request_batch > 0: a client sends SCENE_TEXT [1, K], ITEM_IDS [1, N]
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
     config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
     config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
@@ -254,9 +265,9 @@ def ensemble_config(
 
 
 def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
-    # max_batch_size 0: each request carries its own K texts; the model merges the misses of all the
-    # requests of one execute() into one embedder call itself.
-    config = mc.ModelConfig(name=FEATURE_CACHE_MODEL, backend="python", max_batch_size=0)
+    # Dynamic batching hands one execute() many requests (each [1, K] texts); the model merges the misses
+    # of all of them into one embedder call itself.
+    config = mc.ModelConfig(name=FEATURE_CACHE_MODEL, backend="python", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
     config.output.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[-1, facts.embedding_dim])
     config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
@@ -269,6 +280,8 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
     })
+    if options.request_batch:
+        config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.feature_cache_instances)
     return config
 
@@ -286,13 +299,16 @@ def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelCo
 
 
 def ctr_config(options: RepositoryOptions, facts: ModelFacts, *, name: str = CTR_MODEL) -> mc.ModelConfig:
-    """One request per execution (max_batch_size 0); K and D are fixed by the trained model."""
-    config = mc.ModelConfig(name=name, max_batch_size=0)
+    """K and D are fixed by the trained model. Batched (cpu target): one execute scores a dynamic batch of
+    requests with different candidate counts (``allow_ragged_batch`` on ITEM_IDS) in one graph run."""
+    config = mc.ModelConfig(name=name, max_batch_size=options.request_batch)
     config.input.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[facts.scene_inputs, facts.embedding_dim])
     config.input.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[len(facts.scene_features)])
     config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
-    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
+    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=options.request_batch > 0)
     config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
+    if options.request_batch:
+        config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     _set_backend(config, options, {**_runtime_parameters(options), PARAM_MAX_CANDIDATES: options.max_candidates})
     config.instance_group.add(kind=options.instance_kind, count=options.ctr_instances)
     return config
@@ -335,6 +351,11 @@ def validate_ensemble(ensemble: mc.ModelConfig, models: dict[str, mc.ModelConfig
         model = models.get(step.model_name)
         if model is None:
             raise RepositoryError(f"{where}: no model named {step.model_name!r}")
+        # tensors carry a batch axis exactly when the ensemble batches; a step must take as many requests
+        if (model.max_batch_size > 0) != (ensemble.max_batch_size > 0) or model.max_batch_size < ensemble.max_batch_size:
+            raise RepositoryError(
+                f"{where}: max_batch_size {model.max_batch_size} does not fit the ensemble's {ensemble.max_batch_size}"
+            )
         model_inputs = {t.name: t for t in model.input}
         model_outputs = {t.name: t for t in model.output}
         for model_tensor, ensemble_tensor in step.input_map.items():
@@ -466,7 +487,8 @@ def write_repository(
         embedder_onnx = export_embedder(paths.embedder_dir, onnx_home[EMBEDDER_MODEL] / ONNX_FILE)
         report(f"embedder: {embedder_onnx} (from {paths.embedder_dir})")
         ctr_onnx = onnx_home[CTR_MODEL] / ONNX_FILE
-        export_ctr(paths.ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim)
+        export_ctr(paths.ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim,
+                   batched=options.request_batch > 0)
         report(f"ctr: {ctr_onnx} (from {paths.ctr_dir}; {dataset.num_users} users, {dataset.num_items} items)")
         facts = ModelFacts(
             scene_features=scene_features,
@@ -508,7 +530,7 @@ def fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
 def _scene_inputs(ctr_onnx: Path) -> int:
     from larr.export.onnx_export import describe_inputs
 
-    return int(describe_inputs(ctr_onnx)[SCENE_EMB][0])
+    return int(describe_inputs(ctr_onnx)[SCENE_EMB][-2])  # (K', D) or, batched, (requests, K', D)
 
 
 def _max_length(embedder_dir: Path) -> int:

@@ -1,4 +1,4 @@
-"""The ``larr`` command line: data, train, export, serve, query, demo, bench.
+"""The ``larr`` command line: data, train, export, embed-scenes, serve, query, demo, bench.
 
 Subcommands import their (heavy) modules only when run, so ``larr query`` never imports torch.
 """
@@ -57,6 +57,12 @@ def _export(args: argparse.Namespace) -> int:
     return run_export(args)
 
 
+def _embed_scenes(args: argparse.Namespace) -> int:
+    from larr.export.scene_table import run_embed_scenes
+
+    return run_embed_scenes(args)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from larr.serving.launcher import serve_main
 
@@ -113,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="trained run -> ONNX / TensorRT -> Triton model repository")
     configure_export_parser(export)
     export.set_defaults(func=_export)
+
+    from larr.export.scene_table import configure_embed_scenes_parser
+
+    embed_scenes = commands.add_parser(
+        "embed-scenes", help="embed every known scene text offline into a versioned scene table (larr.export.scene_table)"
+    )
+    configure_embed_scenes_parser(embed_scenes)
+    embed_scenes.set_defaults(func=_embed_scenes)
 
     serve = commands.add_parser("serve", help="run tritonserver on a model repository (loopback, safe defaults)")
     serve.add_argument("--model-repository", default="model_repository", type=Path)

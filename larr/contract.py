@@ -23,6 +23,8 @@ SCENE_EMB = "SCENE_EMB"  # FP32 [K, D]
 INPUT_IDS = "input_ids"  # INT64 [B, T], right padded
 ATTENTION_MASK = "attention_mask"  # INT64 [B, T]
 EMBEDDING = "embedding"  # FP32 [B, D], L2-normalised
+# The batched ctr graph (one run per dynamic batch of B requests with T candidates in all):
+ITEM_REQUEST = "ITEM_REQUEST"  # INT64 [T]: the request (0..B-1) each concatenated candidate belongs to
 
 # Model-config parameters the repository publishes (string values; lists are JSON).
 PARAM_SCENE_FEATURES = "scene_features"
@@ -45,3 +47,6 @@ PARAM_INTRA_OP_THREADS = "intra_op_threads"  # embedder / ctr: ONNX Runtime / to
 TOKENIZER_FILE = "tokenizer.json"
 EMBEDDING_CONFIG_FILE = "embedding_config.json"
 SCENE_VOCAB_FILE = "scene_vocab.json"  # {"fields": [...scene features...], "values": [[texts of field 1], ...]}
+# The precomputed scene table (`larr embed-scenes`, larr.export.scene_table; read by larr.serving.table_store).
+SCENE_TABLE_FILE = "scene_table.safetensors"  # one tensor "embeddings" (N, D), row i is key i of the index
+SCENE_TABLE_INDEX_FILE = "scene_table.json"  # embedder_version, dim, dtype, features, keys [[feature, text, xxh64], ...]

@@ -44,14 +44,22 @@ async def embed_via_bls(
 
 
 def scene_responses(
-    pb_utils: Any, results: Sequence[tuple[np.ndarray, np.ndarray] | RequestError], emb_name: str, ids_name: str
+    pb_utils: Any,
+    results: Sequence[tuple[np.ndarray, np.ndarray] | RequestError],
+    emb_name: str,
+    ids_name: str,
+    batched: bool = False,
 ) -> list[Any]:
-    """Per request: ``(SCENE_EMB, SCENE_IDS)`` outputs, or an error response with the request's message."""
+    """Per request: ``(SCENE_EMB, SCENE_IDS)`` outputs, or an error response with the request's message.
+
+    ``batched`` (the model's max_batch_size > 0): every output gets the request's batch axis of 1,
+    ``(K, D) -> (1, K, D)`` and ``(K,) -> (1, K)``.
+    """
     responses = []
     for result in results:
         if isinstance(result, RequestError):
             responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
         else:
-            scene_emb, scene_ids = result
+            scene_emb, scene_ids = (x[None] for x in result) if batched else result
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(emb_name, scene_emb), pb_utils.Tensor(ids_name, scene_ids)]))
     return responses

@@ -60,6 +60,9 @@ class Runtime(Protocol):
     def run(self, inputs: Sequence[Any]) -> list[Any]:
         """Inputs in config order (NumPy, or torch tensors for the torch runtime) -> outputs in config order."""
 
+    def run_numpy(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """NumPy inputs -> the first output as a host NumPy array."""
+
 
 class OnnxRuntime:
     """An ONNX Runtime session; CUDAExecutionProvider when the device is cuda."""
@@ -94,14 +97,17 @@ class OnnxRuntime:
         feed = {name: value for name, value in zip(self.input_names, inputs) if name in self._used_inputs}
         return self.session.run(list(self.output_names), feed)
 
+    def run_numpy(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        return self.run(inputs)[0]
+
 
 class TorchRuntime:
     """The PyTorch modules themselves (TextEmbedder or ServingCTR), on CPU or CUDA; tensors in and out."""
 
-    def __init__(self, path: Path, spec: RuntimeSpec):
+    def __init__(self, path: Path, spec: RuntimeSpec, batched: bool = False):
         import torch
 
-        from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
+        from larr.models.ctr_model import BatchedServingCTR, LarrCTR, ServingCTR, index_table
         from larr.models.embedder import EMBEDDER_FILE, TextEmbedder
 
         if spec.intra_op_threads:
@@ -113,7 +119,7 @@ class TorchRuntime:
         else:
             model, vocab = LarrCTR.load(path)
             meta = json.loads((path / SERVING_META_FILE).read_text(encoding="utf-8"))
-            module = ServingCTR(
+            module = (BatchedServingCTR if batched else ServingCTR)(
                 model, index_table(vocab["values"][0], meta["num_users"]), index_table(vocab["values"][1], meta["num_items"])
             )
         self.module = module.eval().to(spec.device)
@@ -124,14 +130,21 @@ class TorchRuntime:
         with torch.inference_mode():
             return [self.module(*tensors)]
 
+    def run_numpy(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        return self.run(inputs)[0].cpu().numpy()
 
-def load_runtime(version_dir: Path, config: Mapping[str, Any]) -> Runtime:
-    """The runtime a model config asks for, loaded from ``version_dir / model_file``."""
+
+def load_runtime(version_dir: Path, config: Mapping[str, Any], extra_inputs: Sequence[str] = ()) -> Runtime:
+    """The runtime a model config asks for, loaded from ``version_dir / model_file``.
+
+    ``extra_inputs``: graph inputs the adapter computes itself, fed after the config's inputs (the batched
+    ctr graph's ``ITEM_REQUEST``); their presence selects the batched PyTorch module too.
+    """
     spec = RuntimeSpec.from_model_config(config)
     path = Path(version_dir) / spec.model_file
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; export the model repository with `larr export`")
     if spec.runtime == "torch":
-        return TorchRuntime(path, spec)
+        return TorchRuntime(path, spec, batched=bool(extra_inputs))
     inputs, outputs = tensor_names(config)
-    return OnnxRuntime(path, inputs, outputs, spec)
+    return OnnxRuntime(path, (*inputs, *extra_inputs), outputs, spec)

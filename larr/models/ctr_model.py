@@ -193,6 +193,7 @@ class ServingCTR(nn.Module):
     Raw ids are mapped to field indices by baked-in tables (``user_index[id]``, 0 = unseen or out of
     range). The aggregation encoder runs once per request and its vector is shared by the N candidates.
     ``scene_ids`` are the scene features' field indices (the feature cache computes them).
+    :class:`BatchedServingCTR` scores many requests in one call with the same weights and arithmetic.
     """
 
     def __init__(self, model: LarrCTR, user_index: torch.Tensor, item_index: torch.Tensor):
@@ -202,19 +203,44 @@ class ServingCTR(nn.Module):
         self.register_buffer("item_index", item_index.long())  # (num_items,)
 
     def forward(self, scene_emb: torch.Tensor, scene_ids: torch.Tensor, user_id: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
-        n = item_ids.shape[0]
-        user = _lookup(self.user_index, user_id.long()).expand(n)  # (N,)
-        item = _lookup(self.item_index, item_ids.long())  # (N,)
-        sparse = torch.cat([user[:, None], item[:, None], scene_ids.long()[None].expand(n, -1)], dim=1)  # (N, F)
+        item_request = torch.zeros_like(item_ids.long())  # (N,): every candidate belongs to request 0
+        return self.score(scene_emb[None], scene_ids[None], user_id.reshape(1), item_ids, item_request)
+
+    def score(self, scene_emb: torch.Tensor, scene_ids: torch.Tensor, user_id: torch.Tensor, item_ids: torch.Tensor,
+              item_request: torch.Tensor) -> torch.Tensor:
+        """B requests, T candidates in all: scene_emb (B, K', D), scene_ids (B, K), user_id (B,), item_ids (T,),
+        item_request (T,) the request each candidate belongs to -> CTR (T,)."""
+        request = item_request.long()
+        user = _lookup(self.user_index, user_id.long())[request]  # (T,)
+        item = _lookup(self.item_index, item_ids.long())  # (T,)
+        sparse = torch.cat([user[:, None], item[:, None], scene_ids.long()[request]], dim=1)  # (T, F)
         backbone = self.model.backbone
         if not self.model.spec.use_llm:
             return torch.sigmoid(backbone(sparse, None))
         known = (item_ids >= 0) & (item_ids < self.model.spec.num_items)
-        item_rows = torch.where(known, item_ids.long() + 1, torch.zeros_like(item_ids.long()))  # (N,)
-        _, aligned = self.model.aggregator(scene_emb[None])  # (1, E): once per request
-        dense = torch.cat([self.model.item_text[item_rows], self.model.scene_input(aligned).expand(n, -1)], dim=1)  # (N, D + E)
+        item_rows = torch.where(known, item_ids.long() + 1, torch.zeros_like(item_ids.long()))  # (T,)
+        _, aligned = self.model.aggregator(scene_emb)  # (B, E): once per request
+        scene = self.model.scene_input(aligned)[request]  # (T, E): shared by a request's candidates
+        dense = torch.cat([self.model.item_text[item_rows], scene], dim=1)  # (T, D + E)
         dense = dense * self.model.spec.llm_input_scale
         return torch.sigmoid(backbone(sparse, dense))
+
+
+class BatchedServingCTR(ServingCTR):
+    """B requests in one call, each with its own number of candidates (ragged), concatenated:
+
+    ``(scene_emb (B, K', D), scene_ids (B, K), user_id (B, 1), item_ids (T,), item_request (T,)) -> CTR (T,)``
+
+    where ``item_request[t]`` is the request (row of the first three inputs) candidate ``t`` belongs to.
+    This is what one execute of the served ``ctr`` model runs for a whole dynamic batch.
+
+        >>> ctr = BatchedServingCTR(model, user_index, item_index)
+        >>> ctr(scene_emb, scene_ids, user_id, torch.tensor([5, 7, 9]), torch.tensor([0, 0, 1]))  # 2 + 1 candidates
+    """
+
+    def forward(self, scene_emb: torch.Tensor, scene_ids: torch.Tensor, user_id: torch.Tensor, item_ids: torch.Tensor,
+                item_request: torch.Tensor) -> torch.Tensor:
+        return self.score(scene_emb, scene_ids, user_id.reshape(-1), item_ids, item_request)
 
 
 def index_table(vocab_values: list, size: int) -> torch.Tensor:
@@ -226,4 +252,4 @@ def index_table(vocab_values: list, size: int) -> torch.Tensor:
     return table
 
 
-__all__ = ["AggregationEncoder", "CTRModelSpec", "CTROutput", "LarrCTR", "ServingCTR", "index_table"]
+__all__ = ["AggregationEncoder", "BatchedServingCTR", "CTRModelSpec", "CTROutput", "LarrCTR", "ServingCTR", "index_table"]

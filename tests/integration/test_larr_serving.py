@@ -106,14 +106,16 @@ def cache_metrics(server) -> dict[str, float]:
 
 
 def raw_infer(server, texts: np.ndarray, user: np.ndarray, items: np.ndarray):
-    """Bypass the client's validation: what a careless or hostile caller can send."""
+    """Bypass the client's validation: what a careless or hostile caller can send (with the batch axis of 1
+    the batching ensemble takes: SCENE_TEXT [1, K], USER_ID [1, 1], ITEM_IDS [1, N] -> CTR [1, N])."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
     inputs = []
     for name, value, dtype in ((SCENE_TEXT, texts, "BYTES"), (USER_ID, user, None), (ITEM_IDS, items, None)):
+        value = value[None]
         tensor = grpcclient.InferInput(name, list(value.shape), dtype or ("INT64" if value.dtype == np.int64 else "INT32"))
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
-    return client.infer(ENSEMBLE_NAME, inputs).as_numpy(CTR)
+    return client.infer(ENSEMBLE_NAME, inputs).as_numpy(CTR)[0]
 
 
 def test_served_ctr_equals_pytorch(server, dataset, reference):

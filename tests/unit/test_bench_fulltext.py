@@ -29,6 +29,7 @@ from larr.contract import (
     ENSEMBLE_NAME,
     FEATURE_CACHE_MODEL,
     ITEM_IDS,
+    ITEM_REQUEST,
     PARAM_EMBEDDER_MODEL,
     PARAM_SCENE_FEATURES,
     SCENE_EMB,
@@ -39,6 +40,7 @@ from larr.contract import (
 from larr.export.repository import ModelFacts, RepositoryError, RepositoryOptions, build_configs, write_repository
 from larr.models.ctr_model import CTRModelSpec, LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
+from larr.serving.ctr_batch import CTRRequest, score_batch
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneVocab
 from larr.serving.runtime import load_runtime
@@ -114,7 +116,10 @@ def test_configs_round_trip_and_share_the_public_contract():
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [FULLTEXT_EMBED_MODEL, FULLTEXT_CTR_MODEL]
 
     embed = parsed[FULLTEXT_EMBED_MODEL]
-    assert (embed.backend, embed.max_batch_size) == ("python", 0)
+    # batched like LARR's steps: the same number of requests per execute at every step
+    assert ensemble.max_batch_size == larr.max_batch_size == options.request_batch > 0
+    assert (embed.backend, embed.max_batch_size) == ("python", options.request_batch)
+    assert parsed[FULLTEXT_CTR_MODEL].max_batch_size == options.request_batch
     # the same concurrency at the first step as LARR's feature_cache, or the comparison is not like for like
     cache_instances = [g.count for g in build_configs(options, FACTS)[FEATURE_CACHE_MODEL].instance_group]
     assert [g.count for g in embed.instance_group] == cache_instances == [3]
@@ -161,12 +166,12 @@ def test_repository_matches_pytorch(tiny_run, fulltext_head, tmp_path):
     features = tuple(info["scene_features"])
     scenes = FullTextScenes.from_directory(out / FULLTEXT_EMBED_MODEL / "1", features)
     embedder = load_runtime(out / EMBEDDER_MODEL / "1", model_config(out, EMBEDDER_MODEL))
-    ctr = load_runtime(out / FULLTEXT_CTR_MODEL / "1", model_config(out, FULLTEXT_CTR_MODEL))
+    ctr = load_runtime(out / FULLTEXT_CTR_MODEL / "1", model_config(out, FULLTEXT_CTR_MODEL), extra_inputs=(ITEM_REQUEST,))
     scene = ["lunch time", "heavy rain", "office", "ramen", "Golden Noodle House"][: len(features)]
     user, items = np.array([3]), np.arange(10)
     parsed = [scenes.parse(scene)]
     (scene_emb, scene_ids), = scenes.results(parsed, embedder.run(list(scenes.tokenize(scenes.texts(parsed))))[0])
-    (served,) = ctr.run([scene_emb, scene_ids, user, items])
+    (served,) = score_batch(ctr.run_numpy, [CTRRequest(scene_emb, scene_ids, user, items)], max_candidates=40)
 
     reference_embedder = TextEmbedder.from_pretrained(tiny_run.embedder_dir)
     per_feature = EmbeddingTokenizer.from_directory(tiny_run.embedder_dir)

@@ -15,7 +15,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
 
-from larr.contract import ATTENTION_MASK, CTR, EMBEDDING, INPUT_IDS, ITEM_IDS, SCENE_EMB, SCENE_IDS, USER_ID
+from larr.contract import (
+    ATTENTION_MASK,
+    CTR,
+    EMBEDDING,
+    INPUT_IDS,
+    ITEM_IDS,
+    ITEM_REQUEST,
+    SCENE_EMB,
+    SCENE_IDS,
+    USER_ID,
+)
 from larr.data.schema import load_dataset
 from larr.export.onnx_export import (
     describe_inputs,
@@ -253,3 +263,32 @@ def test_id_only_keeps_scene_emb_input_and_ignores_it(exported, tiny_run, datase
 def test_id_only_export_needs_the_scene_dim(tiny_run, exported, tmp_path):
     with pytest.raises(ValueError, match="scene_dim"):
         export_ctr(tiny_run.ctr_dir("id_only"), exported["num_users"], exported["num_items"], tmp_path / "x.onnx")
+
+
+@pytest.mark.parametrize("variant", ["larr", "id_only"])
+def test_batched_ctr_graph_scores_each_request_like_the_one_request_graph(
+    exported, tiny_run, dataset, embedder, tokenizer, variant, tmp_path
+):
+    """One run of the batched graph over ragged requests == the one-request graph run per request."""
+    scene_dim = exported["dim"] if variant == "id_only" else None
+    path = export_ctr(tiny_run.ctr_dir(variant), exported["num_users"], exported["num_items"], tmp_path / "b.onnx",
+                      scene_dim=scene_dim, batched=True)
+    k, d = len(dataset.info.scene_features), exported["dim"]
+    assert describe_inputs(path) == {
+        SCENE_EMB: ["requests", k, d], SCENE_IDS: ["requests", k], USER_ID: ["requests", 1],
+        ITEM_IDS: ["candidates"], ITEM_REQUEST: ["candidates"],
+    }
+    rng = np.random.default_rng(5)
+    requests = [ctr_feeds(dataset, tiny_run, embedder, tokenizer, row, rng.choice(exported["num_items"], size=n))
+                for row, n in ((0, 4), (7, 1), (3, 9))]
+    batch = {
+        SCENE_EMB: np.stack([r[SCENE_EMB] for r in requests]),
+        SCENE_IDS: np.stack([r[SCENE_IDS] for r in requests]),
+        USER_ID: np.stack([r[USER_ID] for r in requests]),
+        ITEM_IDS: np.concatenate([r[ITEM_IDS] for r in requests]),
+        ITEM_REQUEST: np.repeat(np.arange(3), [len(r[ITEM_IDS]) for r in requests]),
+    }
+    (got,) = run_onnx(path, batch)
+    expected = np.concatenate([run_onnx(exported[variant], r)[0] for r in requests])
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= ATOL

@@ -112,7 +112,7 @@ def check_configs(
     features_json = json.dumps(list(facts.scene_features))
 
     ensemble = configs[ENSEMBLE_NAME]
-    assert (ensemble.name, ensemble.platform, ensemble.max_batch_size) == (ENSEMBLE_NAME, "ensemble", 0)
+    assert (ensemble.name, ensemble.platform, ensemble.max_batch_size) == (ENSEMBLE_NAME, "ensemble", options.request_batch)
     assert tensors(ensemble.input) == {
         SCENE_TEXT: (mc.TYPE_STRING, [-1]), USER_ID: (mc.TYPE_INT64, [1]), ITEM_IDS: (mc.TYPE_INT64, [-1]),
     }
@@ -126,7 +126,8 @@ def check_configs(
     assert json.loads(params(ensemble)[PARAM_SCENE_FEATURES]) == list(facts.scene_features)
 
     cache = configs[FEATURE_CACHE_MODEL]
-    assert (cache.backend, cache.max_batch_size) == ("python", 0)
+    assert (cache.backend, cache.max_batch_size) == ("python", options.request_batch)
+    assert cache.HasField("dynamic_batching") == (options.request_batch > 0)
     assert tensors(cache.input) == {SCENE_TEXT: (mc.TYPE_STRING, [-1])}
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
@@ -147,7 +148,9 @@ def check_configs(
     assert tensors(embedder.output) == {EMBEDDING: (mc.TYPE_FP32, [d])}
 
     ctr = configs[CTR_MODEL]
-    assert ctr.max_batch_size == 0
+    assert ctr.max_batch_size == options.request_batch
+    assert ctr.HasField("dynamic_batching") == (options.request_batch > 0)
+    assert [t.allow_ragged_batch for t in ctr.input] == [False, False, False, options.request_batch > 0]
     assert tensors(ctr.input) == {
         SCENE_EMB: (mc.TYPE_FP32, [k, d]),
         SCENE_IDS: (mc.TYPE_INT64, [k]),

@@ -1,14 +1,16 @@
-"""Triton python-backend adapter for ``ctr``: aggregation encoder + CTR head, one request at a time.
+"""Triton python-backend adapter for ``ctr``: aggregation encoder + CTR head (logic: larr.serving.ctr_batch).
 
-Logic lives in larr.serving (request validation, runtimes); tensor names come from the model config,
-whose inputs are, in order, the scene embeddings, the scene ids, the user id and the candidate ids.
+Tensor names come from the model config, whose inputs are, in order, the scene embeddings, the scene
+ids, the user id and the candidate ids. Batched (max_batch_size > 0): one execute scores the whole
+dynamic batch in one run of the batched graph; otherwise one run per request.
 """
 
 import json
 
 import triton_python_backend_utils as pb_utils
 
-from larr.contract import PARAM_MAX_CANDIDATES
+from larr.contract import ITEM_REQUEST, PARAM_MAX_CANDIDATES
+from larr.serving.ctr_batch import CTRRequest, score_batch
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
 from larr.serving.runtime import load_runtime, model_parameters, tensor_names
@@ -20,19 +22,27 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.input_names, (self.output_name,) = tensor_names(config)
         self.max_candidates = int(model_parameters(config)[PARAM_MAX_CANDIDATES])
-        self.runtime = load_runtime(f"{args['model_repository']}/{args['model_version']}", config)
+        self.batched = config["max_batch_size"] > 0
+        extra = (ITEM_REQUEST,) if self.batched else ()
+        self.runtime = load_runtime(f"{args['model_repository']}/{args['model_version']}", config, extra_inputs=extra)
 
     def execute(self, requests):
+        inputs = [[to_numpy(pb_utils.get_input_tensor_by_name(r, name)) for name in self.input_names] for r in requests]
+        if self.batched:
+            results = score_batch(self.runtime.run_numpy, [CTRRequest(*x) for x in inputs], self.max_candidates)
+            return [self._response(result, batch_axis=True) for result in results]
         responses = []
-        for request in requests:
-            scene_emb, scene_ids, user_id, item_ids = (
-                to_numpy(pb_utils.get_input_tensor_by_name(request, name)) for name in self.input_names
-            )
+        for scene_emb, scene_ids, user_id, item_ids in inputs:
             try:
                 validate_ctr_request(user_id, item_ids, self.max_candidates)
             except RequestError as error:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error))))
+                responses.append(self._response(error))
                 continue
             (ctr,) = self.runtime.run([scene_emb, scene_ids, user_id, item_ids])  # (N,)
-            responses.append(pb_utils.InferenceResponse([output_tensor(pb_utils, self.output_name, ctr)]))
+            responses.append(self._response(ctr))
         return responses
+
+    def _response(self, result, batch_axis=False):
+        if isinstance(result, RequestError):
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result)))
+        return pb_utils.InferenceResponse([output_tensor(pb_utils, self.output_name, result[None] if batch_axis else result)])

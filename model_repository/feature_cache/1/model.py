@@ -29,6 +29,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = model_parameters(config)
         (self.text_name,), (self.emb_name, self.ids_name) = tensor_names(config)
+        self.batched = config["max_batch_size"] > 0  # outputs get the request's batch axis
         self.embedder_model = params[PARAM_EMBEDDER_MODEL]
         self.embedder_max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])
         version = params[PARAM_EMBEDDER_VERSION]
@@ -67,7 +68,7 @@ class TritonPythonModel:
             except RequestError as error:  # the embedder failed: every request that needed it fails
                 batch.fail(error)
         self._report_metrics()
-        return scene_responses(pb_utils, batch.results(), self.emb_name, self.ids_name)
+        return scene_responses(pb_utils, batch.results(), self.emb_name, self.ids_name, self.batched)
 
     def _report_metrics(self):
         stats = self.cache.stats()  # the store's counters, in-batch repeats counted as hits

@@ -23,6 +23,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = model_parameters(config)
         (self.text_name,), (self.emb_name, self.ids_name) = tensor_names(config)
+        self.batched = config["max_batch_size"] > 0  # outputs get the request's batch axis
         self.embedder_model = params[PARAM_EMBEDDER_MODEL]
         self.embedder_max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])
         self.scenes = FullTextScenes.from_directory(
@@ -39,4 +40,5 @@ class TritonPythonModel:
                 embeddings = await embed_via_bls(pb_utils, self.embedder_model, input_ids, attention_mask, self.embedder_max_batch)
             except RequestError as error:  # the embedder failed: every request that needed it fails
                 parsed = [p if isinstance(p, RequestError) else error for p in parsed]
-        return scene_responses(pb_utils, self.scenes.results(parsed, embeddings), self.emb_name, self.ids_name)
+        return scene_responses(pb_utils, self.scenes.results(parsed, embeddings), self.emb_name, self.ids_name,
+                               self.batched)
