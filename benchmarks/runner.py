@@ -39,7 +39,7 @@ from larr.benchmarks.config import (
 )
 from larr.benchmarks.fulltext_repository import FULLTEXT_EMBED_MODEL, FULLTEXT_ENSEMBLE_NAME
 from larr.benchmarks.machine import Machine, detect_machine
-from larr.benchmarks.models import BenchSetupError, SizeModels, display_path, find_base_run, prepare_size
+from larr.benchmarks.models import CTR_LARR, BenchSetupError, SizeModels, display_path, find_base_run, prepare_size
 from larr.benchmarks.workload import (
     CacheSimulator,
     RequestStream,
@@ -48,6 +48,7 @@ from larr.benchmarks.workload import (
     write_perf_analyzer_data,
 )
 from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL
+from larr.layout import RunLayout
 
 RESULTS_FILE = "results.json"
 MODEL_OF_VARIANT = {LARR: ENSEMBLE_NAME, CACHE_OFF: ENSEMBLE_NAME, FULLTEXT: FULLTEXT_ENSEMBLE_NAME}
@@ -400,7 +401,7 @@ class BenchRun:
                     f"p99 {row['p99_us'] / 1e3:9.1f} ms"
                 )
 
-        with run_fastapi_service(models.embedder_dir, models.ctr_dirs["larr"], self.base.num_users, self.base.num_items,
+        with run_fastapi_service(models.embedder_dir, models.ctr_dirs[CTR_LARR], self.base.num_users, self.base.num_items,
                                  device=self.machine.device) as url:
             drive(FASTAPI, lambda: HttpTransport(url))
         log = self.work / size / "logs" / f"{LARR_LOADGEN}.log"
@@ -414,7 +415,7 @@ class BenchRun:
         token counts depend on the texts and the tokenizer only), so one number per share for every size."""
         from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 
-        tokenizer = EmbeddingTokenizer.from_directory(self.base.checkpoints / "embed" / "model")
+        tokenizer = EmbeddingTokenizer.from_directory(RunLayout(self.base.checkpoints).embedder_dir(CTR_LARR))
         whole = EmbeddingInputConfig(self.config.fulltext_max_length, tokenizer.config.pad_to_multiple_of)
         fulltext = EmbeddingTokenizer(tokenizer.tokenizer, whole)
         shares = sorted({share for size in self.config.llm_sizes for share in self.config.grid(size).unseen_shares})

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from larr.export.repository import SUPPORTED_VARIANTS, TARGETS, RepositoryError, RepositoryOptions
+from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions
+from larr.layout import SERVABLE_VARIANTS
 from larr.serving.runtime import RUNTIMES
 from larr.serving.stores import StoreKind
 
@@ -28,7 +29,8 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
         help="cpu: python-backend models on ONNX Runtime or PyTorch (any Triton, also on GPUs via --device cuda); "
         "gpu: TensorRT plans (needs TensorRT and a CUDA GPU here, the NGC image to serve)",
     )
-    add("--variant", default=defaults.variant, choices=SUPPORTED_VARIANTS, help="which trained CTR model to serve")
+    add("--variant", default=defaults.variant.value, choices=[v.value for v in SERVABLE_VARIANTS],
+        help="which trained CTR model to serve")
     add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
         help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
@@ -51,7 +53,7 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Run ``larr export``; returns the exit code (2 with a message on stderr for a clear user error)."""
     try:  # the flags alone, before anything heavy is imported
-        RepositoryOptions(
+        options = RepositoryOptions(
             target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
@@ -68,13 +70,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     try:
         write_repository(
-            args.checkpoints, args.out, target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
-            max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
-            embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
-            feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes,
-            device=args.device, intra_op_threads=args.intra_op_threads, num_users=args.num_users,
-            num_items=args.num_items, adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
+            args.checkpoints, args.out, options, num_users=args.num_users, num_items=args.num_items,
+            adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
         )
     except TensorRTUnavailableError as error:
         print(
