@@ -33,13 +33,16 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
         help="which trained CTR model to serve")
     add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
         help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
+    add("--redis-url", default=defaults.redis_url, help="scene store redis: redis://host:port/db shared by the replicas")
+    add("--extra-texts", default=defaults.extra_texts,
+        help="JSON lines {\"feature\": name, \"text\": ...} to embed into the scene table beside the dataset's texts")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
         help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
     add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
     add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
     add("--feature-cache-instances", type=int, default=defaults.feature_cache_instances,
-        help="feature_cache instances (requests in flight at the cache step; each has its own LRU)")
+        help="feature_cache instances (processes; each has its own in-process tiers)")
     add("--embedder-instances", type=int, default=defaults.embedder_instances, help="embedder model instances")
     add("--ctr-instances", type=int, default=defaults.ctr_instances, help="ctr model instances")
     add("--runtime", default=defaults.runtime, choices=RUNTIMES, help="cpu target: what runs the models")
@@ -58,7 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes,
+            cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:

@@ -57,6 +57,7 @@ from larr.contract import (
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
+    PARAM_REDIS_URL,
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
     PARAM_SCENE_STORE,
@@ -104,8 +105,16 @@ class RepositoryOptions:
         metadata={"help": f"which trained CTR model: one of {[v.value for v in SERVABLE_VARIANTS]} (a name is accepted)"},
     )
     scene_store: StoreKind = field(
-        default=StoreKind.LRU,
-        metadata={"help": f"where feature_cache keeps scene vectors: one of {[k.value for k in StoreKind]}"},
+        default=StoreKind.LOCAL,
+        metadata={"help": "where feature_cache keeps scene vectors: 'local' = the scene table embedded at export + "
+                          "an in-process LRU; 'redis' = those + Redis shared by replicas (--redis-url); 'lru' = the LRU "
+                          "alone (starts cold)"},
+    )
+    redis_url: str = field(default="", metadata={"help": "scene_store redis: the Redis every replica shares"})
+    extra_texts: str = field(
+        default="",
+        metadata={"help": "JSON lines {\"feature\": name, \"text\": ...} embedded into the scene table beside the "
+                          "dataset's texts (e.g. texts taken from logs)"},
     )
     cache_capacity: int = field(default=DEFAULT_CACHE_CAPACITY, metadata={"help": "feature cache bound, in entries"})
     cache_max_bytes: int = field(
@@ -134,6 +143,8 @@ class RepositoryOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
+        if self.scene_store is StoreKind.REDIS and not self.redis_url:
+            raise ValueError("scene_store 'redis' needs redis_url (--redis-url redis://host:port/db)")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         variant = Variant.parse(self.variant)
@@ -276,6 +287,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_SCENE_STORE: options.scene_store.value,
         PARAM_CACHE_CAPACITY: options.cache_capacity,
         PARAM_CACHE_MAX_BYTES: options.cache_max_bytes,
+        **({PARAM_REDIS_URL: options.redis_url} if options.scene_store is StoreKind.REDIS else {}),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
@@ -503,6 +515,8 @@ def write_repository(
     if options.runtime == "torch":
         _copy_torch_artifacts(paths, dataset, version_dirs, report)
     _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
+    if options.scene_store is not StoreKind.LRU:
+        _write_scene_table(checkpoints, paths, options, facts, version_dirs[FEATURE_CACHE_MODEL], report)
     configs = build_configs(options, facts)
     for name, config in configs.items():
         (out / name / CONFIG_FILE).write_text(config_text(config), encoding="utf-8")
@@ -513,6 +527,23 @@ def write_repository(
         f"embedder_version {facts.embedder_version}"
     )
     return RepositoryResult(out, options, facts, configs)
+
+
+def _write_scene_table(
+    checkpoints: Path, paths: CheckpointPaths, options: RepositoryOptions, facts: ModelFacts, version_dir: Path, report,
+) -> None:
+    """Every scene text of the run's dataset (+ ``options.extra_texts``), embedded now, beside the tokenizer:
+    the served store starts warm (``larr embed-scenes`` rebuilds it alone)."""
+    from larr.export.scene_table import write_scene_table
+
+    dataset_dir = RunLayout(checkpoints).dataset_dir()
+    if dataset_dir is None:
+        report(f"feature_cache: no scene table (the run's dataset is not there); the {options.scene_store.value} "
+               "store starts cold")
+        return
+    table = write_scene_table(paths.embedder_dir, dataset_dir, version_dir, facts.embedder_version,
+                              extra_texts=options.extra_texts or None, progress=report)
+    report(f"feature_cache: scene table {version_dir} ({table.rows} texts)")
 
 
 def fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
