@@ -34,6 +34,10 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
         help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
     add("--redis-url", default=defaults.redis_url, help="scene store redis: redis://host:port/db shared by the replicas")
+    add("--redis-socket-timeout-ms", type=float, default=defaults.redis_socket_timeout_ms,
+        help="scene store redis: longest wait for one Redis read/write before it counts as a miss")
+    add("--redis-retry-after-s", type=float, default=defaults.redis_retry_after_s,
+        help="scene store redis: after a failure, skip Redis this long, then reconnect by itself")
     add("--extra-texts", default=defaults.extra_texts,
         help="JSON lines {\"feature\": name, \"text\": ...} to embed into the scene table beside the dataset's texts")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
@@ -62,6 +66,7 @@ def run_export(args: argparse.Namespace) -> int:
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
             cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts,
+            redis_socket_timeout_ms=args.redis_socket_timeout_ms, redis_retry_after_s=args.redis_retry_after_s,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:

@@ -57,6 +57,8 @@ from larr.contract import (
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
+    PARAM_REDIS_RETRY_AFTER_S,
+    PARAM_REDIS_SOCKET_TIMEOUT_MS,
     PARAM_REDIS_URL,
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
@@ -69,6 +71,7 @@ from larr.contract import (
     USER_ID,
 )
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
+from larr.serving.redis_store import RedisStoreConfig
 from larr.serving.runtime import RUNTIMES, SERVING_META_FILE
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
 
@@ -111,6 +114,16 @@ class RepositoryOptions:
                           "alone (starts cold)"},
     )
     redis_url: str = field(default="", metadata={"help": "scene_store redis: the Redis every replica shares"})
+    redis_socket_timeout_ms: float = field(
+        default=RedisStoreConfig.socket_timeout_ms,
+        metadata={"help": "scene_store redis: the longest one Redis read/write may block a request before it counts "
+                          "as a miss (raise it where Redis is not on the LAN)"},
+    )
+    redis_retry_after_s: float = field(
+        default=RedisStoreConfig.retry_after_s,
+        metadata={"help": "scene_store redis: after a Redis failure, Redis is skipped (misses) for this long, then "
+                          "tried again (how soon a replica reconnects by itself)"},
+    )
     extra_texts: str = field(
         default="",
         metadata={"help": "JSON lines {\"feature\": name, \"text\": ...} embedded into the scene table beside the "
@@ -145,6 +158,9 @@ class RepositoryOptions:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
         if self.scene_store is StoreKind.REDIS and not self.redis_url:
             raise ValueError("scene_store 'redis' needs redis_url (--redis-url redis://host:port/db)")
+        if self.scene_store is StoreKind.REDIS:  # the store's own checks, at export rather than at server start
+            RedisStoreConfig(url=self.redis_url, socket_timeout_ms=self.redis_socket_timeout_ms,
+                             retry_after_s=self.redis_retry_after_s)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         variant = Variant.parse(self.variant)
@@ -287,7 +303,11 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_SCENE_STORE: options.scene_store.value,
         PARAM_CACHE_CAPACITY: options.cache_capacity,
         PARAM_CACHE_MAX_BYTES: options.cache_max_bytes,
-        **({PARAM_REDIS_URL: options.redis_url} if options.scene_store is StoreKind.REDIS else {}),
+        **({
+            PARAM_REDIS_URL: options.redis_url,
+            PARAM_REDIS_SOCKET_TIMEOUT_MS: options.redis_socket_timeout_ms,
+            PARAM_REDIS_RETRY_AFTER_S: options.redis_retry_after_s,
+        } if options.scene_store is StoreKind.REDIS else {}),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,

@@ -58,9 +58,11 @@ from larr.export.repository import (
     RepositoryOptions,
     build_configs,
     dataset_facts,
+    feature_cache_config,
     validate_ensemble,
     write_repository,
 )
+from larr.serving.redis_store import RedisStoreConfig
 from larr.serving.runtime import SERVING_META_FILE
 
 MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
@@ -357,10 +359,26 @@ def test_validate_ensemble_rejects_broken_graphs():
         validate_ensemble(wrong_dims[ENSEMBLE_NAME], wrong_dims)
 
 
+def test_redis_options_reach_the_store_the_feature_cache_builds():
+    """What export writes as redis_* parameters is what RedisStoreConfig reads back (the replicas' retry window)."""
+    facts = ModelFacts(("weather",), embedding_dim=8, scene_inputs=1, embedder_version="v", max_length=16)
+    options = RepositoryOptions(scene_store="redis", redis_url="redis://10.0.0.5:6379/2",
+                                redis_socket_timeout_ms=20, redis_retry_after_s=0.25)
+    params = {k: v.string_value for k, v in feature_cache_config(options, facts).parameters.items()}
+    assert RedisStoreConfig.from_params(params) == RedisStoreConfig(
+        url="redis://10.0.0.5:6379/2", socket_timeout_ms=20, retry_after_s=0.25
+    )
+    # other kinds write no redis_* parameter: nothing for a reader to misread
+    local = feature_cache_config(RepositoryOptions(scene_store="local"), facts).parameters
+    assert not [key for key in local if key.startswith("redis_")]
+
+
 def test_invalid_options_are_refused():
     for bad in ({"target": "tpu"}, {"variant": "full_text"}, {"runtime": "tensorflow"}, {"device": "gpu"},
                 {"target": "gpu", "runtime": "torch"}, {"embedder_max_batch": 0}, {"cache_capacity": -1},
-                {"cache_max_bytes": -1}, {"scene_store": "memcached"}):
+                {"cache_max_bytes": -1}, {"scene_store": "memcached"}, {"scene_store": "redis"},
+                {"scene_store": "redis", "redis_url": "redis://h:1/0", "redis_retry_after_s": -1},
+                {"scene_store": "redis", "redis_url": "redis://h:1/0", "redis_socket_timeout_ms": 0}):
         with pytest.raises(ValueError):
             RepositoryOptions(**bad)
 
