@@ -7,16 +7,28 @@ that exercise all three stages (~30 s on 2 cores)::
 
 Tests read it, never write into it. Set ``LARR_TEST_TINY_RUN=/path/to/run`` to reuse a run folder
 made by ``larr train`` instead (its ``config.yaml`` names the dataset), e.g. while iterating on a test.
+
+``redis_server_factory`` (session scope): ``start() -> RedisServer``, a real ``redis-server`` on a free
+loopback port without persistence, which a test may stop, pause (SIGSTOP) and restart on the same port;
+all are stopped when the session ends. Tests that use it are skipped, with the reason, where the
+``redis-server`` binary or the ``redis`` client is missing (``make setup`` installs both).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+from larr.serving.launcher import free_port
 
 TINY_RUN_ENV = "LARR_TEST_TINY_RUN"
 TINY_VARIANTS = ("larr", "id_only")
@@ -72,3 +84,74 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
         return TinyRun(Path(data).resolve(), run_dir)
     root = tmp_path_factory.mktemp("tiny_run")
     return train_tiny_run(root / "data", root / "run")
+
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on 127.0.0.1:``port`` that a test may stop, pause and restart.
+
+    No persistence (``--save '' --appendonly no``): a restart on the same port comes back empty, as a
+    replaced Redis node would.
+    """
+
+    def __init__(self, port: int):
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        admin = redis.Redis(port=self.port, socket_timeout=1)
+        for _ in range(200):  # bounded readiness poll
+            try:
+                if admin.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.025)
+            if self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"redis-server did not come up on port {self.port}")
+
+    def pause(self) -> None:
+        """SIGSTOP: a hung Redis that accepts connections but never answers."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a paused server would not act on SIGTERM
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def admin(self):
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=2, client_name="admin")
+
+
+@pytest.fixture(scope="session")
+def redis_server_factory() -> Iterator[Callable[[], RedisServer]]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server binary not found (apt-get install redis-server)")
+    pytest.importorskip("redis", reason="the redis client is not installed (pip install 'redis[hiredis]>=5')")
+    servers: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        server = RedisServer(free_port())
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,17 +1,12 @@
 """RedisStore against a real ``redis-server`` on a free loopback port, and TieredStore with Redis as L2.
 
-The server runs without persistence (``--save '' --appendonly no``); tests that stop, pause or restart
-it get their own server. Skipped, with the reason, where the ``redis-server`` binary or the ``redis``
-client is missing (``make setup`` installs both).
+The servers come from ``redis_server_factory`` (tests/conftest.py: no persistence; skipped, with the
+reason, where ``redis-server`` or the ``redis`` client is missing); tests that stop, pause or restart
+it get their own server.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 
@@ -19,77 +14,30 @@ import numpy as np
 import pytest
 
 from larr.serving import redis_store
+from larr.serving.launcher import free_port
 from larr.serving.redis_store import RedisStats, RedisStore, RedisStoreConfig
 from larr.serving.store import SceneKey, SceneStore, StoreStats
 from larr.serving.tiered_store import TieredStore
 
 redis = pytest.importorskip("redis", reason="the redis client is not installed (pip install 'redis[hiredis]>=5')")
-REDIS_SERVER = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server binary not found (apt-get install redis-server)")
 
 D = 64
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A throw-away ``redis-server`` on 127.0.0.1:``port`` that a test may stop, pause and restart."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        admin = redis.Redis(port=self.port, socket_timeout=1)
-        for _ in range(200):  # bounded readiness poll
-            try:
-                if admin.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.025)
-            if self.proc.poll() is not None:
-                break
-        raise RuntimeError(f"redis-server did not come up on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def admin(self):
-        return redis.Redis(port=self.port, socket_timeout=2, client_name="admin")
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer(free_port())
-    srv.start()
-    yield srv
-    srv.stop()
+def server(redis_server_factory):
+    return redis_server_factory()  # stopped at the end of the session
 
 
 @pytest.fixture()
-def own_server() -> Iterator[RedisServer]:
-    srv = RedisServer(free_port())
-    srv.start()
+def own_server(redis_server_factory):
+    srv = redis_server_factory()
     yield srv
-    if srv.proc is not None and srv.proc.poll() is None:
-        os.kill(srv.proc.pid, signal.SIGCONT)  # in case a test left it paused
-    srv.stop()
+    srv.stop()  # resumes it first, in case a test left it paused
 
 
 @pytest.fixture()
-def store(server: RedisServer, request) -> Iterator[RedisStore]:
+def store(server, request) -> Iterator[RedisStore]:
     # a key prefix per test: tests share the module's server, never each other's keys
     s = RedisStore(RedisStoreConfig(url=server.url, socket_timeout_ms=500, key_prefix=f"t:{request.node.name}:"))
     yield s
@@ -160,7 +108,7 @@ def test_digest_collision_reads_as_a_miss(store: RedisStore, monkeypatch):
     assert store.stats().collisions == 1
 
 
-def test_unparsable_values_are_misses(store: RedisStore, server: RedisServer):
+def test_unparsable_values_are_misses(store: RedisStore, server):
     (k,) = make_keys(1)
     server.admin().set(store.redis_key(k), b"\x01")
     assert store.get_many([k]) == [None] and store.stats().corrupt == 1
@@ -175,7 +123,7 @@ def test_rows_outside_float16_are_not_stored(store: RedisStore):
         store.put_many(keys, rows[:1])
 
 
-def test_ttl_sets_an_expiry(server: RedisServer):
+def test_ttl_sets_an_expiry(server):
     store = RedisStore(RedisStoreConfig(url=server.url, socket_timeout_ms=500, key_prefix="ttl:", ttl_s=60))
     (k,) = make_keys(1)
     store.put_many([k], unit_rows(1))
@@ -184,7 +132,7 @@ def test_ttl_sets_an_expiry(server: RedisServer):
 
 # -- one round trip per call ---------------------------------------------------------------------------
 @pytest.mark.parametrize("ttl_s", [None, 60])
-def test_one_round_trip_per_call(server: RedisServer, monkeypatch, ttl_s):
+def test_one_round_trip_per_call(server, monkeypatch, ttl_s):
     store = RedisStore(RedisStoreConfig(url=server.url, socket_timeout_ms=500, key_prefix=f"rt{ttl_s}:", ttl_s=ttl_s))
     store.get_many(make_keys(1))  # opens the pooled connection outside the count
     sends: list[int] = []
@@ -223,7 +171,7 @@ class FakeClock:
         return self.now
 
 
-def test_stopped_redis_gives_misses_and_recovers_by_itself(own_server: RedisServer, monkeypatch):
+def test_stopped_redis_gives_misses_and_recovers_by_itself(own_server, monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(redis_store, "time", clock)
     store = RedisStore(RedisStoreConfig(url=own_server.url, socket_timeout_ms=50, retry_after_s=5))
@@ -254,7 +202,7 @@ def test_stopped_redis_gives_misses_and_recovers_by_itself(own_server: RedisServ
     assert all(v is not None for v in store.get_many(keys))
 
 
-def test_recovers_in_real_time(own_server: RedisServer):
+def test_recovers_in_real_time(own_server):
     """The same without a fake clock: a small retry_after_s, then a bounded poll (no timing asserted)."""
     store = RedisStore(RedisStoreConfig(url=own_server.url, socket_timeout_ms=50, retry_after_s=0.05))
     keys, rows = make_keys(2), unit_rows(2)
@@ -270,12 +218,12 @@ def test_recovers_in_real_time(own_server: RedisServer):
     assert not store.stats().degraded and all(v is not None for v in store.get_many(keys))
 
 
-def test_paused_redis_times_out_into_misses(own_server: RedisServer):
+def test_paused_redis_times_out_into_misses(own_server):
     """A hung server (SIGSTOP) costs one socket timeout, not a hang, and no redis-py retries."""
     store = RedisStore(RedisStoreConfig(url=own_server.url, socket_timeout_ms=20, retry_after_s=60))
     keys, rows = make_keys(3), unit_rows(3)
     store.put_many(keys, rows)
-    os.kill(own_server.proc.pid, signal.SIGSTOP)
+    own_server.pause()
     try:
         got = store.get_many(keys)
         assert got == [None] * 3
@@ -284,7 +232,7 @@ def test_paused_redis_times_out_into_misses(own_server: RedisServer):
         assert "Timeout" in store.last_error
         assert store.get_many(keys) == [None] * 3 and store.stats().skipped == 1
     finally:
-        os.kill(own_server.proc.pid, signal.SIGCONT)
+        own_server.resume()
 
 
 def test_unreachable_redis_at_start_is_not_an_error():
@@ -329,11 +277,11 @@ class DictStore:
         return StoreStats(entries=len(self.rows))
 
 
-def redis_l2(server: RedisServer, prefix: str) -> RedisStore:
+def redis_l2(server, prefix: str) -> RedisStore:
     return RedisStore(RedisStoreConfig(url=server.url, socket_timeout_ms=500, key_prefix=prefix))
 
 
-def test_tiered_write_through_and_promotion(server: RedisServer):
+def test_tiered_write_through_and_promotion(server):
     l1, l2 = DictStore(), redis_l2(server, "tier:")
     store = TieredStore([l1, l2])
     keys, rows = make_keys(4), unit_rows(4)
@@ -351,7 +299,7 @@ def test_tiered_write_through_and_promotion(server: RedisServer):
     assert isinstance(s.tiers[1], RedisStats) and s.tiers[1].hits == 2 + 2  # 2 read directly above, 2 through the tiers
 
 
-def test_two_replicas_share_one_redis(server: RedisServer):
+def test_two_replicas_share_one_redis(server):
     replica_a = TieredStore([DictStore(), redis_l2(server, "shared:")])
     replica_b = TieredStore([DictStore(), redis_l2(server, "shared:")])
     keys, rows = make_keys(3), unit_rows(3)
@@ -361,7 +309,7 @@ def test_two_replicas_share_one_redis(server: RedisServer):
     assert replica_b.stats().hits == 3 and replica_b.stats().tiers[0].entries == 3
 
 
-def test_tiered_with_redis_down_still_answers_from_l1(own_server: RedisServer):
+def test_tiered_with_redis_down_still_answers_from_l1(own_server):
     l1 = DictStore()
     store = TieredStore([l1, RedisStore(RedisStoreConfig(url=own_server.url, socket_timeout_ms=50, retry_after_s=60))])
     keys, rows = make_keys(2), unit_rows(2)
