@@ -32,11 +32,45 @@ import numpy as np
 from larr.contract import SCENE_VOCAB_FILE
 from larr.scene_request import SceneTextError, parse_scene_text
 from larr.serving.errors import RequestError
+from larr.serving.redis_store import RedisStats
 from larr.serving.store import SceneKey, SceneStore, StoreStats, scene_key
+from larr.serving.tiered_store import TieredStats
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
 Parsed = list[str] | RequestError  # one request's K texts, or the error to answer it with
+
+
+@dataclass(frozen=True)
+class CacheMetric:
+    """One exported metric, ``larr_feature_cache_{name}``: a counter (only goes up) or a gauge (a level now)."""
+
+    name: str
+    help: str
+    counter: bool
+
+
+CACHE_METRICS: tuple[CacheMetric, ...] = (
+    CacheMetric("hits_total", "scene-feature lookups served from the cache (any tier)", True),
+    CacheMetric("misses_total", "scene-feature lookups that needed the embedder", True),
+    CacheMetric("coalesced_total", "lookups served by another lookup of the same text in the same batch", True),
+    CacheMetric("evictions_total", "entries evicted to keep the cache within its bound", True),
+    CacheMetric("entries", "entries in the cache now", False),
+    CacheMetric("bytes", "bytes of the cached texts and vectors now", False),
+    # scene_store redis only
+    CacheMetric("redis_hits_total", "lookups answered by Redis (L2: embedded by this or another replica)", True),
+    CacheMetric("redis_errors_total", "Redis calls that failed or timed out (their lookups became misses)", True),
+    CacheMetric("redis_degraded", "1 while Redis is skipped after a failure (misses go to the embedder), else 0", False),
+)
+
+
+def redis_tier_stats(stats: StoreStats) -> RedisStats | None:
+    """The Redis tier's counters inside a store's ``stats()``, or None for a store without Redis."""
+    if isinstance(stats, RedisStats):
+        return stats
+    if isinstance(stats, TieredStats):
+        return next((tier for tier in stats.tiers if isinstance(tier, RedisStats)), None)
+    return None
 
 
 def parse_scene(raw: np.ndarray | Sequence, scene_features: Sequence[str]) -> Parsed:
@@ -148,6 +182,20 @@ class SceneFeatureCache:
         execute are counted apart, in :attr:`coalesced` -- they are neither store hits (a cache of capacity
         0 still serves them) nor misses (the embedder computes the key once)."""
         return self.store.stats()
+
+    def metric_values(self) -> dict[str, float]:
+        """Now, by :class:`CacheMetric` name: the store's counters, :attr:`coalesced` and, where the store
+        has a Redis tier, its hits, errors and degraded flag."""
+        stats = self.stats()
+        values = {
+            "hits_total": stats.hits, "misses_total": stats.misses, "coalesced_total": self.coalesced,
+            "evictions_total": stats.evictions, "entries": stats.entries, "bytes": stats.bytes,
+        }
+        redis = redis_tier_stats(stats)
+        if redis is not None:
+            values.update(redis_hits_total=redis.hits, redis_errors_total=redis.errors,
+                          redis_degraded=int(redis.degraded))
+        return {name: float(value) for name, value in values.items()}
 
     # ------------------------------------------------------------------------------------------- phases
 

@@ -7,9 +7,11 @@ import pytest
 
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
-from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.feature_cache import CACHE_METRICS, SceneFeatureCache, SceneVocab
 from larr.serving.lru import LRUStore
+from larr.serving.redis_store import RedisStore, RedisStoreConfig
 from larr.serving.store import SceneKey
+from larr.serving.tiered_store import TieredStore
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
 
@@ -171,3 +173,63 @@ def test_ctr_request_validation(user, items, message):
 
 def test_ctr_request_accepts_unknown_ids():
     validate_ctr_request(np.array([10**12]), np.array([0, 10**12]), max_candidates=10)
+
+
+class FlakyRedis:
+    """A stand-in ``redis.Redis`` (MGET/MSET over a dict) that a test can take down and bring back."""
+
+    def __init__(self):
+        self.data: dict[bytes, bytes] = {}
+        self.down = False
+
+    def _check(self):
+        if self.down:
+            import redis
+
+            raise redis.ConnectionError("Connection refused")
+
+    def mget(self, keys):
+        self._check()
+        return [self.data.get(k) for k in keys]
+
+    def mset(self, items):
+        self._check()
+        self.data.update(items)
+
+
+def test_metric_values_without_redis_have_no_redis_metrics(tokenizer):
+    cache = make_cache(tokenizer)
+    run_batch(cache, [[b"sunny", b"office"], [b"sunny", b"home"]])
+    values = cache.metric_values()
+    assert values == {"hits_total": 0.0, "misses_total": 3.0, "coalesced_total": 1.0, "evictions_total": 0.0,
+                      "entries": 3.0, "bytes": values["bytes"]}
+    assert {m.name for m in CACHE_METRICS} >= set(values)
+
+
+def test_metric_values_show_redis_hits_loss_and_recovery(tokenizer):
+    """Redis loss must show in the metrics as errors and a degraded flag, not only as more misses."""
+    pytest.importorskip("redis", reason="the redis client is not installed")
+    redis = FlakyRedis()
+    vocab = SceneVocab(FEATURES, ({}, {}))
+
+    def replica() -> SceneFeatureCache:  # a replica's own L1 in front of the one Redis
+        l2 = RedisStore(RedisStoreConfig(url="redis://unused:1/0", retry_after_s=0), client=redis)
+        return SceneFeatureCache(FEATURES, tokenizer, vocab, TieredStore([LRUStore(100), l2]), "v1")
+
+    a, b = replica(), replica()
+    run_batch(a, [[b"sunny", b"office"]])  # A embeds, writes through to Redis
+    _, calls = run_batch(b, [[b"sunny", b"office"]])
+    assert calls == []  # B: both from Redis
+    values = b.metric_values()
+    assert (values["redis_hits_total"], values["misses_total"], values["redis_errors_total"],
+            values["redis_degraded"]) == (2.0, 0.0, 0.0, 0.0)
+
+    redis.down = True
+    _, calls = run_batch(b, [[b"snow", b"campus"]])
+    assert calls == [2]  # misses went to the embedder, the request was answered
+    values = b.metric_values()
+    assert values["redis_errors_total"] >= 1 and values["redis_degraded"] == 1.0
+
+    redis.down = False  # retry_after_s=0: the next call asks Redis again
+    run_batch(b, [[b"hail", b"beach"]])
+    assert b.metric_values()["redis_degraded"] == 0.0

@@ -3,7 +3,7 @@
 All requests of one execute() are looked up together; their misses, deduplicated, go to the embedder
 in ONE BLS request (split only where they exceed the embedder's max batch size, those parts sent
 concurrently). The store is the one the model config's ``scene_store`` names (larr.serving.stores);
-its counters (``StoreStats``) are exported as Triton custom metrics.
+its counters (``SceneFeatureCache.metric_values``) are exported as Triton custom metrics.
 """
 
 import json
@@ -18,7 +18,7 @@ from larr.contract import (
 )
 from larr.serving.bls import embed_via_bls, scene_responses
 from larr.serving.errors import RequestError
-from larr.serving.feature_cache import SceneFeatureCache
+from larr.serving.feature_cache import CACHE_METRICS, SceneFeatureCache
 from larr.serving.runtime import model_parameters, tensor_names
 from larr.serving.stores import make_store
 from larr.serving.tensors import to_numpy
@@ -44,20 +44,17 @@ class TritonPythonModel:
         # the families must outlive their metrics, or increment() fails
         # one store per instance (instances are processes): the instance label keeps their counts apart
         labels = {"model": args["model_name"], "instance": args["model_instance_name"], "embedder_version": version}
+        exported = self.cache.metric_values()  # the metrics this store has (redis_* only with a Redis tier)
         self.families = {
-            name: pb_utils.MetricFamily(name=f"larr_feature_cache_{name}", description=text, kind=kind)
-            for name, text, kind in (
-                ("hits_total", "scene-feature lookups served from the cache", pb_utils.MetricFamily.COUNTER),
-                ("misses_total", "scene-feature lookups that needed the embedder", pb_utils.MetricFamily.COUNTER),
-                ("coalesced_total", "lookups served by another lookup of the same text in the same batch",
-                 pb_utils.MetricFamily.COUNTER),
-                ("evictions_total", "entries evicted to keep the cache within its bound", pb_utils.MetricFamily.COUNTER),
-                ("entries", "entries in the cache now", pb_utils.MetricFamily.GAUGE),
-                ("bytes", "bytes of the cached texts and vectors now", pb_utils.MetricFamily.GAUGE),
+            m.name: pb_utils.MetricFamily(
+                name=f"larr_feature_cache_{m.name}", description=m.help,
+                kind=pb_utils.MetricFamily.COUNTER if m.counter else pb_utils.MetricFamily.GAUGE,
             )
+            for m in CACHE_METRICS if m.name in exported
         }
         self.metrics = {name: family.Metric(labels=labels) for name, family in self.families.items()}
-        self.reported = (0, 0, 0, 0)
+        self.counters = {m.name for m in CACHE_METRICS if m.counter and m.name in exported}
+        self.reported = dict.fromkeys(self.counters, 0.0)
 
     async def execute(self, requests):
         parsed = [self.cache.parse(to_numpy(pb_utils.get_input_tensor_by_name(r, self.text_name))) for r in requests]
@@ -75,12 +72,9 @@ class TritonPythonModel:
         return scene_responses(pb_utils, batch.results(), self.emb_name, self.ids_name, self.batched)
 
     def _report_metrics(self):
-        stats = self.cache.stats()  # the store's counters (all tiers together)
-        now = (stats.hits, stats.misses, stats.evictions, self.cache.coalesced)
-        names = ("hits_total", "misses_total", "evictions_total", "coalesced_total")
-        for name, new, old in zip(names, now, self.reported):
-            if new > old:  # Prometheus counters only go up: send the increase since the last report
-                self.metrics[name].increment(new - old)
-        self.metrics["entries"].set(stats.entries)
-        self.metrics["bytes"].set(stats.bytes)
-        self.reported = now
+        for name, value in self.cache.metric_values().items():
+            if name not in self.counters:
+                self.metrics[name].set(value)
+            elif value > self.reported[name]:  # Prometheus counters only go up: send the increase
+                self.metrics[name].increment(value - self.reported[name])
+                self.reported[name] = value
