@@ -34,7 +34,7 @@ from larr.scene_request import SceneTextError, parse_scene_text
 from larr.serving.errors import RequestError
 from larr.serving.redis_store import RedisStats
 from larr.serving.store import SceneKey, SceneStore, StoreStats, scene_key
-from larr.serving.tiered_store import TieredStats
+from larr.serving.tiered_store import TieredStats, is_writable
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
@@ -55,8 +55,10 @@ CACHE_METRICS: tuple[CacheMetric, ...] = (
     CacheMetric("misses_total", "scene-feature lookups that needed the embedder", True),
     CacheMetric("coalesced_total", "lookups served by another lookup of the same text in the same batch", True),
     CacheMetric("evictions_total", "entries evicted to keep the cache within its bound", True),
-    CacheMetric("entries", "entries in the cache now", False),
-    CacheMetric("bytes", "bytes of the cached texts and vectors now", False),
+    CacheMetric("entries", "entries in the bounded in-process cache (LRU) now", False),
+    CacheMetric("bytes", "bytes of the LRU's cached texts and vectors now", False),
+    # scene_store local and redis, with a scene table only
+    CacheMetric("table_entries", "rows of the precomputed scene table (read-only, outside the cache bound)", False),
     # scene_store redis only
     CacheMetric("redis_hits_total", "lookups answered by Redis (L2: embedded by this or another replica)", True),
     CacheMetric("redis_errors_total", "Redis calls that failed or timed out (their lookups became misses)", True),
@@ -184,13 +186,20 @@ class SceneFeatureCache:
         return self.store.stats()
 
     def metric_values(self) -> dict[str, float]:
-        """Now, by :class:`CacheMetric` name: the store's counters, :attr:`coalesced` and, where the store
-        has a Redis tier, its hits, errors and degraded flag."""
+        """Now, by :class:`CacheMetric` name: the store's counters, :attr:`coalesced`, the scene table's rows
+        (where the store has one; ``entries``/``bytes`` are the bounded tiers alone) and, where the store has
+        a Redis tier, its hits, errors and degraded flag."""
         stats = self.stats()
+        # the read-only scene table is not the cache that cache_capacity bounds: its rows are apart
+        tiers = getattr(self.store, "tiers", ()) if isinstance(stats, TieredStats) else ()
+        table = [tier_stats for tier, tier_stats in zip(tiers, stats.tiers) if not is_writable(tier)] if tiers else []
         values = {
             "hits_total": stats.hits, "misses_total": stats.misses, "coalesced_total": self.coalesced,
-            "evictions_total": stats.evictions, "entries": stats.entries, "bytes": stats.bytes,
+            "evictions_total": stats.evictions,
+            "entries": stats.entries - sum(t.entries for t in table), "bytes": stats.bytes - sum(t.bytes for t in table),
         }
+        if table:
+            values["table_entries"] = sum(t.entries for t in table)
         redis = redis_tier_stats(stats)
         if redis is not None:
             values.update(redis_hits_total=redis.hits, redis_errors_total=redis.errors,

@@ -206,6 +206,23 @@ def test_metric_values_without_redis_have_no_redis_metrics(tokenizer):
     assert {m.name for m in CACHE_METRICS} >= set(values)
 
 
+class ReadOnlyTable(LRUStore):
+    """A stand-in for the precomputed scene table: filled once, then read-only."""
+
+    writable = False
+
+
+def test_entries_gauge_is_the_bounded_cache_not_the_scene_table(tokenizer):
+    table = ReadOnlyTable(capacity=100)
+    table.put_many([SceneKey("v1", 0, f"known {i}") for i in range(50)], np.ones((50, 3), np.float32))
+    vocab = SceneVocab(FEATURES, ({}, {}))
+    cache = SceneFeatureCache(FEATURES, tokenizer, vocab, TieredStore([table, LRUStore(capacity=2)]), "v1")
+    run_batch(cache, [[b"known 1", b"office"], [b"sunny", b"home"]])  # 1 table hit, 3 misses into an LRU of 2
+    values = cache.metric_values()
+    assert (values["table_entries"], values["entries"], values["hits_total"], values["misses_total"]) == (50, 2, 1, 3)
+    assert 0 < values["bytes"] < table.stats().bytes
+
+
 def test_metric_values_show_redis_hits_loss_and_recovery(tokenizer):
     """Redis loss must show in the metrics as errors and a degraded flag, not only as more misses."""
     pytest.importorskip("redis", reason="the redis client is not installed")
