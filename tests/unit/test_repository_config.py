@@ -134,7 +134,7 @@ def check_configs(
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
         PARAM_SCENE_FEATURES: features_json,
-        PARAM_SCENE_STORE: "lru",
+        PARAM_SCENE_STORE: options.scene_store.value,  # 'local' (table -> LRU) by default since export writes the table
         PARAM_CACHE_CAPACITY: str(options.cache_capacity),
         PARAM_CACHE_MAX_BYTES: str(options.cache_max_bytes),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
@@ -235,7 +235,8 @@ def facts_of(out: Path, tiny_run) -> ModelFacts:
 
 def test_cpu_repository_configs(cpu_repository, tiny_run):
     out, _ = cpu_repository
-    options = RepositoryOptions(cache_capacity=123, cache_max_bytes=4096, max_candidates=77, embedder_max_batch=16)
+    options = RepositoryOptions(scene_store="lru", cache_capacity=123, cache_max_bytes=4096, max_candidates=77,
+                                embedder_max_batch=16)
     check_configs(read_repository(out), "cpu", facts_of(out, tiny_run), options)
 
 
