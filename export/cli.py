@@ -39,6 +39,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
         help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
+    add("--batch-requests", type=int, default=defaults.batch_requests,
+        help="cpu target: requests one execute of feature_cache and ctr may serve (the ensemble's max_batch_size); "
+        "0 = one request per execute")
     add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
     add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
     add("--feature-cache-instances", type=int, default=defaults.feature_cache_instances,
@@ -61,7 +64,7 @@ def run_export(args: argparse.Namespace) -> int:
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts,
+            cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts, batch_requests=args.batch_requests,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:
