@@ -44,6 +44,8 @@ from larr.contract import (
     PARAM_SCENE_STORE,
     SCENE_EMB,
     SCENE_IDS,
+    SCENE_TABLE_FILE,
+    SCENE_TABLE_INDEX_FILE,
     SCENE_TEXT,
     SCENE_VOCAB_FILE,
     TOKENIZER_FILE,
@@ -132,7 +134,7 @@ def check_configs(
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
         PARAM_SCENE_FEATURES: features_json,
-        PARAM_SCENE_STORE: "lru",
+        PARAM_SCENE_STORE: options.scene_store.value,
         PARAM_CACHE_CAPACITY: str(options.cache_capacity),
         PARAM_CACHE_MAX_BYTES: str(options.cache_max_bytes),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
@@ -212,7 +214,7 @@ def cpu_repository(tiny_run, adapters, tmp_path_factory) -> tuple[Path, str]:
     args = cli_args(
         "--checkpoints", str(tiny_run.run_dir), "--target", "cpu", "--out", str(out), "--adapters", str(adapters),
         "--cache-capacity", "123", "--max-candidates", "77", "--embedder-max-batch", "16",
-        "--scene-store", "lru", "--cache-max-bytes", "4096",
+        "--scene-store", "local", "--cache-max-bytes", "4096",
     )
     with contextlib.redirect_stdout(printed):
         assert run_export(args) == 0
@@ -243,7 +245,11 @@ def test_cpu_repository_files(cpu_repository, tiny_run, adapters):
     listing = {name: sorted(p.name for p in (out / name / "1").iterdir()) for name in MODELS}
     assert listing[EMBEDDER_MODEL] == ["model.onnx", "model.py"]  # the stale plan is gone
     assert listing[CTR_MODEL] == ["model.onnx", "model.py"]
-    assert listing[FEATURE_CACHE_MODEL] == sorted([EMBEDDING_CONFIG_FILE, "model.py", SCENE_VOCAB_FILE, TOKENIZER_FILE])
+    assert listing[FEATURE_CACHE_MODEL] == sorted(
+        [EMBEDDING_CONFIG_FILE, "model.py", SCENE_VOCAB_FILE, TOKENIZER_FILE, SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE]
+    )  # the scene store "local" starts warm from the table of every dataset text
+    table = json.loads((out / FEATURE_CACHE_MODEL / "1" / SCENE_TABLE_INDEX_FILE).read_text())
+    assert table["embedder_version"] == onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx")
     cache_dir = out / FEATURE_CACHE_MODEL / "1"
     for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
         assert (out / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"

@@ -20,7 +20,7 @@ from larr.serving.bls import embed_via_bls, scene_responses
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.runtime import model_parameters, tensor_names
-from larr.serving.stores import make_store
+from larr.serving.stores import make_store, tier_names, tier_stats
 from larr.serving.tensors import to_numpy
 from larr.tokenization import EmbeddingTokenizer
 
@@ -57,6 +57,17 @@ class TritonPythonModel:
             )
         }
         self.metrics = {name: family.Metric(labels=labels) for name, family in self.families.items()}
+        # entries and bytes per tier (table, lru, redis): only the LRU's are bounded by cache_capacity/cache_max_bytes
+        self.tier_families = {
+            name: pb_utils.MetricFamily(name=f"larr_feature_cache_tier_{name}", description=text,
+                                        kind=pb_utils.MetricFamily.GAUGE)
+            for name, text in (("entries", "entries held by one store tier now"),
+                               ("bytes", "bytes of texts and vectors held by one store tier now"))
+        }
+        self.tier_metrics = [
+            {name: family.Metric(labels={**labels, "tier": tier}) for name, family in self.tier_families.items()}
+            for tier in tier_names(self.cache.store)
+        ]
         self.reported = (0, 0, 0, 0)
 
     async def execute(self, requests):
@@ -83,4 +94,7 @@ class TritonPythonModel:
                 self.metrics[name].increment(new - old)
         self.metrics["entries"].set(stats.entries)
         self.metrics["bytes"].set(stats.bytes)
+        for metrics, tier in zip(self.tier_metrics, tier_stats(self.cache.store, stats)):
+            metrics["entries"].set(tier.entries)
+            metrics["bytes"].set(tier.bytes)
         self.reported = now
