@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from larr.export.repository import SUPPORTED_VARIANTS, TARGETS, RepositoryError, RepositoryOptions
+from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES
 from larr.serving.stores import StoreKind
 
@@ -31,6 +32,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--variant", default=defaults.variant, choices=SUPPORTED_VARIANTS, help="which trained CTR model to serve")
     add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
         help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
+    add("--fresh-text-policy", default=defaults.fresh_text_policy.value, choices=[p.value for p in FreshTextPolicy],
+        help="a scene text no store holds: strict = embed it before answering; async = score with the unseen-text "
+        "row (zeros) now, embed it in the background (model-config parameter fresh_text_policy)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
         help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
@@ -56,7 +60,7 @@ def run_export(args: argparse.Namespace) -> int:
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes,
+            cache_max_bytes=args.cache_max_bytes, fresh_text_policy=args.fresh_text_policy,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:
@@ -72,7 +76,7 @@ def run_export(args: argparse.Namespace) -> int:
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes,
+            cache_max_bytes=args.cache_max_bytes, fresh_text_policy=args.fresh_text_policy,
             device=args.device, intra_op_threads=args.intra_op_threads, num_users=args.num_users,
             num_items=args.num_items, adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
         )

@@ -56,6 +56,7 @@ from larr.contract import (
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
+    PARAM_FRESH_TEXT_POLICY,
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
@@ -69,6 +70,7 @@ from larr.contract import (
     TOKENIZER_FILE,
     USER_ID,
 )
+from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES, SERVING_META_FILE
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
 
@@ -107,6 +109,11 @@ class RepositoryOptions:
         default=StoreKind.LRU,
         metadata={"help": f"where feature_cache keeps scene vectors: one of {[k.value for k in StoreKind]}"},
     )
+    fresh_text_policy: FreshTextPolicy = field(
+        default=FreshTextPolicy.STRICT,
+        metadata={"help": "a scene text no store holds: 'strict' embeds it before answering; 'async' answers with the "
+                          "unseen-text row (zeros) now and embeds it in the background (larr.serving.fresh_text)"},
+    )
     cache_capacity: int = field(default=DEFAULT_CACHE_CAPACITY, metadata={"help": "feature cache bound, in entries"})
     cache_max_bytes: int = field(
         default=DEFAULT_CACHE_MAX_BYTES,
@@ -134,6 +141,7 @@ class RepositoryOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
+        object.__setattr__(self, "fresh_text_policy", FreshTextPolicy.parse(self.fresh_text_policy))
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.variant not in SUPPORTED_VARIANTS:
@@ -263,6 +271,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
+        PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
     })
     if options.request_batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
@@ -440,6 +449,7 @@ def write_repository(
     feature_cache_instances: int = RepositoryOptions.feature_cache_instances,
     scene_store: StoreKind | str = RepositoryOptions.scene_store,
     cache_max_bytes: int = RepositoryOptions.cache_max_bytes,
+    fresh_text_policy: FreshTextPolicy | str = RepositoryOptions.fresh_text_policy,
     intra_op_threads: int = 0,
     num_users: int | None = None,
     num_items: int | None = None,
@@ -461,6 +471,7 @@ def write_repository(
         embedder_max_batch=embedder_max_batch, embedder_instances=embedder_instances, ctr_instances=ctr_instances,
         runtime=runtime, device=device, intra_op_threads=intra_op_threads,
         feature_cache_instances=feature_cache_instances, scene_store=scene_store, cache_max_bytes=cache_max_bytes,
+        fresh_text_policy=fresh_text_policy,
     )
     checkpoints, out = Path(checkpoints), Path(out)
     if options.target == "gpu":
