@@ -20,6 +20,7 @@ QWEN25_05B = "qwen2.5-0.5b"
 LARR = "larr"  # the ensemble with the feature cache on
 CACHE_OFF = "larr_cache_off"  # the same repository with cache_capacity=0: every feature embedded every time
 FULLTEXT = "fulltext"  # the LLM reads the whole concatenated scene per request, then the full-text CTR head
+FULLTEXT_MAX_LENGTH = 160  # tokens of a whole-scene text, <emb> included (the synthetic scenes need ~32)
 INPROCESS = "inprocess"  # the LARR pipeline's ONNX models called in-process, no server
 FASTAPI = "fastapi"  # FastAPI/uvicorn + PyTorch with a dict cache
 LARR_LOADGEN = "larr_loadgen"  # the Triton ensemble driven by the same Python load generator as FASTAPI
@@ -110,7 +111,7 @@ class BenchConfig:
     candidates: int = field(default=100, metadata={"help": "N candidate items per request"})
     zipf_exponent: float = field(default=1.1, metadata={"help": "P(rank r) ~ r^-s over each feature's seen texts"})
     warmup_requests: int = field(default=32, metadata={"help": "the same first W requests warm every variant"})
-    fulltext_max_length: int = field(default=160, metadata={"help": "tokens of a whole-scene text, <emb> included"})
+    fulltext_max_length: int = field(default=FULLTEXT_MAX_LENGTH, metadata={"help": "tokens of a whole-scene text, <emb> included"})
     cache_capacity: int = DEFAULT_CACHE_CAPACITY
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     seed: int = 2024

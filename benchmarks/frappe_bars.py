@@ -24,7 +24,7 @@ What it does, in order (``OUT`` = ``--out``):
    ``seed``; the no-stage-1 ablation's embedder too when ``no_stage1`` is among the variants.
 3. ``OUT/seed_<s>``: stage 3 for every seed ``s`` of ``--seeds``; only stage 3 varies with the seed (the
    ID/CTR model's initialisation, batch order and dropout). ``seed_<s>`` links ``pretrain``/``embed*`` to
-   ``OUT/llm`` and writes ``ctr/<variant>/result.json``; a (seed, variant) with a result is skipped.
+   ``OUT/llm`` and writes each variant's ``result.json`` (``RunLayout.ctr_dir``); a (seed, variant) with a result is skipped.
 4. ``--results`` (default ``benchmarks/results/frappe``): ``results.json`` and ``results.md`` — test AUC /
    logloss mean ± sample std per variant, per-seed values, the BARS numbers beside them, the LARR − ID-only gap
    against the seeds' spread and the gap to the best BARS model (DESTINE 0.9856). Model selection is on the
@@ -48,6 +48,7 @@ from pathlib import Path
 
 import yaml
 
+from larr.layout import RunLayout, Stage, Variant
 from larr.training.config import TrainConfig, load_config, to_dict
 
 DEFAULT_RAW = Path("../shared/data/frappe")
@@ -56,7 +57,6 @@ DEFAULT_RESULTS = Path("benchmarks/results/frappe")
 DEFAULT_SEEDS = (2021, 2022, 2023, 2024, 2025)  # five, like the BARS DeepFM anchor: 3 left LARR's gap at the noise
 DEFAULT_CONFIG = "frappe"
 CONVERT_SEED = 2024  # the train-negative sampler of the converter (fixed: every seed sees the same data)
-LLM_STAGE_DIRS = ("pretrain", "embed", "embed_no_stage1")
 PIN_FILE = "benchmark.json"
 TIMINGS_FILE = "timings.json"
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
@@ -186,47 +186,47 @@ def run_llm_stages(plan: BenchmarkPlan, config: TrainConfig) -> None:
     from larr.training.cli import run_stage
     from larr.training.loop import update_metrics_json
 
-    llm = plan.llm_dir
+    llm = RunLayout(plan.llm_dir)
     variants = set(config.ctr.variants)
-    if variants <= {"id_only"}:
-        log("llm: only id_only requested, stages 1-2 not needed")
+    if not any(v.uses_llm for v in variants):
+        log(f"llm: only {Variant.ID_ONLY} requested, stages 1-2 not needed")
         return
-    need_init = "no_stage1" in variants
-    if not (llm / "pretrain" / "model").exists() or (need_init and not (llm / "pretrain" / "init").exists()):
-        log(f"stage 1: continual pretraining, {config.pretrain.max_steps} steps -> {llm / 'pretrain'}")
+    need_init = Variant.NO_STAGE1 in variants
+    if not llm.pretrained_lm_dir.exists() or (need_init and not llm.base_lm_dir.exists()):
+        log(f"stage 1: continual pretraining, {config.pretrain.max_steps} steps -> {llm.pretrain_dir}")
         started = time.perf_counter()
-        run_stage("pretrain", config, llm, resume=True)
+        run_stage(Stage.PRETRAIN, config, llm.root, resume=True)
         add_timing(plan, "stage1_pretrain", time.perf_counter() - started)
-    if not (llm / "embed" / "model").exists():
-        log(f"stage 2: contrastive embedder, {config.embed.max_steps} steps -> {llm / 'embed'}"
+    if not llm.embedder_dir(Variant.LARR).exists():
+        log(f"stage 2: contrastive embedder, {config.embed.max_steps} steps -> {llm.embed_dir(Variant.LARR)}"
             + (" (and the no-stage-1 ablation's)" if need_init else ""))
         started = time.perf_counter()
-        run_stage("embed", config, llm, resume=True)  # also trains embed_no_stage1 when no_stage1 is a variant
+        run_stage(Stage.EMBED, config, llm.root, resume=True)  # also trains no_stage1's embedder when it is a variant
         add_timing(plan, "stage2_embed", time.perf_counter() - started)
-    elif need_init and not (llm / "embed_no_stage1" / "model").exists():
+    elif need_init and not llm.embedder_dir(Variant.NO_STAGE1).exists():
         # no_stage1 was added after stage 2 ran: train only its embedder
         log("stage 2: the no-stage-1 ablation's embedder")
         started = time.perf_counter()
-        result = embed.run(config, llm, resume=True, source="init", name="embed_no_stage1")
-        update_metrics_json(llm / "metrics.json", "embed_no_stage1", result)
+        result = embed.run(config, llm.root, resume=True, variant=Variant.NO_STAGE1)
+        ablation_dir = llm.embed_dir(Variant.NO_STAGE1)
+        update_metrics_json(llm.metrics_file, ablation_dir.name, result)  # its section is named after its folder
         add_timing(plan, "stage2_embed", time.perf_counter() - started)
-    log("llm: stages 1-2 ready in " + str(llm))
+    log("llm: stages 1-2 ready in " + str(llm.root))
 
 
 def link_llm_stages(plan: BenchmarkPlan, seed_dir: Path) -> None:
     """Make ``seed_dir/<stage>`` point at ``OUT/llm/<stage>`` (relative links), so stage 3 finds the frozen LLM."""
     seed_dir.mkdir(parents=True, exist_ok=True)
-    for name in LLM_STAGE_DIRS:
-        target = plan.llm_dir / name
-        link = seed_dir / name
+    for target in RunLayout(plan.llm_dir).llm_stage_dirs:
+        link = seed_dir / target.name
         if target.exists() and not link.exists():
             os.symlink(os.path.relpath(target, seed_dir), link, target_is_directory=True)
 
 
-def result_path(plan: BenchmarkPlan, seed: int, variant: str) -> Path:
+def result_path(plan: BenchmarkPlan, seed: int, variant: Variant) -> Path:
     from larr.training.ctr import RESULT_FILE
 
-    return plan.seed_dir(seed) / "ctr" / variant / RESULT_FILE
+    return RunLayout(plan.seed_dir(seed)).ctr_dir(variant) / RESULT_FILE
 
 
 def run_ctr_seeds(plan: BenchmarkPlan, config: TrainConfig) -> None:
@@ -237,7 +237,7 @@ def run_ctr_seeds(plan: BenchmarkPlan, config: TrainConfig) -> None:
         pending = [v for v in config.ctr.variants if not result_path(plan, seed, v).exists()]
         done = [v for v in config.ctr.variants if v not in pending]
         if done:
-            log(f"seed {seed}: already done {done}")
+            log(f"seed {seed}: already done {[v.value for v in done]}")
         if not pending:
             continue
         seed_dir = plan.seed_dir(seed)
@@ -248,7 +248,7 @@ def run_ctr_seeds(plan: BenchmarkPlan, config: TrainConfig) -> None:
             log(f"seed {seed}: stage 3 variant {variant} (up to {config.ctr.max_epochs} epochs)")
             seeded = replace(config, seed=seed, ctr=replace(config.ctr, variants=(variant,)))
             started = time.perf_counter()
-            run_stage("ctr", seeded, seed_dir, resume=True)
+            run_stage(Stage.CTR, seeded, seed_dir, resume=True)
             add_timing(plan, f"stage3/{seed}/{variant}", time.perf_counter() - started)
             result = json.loads(result_path(plan, seed, variant).read_text(encoding="utf-8"))
             log(f"seed {seed}: {variant} test AUC {result['auc']:.4f} logloss {result['logloss']:.4f} "
@@ -283,8 +283,8 @@ def summarise(per_seed: dict[str, dict[int, dict]]) -> dict:
         row["steps"] = {str(s): by_seed[s]["steps"] for s in seeds}
         variants[variant] = row
     summary: dict = {"variants": variants}
-    if "id_only" in variants:
-        id_auc = variants["id_only"]["auc"]["mean"]
+    if Variant.ID_ONLY in variants:
+        id_auc = variants[Variant.ID_ONLY]["auc"]["mean"]
         summary["protocol_check"] = {
             "id_only_auc": id_auc,
             "bars_deepfm_auc": BARS_DEEPFM_5_SEEDS["auc"],
@@ -295,12 +295,12 @@ def summarise(per_seed: dict[str, dict[int, dict]]) -> dict:
     gaps = {}
     for variant, row in variants.items():
         gaps[variant] = {"vs_best_bars": row["auc"]["mean"] - BEST_BARS[1]}
-        if variant != "id_only" and "id_only" in variants:
-            base = variants["id_only"]
+        if variant != Variant.ID_ONLY and Variant.ID_ONLY in variants:
+            base = variants[Variant.ID_ONLY]
             stds = [s for s in (row["auc"]["std"], base["auc"]["std"]) if s is not None]
             gap = row["auc"]["mean"] - base["auc"]["mean"]
             paired_seeds = sorted(set(row["seeds"]) & set(base["seeds"]))
-            paired = [per_seed[variant][s]["auc"] - per_seed["id_only"][s]["auc"] for s in paired_seeds]
+            paired = [per_seed[variant][s]["auc"] - per_seed[Variant.ID_ONLY][s]["auc"] for s in paired_seeds]
             paired_mean, paired_std = mean_std(paired) if paired else (None, None)
             spread = max(stds) if stds else None
             gaps[variant].update(
@@ -316,7 +316,7 @@ def summarise(per_seed: dict[str, dict[int, dict]]) -> dict:
     return summary
 
 
-def collect(plan: BenchmarkPlan, variants: tuple[str, ...]) -> dict[str, dict[int, dict]]:
+def collect(plan: BenchmarkPlan, variants: tuple[Variant, ...]) -> dict[str, dict[int, dict]]:
     """Every finished (seed, variant) result of the requested seeds and variants."""
     out: dict[str, dict[int, dict]] = {}
     for variant in variants:
@@ -324,7 +324,7 @@ def collect(plan: BenchmarkPlan, variants: tuple[str, ...]) -> dict[str, dict[in
             path = result_path(plan, seed, variant)
             if path.exists():
                 result = json.loads(path.read_text(encoding="utf-8"))
-                out.setdefault(variant, {})[seed] = {k: result[k] for k in (*METRICS, "steps")}
+                out.setdefault(variant.value, {})[seed] = {k: result[k] for k in (*METRICS, "steps")}
     return out
 
 
@@ -337,12 +337,12 @@ def _signed(value: float | None, digits: int = 4) -> str:
 
 
 VARIANT_NOTES = {
-    "larr": "LARR: stage-2 embedder, per-feature scene embeddings → aggregation encoder + alignment, item text",
-    "id_only": "ID-only backbone (the same DeepFM, no LLM input)",
-    "no_stage1": "LARR, stage 2 started from the LM before stage 1",
-    "no_stage2": "LARR on the stage-1 LM (last-token pooling, no contrastive tuning)",
-    "no_alignment": "LARR with align_weight 0",
-    "full_text": "LARR, the whole scene embedded as one text",
+    Variant.LARR: "LARR: stage-2 embedder, per-feature scene embeddings → aggregation encoder + alignment, item text",
+    Variant.ID_ONLY: "ID-only backbone (the same DeepFM, no LLM input)",
+    Variant.NO_STAGE1: "LARR, stage 2 started from the LM before stage 1",
+    Variant.NO_STAGE2: "LARR on the stage-1 LM (last-token pooling, no contrastive tuning)",
+    Variant.NO_ALIGNMENT: "LARR with align_weight 0",
+    Variant.FULL_TEXT: "LARR, the whole scene embedded as one text",
 }
 
 
@@ -404,7 +404,7 @@ def render_markdown(report: dict) -> str:
                   else f"; paired per-seed gap {_fmt(gap['paired_gap_mean'], gap['paired_gap_std'])}, "
                   f"ahead on {gap['seeds_ahead']} of {gap['seeds_paired']} seeds")
         lines.append(f"- `{variant}` − ID-only: {_signed(gap['vs_id_only'])} AUC → {verdict}{paired}.")
-    for variant in ("larr", "id_only"):
+    for variant in (Variant.LARR.value, Variant.ID_ONLY.value):
         if variant in summary["auc_gaps"]:
             lines.append(f"- `{variant}` vs the best BARS model ({BEST_BARS[0]} {BEST_BARS[1]:.4f}): "
                          f"{_signed(summary['auc_gaps'][variant]['vs_best_bars'])} AUC.")
@@ -440,7 +440,7 @@ def write_results(plan: BenchmarkPlan, config: TrainConfig, command: str) -> dic
     if not per_seed:
         raise RuntimeError(f"no finished results under {plan.out} for seeds {list(plan.seeds)}")
     timings_path = plan.out / TIMINGS_FILE
-    llm_metrics_path = plan.llm_dir / "metrics.json"
+    llm_metrics_path = RunLayout(plan.llm_dir).metrics_file
     report = {
         "summary": summarise(per_seed),
         "per_seed": {v: {str(s): r for s, r in by_seed.items()} for v, by_seed in per_seed.items()},
@@ -506,12 +506,7 @@ def parse_args(argv: list[str] | None) -> BenchmarkPlan:
 
 def run(plan: BenchmarkPlan, command: str) -> dict:
     """Convert, stages 1-2, stage 3 per seed, results: the whole benchmark (resumable)."""
-    from larr.training.ctr import VARIANTS
-
-    config = base_config(plan)
-    unknown = sorted(set(config.ctr.variants) - set(VARIANTS))
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    config = base_config(plan)  # CTRConfig refuses unknown variant names
     pin_setup(plan, config)
     if plan.report_only:
         return write_results(plan, config, command)

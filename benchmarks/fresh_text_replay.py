@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.data.schema import Interactions, load_dataset
+from larr.layout import RunLayout, Variant
 from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import LarrCTR
 from larr.models.embedder import TextEmbedder, embed_texts
@@ -90,21 +90,23 @@ def fallback_mask(codes: np.ndarray, known: np.ndarray, delay: int) -> np.ndarra
 
 
 class ReplayModel:
-    """The trained run's frozen embedder and CTR model, loaded from its files (``RUN/embed/model``,
-    ``RUN/ctr/<variant>``), and the dataset its ``config.yaml`` names."""
+    """The trained run's frozen embedder and CTR model, loaded from its files (:class:`RunLayout`), and the
+    dataset its ``config.yaml`` names."""
 
-    def __init__(self, run: Path, variant: str = "larr", data: Path | None = None):
-        run = Path(run)
-        self.model, vocab = LarrCTR.load(run / "ctr" / variant)
-        if not self.model.spec.use_llm or self.model.spec.llm_features <= 1:
-            raise ValueError(f"variant {variant!r} has no per-feature scene embeddings to fall back on")
+    def __init__(self, run: Path, variant: Variant | str = Variant.LARR, data: Path | None = None):
+        layout = RunLayout(Path(run))
+        self.variant = Variant.parse(variant)
+        if not self.variant.uses_llm or self.variant.whole_scene:
+            raise ValueError(f"variant {self.variant.value!r} has no per-feature scene embeddings to fall back on")
+        self.model, vocab = LarrCTR.load(layout.ctr_dir(self.variant))
         self.vocab = FieldVocab.from_dict(vocab)
-        self.embedder = TextEmbedder.from_pretrained(run / "embed" / "model").eval()
-        self.tokenizer = EmbeddingTokenizer.from_directory(run / "embed" / "model")
+        self.embedder = TextEmbedder.from_pretrained(layout.embedder_dir(self.variant)).eval()
+        self.tokenizer = EmbeddingTokenizer.from_directory(layout.embedder_dir(self.variant))
         if data is None:
-            data = Path(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["data"])
+            data = layout.dataset_dir()
+            if data is None:
+                raise FileNotFoundError(f"{layout.config_file}: names no dataset that exists; pass --data")
         self.dataset = load_dataset(data)
-        self.variant = variant
 
     def scene_codes(self, splits: Sequence[Interactions]) -> tuple[list[np.ndarray], list[str]]:
         """Per split its (N, K) text ids, and the distinct embedder input texts ((feature, text) formatted)."""
@@ -149,7 +151,7 @@ def replay(model: ReplayModel, delays: Sequence[int] = (DEFAULT_DELAY,), embed_b
     for delay in delays:
         unseen = fallback_mask(test_codes, known, delay)
         results.append(ReplayResult(
-            variant=model.variant,
+            variant=model.variant.value,
             delay=int(delay),
             order=order_name,
             requests=len(test),
@@ -165,7 +167,7 @@ def replay(model: ReplayModel, delays: Sequence[int] = (DEFAULT_DELAY,), embed_b
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.fresh_text_replay", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run folder of `larr train` (embed/, ctr/, config.yaml)")
-    parser.add_argument("--variant", default="larr", help="CTR model under RUN/ctr/ (per-feature scene embeddings)")
+    parser.add_argument("--variant", default=Variant.LARR.value, help="CTR model under RUN/ctr/ (per-feature scene embeddings)")
     parser.add_argument("--data", type=Path, help="dataset folder (default: the one RUN/config.yaml names)")
     parser.add_argument("--delay", type=int, action="append",
                         help=f"requests until a missed text is in the store (repeatable; default {DEFAULT_DELAY})")

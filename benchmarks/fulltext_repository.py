@@ -36,24 +36,20 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-import larr
+from larr.benchmarks.config import FULLTEXT_MAX_LENGTH
 from larr.contract import (
-    CTR,
     CTR_MODEL,
     EMBEDDER_MODEL,
     EMBEDDING_CONFIG_FILE,
-    ITEM_IDS,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
-    PARAM_MAX_CANDIDATES,
     PARAM_SCENE_FEATURES,
     SCENE_EMB,
     SCENE_IDS,
     SCENE_TEXT,
     SCENE_VOCAB_FILE,
     TOKENIZER_FILE,
-    USER_ID,
 )
 from larr.export.repository import (
     ADAPTER_FILE,
@@ -65,12 +61,16 @@ from larr.export.repository import (
     RepositoryError,
     RepositoryOptions,
     RepositoryResult,
+    _set_parameters,  # the one way a builder writes Triton parameters (strings)
     config_text,
     ctr_config,
     dataset_facts,
     embedder_config,
+    ensemble_config,
+    fresh_version_dir,
     validate_ensemble,
 )
+from larr.layout import RunLayout, Variant
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,8 @@ FULLTEXT_ENSEMBLE_NAME = "larr_fulltext"  # same public tensors and parameters a
 FULLTEXT_EMBED_MODEL = "fulltext_embed"
 FULLTEXT_CTR_MODEL = "fulltext_ctr"
 
-FULLTEXT_ADAPTERS_DIR = Path(larr.__file__).resolve().parents[1] / "benchmarks" / "adapters"
-FULLTEXT_VARIANT = "full_text"  # stage 3's variant with one whole-scene embedding
-DEFAULT_MAX_LENGTH = 160  # tokens of a whole-scene text, <emb> included (the synthetic scenes need ~32)
+FULLTEXT_ADAPTERS_DIR = Path(__file__).parent / "adapters"
+FULLTEXT_VARIANT = Variant.FULL_TEXT  # stage 3's variant with one whole-scene embedding
 MODELS = (FULLTEXT_ENSEMBLE_NAME, FULLTEXT_EMBED_MODEL, EMBEDDER_MODEL, FULLTEXT_CTR_MODEL)
 # Model -> the committed adapter it runs (the CTR head reuses the ctr adapter unchanged).
 ADAPTERS = {FULLTEXT_EMBED_MODEL: FULLTEXT_EMBED_MODEL, EMBEDDER_MODEL: EMBEDDER_MODEL, FULLTEXT_CTR_MODEL: CTR_MODEL}
@@ -97,39 +96,16 @@ def build_fulltext_configs(options: RepositoryOptions, facts: ModelFacts) -> dic
         )
     if facts.scene_inputs != 1:
         raise RepositoryError(f"the full-text CTR head must read one scene embedding; its graph takes {facts.scene_inputs}")
-    ctr = ctr_config(options, facts)
-    ctr.name = FULLTEXT_CTR_MODEL
     configs = {
-        FULLTEXT_ENSEMBLE_NAME: fulltext_ensemble_config(options, facts),
+        FULLTEXT_ENSEMBLE_NAME: ensemble_config(
+            options, facts, name=FULLTEXT_ENSEMBLE_NAME, scene_model=FULLTEXT_EMBED_MODEL, ctr_model=FULLTEXT_CTR_MODEL
+        ),
         FULLTEXT_EMBED_MODEL: fulltext_embed_config(options, facts),
         EMBEDDER_MODEL: embedder_config(options, facts),
-        FULLTEXT_CTR_MODEL: ctr,
+        FULLTEXT_CTR_MODEL: ctr_config(options, facts, name=FULLTEXT_CTR_MODEL),
     }
     validate_ensemble(configs[FULLTEXT_ENSEMBLE_NAME], configs)
     return configs
-
-
-def fulltext_ensemble_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
-    """The public contract of ``larr`` (inputs, outputs, published parameters), other steps."""
-    config = mc.ModelConfig(name=FULLTEXT_ENSEMBLE_NAME, platform="ensemble", max_batch_size=options.request_batch)
-    config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
-    config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
-    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
-    config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
-    embed_step = config.ensemble_scheduling.step.add(model_name=FULLTEXT_EMBED_MODEL, model_version=-1)
-    embed_step.input_map[SCENE_TEXT] = SCENE_TEXT
-    embed_step.output_map[SCENE_EMB] = SCENE_EMB
-    embed_step.output_map[SCENE_IDS] = SCENE_IDS
-    ctr_step = config.ensemble_scheduling.step.add(model_name=FULLTEXT_CTR_MODEL, model_version=-1)
-    for name in (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS):
-        ctr_step.input_map[name] = name
-    ctr_step.output_map[CTR] = CTR
-    _set_parameters(config, {
-        PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
-        PARAM_MAX_CANDIDATES: options.max_candidates,
-        PARAM_EMBEDDER_VERSION: facts.embedder_version,
-    })
-    return config
 
 
 def fulltext_embed_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
@@ -152,11 +128,6 @@ def fulltext_embed_config(options: RepositoryOptions, facts: ModelFacts) -> mc.M
     return config
 
 
-def _set_parameters(config: mc.ModelConfig, values: dict[str, object]) -> None:
-    for key, value in values.items():
-        config.parameters[key].string_value = str(value)
-
-
 # --------------------------------------------------------------------------------------------- writing
 
 
@@ -166,11 +137,11 @@ def write_fulltext_repository(
     *,
     ctr_dir: Path | None = None,
     embedder_onnx: Path | None = None,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    max_candidates: int = 1000,
-    embedder_max_batch: int = 64,
-    device: str = "cpu",
-    intra_op_threads: int = 0,
+    max_length: int = FULLTEXT_MAX_LENGTH,
+    max_candidates: int = RepositoryOptions.max_candidates,  # the larr repository's defaults: like for like
+    embedder_max_batch: int = RepositoryOptions.embedder_max_batch,
+    device: str = RepositoryOptions.device,
+    intra_op_threads: int = RepositoryOptions.intra_op_threads,
     num_users: int | None = None,
     num_items: int | None = None,
     feature_cache_instances: int = RepositoryOptions.feature_cache_instances,
@@ -200,13 +171,14 @@ def write_fulltext_repository(
         raise RepositoryError(f"max_length must be >= 2 (a text and <emb>), got {max_length}")
     checkpoints, out = Path(checkpoints), Path(out)
     adapters_dir = Path(adapters_dir) if adapters_dir is not None else DEFAULT_ADAPTERS_DIR
-    embedder_dir = checkpoints / "embed" / "model"
-    ctr_dir = Path(ctr_dir) if ctr_dir is not None else checkpoints / "ctr" / FULLTEXT_VARIANT
+    layout = RunLayout(checkpoints)
+    embedder_dir = layout.embedder_dir(FULLTEXT_VARIANT)
+    ctr_dir = Path(ctr_dir) if ctr_dir is not None else layout.ctr_dir(FULLTEXT_VARIANT)
     if not (embedder_dir / EMBEDDER_FILE).exists():
         raise RepositoryError(f"{embedder_dir}: no trained embedder; run `larr train embed --out {checkpoints}`")
     if not (ctr_dir / SPEC_FILE).exists():
         raise RepositoryError(
-            f"{ctr_dir}: no full-text CTR model; run `larr train ctr --out {checkpoints}` with full_text in "
+            f"{ctr_dir}: no full-text CTR model; run `larr train ctr --out {checkpoints}` with {FULLTEXT_VARIANT} in "
             "ctr.variants"
         )
     for model, adapter in ADAPTERS.items():
@@ -220,7 +192,7 @@ def write_fulltext_repository(
     shared_embedder = embedder_onnx is not None and Path(embedder_onnx).resolve() == target_onnx.resolve()
     in_place = out.resolve() == adapters_dir.resolve()
     models = [name for name in MODELS if not (shared_embedder and name == EMBEDDER_MODEL)]
-    version_dirs = {name: _fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
+    version_dirs = {name: fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
 
     if shared_embedder:
         if not target_onnx.is_file():
@@ -271,18 +243,6 @@ def _adapter_source(adapters_dir: Path, adapter: str) -> Path:
     return source if source.exists() else FULLTEXT_ADAPTERS_DIR / adapter / VERSION / ADAPTER_FILE
 
 
-def _fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
-    """An empty ``model_dir/1`` (but for a committed adapter), so no artifact of an earlier export lingers."""
-    version_dir = model_dir / VERSION
-    if version_dir.exists():
-        for entry in version_dir.iterdir():
-            if keep_adapter and entry.name == ADAPTER_FILE:
-                continue
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    version_dir.mkdir(parents=True, exist_ok=True)
-    return version_dir
-
-
 def _link_onnx(source: Path, target: Path) -> None:
     """Hard-link (else copy) an ONNX graph and its external data file, if any."""
     from larr.export.onnx_export import external_data_path, onnx_files
@@ -309,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.fulltext_repository", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", required=True, type=Path, help="run folder of `larr train`")
     parser.add_argument("--out", required=True, type=Path, help="repository folder to write")
-    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per whole-scene text")
-    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:N]' for the embedder and ctr")
+    parser.add_argument("--max-length", type=int, default=FULLTEXT_MAX_LENGTH, help="tokens per whole-scene text")
+    parser.add_argument("--device", default=RepositoryOptions.device, help="'cpu' or 'cuda[:N]' for the embedder and ctr")
     parser.add_argument("--num-users", type=int, help="user id range (default: from the run's dataset)")
     parser.add_argument("--num-items", type=int, help="item id range (default: from the run's dataset)")
     args = parser.parse_args(argv)

@@ -29,13 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from larr.benchmarks.config import CACHE_OFF, FULLTEXT, LARR, LLMShape
 from larr.contract import FEATURE_CACHE_MODEL
+from larr.layout import RunLayout, Variant
 
 STAMP_FILE = "bench_stamp.json"
-CTR_LARR, CTR_FULLTEXT = "larr", "full_text"
+CTR_LARR, CTR_FULLTEXT = Variant.LARR, Variant.FULL_TEXT  # the trained CTR heads the ensembles serve
 
 
 class BenchSetupError(RuntimeError):
@@ -71,7 +70,7 @@ class SizeModels:
     shape: LLMShape
     run_dir: Path  # a `larr train`-like run folder (embed/model, ctr/larr, ctr/full_text)
     embedder_dir: Path
-    ctr_dirs: dict[str, Path]  # "larr" | "full_text" -> LarrCTR folder
+    ctr_dirs: dict[Variant, Path]  # CTR_LARR | CTR_FULLTEXT -> LarrCTR folder
     repositories: dict[str, Path]  # LARR | CACHE_OFF | FULLTEXT -> model repository
     labels: dict[str, str]  # model -> provenance (trained / random weights)
     parameters: ParameterCount
@@ -97,10 +96,11 @@ def find_base_run(checkpoints: Path) -> BaseRun:
     from larr.data.schema import load_dataset_info
 
     checkpoints = Path(checkpoints)
+    layout = RunLayout(checkpoints)
     needed = [
-        checkpoints / "config.yaml",
-        checkpoints / "embed" / "model" / "embedder.json",
-        checkpoints / "ctr" / CTR_LARR / "ctr.json",
+        layout.config_file,
+        layout.embedder_dir(CTR_LARR) / "embedder.json",
+        layout.ctr_dir(CTR_LARR) / "ctr.json",
     ]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -108,14 +108,10 @@ def find_base_run(checkpoints: Path) -> BaseRun:
             f"no trained run at {checkpoints} (missing {', '.join(missing)}). Run `make demo` first (it trains "
             "runs/demo/run), or pass --checkpoints with a `larr train all` run folder"
         )
-    data = (yaml.safe_load((checkpoints / "config.yaml").read_text(encoding="utf-8")) or {}).get("data")
+    data = layout.dataset_name()
     if not data:
-        raise BenchSetupError(f"{checkpoints / 'config.yaml'} names no dataset (`data:`)")
-    if Path(data).is_absolute():
-        candidates = [Path(data)]
-    else:
-        candidates = [Path.cwd() / data, *(folder / data for folder in checkpoints.resolve().parents)]
-    found = next((c for c in candidates if (c / "dataset.json").exists()), None)
+        raise BenchSetupError(f"{layout.config_file} names no dataset (`data:`)")
+    found = layout.dataset_dir()
     if found is None:
         raise BenchSetupError(f"the dataset {data!r} of {checkpoints} is not there any more; regenerate it or retrain")
     info = load_dataset_info(found)
@@ -141,26 +137,27 @@ def prepare_size(
     """Build (or reuse) the checkpoints and the three repositories of one LLM size."""
     size_dir = Path(work).resolve() / shape.name
     labels: dict[str, str] = {}
+    # a random-weight size gets a run folder of its own, laid out like a trained run
+    run_dir = base.checkpoints if shape.trained else size_dir / "run"
+    layout = RunLayout(run_dir)
     if shape.trained:
-        run_dir = base.checkpoints
-        labels["embedder"] = f"trained ({display_path(run_dir / 'embed' / 'model')})"
-        labels["ctr"] = f"trained ({display_path(run_dir / 'ctr' / CTR_LARR)})"
+        labels["embedder"] = f"trained ({display_path(layout.embedder_dir(CTR_LARR))})"
+        labels["ctr"] = f"trained ({display_path(layout.ctr_dir(CTR_LARR))})"
     else:
-        run_dir = size_dir / "run"
-        _build_random_embedder(shape, base, run_dir / "embed" / "model", seed, rebuild, progress)
-        _build_random_ctr(base, run_dir / "ctr" / CTR_LARR, llm_features=None, seed=seed, rebuild=rebuild)
+        _build_random_embedder(shape, base, layout.embedder_dir(CTR_LARR), seed, rebuild, progress)
+        _build_random_ctr(base, layout.ctr_dir(CTR_LARR), llm_features=None, seed=seed, rebuild=rebuild)
         labels["embedder"] = (
             f"{shape.label} ({shape.architecture}, hidden {shape.hidden_size}, {shape.num_hidden_layers} layers)"
         )
         labels["ctr"] = "random weights, the trained LARR head's shape"
-    ctr_dirs = {CTR_LARR: run_dir / "ctr" / CTR_LARR, CTR_FULLTEXT: run_dir / "ctr" / CTR_FULLTEXT}
+    ctr_dirs = {CTR_LARR: layout.ctr_dir(CTR_LARR), CTR_FULLTEXT: layout.ctr_dir(CTR_FULLTEXT)}
     if shape.trained and (ctr_dirs[CTR_FULLTEXT] / "ctr.json").exists():
         labels["fulltext_ctr"] = f"trained ({display_path(ctr_dirs[CTR_FULLTEXT])})"
     else:
-        ctr_dirs[CTR_FULLTEXT] = size_dir / "run" / "ctr" / CTR_FULLTEXT
+        ctr_dirs[CTR_FULLTEXT] = RunLayout(size_dir / "run").ctr_dir(CTR_FULLTEXT)
         _build_random_ctr(base, ctr_dirs[CTR_FULLTEXT], llm_features=1, seed=seed, rebuild=rebuild)
         labels["fulltext_ctr"] = "random weights, the LARR head's shape with one scene embedding (K' = 1)"
-    embedder_dir = run_dir / "embed" / "model"
+    embedder_dir = layout.embedder_dir(CTR_LARR)
 
     repositories = {name: size_dir / "repos" / name for name in (LARR, CACHE_OFF, FULLTEXT)}
     stamp = {
@@ -186,7 +183,7 @@ def prepare_size(
 
 
 def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int, rebuild: bool, progress) -> None:
-    tokenizer_file = base.checkpoints / "embed" / "model" / "tokenizer.json"
+    tokenizer_file = RunLayout(base.checkpoints).embedder_dir(CTR_LARR) / "tokenizer.json"
     stamp = {"shape": dataclasses.asdict(shape), "seed": seed, "tokenizer": _fingerprint([tokenizer_file])}
     if not rebuild and _stamp_matches(out, stamp):
         return
@@ -198,7 +195,7 @@ def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int,
 
     progress(f"building a random-weight {shape.label} embedder -> {out}")
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[shape.architecture]
-    source = base.checkpoints / "embed" / "model"
+    source = RunLayout(base.checkpoints).embedder_dir(CTR_LARR)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
     config = config_class(
         **shape.config_kwargs(),
@@ -216,7 +213,7 @@ def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int,
 
 def _build_random_ctr(base: BaseRun, out: Path, llm_features: int | None, seed: int, rebuild: bool) -> None:
     """A randomly initialised LarrCTR with the trained LARR head's spec (``llm_features`` overrides K')."""
-    source = base.checkpoints / "ctr" / CTR_LARR
+    source = RunLayout(base.checkpoints).ctr_dir(CTR_LARR)
     stamp = {
         "source": _fingerprint([source / "ctr.json", source / "vocab.json"]), "llm_features": llm_features, "seed": seed,
     }
@@ -228,7 +225,7 @@ def _build_random_ctr(base: BaseRun, out: Path, llm_features: int | None, seed: 
 
     spec = CTRModelSpec(**json.loads((source / "ctr.json").read_text(encoding="utf-8")))
     if llm_features is not None:
-        spec = dataclasses.replace(spec, variant="full_text", llm_features=llm_features)
+        spec = dataclasses.replace(spec, variant=CTR_FULLTEXT.value, llm_features=llm_features)
     vocab = json.loads((source / "vocab.json").read_text(encoding="utf-8"))
     torch.manual_seed(seed)
     if out.exists():
@@ -243,16 +240,16 @@ def _build_repositories(
 ) -> None:
     from larr.benchmarks.fulltext_repository import write_fulltext_repository
     from larr.contract import EMBEDDER_MODEL
-    from larr.export.repository import ONNX_FILE, VERSION, write_repository
+    from larr.export.repository import ONNX_FILE, VERSION, RepositoryOptions, write_repository
 
     if not rebuild and all(_stamp_matches(path, stamp) for path in repositories.values()):
         progress(f"reusing the repositories in {repositories[LARR].parent} (stamps match)")
         return
     quiet = lambda line: None  # noqa: E731 -- the exporters' per-file lines would drown the progress
     progress(f"exporting {repositories[LARR]} (ONNX, parity-checked)")
+    options = RepositoryOptions(target="cpu", device=device, cache_capacity=cache_capacity, max_candidates=max_candidates)
     result = write_repository(
-        run_dir, repositories[LARR], target="cpu", device=device, cache_capacity=cache_capacity,
-        max_candidates=max_candidates, num_users=base.num_users, num_items=base.num_items, progress=quiet,
+        run_dir, repositories[LARR], options, num_users=base.num_users, num_items=base.num_items, progress=quiet
     )
     _write_stamp(repositories[LARR], stamp)
 
@@ -274,8 +271,11 @@ def _build_repositories(
 def write_cache_capacity(repository: Path, result, capacity: int) -> None:
     """Rewrite ``feature_cache/config.pbtxt`` of an exported repository with another cache bound."""
     from larr.export.repository import CONFIG_FILE, build_configs, config_text
+    from larr.serving.stores import StoreKind
 
-    options = dataclasses.replace(result.options, cache_capacity=capacity)
+    # capacity 0 is the cache-off variant: no scene table either, every lookup needs the embedder
+    store = StoreKind.LRU if capacity == 0 else result.options.scene_store
+    options = dataclasses.replace(result.options, cache_capacity=capacity, scene_store=store)
     path = repository / FEATURE_CACHE_MODEL / CONFIG_FILE
     path.unlink()  # it may be a hard link to the cache-on repository's file
     path.write_text(config_text(build_configs(options, result.facts)[FEATURE_CACHE_MODEL]), encoding="utf-8")

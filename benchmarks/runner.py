@@ -39,7 +39,7 @@ from larr.benchmarks.config import (
 )
 from larr.benchmarks.fulltext_repository import FULLTEXT_EMBED_MODEL, FULLTEXT_ENSEMBLE_NAME
 from larr.benchmarks.machine import Machine, detect_machine
-from larr.benchmarks.models import BenchSetupError, SizeModels, display_path, find_base_run, prepare_size
+from larr.benchmarks.models import CTR_LARR, BenchSetupError, SizeModels, display_path, find_base_run, prepare_size
 from larr.benchmarks.workload import (
     CacheSimulator,
     RequestStream,
@@ -48,6 +48,7 @@ from larr.benchmarks.workload import (
     write_perf_analyzer_data,
 )
 from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL
+from larr.layout import RunLayout
 
 RESULTS_FILE = "results.json"
 MODEL_OF_VARIANT = {LARR: ENSEMBLE_NAME, CACHE_OFF: ENSEMBLE_NAME, FULLTEXT: FULLTEXT_ENSEMBLE_NAME}
@@ -262,12 +263,22 @@ class BenchRun:
         return RequestStream(self.pools, spec)
 
     def _simulator(self, models: SizeModels, variant: str) -> CacheSimulator:
+        from larr.benchmarks.inprocess import model_config
+        from larr.contract import PARAM_EMBEDDER_VERSION
+        from larr.serving.runtime import model_parameters
+        from larr.serving.stores import make_store
         from larr.tokenization import EmbeddingTokenizer
 
-        tokenizer = EmbeddingTokenizer.from_directory(models.repositories[LARR] / FEATURE_CACHE_MODEL / "1")
+        # the served store itself (its scene table included): the replay starts from what the server starts with;
+        # the full-text baseline has no store (its token counts are what the replay is for): the cache-off one
+        repository = models.repositories[CACHE_OFF if variant == FULLTEXT else variant]
+        version_dir = repository / FEATURE_CACHE_MODEL / "1"
+        tokenizer = EmbeddingTokenizer.from_directory(version_dir)
         fulltext = EmbeddingTokenizer.from_directory(models.repositories[FULLTEXT] / FULLTEXT_EMBED_MODEL / "1")
-        capacity = self.config.cache_capacity if variant == LARR else 0
-        return CacheSimulator(self.pools.features, tokenizer, fulltext, capacity)
+        params = model_parameters(model_config(repository, FEATURE_CACHE_MODEL))
+        store = make_store(params, version_dir, tokenizer.max_text_chars)
+        return CacheSimulator(self.pools.features, tokenizer, fulltext, store=store,
+                              embedder_version=params[PARAM_EMBEDDER_VERSION])
 
     def _triton_sweep(
         self, models: SizeModels, result: SizeResult, variant: str, share: float, levels: tuple[int, ...], task: str
@@ -400,7 +411,7 @@ class BenchRun:
                     f"p99 {row['p99_us'] / 1e3:9.1f} ms"
                 )
 
-        with run_fastapi_service(models.embedder_dir, models.ctr_dirs["larr"], self.base.num_users, self.base.num_items,
+        with run_fastapi_service(models.embedder_dir, models.ctr_dirs[CTR_LARR], self.base.num_users, self.base.num_items,
                                  device=self.machine.device) as url:
             drive(FASTAPI, lambda: HttpTransport(url))
         log = self.work / size / "logs" / f"{LARR_LOADGEN}.log"
@@ -414,7 +425,7 @@ class BenchRun:
         token counts depend on the texts and the tokenizer only), so one number per share for every size."""
         from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 
-        tokenizer = EmbeddingTokenizer.from_directory(self.base.checkpoints / "embed" / "model")
+        tokenizer = EmbeddingTokenizer.from_directory(RunLayout(self.base.checkpoints).embedder_dir(CTR_LARR))
         whole = EmbeddingInputConfig(self.config.fulltext_max_length, tokenizer.config.pad_to_multiple_of)
         fulltext = EmbeddingTokenizer(tokenizer.tokenizer, whole)
         shares = sorted({share for size in self.config.llm_sizes for share in self.config.grid(size).unseen_shares})

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from larr.export.repository import SUPPORTED_VARIANTS, TARGETS, RepositoryError, RepositoryOptions
+from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions
+from larr.layout import SERVABLE_VARIANTS
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES
 from larr.serving.stores import StoreKind
@@ -29,19 +30,26 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
         help="cpu: python-backend models on ONNX Runtime or PyTorch (any Triton, also on GPUs via --device cuda); "
         "gpu: TensorRT plans (needs TensorRT and a CUDA GPU here, the NGC image to serve)",
     )
-    add("--variant", default=defaults.variant, choices=SUPPORTED_VARIANTS, help="which trained CTR model to serve")
+    add("--variant", default=defaults.variant.value, choices=[v.value for v in SERVABLE_VARIANTS],
+        help="which trained CTR model to serve")
     add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
         help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
+    add("--redis-url", default=defaults.redis_url, help="scene store redis: redis://host:port/db shared by the replicas")
+    add("--extra-texts", default=defaults.extra_texts,
+        help="JSON lines {\"feature\": name, \"text\": ...} to embed into the scene table beside the dataset's texts")
     add("--fresh-text-policy", default=defaults.fresh_text_policy.value, choices=[p.value for p in FreshTextPolicy],
         help="a scene text no store holds: strict = embed it before answering; async = score with the unseen-text "
         "row (zeros) now, embed it in the background (model-config parameter fresh_text_policy)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
         help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
+    add("--batch-requests", type=int, default=defaults.batch_requests,
+        help="cpu target: requests one execute of feature_cache and ctr may serve (the ensemble's max_batch_size); "
+        "0 = one request per execute")
     add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
     add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
     add("--feature-cache-instances", type=int, default=defaults.feature_cache_instances,
-        help="feature_cache instances (requests in flight at the cache step; each has its own LRU)")
+        help="feature_cache instances (processes; each has its own in-process tiers)")
     add("--embedder-instances", type=int, default=defaults.embedder_instances, help="embedder model instances")
     add("--ctr-instances", type=int, default=defaults.ctr_instances, help="ctr model instances")
     add("--runtime", default=defaults.runtime, choices=RUNTIMES, help="cpu target: what runs the models")
@@ -55,12 +63,13 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Run ``larr export``; returns the exit code (2 with a message on stderr for a clear user error)."""
     try:  # the flags alone, before anything heavy is imported
-        RepositoryOptions(
+        options = RepositoryOptions(
             target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes, fresh_text_policy=args.fresh_text_policy,
+            cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts, batch_requests=args.batch_requests,
+            fresh_text_policy=args.fresh_text_policy,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:
@@ -72,13 +81,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     try:
         write_repository(
-            args.checkpoints, args.out, target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
-            max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
-            embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
-            feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes, fresh_text_policy=args.fresh_text_policy,
-            device=args.device, intra_op_threads=args.intra_op_threads, num_users=args.num_users,
-            num_items=args.num_items, adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
+            args.checkpoints, args.out, options, num_users=args.num_users, num_items=args.num_items,
+            adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
         )
     except TensorRTUnavailableError as error:
         print(

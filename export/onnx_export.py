@@ -146,7 +146,7 @@ def load_serving_ctr(ctr_dir: str | Path, num_users: int, num_items: int) -> Ser
 def ctr_input_shapes(model: LarrCTR, scene_dim: int | None = None) -> dict[str, tuple[int, ...]]:
     """Static shapes of the CTR graph's inputs; ``ITEM_IDS`` is dynamic (given here as 0).
 
-    ``SCENE_EMB`` is ``(K', D)``: K' = the model's LLM features (K, or 1 for the full-text ablation).
+    ``SCENE_EMB`` is ``(K', D)``: K' = the model's LLM features (K, or 1 for a whole-scene variant).
     The ID-only model has no D of its own: ``scene_dim`` (the embedder's output size) gives it.
     """
     scene_fields = len(model.spec.field_names) - 2  # [user, item, *scene features]

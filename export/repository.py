@@ -2,7 +2,7 @@
 
     from larr.export.repository import write_repository
 
-    write_repository(Path("runs/tiny"), Path("model_repository"), target="cpu")
+    write_repository(Path("runs/tiny"), Path("model_repository"), RepositoryOptions(target="cpu"))
 
 Layout (tensor names and parameters from larr.contract; D = embedding size, K = scene features)::
 
@@ -18,9 +18,9 @@ Layout (tensor names and parameters from larr.contract; D = embedding size, K = 
 
 Every ``config.pbtxt`` is a ``tritonclient.grpc.model_config_pb2.ModelConfig`` written with
 ``google.protobuf.text_format``. The python models' ``model.py`` adapters are committed in the repo's
-``model_repository/`` and copied from there. ``embedder_version`` (the first 12 hex chars of the sha256
-of the exported embedder ONNX, external data included) keys the feature cache, so a new embedder never
-reads stale entries.
+``model_repository/`` (``larr.layout.COMMITTED_REPOSITORY_DIR``) and copied from there.
+``embedder_version`` (the first 12 hex chars of the sha256 of the exported embedder ONNX, external data
+included) keys the feature cache, so a new embedder never reads stale entries.
 """
 
 from __future__ import annotations
@@ -34,11 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-import larr
 from larr.contract import (
     ATTENTION_MASK,
     CTR,
@@ -60,6 +58,7 @@ from larr.contract import (
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
+    PARAM_REDIS_URL,
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
     PARAM_SCENE_STORE,
@@ -70,6 +69,7 @@ from larr.contract import (
     TOKENIZER_FILE,
     USER_ID,
 )
+from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES, SERVING_META_FILE
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
@@ -77,9 +77,7 @@ from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES,
 log = logging.getLogger(__name__)
 
 TARGETS = ("cpu", "gpu")
-# Variants whose embedder is a TextEmbedder dir and whose CTR model takes per-feature scene embeddings.
-SUPPORTED_VARIANTS = ("larr", "id_only", "no_stage1", "no_alignment")
-DEFAULT_ADAPTERS_DIR = Path(larr.__file__).resolve().parents[1] / "model_repository"
+DEFAULT_ADAPTERS_DIR = COMMITTED_REPOSITORY_DIR
 CONFIG_FILE = "config.pbtxt"
 ADAPTER_FILE = "model.py"
 VERSION = "1"
@@ -104,10 +102,21 @@ class RepositoryOptions:
     """How to serve: the ``larr export`` flags."""
 
     target: str = field(default="cpu", metadata={"help": "'cpu': python-backend models; 'gpu': TensorRT plans"})
-    variant: str = field(default="larr", metadata={"help": f"which trained CTR model: one of {SUPPORTED_VARIANTS}"})
+    variant: Variant = field(
+        default=Variant.LARR,
+        metadata={"help": f"which trained CTR model: one of {[v.value for v in SERVABLE_VARIANTS]} (a name is accepted)"},
+    )
     scene_store: StoreKind = field(
-        default=StoreKind.LRU,
-        metadata={"help": f"where feature_cache keeps scene vectors: one of {[k.value for k in StoreKind]}"},
+        default=StoreKind.LOCAL,
+        metadata={"help": "where feature_cache keeps scene vectors: 'local' = the scene table embedded at export + "
+                          "an in-process LRU; 'redis' = those + Redis shared by replicas (--redis-url); 'lru' = the LRU "
+                          "alone (starts cold)"},
+    )
+    redis_url: str = field(default="", metadata={"help": "scene_store redis: the Redis every replica shares"})
+    extra_texts: str = field(
+        default="",
+        metadata={"help": "JSON lines {\"feature\": name, \"text\": ...} embedded into the scene table beside the "
+                          "dataset's texts (e.g. texts taken from logs)"},
     )
     fresh_text_policy: FreshTextPolicy = field(
         default=FreshTextPolicy.STRICT,
@@ -142,13 +151,18 @@ class RepositoryOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
         object.__setattr__(self, "fresh_text_policy", FreshTextPolicy.parse(self.fresh_text_policy))
+        if self.scene_store is StoreKind.REDIS and not self.redis_url:
+            raise ValueError("scene_store 'redis' needs redis_url (--redis-url redis://host:port/db)")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        if self.variant not in SUPPORTED_VARIANTS:
+        variant = Variant.parse(self.variant)
+        if not variant.servable:
             raise ValueError(
-                f"variant {self.variant!r} cannot be exported: one of {SUPPORTED_VARIANTS} "
-                "(full_text is served by its own ensemble; no_stage2 has no TextEmbedder dir)"
+                f"variant {variant.value!r} cannot be served by the {ENSEMBLE_NAME!r} ensemble: "
+                f"{_not_servable_reason(variant)}; servable: {[v.value for v in SERVABLE_VARIANTS]} (a TextEmbedder "
+                "folder, and a CTR model that reads one embedding per scene feature)"
             )
+        object.__setattr__(self, "variant", variant)  # frozen: normalised once, here
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.target == "gpu" and self.runtime != "onnxruntime":
@@ -175,6 +189,12 @@ class RepositoryOptions:
         return mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU
 
 
+def _not_servable_reason(variant: Variant) -> str:
+    if variant.whole_scene:
+        return "it embeds the whole scene on every request, the work the feature cache exists to avoid"
+    return "its features come from the stage-1 LM, so there is no TextEmbedder folder to export"
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What the configs need to know about the exported models."""
@@ -194,12 +214,13 @@ class CheckpointPaths:
     ctr_dir: Path  # LarrCTR dir
 
     @classmethod
-    def find(cls, checkpoints: Path, variant: str) -> "CheckpointPaths":
+    def find(cls, checkpoints: Path, variant: Variant) -> "CheckpointPaths":
         from larr.models.ctr_model import SPEC_FILE
         from larr.models.embedder import EMBEDDER_FILE
 
-        embedder_dir = checkpoints / ("embed_no_stage1" if variant == "no_stage1" else "embed") / "model"
-        ctr_dir = checkpoints / "ctr" / variant
+        layout = RunLayout(checkpoints)
+        embedder_dir = layout.embedder_dir(variant)
+        ctr_dir = layout.ctr_dir(variant)
         if not (embedder_dir / EMBEDDER_FILE).exists():
             raise RepositoryError(f"{embedder_dir}: no trained embedder; run `larr train embed --out {checkpoints}`")
         if not (ctr_dir / SPEC_FILE).exists():
@@ -233,20 +254,26 @@ def build_configs(options: RepositoryOptions, facts: ModelFacts) -> dict[str, mc
     return configs
 
 
-def ensemble_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+def ensemble_config(
+    options: RepositoryOptions, facts: ModelFacts, *, name: str = ENSEMBLE_NAME,
+    scene_model: str = FEATURE_CACHE_MODEL, ctr_model: str = CTR_MODEL,
+) -> mc.ModelConfig:
+    """The public contract (inputs, outputs, published parameters) over two steps: ``scene_model`` turns
+    SCENE_TEXT into SCENE_EMB/SCENE_IDS, ``ctr_model`` scores. Other step names serve another scene
+    embedding behind the same contract (the benchmarks' baseline)."""
     # dims exclude the batch axis when request_batch > 0: a client sends SCENE_TEXT [1, K], ITEM_IDS [1, N]
-    config = mc.ModelConfig(name=ENSEMBLE_NAME, platform="ensemble", max_batch_size=options.request_batch)
+    config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
     config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
     config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
     config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
-    cache_step = config.ensemble_scheduling.step.add(model_name=FEATURE_CACHE_MODEL, model_version=-1)
-    cache_step.input_map[SCENE_TEXT] = SCENE_TEXT  # step model's tensor -> ensemble tensor
-    cache_step.output_map[SCENE_EMB] = SCENE_EMB
-    cache_step.output_map[SCENE_IDS] = SCENE_IDS
-    ctr_step = config.ensemble_scheduling.step.add(model_name=CTR_MODEL, model_version=-1)
-    for name in (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS):
-        ctr_step.input_map[name] = name
+    scene_step = config.ensemble_scheduling.step.add(model_name=scene_model, model_version=-1)
+    scene_step.input_map[SCENE_TEXT] = SCENE_TEXT  # step model's tensor -> ensemble tensor
+    scene_step.output_map[SCENE_EMB] = SCENE_EMB
+    scene_step.output_map[SCENE_IDS] = SCENE_IDS
+    ctr_step = config.ensemble_scheduling.step.add(model_name=ctr_model, model_version=-1)
+    for tensor in (SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS):
+        ctr_step.input_map[tensor] = tensor
     ctr_step.output_map[CTR] = CTR
     _set_parameters(config, {
         PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
@@ -268,6 +295,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_SCENE_STORE: options.scene_store.value,
         PARAM_CACHE_CAPACITY: options.cache_capacity,
         PARAM_CACHE_MAX_BYTES: options.cache_max_bytes,
+        **({PARAM_REDIS_URL: options.redis_url} if options.scene_store is StoreKind.REDIS else {}),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
@@ -291,10 +319,10 @@ def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelCo
     return config
 
 
-def ctr_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
+def ctr_config(options: RepositoryOptions, facts: ModelFacts, *, name: str = CTR_MODEL) -> mc.ModelConfig:
     """K and D are fixed by the trained model. Batched (cpu target): one execute scores a dynamic batch of
     requests with different candidate counts (``allow_ragged_batch`` on ITEM_IDS) in one graph run."""
-    config = mc.ModelConfig(name=CTR_MODEL, max_batch_size=options.request_batch)
+    config = mc.ModelConfig(name=name, max_batch_size=options.request_batch)
     config.input.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[facts.scene_inputs, facts.embedding_dim])
     config.input.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[len(facts.scene_features)])
     config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
@@ -397,26 +425,22 @@ class DatasetFacts:
 
 
 def dataset_facts(checkpoints: Path, num_users: int | None = None, num_items: int | None = None) -> DatasetFacts:
-    """Id ranges of the dataset the run was trained on: given, or read via ``checkpoints/config.yaml``'s ``data``.
-
-    A relative ``data`` path is tried against the working directory and each folder above the run.
-    """
+    """Id ranges of the dataset the run was trained on: given, or read via ``checkpoints/config.yaml``'s ``data``
+    (found as :meth:`larr.layout.RunLayout.dataset_dir` finds it)."""
     if num_users is not None and num_items is not None:
         return DatasetFacts(num_users, num_items, None)
     from larr.data.schema import load_dataset_info
 
-    config_path = checkpoints / "config.yaml"
+    layout = RunLayout(checkpoints)
+    config_path = layout.config_file
     if not config_path.exists():
         raise RepositoryError(f"{config_path}: missing (is {checkpoints} a `larr train` run folder?)")
-    data = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("data")
+    data = layout.dataset_name()
     if not data:
         raise RepositoryError(f"{config_path}: names no dataset (`data:`)")
-    if Path(data).is_absolute():
-        candidates = [Path(data)]
-    else:
-        candidates = [Path.cwd() / data, *(folder / data for folder in checkpoints.resolve().parents)]
-    found = next((c for c in candidates if (c / "dataset.json").exists()), None)
+    found = layout.dataset_dir()
     if found is None:
+        candidates = layout.dataset_candidates()
         raise RepositoryError(
             f"{config_path} names the dataset {data!r}, which is not there any more (looked in "
             f"{', '.join(str(c) for c in candidates[:3])}, ...); pass --num-users and --num-items "
@@ -436,27 +460,15 @@ def dataset_facts(checkpoints: Path, num_users: int | None = None, num_items: in
 def write_repository(
     checkpoints: Path,
     out: Path,
-    target: str = "cpu",
-    variant: str = "larr",
-    cache_capacity: int = RepositoryOptions.cache_capacity,
-    max_candidates: int = 1000,
-    embedder_max_batch: int = 64,
-    embedder_instances: int = 1,
-    ctr_instances: int = 1,
-    runtime: str = "onnxruntime",
-    device: str = "cpu",
+    options: RepositoryOptions,
     *,
-    feature_cache_instances: int = RepositoryOptions.feature_cache_instances,
-    scene_store: StoreKind | str = RepositoryOptions.scene_store,
-    cache_max_bytes: int = RepositoryOptions.cache_max_bytes,
-    fresh_text_policy: FreshTextPolicy | str = RepositoryOptions.fresh_text_policy,
-    intra_op_threads: int = 0,
     num_users: int | None = None,
     num_items: int | None = None,
     adapters_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RepositoryResult:
-    """Export the run in ``checkpoints`` and write the model repository ``out`` (layout: module docstring).
+    """Export the run in ``checkpoints`` and write the model repository ``out`` (layout: module docstring),
+    served as ``options`` say.
 
     ``num_users``/``num_items`` default to the dataset's (see :func:`dataset_facts`). ``adapters_dir``
     is where the committed ``<model>/1/model.py`` adapters are copied from (default: the repo's
@@ -466,13 +478,6 @@ def write_repository(
     from larr.models.ctr_model import VOCAB_FILE
 
     report = progress or log.info
-    options = RepositoryOptions(
-        target=target, variant=variant, cache_capacity=cache_capacity, max_candidates=max_candidates,
-        embedder_max_batch=embedder_max_batch, embedder_instances=embedder_instances, ctr_instances=ctr_instances,
-        runtime=runtime, device=device, intra_op_threads=intra_op_threads,
-        feature_cache_instances=feature_cache_instances, scene_store=scene_store, cache_max_bytes=cache_max_bytes,
-        fresh_text_policy=fresh_text_policy,
-    )
     checkpoints, out = Path(checkpoints), Path(out)
     if options.target == "gpu":
         from larr.export.tensorrt_build import require_tensorrt
@@ -495,7 +500,7 @@ def write_repository(
     dim = embedding_dim(paths.embedder_dir)
     in_place = out.resolve() == adapters_dir.resolve()
     models = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
-    version_dirs = {name: _fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
+    version_dirs = {name: fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
 
     with tempfile.TemporaryDirectory(prefix="larr-export-") as scratch:
         # gpu: the ONNX graphs are only the engines' source and stay out of the repository
@@ -519,6 +524,8 @@ def write_repository(
     if options.runtime == "torch":
         _copy_torch_artifacts(paths, dataset, version_dirs, report)
     _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
+    if options.scene_store is not StoreKind.LRU:
+        _write_scene_table(checkpoints, paths, options, facts, version_dirs[FEATURE_CACHE_MODEL], report)
     configs = build_configs(options, facts)
     for name, config in configs.items():
         (out / name / CONFIG_FILE).write_text(config_text(config), encoding="utf-8")
@@ -531,7 +538,24 @@ def write_repository(
     return RepositoryResult(out, options, facts, configs)
 
 
-def _fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
+def _write_scene_table(
+    checkpoints: Path, paths: CheckpointPaths, options: RepositoryOptions, facts: ModelFacts, version_dir: Path, report,
+) -> None:
+    """Every scene text of the run's dataset (+ ``options.extra_texts``), embedded now, beside the tokenizer:
+    the served store starts warm (``larr embed-scenes`` rebuilds it alone)."""
+    from larr.export.scene_table import write_scene_table
+
+    dataset_dir = RunLayout(checkpoints).dataset_dir()
+    if dataset_dir is None:
+        report(f"feature_cache: no scene table (the run's dataset is not there); the {options.scene_store.value} "
+               "store starts cold")
+        return
+    table = write_scene_table(paths.embedder_dir, dataset_dir, version_dir, facts.embedder_version,
+                              extra_texts=options.extra_texts or None, progress=report)
+    report(f"feature_cache: scene table {version_dir} ({table.rows} texts)")
+
+
+def fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
     """Empty ``model_dir/1`` so no artifact of an earlier export (a plan, external data) lingers."""
     version_dir = model_dir / VERSION
     if version_dir.exists():
@@ -614,7 +638,11 @@ __all__ = [
     "RepositoryResult",
     "build_configs",
     "config_text",
+    "ctr_config",
     "dataset_facts",
+    "embedder_config",
+    "ensemble_config",
+    "fresh_version_dir",
     "validate_ensemble",
     "write_repository",
 ]

@@ -41,6 +41,7 @@ UNSEEN_SCENE_FILL = 0.0
 # Parameters of the internal models (read by the python-backend adapters from args["model_config"]).
 PARAM_SCENE_STORE = "scene_store"  # feature_cache: which SceneStore holds the vectors (larr.serving.stores.StoreKind)
 PARAM_CACHE_CAPACITY = "cache_capacity"  # feature_cache: store bound, in entries
+PARAM_REDIS_URL = "redis_url"  # feature_cache, scene_store redis: read by larr.serving.redis_store (redis_*)
 PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: store bound, in bytes of texts + vectors (0 = none)
 PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS calls go to
 PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)

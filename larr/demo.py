@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from larr.layout import RunLayout, Stage
+
 SCENES = (
     # (title, scene) — some texts are paraphrases the models never saw in training ("downpour", "blizzard")
     ("rainy lunch break at the office, searching noodles",
@@ -40,7 +42,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from larr.clients import LarrClient
     from larr.data.schema import load_dataset, write_dataset
     from larr.data.synth import SynthConfig, generate
-    from larr.export.repository import write_repository
+    from larr.export.repository import RepositoryOptions, write_repository
     from larr.serving.launcher import run_triton_server
     from larr.serving.metrics import feature_cache_counters
     from larr.training.cli import run_all
@@ -58,13 +60,13 @@ def run_demo(args: argparse.Namespace) -> int:
     overrides = {key.strip(): yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     config = load_config(args.config, {**overrides, "data": str(data_dir)})
     run_all(config, run_dir, resume=args.resume)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for variant, result in metrics["ctr"].items():
+    metrics = json.loads(RunLayout(run_dir).metrics_file.read_text())
+    for variant, result in metrics[Stage.CTR.value].items():
         if isinstance(result, dict):
             print(f"      test {variant:<13} AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  GAUC {result['gauc']:.4f}")
 
     print(f"[3/6] export    -> {repository}", flush=True)
-    write_repository(run_dir, repository, target="cpu")
+    write_repository(run_dir, repository, RepositoryOptions(target="cpu"))
 
     print("[4/6] serving   tritonserver on loopback", flush=True)
     items = list(range(dataset.info.num_items))

@@ -31,10 +31,22 @@ import yaml
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"  # inside each LLM stage's folder
+DATASET_FILE = "dataset.json"  # marks a dataset folder (larr.data.schema writes it)
 BASE_MODEL_DIR = "init"  # inside pretrain/: the base LM as it was before stage 1 (the no_stage1 ablation's start)
 
 
-class Stage(str, enum.Enum):
+class _StrEnum(str, enum.Enum):
+    """A str enum that prints as its value (``enum.StrEnum`` arrives in Python 3.11; we support 3.10), so
+    members go into paths, f-strings, JSON and messages exactly as the bare names did."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Stage(_StrEnum):
     """The three training stages, by the folder (and CLI name) each writes."""
 
     PRETRAIN = "pretrain"
@@ -42,7 +54,7 @@ class Stage(str, enum.Enum):
     CTR = "ctr"
 
 
-class Variant(str, enum.Enum):
+class Variant(_StrEnum):
     """Stage-3 models: the method and its ablations (README, "Ablations")."""
 
     LARR = "larr"  # the full method
@@ -133,23 +145,39 @@ class RunLayout:
         """The trained TextEmbedder folder ``variant`` reads its features from."""
         return self.embed_dir(variant) / MODEL_DIR
 
+    @property
+    def llm_stage_dirs(self) -> tuple[Path, ...]:
+        """Every folder stages 1 and 2 write: what stage 3 reads its frozen LLM features from."""
+        return self.pretrain_dir, self.embed_dir(Variant.LARR), self.embed_dir(Variant.NO_STAGE1)
+
     def ctr_dir(self, variant: Variant) -> Path:
         return self.stage_dir(Stage.CTR) / Variant.parse(variant).value
 
-    def dataset_dir(self) -> Path | None:
-        """The dataset folder the run's ``config.yaml`` names, resolved as at training time.
-
-        Relative paths are tried against the working directory, then against every folder above the
-        run (a run moved with its data keeps working). None when the config names no dataset or the
-        dataset is not there any more.
-        """
+    def dataset_name(self) -> str | None:
+        """The ``data`` entry of the run's ``config.yaml`` as written; None when the file or the entry is absent."""
         if not self.config_file.exists():
             return None
-        data = (yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}).get("data")
-        if not data:
-            return None
+        return (yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}).get("data") or None
+
+    def dataset_candidates(self) -> list[Path]:
+        """Where the named dataset is looked for, in order: an absolute path as it is; a relative one against
+        the working directory, then against every folder above the run (a run moved with its data keeps
+        working). Empty when the config names no dataset."""
+        data = self.dataset_name()
+        if data is None:
+            return []
         if Path(data).is_absolute():
-            candidates = [Path(data)]
-        else:
-            candidates = [Path.cwd() / data, *(folder / data for folder in self.root.resolve().parents)]
-        return next((c for c in candidates if (c / "dataset.json").exists()), None)
+            return [Path(data)]
+        return [Path.cwd() / data, *(folder / data for folder in self.root.resolve().parents)]
+
+    def dataset_dir(self) -> Path | None:
+        """The dataset folder the run's ``config.yaml`` names, resolved as at training time (the first of
+        :meth:`dataset_candidates` holding a ``dataset.json``). None when the config names no dataset or the
+        dataset is not there any more."""
+        return next((c for c in self.dataset_candidates() if (c / DATASET_FILE).exists()), None)
+
+
+# The committed python-backend adapters (``<model>/1/model.py``) live in the checkout's model_repository/,
+# next to this package's folder, not inside it: tritonserver serves that folder as it is. Stated here once;
+# an installed (non-editable) larr has no such folder, and the exporter says so and asks for --adapters.
+COMMITTED_REPOSITORY_DIR = Path(__file__).resolve().parent.parent / "model_repository"

@@ -22,13 +22,16 @@ from larr.text import EMB_TOKEN, PAD_TOKEN
 # A token is at least one character, so reading more than this many characters per token of budget
 # cannot change the result; it keeps a 100,000-character request from costing a full tokenisation.
 _CHARS_PER_TOKEN_BOUND = 32
+# Tokens per embedder input, <emb> included: stage 2's default (``embed.max_length``). A trained embedder
+# carries its own value in embedding_config.json, so changing this changes only new trainings.
+DEFAULT_MAX_LENGTH = 48
 
 
 @dataclass(frozen=True)
 class EmbeddingInputConfig:
     """How embedder inputs are built; saved next to the tokenizer as ``embedding_config.json``."""
 
-    max_length: int = 32  # tokens per text including the trailing <emb>
+    max_length: int = DEFAULT_MAX_LENGTH  # tokens per text including the trailing <emb>
     pad_to_multiple_of: int = 8  # fewer distinct shapes for ONNX Runtime / TensorRT and Triton batching
 
     def save(self, directory: str | Path) -> None:

@@ -20,7 +20,7 @@ from :func:`~larr.serving.store.scene_key`: ``(embedder_version, feature index, 
 new embedder never reads stale vectors, and a 100,000-character text costs one entry of bounded size
 and embeds exactly like its tokenizer-truncated prefix (documented behaviour: long texts are
 truncated to the tokenizer limit, not rejected). Validation is larr.scene_request's, shared with the
-client and the full-text baseline.
+client and the benchmarks.
 """
 
 from __future__ import annotations

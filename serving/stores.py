@@ -18,7 +18,7 @@ The kinds, fastest tier first (a lookup asks each tier only for the keys the one
                                       is a hit on all; Redis down or slow costs misses, never errors
 
 New embeddings are written through to every writable tier (the table is read-only). A repository
-exported before ``scene_store`` existed gets the LRU with no byte bound, as it always had. No Triton,
+exported before ``scene_store`` existed gets the LRU (with today's default bounds). No Triton,
 no torch.
 """
 
@@ -48,7 +48,7 @@ from larr.serving.tiered_store import TieredStore
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_CAPACITY = 100_000  # entries; the one default of export, write_repository and the benchmarks
-DEFAULT_CACHE_MAX_BYTES = 0  # 0 = no byte bound: the entry bound alone, as before byte bounds existed
+DEFAULT_CACHE_MAX_BYTES = 256 * 2**20  # the LRU's bound in bytes of texts + vectors; 0 = entries alone
 
 
 class StoreKind(str, Enum):

@@ -22,7 +22,7 @@ above's business (an LRU in front of the table keeps it); ignoring instead of ra
 write-through over every tier from failing a request because one tier is immutable.
 
 Lookups go through each key's xxhash64 (stored in the index, re-checked at load) and then compare the
-full text and feature of the row found, so a hash collision is a miss or the right row, never a wrong one.
+whole text and feature of the row found, so a hash collision is a miss or the right row, never a wrong one.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class TableStore:
         self.features = tuple(features)
         self.rows = rows  # (N, D), float32 or float16, often a read-only memmap
         self._features = np.array([feature for feature, _ in keys], dtype=np.int32)  # (N,)
-        self._texts = [text for _, text in keys]  # (N,): the full texts, compared on every hit
+        self._texts = [text for _, text in keys]  # (N,): the whole texts, compared on every hit
         # hash -> row, or a tuple of rows in the (astronomically rare) case two keys share a hash
         self._rows_by_hash: dict[int, int | tuple[int, ...]] = {}
         for row, (feature, text) in enumerate(keys):

@@ -6,6 +6,7 @@ Shipped configs live in ``training/configs/``; ``--config tiny`` names ``trainin
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from larr.layout import ALL_VARIANTS, Variant
 from larr.models.backbone import BackboneConfig
+from larr.tokenization import DEFAULT_MAX_LENGTH
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -59,7 +62,7 @@ class PretrainConfig:
 class EmbedConfig:
     """Stage 2: contrastive fine-tuning into a text embedder."""
 
-    max_length: int = field(default=48, metadata={"help": "tokens per embedder input, <emb> included"})
+    max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per embedder input, <emb> included"})
     projection_dim: int = field(default=64, metadata={"help": "embedding size D"})
     temperature: float = 0.1
     learn_temperature: bool = False
@@ -111,14 +114,20 @@ class CTRConfig:
     grad_clip: float = field(default=10.0, metadata={"help": "gradient-norm clipping (0 = off)"})
     checkpoint_every: int = 200
     embed_batch_size: int = field(default=256, metadata={"help": "texts per frozen-embedder forward"})
-    variants: tuple[str, ...] = field(
-        default=("larr", "id_only", "no_stage1", "no_stage2", "no_alignment", "full_text"),
-        metadata={"help": "which models to train and report (larr and id_only are the headline pair)"},
+    variants: tuple[Variant, ...] = field(
+        default=ALL_VARIANTS,
+        metadata={"help": "which models to train and report (larr and id_only are the headline pair); "
+                  "YAML lists their names"},
     )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.scene_dropout <= 1.0:
             raise ValueError(f"ctr.scene_dropout must be in [0, 1], got {self.scene_dropout}")
+        # YAML and --set give names; everything downstream compares Variant members
+        try:
+            self.variants = tuple(Variant.parse(v) for v in self.variants)
+        except ValueError as error:
+            raise ValueError(f"ctr.variants: {error}") from None
 
 
 @dataclass
@@ -176,6 +185,8 @@ def from_dict(cls, data: dict, where: str = "config"):
 
 def to_dict(config) -> dict:
     def convert(value):
+        if isinstance(value, enum.Enum):  # YAML keeps plain names (safe_dump cannot write Enum members)
+            return value.value
         if isinstance(value, tuple):
             return [convert(v) for v in value]
         if isinstance(value, dict):

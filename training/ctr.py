@@ -15,7 +15,7 @@ Variants (``ctr.variants`` in the config):
 ===============  =====================================================================================
 
 The LLM is frozen: every distinct (feature, text) is embedded **once** into a table (the same idea as
-the server's feature cache) and batches gather from it. Per variant, ``OUT/ctr/<variant>/`` holds the
+the server's feature cache) and batches gather from it. Per variant, ``RunLayout.ctr_dir(variant)`` holds the
 model (``ctr.json``, ``model.safetensors``, ``vocab.json``), ``steps.csv`` and ``result.json``.
 """
 
@@ -33,6 +33,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.data.schema import Dataset, Interactions, load_dataset
+from larr.layout import RunLayout, Stage, Variant
 from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import CTRModelSpec, LarrCTR
 from larr.models.embedder import TextEmbedder, embed_texts
@@ -55,23 +56,26 @@ from larr.training.loop import (
 )
 from larr.training.losses.alignment import alignment_loss
 from larr.training.metrics import ctr_metrics
+from larr.training.runner import stage_main
 
-VARIANTS = ("larr", "id_only", "no_stage1", "no_stage2", "no_alignment", "full_text")
 RESULT_FILE = "result.json"
 
 
 # --------------------------------------------------------------------------------------------- frozen LLM features
 
 
-def load_frozen_embedder(out: Path, variant: str) -> tuple[TextEmbedder, EmbeddingTokenizer]:
-    """The frozen text embedder a variant reads its features from."""
-    if variant == "no_stage2":
-        lm_dir = out / "pretrain" / "model"
+def load_frozen_embedder(out: Path, variant: Variant) -> tuple[TextEmbedder, EmbeddingTokenizer]:
+    """The frozen text embedder a variant reads its features from (see ``Variant.embedder_source``)."""
+    layout = RunLayout(out)
+    variant = Variant.parse(variant)
+    if variant.embedder_source is Variant.NO_STAGE2:
+        # the stage-1 LM itself, last-token pooled, with stage 2's input length
+        lm_dir = layout.pretrained_lm_dir
         embedder = TextEmbedder(AutoModel.from_pretrained(lm_dir, local_files_only=True), projection_dim=None).eval()
-        max_length = EmbeddingInputConfig.load(out / "embed" / "model").max_length
+        max_length = EmbeddingInputConfig.load(layout.embedder_dir(Variant.LARR)).max_length
         hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
         return embedder, EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, EmbeddingInputConfig(max_length=max_length))
-    model_dir = out / ("embed_no_stage1" if variant == "no_stage1" else "embed") / "model"
+    model_dir = layout.embedder_dir(variant)
     if not model_dir.exists():
         raise FileNotFoundError(f"{model_dir}: missing; run `larr train embed` first (variant {variant})")
     return TextEmbedder.from_pretrained(model_dir), EmbeddingTokenizer.from_directory(model_dir)
@@ -190,15 +194,15 @@ def predict(model: LarrCTR, data: SplitTensors, table: torch.Tensor | None, batc
     return np.concatenate(out)
 
 
-def train_variant(config: TrainConfig, dataset: Dataset, variant: str, out: Path, llm: LLMFeatures | None,
+def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: Path, llm: LLMFeatures | None,
                   vocab: FieldVocab, ctx: DistContext, resume: bool) -> dict:
     cfg = config.ctr
-    stage_dir = out / "ctr" / variant
+    stage_dir = RunLayout(out).ctr_dir(variant)
     use_llm = llm is not None
     data = {split: split_tensors(vocab, rows, llm.codes[split] if use_llm else None) for split, rows in dataset.splits.items()}
     table = llm.table if use_llm else None
     spec = CTRModelSpec(
-        variant=variant,
+        variant=variant.value,
         field_names=list(vocab.field_names),
         field_vocab_sizes=vocab.sizes,
         use_llm=use_llm,
@@ -215,7 +219,7 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: str, out: Path
     seed_everything(config.seed)
     model = LarrCTR(spec, llm.item_embeddings if use_llm else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    align_weight = 0.0 if variant == "no_alignment" else cfg.align_weight
+    align_weight = 0.0 if variant is Variant.NO_ALIGNMENT else cfg.align_weight
     train = data["train"]
     steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
     max_steps = cfg.max_epochs * steps_per_epoch
@@ -274,37 +278,34 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: str, out: Path
 def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
     """Train every configured variant; returns ``{variant: {"auc", "logloss", "gauc", ...}}``."""
     ctx = init_distributed()
-    out = Path(out)
-    cfg = config.ctr
-    unknown = set(cfg.variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"unknown ctr.variants {sorted(unknown)}; known: {list(VARIANTS)}")
+    layout = RunLayout(out)
+    cfg = config.ctr  # its variants are Variant members (CTRConfig checks the names)
     dataset = load_dataset(config.data)
     vocab = fit_vocab(dataset)
-    features_by_source: dict[tuple[str, bool], LLMFeatures] = {}
+    features_by_source: dict[tuple[Variant, bool], LLMFeatures] = {}
     results = {}
     for variant in cfg.variants:
-        done = out / "ctr" / variant / RESULT_FILE
+        done = layout.ctr_dir(variant) / RESULT_FILE
         if resume and done.exists():
             results[variant] = json.loads(done.read_text())
             continue
         llm = None
-        if variant != "id_only":
-            source = variant if variant in ("no_stage1", "no_stage2") else "larr"
-            key = (source, variant == "full_text")
+        if variant.uses_llm:
+            key = (variant.embedder_source, variant.whole_scene)
             if key not in features_by_source:
-                embedder, tokenizer = load_frozen_embedder(out, source)
+                embedder, tokenizer = load_frozen_embedder(layout.root, variant.embedder_source)
                 features_by_source[key] = build_llm_features(dataset, embedder, tokenizer, key[1], cfg.embed_batch_size, ctx)
             llm = features_by_source[key]
-        results[variant] = train_variant(config, dataset, variant, out, llm, vocab, ctx, resume)
+        results[variant] = train_variant(config, dataset, variant, layout.root, llm, vocab, ctx, resume)
     ctx.barrier()
-    return {variant: {k: v for k, v in result.items() if k != "history"} for variant, result in results.items()}
+    return {variant.value: {k: v for k, v in result.items() if k != "history"} for variant, result in results.items()}
+
+
+train = run  # stage 3 as ``larr train ctr`` runs it: every configured variant
 
 
 def main(argv: list[str] | None = None) -> int:
-    from larr.training.cli import run_stage_from_argv
-
-    return run_stage_from_argv("ctr", argv)
+    return stage_main(Stage.CTR, train, argv)
 
 
 if __name__ == "__main__":

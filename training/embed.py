@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from larr.data.schema import load_dataset
+from larr.layout import RunLayout, Stage, Variant
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.config import TrainConfig
@@ -27,6 +28,7 @@ from larr.training.loop import (
     batch_indices,
     init_distributed,
     load_checkpoint,
+    lr_at,
     progress,
     save_checkpoint,
     seed_everything,
@@ -35,7 +37,7 @@ from larr.training.loop import (
 )
 from larr.training.losses.info_nce import Temperature, info_nce
 from larr.training.pairs import PAIR_KINDS, Pairs, build_pairs
-from larr.training.pretrain import lr_at
+from larr.training.runner import stage_main
 
 TRAIN_PAIRS_PER_KIND = 20_000
 
@@ -71,14 +73,17 @@ def _tokenize(tokenizer: EmbeddingTokenizer, texts: list[str]) -> tuple[torch.Te
     return torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
 
 
-def run(config: TrainConfig, out: Path, resume: bool = False, source: str = "pretrain", name: str = "embed") -> dict:
-    """Train stage 2 from ``OUT/pretrain/<source>`` (``model``: after stage 1; ``init``: the base as it was
-    before stage 1, for the no-stage-1 ablation). Writes ``OUT/<name>/``."""
+def run(config: TrainConfig, out: Path, resume: bool = False, variant: Variant = Variant.LARR) -> dict:
+    """Train the stage-2 embedder ``variant`` reads: from stage 1's LM (``OUT/pretrain/model``) into
+    ``OUT/embed/``, or for ``no_stage1`` from the base as it was before stage 1 (``OUT/pretrain/init``) into
+    that ablation's own folder (``RunLayout.embed_dir``)."""
     ctx = init_distributed()
     cfg = config.embed
-    out = Path(out)
-    stage_dir = out / name
-    lm_dir = out / "pretrain" / ("model" if source == "pretrain" else "init")
+    layout = RunLayout(out)
+    variant = Variant.parse(variant)
+    stage_dir = layout.embed_dir(variant)
+    from_base = variant.embedder_source is Variant.NO_STAGE1
+    lm_dir = layout.base_lm_dir if from_base else layout.pretrained_lm_dir
     if not (lm_dir / TOKENIZER_FILE).exists():
         raise FileNotFoundError(f"{lm_dir}: no stage-1 model; run `larr train pretrain` first")
     dataset = load_dataset(config.data, splits=("train", "valid"))
@@ -102,7 +107,7 @@ def run(config: TrainConfig, out: Path, resume: bool = False, source: str = "pre
     weights = {"user_user": cfg.weight_user_user, "item_item": cfg.weight_item_item, "user_item": cfg.weight_user_item}
     logger = StepLogger(stage_dir, ctx, resume_from_step=start_step)
     embedder.train()
-    bar = progress(cfg.max_steps, start_step, f"stage 2 {name}", ctx)
+    bar = progress(cfg.max_steps, start_step, f"stage 2 {stage_dir.name}", ctx)
     for step in range(start_step, cfg.max_steps):
         seed_step(config.seed, step)
         lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, cfg.max_steps)
@@ -137,16 +142,25 @@ def run(config: TrainConfig, out: Path, resume: bool = False, source: str = "pre
     result = {}
     if ctx.is_main:
         save_checkpoint(stage_dir, cfg.max_steps, model, optimizer)
-        embedder.save_pretrained(stage_dir / "model", hf_tokenizer, input_config)
+        embedder.save_pretrained(layout.embedder_dir(variant), hf_tokenizer, input_config)
         result = {"recall@10": {"stage1": recall_before, "stage2": evaluate(embedder, tokenizer, eval_pairs)}}
     ctx.barrier()
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    from larr.training.cli import run_stage_from_argv
+def train(config: TrainConfig, out: Path, resume: bool = False) -> dict:
+    """Stage 2 as ``larr train embed`` runs it: LARR's embedder, then the no_stage1 one when configured
+    (its recall@10 reported as ``recall@10.no_stage1``)."""
+    result = run(config, out, resume)
+    if Variant.NO_STAGE1 in config.ctr.variants:
+        ablation = run(config, out, resume, variant=Variant.NO_STAGE1)
+        if init_distributed().is_main:
+            result["recall@10"][Variant.NO_STAGE1.value] = ablation["recall@10"]["stage2"]
+    return result
 
-    return run_stage_from_argv("embed", argv)
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(Stage.EMBED, train, argv)
 
 
 if __name__ == "__main__":

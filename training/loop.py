@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +103,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Learning rate of ``step`` for stages 1 and 2: linear warmup, then cosine decay to 10% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    done = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done)))
+
+
 # --------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -192,20 +199,8 @@ class StepLogger:
             writer.writerow(row)
 
 
-def read_step_log(directory: Path) -> list[dict[str, float]]:
-    with (Path(directory) / "steps.csv").open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
 def progress(total: int, initial: int, desc: str, ctx: DistContext):
     return tqdm(total=total, initial=initial, desc=desc, disable=not ctx.is_main, dynamic_ncols=True)
-
-
-@contextmanager
-def timed(record: dict, key: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    record[key] = round(time.perf_counter() - start, 2)
 
 
 def update_metrics_json(path: Path, section: str, value: dict) -> None:

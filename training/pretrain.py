@@ -10,7 +10,6 @@ and ``OUT/pretrain/checkpoint.pt`` (atomic; what ``--resume`` continues from).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from larr.data.schema import load_dataset
+from larr.layout import RunLayout, Stage, Variant
 from larr.training.config import TrainConfig
 from larr.training.corpus import build_corpus
 from larr.training.llm import build_tiny_model, load_base_model, train_bpe_tokenizer
@@ -27,12 +27,14 @@ from larr.training.loop import (
     batch_indices,
     init_distributed,
     load_checkpoint,
+    lr_at,
     progress,
     save_checkpoint,
     seed_everything,
     seed_step,
     wrap_ddp,
 )
+from larr.training.runner import stage_main
 
 
 @dataclass
@@ -52,14 +54,6 @@ def pack_documents(token_ids: list[list[int]], eos_id: int, block_size: int, eva
     order = torch.from_numpy(np.random.default_rng(seed).permutation(count))
     num_eval = max(1, int(count * eval_fraction))
     return PackedCorpus(train_blocks=blocks[order[num_eval:]], eval_blocks=blocks[order[:num_eval]])
-
-
-def lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    """Linear warmup, cosine decay to 10%."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress_ = min(1.0, (step - warmup) / max(1, total - warmup))
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_)))
 
 
 @torch.no_grad()
@@ -102,12 +96,13 @@ def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = 
     """Train stage 1; returns eval losses before/after and sizes. ``save_init`` also writes the model as it
     was *before* stage 1 to ``OUT/pretrain/init`` (the no-stage-1 ablation starts stage 2 there)."""
     ctx = init_distributed()
-    stage_dir = Path(out) / "pretrain"
+    layout = RunLayout(out)
+    stage_dir = layout.pretrain_dir
     cfg = config.pretrain
     model, tokenizer, corpus = prepare(config, ctx)
-    if save_init and ctx.is_main and not (resume and (stage_dir / "init").exists()):
-        model.save_pretrained(stage_dir / "init", safe_serialization=True)
-        tokenizer.save_pretrained(stage_dir / "init")
+    if save_init and ctx.is_main and not (resume and layout.base_lm_dir.exists()):
+        model.save_pretrained(layout.base_lm_dir, safe_serialization=True)
+        tokenizer.save_pretrained(layout.base_lm_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     start_step, extra = 0, {}
     if resume and (stage_dir / "checkpoint.pt").exists():
@@ -147,16 +142,19 @@ def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = 
     }
     if ctx.is_main:
         save_checkpoint(stage_dir, cfg.max_steps, model, optimizer, {"eval_loss_before": loss_before})
-        model.save_pretrained(stage_dir / "model", safe_serialization=True)
-        tokenizer.save_pretrained(stage_dir / "model")
+        model.save_pretrained(layout.pretrained_lm_dir, safe_serialization=True)
+        tokenizer.save_pretrained(layout.pretrained_lm_dir)
     ctx.barrier()
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    from larr.training.cli import run_stage_from_argv
+def train(config: TrainConfig, out: Path, resume: bool = False) -> dict:
+    """Stage 1 as ``larr train pretrain`` runs it: keeps the base model too when ``no_stage1`` is configured."""
+    return run(config, out, resume, save_init=Variant.NO_STAGE1 in config.ctr.variants)
 
-    return run_stage_from_argv("pretrain", argv)
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(Stage.PRETRAIN, train, argv)
 
 
 if __name__ == "__main__":

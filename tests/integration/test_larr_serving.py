@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from larr.clients import LarrClient, ScoreRequest
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.data.schema import load_dataset
-from larr.export.repository import write_repository
+from larr.export.repository import RepositoryOptions, write_repository
 from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.serving.feature_cache import SceneVocab
@@ -48,9 +48,8 @@ def repository(request, tiny_run, tmp_path_factory) -> Path:
     if form["device"] == "cuda" and not torch.cuda.is_available():
         pytest.skip("serving on the GPU needs a CUDA GPU visible to torch; none is")
     out = tmp_path_factory.mktemp(f"larr_repository_{form['runtime']}_{form['device']}")
-    write_repository(
-        tiny_run.run_dir, out, target="cpu", cache_capacity=CACHE_CAPACITY, max_candidates=MAX_CANDIDATES, **form
-    )
+    options = RepositoryOptions(target="cpu", cache_capacity=CACHE_CAPACITY, max_candidates=MAX_CANDIDATES, **form)
+    write_repository(tiny_run.run_dir, out, options)
     return out
 
 
@@ -254,8 +253,9 @@ def test_cache_never_exceeds_its_bound(server, dataset):
 @pytest.fixture(scope="module")
 def async_server(triton_server_factory, tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("larr_repository_async")
-    write_repository(tiny_run.run_dir, out, target="cpu", cache_capacity=CACHE_CAPACITY, max_candidates=MAX_CANDIDATES,
-                     fresh_text_policy="async")
+    options = RepositoryOptions(target="cpu", cache_capacity=CACHE_CAPACITY, max_candidates=MAX_CANDIDATES,
+                                fresh_text_policy="async")
+    write_repository(tiny_run.run_dir, out, options)
     return triton_server_factory(out), out
 
 

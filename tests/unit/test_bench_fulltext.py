@@ -188,7 +188,7 @@ def test_repository_matches_pytorch(tiny_run, fulltext_head, tmp_path):
 
 def test_baseline_added_to_an_exported_larr_repository(tiny_run, fulltext_head, tmp_path):
     out = tmp_path / "both"
-    write_repository(tiny_run.run_dir, out, target="cpu")
+    write_repository(tiny_run.run_dir, out, RepositoryOptions(target="cpu"))
     embedder_files = sorted(p.name for p in (out / EMBEDDER_MODEL / "1").iterdir())
     onnx = out / EMBEDDER_MODEL / "1" / "model.onnx"
     write_fulltext_repository(tiny_run.run_dir, out, ctr_dir=fulltext_head, embedder_onnx=onnx)

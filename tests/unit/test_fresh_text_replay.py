@@ -32,13 +32,14 @@ def direct_test_auc(run_dir) -> float:
     import yaml
 
     from larr.data.schema import load_dataset
+    from larr.layout import Variant
     from larr.models.ctr_model import LarrCTR
     from larr.training.ctr import build_llm_features, fit_vocab, load_frozen_embedder, predict, split_tensors
     from larr.training.loop import DistContext
     from larr.training.metrics import auc
 
     dataset = load_dataset(yaml.safe_load((run_dir / "config.yaml").read_text())["data"])
-    embedder, tokenizer = load_frozen_embedder(run_dir, "larr")
+    embedder, tokenizer = load_frozen_embedder(run_dir, Variant.LARR)
     llm = build_llm_features(dataset, embedder, tokenizer, False, 64, DistContext())
     model, _ = LarrCTR.load(run_dir / "ctr" / "larr")
     data = split_tensors(fit_vocab(dataset), dataset.test, llm.codes["test"])

@@ -133,7 +133,7 @@ def check_configs(
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
         PARAM_SCENE_FEATURES: features_json,
-        PARAM_SCENE_STORE: "lru",
+        PARAM_SCENE_STORE: options.scene_store.value,
         PARAM_CACHE_CAPACITY: str(options.cache_capacity),
         PARAM_CACHE_MAX_BYTES: str(options.cache_max_bytes),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
@@ -236,7 +236,7 @@ def facts_of(out: Path, tiny_run) -> ModelFacts:
 def test_cpu_repository_configs(cpu_repository, tiny_run):
     out, _ = cpu_repository
     options = RepositoryOptions(cache_capacity=123, cache_max_bytes=4096, max_candidates=77, embedder_max_batch=16,
-                                fresh_text_policy="async")
+                                scene_store="lru", fresh_text_policy="async")
     check_configs(read_repository(out), "cpu", facts_of(out, tiny_run), options)
 
 
@@ -271,13 +271,10 @@ def test_embedder_version_keys_every_cache_parameter(cpu_repository):
 
 def test_torch_runtime_on_cuda_id_only(tiny_run, adapters, tmp_path):
     """runtime torch: PyTorch artifacts next to the ONNX ones; cuda device -> KIND_GPU python instances."""
-    result = write_repository(
-        tiny_run.run_dir, tmp_path, target="cpu", variant="id_only", runtime="torch", device="cuda:0",
-        embedder_instances=2, ctr_instances=3, adapters_dir=adapters, progress=lambda line: None,
-    )
     options = RepositoryOptions(
         variant="id_only", runtime="torch", device="cuda:0", embedder_instances=2, ctr_instances=3
     )
+    result = write_repository(tiny_run.run_dir, tmp_path, options, adapters_dir=adapters, progress=lambda line: None)
     check_configs(read_repository(tmp_path), "cpu", result.facts, options)
     embedder_torch = tmp_path / EMBEDDER_MODEL / "1" / "torch"
     assert sorted(p.name for p in embedder_torch.iterdir()) == sorted(p.name for p in tiny_run.embedder_dir.iterdir())
@@ -319,11 +316,8 @@ def test_gpu_repository_with_a_stub_engine_builder(tiny_run, adapters, tmp_path,
 
     monkeypatch.setattr(tensorrt_build, "require_tensorrt", lambda: None)
     monkeypatch.setattr(tensorrt_build, "build_engine", fake_build_engine)
-    result = write_repository(
-        tiny_run.run_dir, tmp_path, target="gpu", max_candidates=300, embedder_max_batch=32,
-        adapters_dir=adapters, progress=lambda line: None,
-    )
     options = RepositoryOptions(target="gpu", max_candidates=300, embedder_max_batch=32)
+    result = write_repository(tiny_run.run_dir, tmp_path, options, adapters_dir=adapters, progress=lambda line: None)
     check_configs(read_repository(tmp_path), "gpu", result.facts, options)
     listing = {name: sorted(p.name for p in (tmp_path / name / "1").iterdir()) for name in MODELS}
     assert listing[EMBEDDER_MODEL] == listing[CTR_MODEL] == ["model.plan"]
@@ -386,10 +380,10 @@ def test_dataset_counts_need_the_dataset_or_flags(tiny_run, tmp_path):
 
 def test_missing_adapters(tiny_run, tmp_path):
     with pytest.raises(RepositoryError, match="adapters"):
-        write_repository(tiny_run.run_dir, tmp_path / "a", adapters_dir=tmp_path / "nowhere")
+        write_repository(tiny_run.run_dir, tmp_path / "a", RepositoryOptions(), adapters_dir=tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.warns(UserWarning, match="adapter missing"):
-        write_repository(tiny_run.run_dir, tmp_path / "b", adapters_dir=tmp_path / "empty", progress=lambda line: None)
+        write_repository(tiny_run.run_dir, tmp_path / "b", RepositoryOptions(), adapters_dir=tmp_path / "empty", progress=lambda line: None)
     assert not (tmp_path / "b" / CTR_MODEL / "1" / "model.py").exists()
 
 
@@ -397,7 +391,7 @@ def test_export_into_the_adapters_folder_keeps_the_adapters(tiny_run, adapters, 
     """`larr export --out model_repository` in the checkout: the committed model.py files stay as they are."""
     repo = tmp_path / "model_repository"
     shutil.copytree(adapters, repo)
-    write_repository(tiny_run.run_dir, repo, adapters_dir=repo, progress=lambda line: None)
+    write_repository(tiny_run.run_dir, repo, RepositoryOptions(), adapters_dir=repo, progress=lambda line: None)
     for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
         assert (repo / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
         assert (repo / name / "config.pbtxt").exists()
@@ -405,7 +399,7 @@ def test_export_into_the_adapters_folder_keeps_the_adapters(tiny_run, adapters, 
 
 def test_missing_variant_checkpoint(tiny_run, tmp_path):
     with pytest.raises(RepositoryError, match="no_alignment"):
-        write_repository(tiny_run.run_dir, tmp_path, variant="no_alignment")
+        write_repository(tiny_run.run_dir, tmp_path, RepositoryOptions(variant="no_alignment"))
 
 
 # --------------------------------------------------------------------------------------------- committed configs

@@ -8,7 +8,7 @@ import pytest
 from larr.contract import PARAM_CACHE_CAPACITY, PARAM_CACHE_MAX_BYTES, PARAM_SCENE_STORE
 from larr.serving.lru import LRUStore
 from larr.serving.store import SceneKey, SceneStore, StoreStats
-from larr.serving.stores import DEFAULT_CACHE_CAPACITY, StoreConfig, StoreKind, make_store
+from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreConfig, StoreKind, make_store
 
 D = 4  # float32: 16 bytes per vector
 
@@ -90,7 +90,7 @@ def test_make_store_reads_the_model_parameters():
 
 def test_make_store_defaults_for_repositories_without_the_parameters():
     store = make_store({})
-    assert isinstance(store, LRUStore) and (store.capacity, store.max_bytes) == (DEFAULT_CACHE_CAPACITY, 0)
+    assert isinstance(store, LRUStore) and (store.capacity, store.max_bytes) == (DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES)
     assert StoreConfig(kind="lru").kind is StoreKind.LRU and str(StoreKind.LRU) == "lru"
 
 

@@ -19,9 +19,13 @@ from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
 from larr.data.synth import SynthConfig, generate
 from larr.export.scene_table import SceneTableError, SceneTableOptions, read_extra_texts, write_scene_table
 from larr.models.embedder import TextEmbedder
+from larr.serving.lru import LRUStore
+from larr.serving.redis_store import RedisStore
 from larr.serving.store import SceneStore, scene_key
+from larr.serving.stores import make_store
 from larr.serving.table_store import SceneTableError as TableLoadError
 from larr.serving.table_store import TableStore, table_key_hash
+from larr.serving.tiered_store import TieredStore
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
@@ -218,3 +222,38 @@ def test_cli_writes_a_table_under_the_version_larr_export_publishes(dataset, emb
     assert "texts/s" in capsys.readouterr().out
     published = onnx_digest(export_embedder(embedder_dir, tmp_path / "onnx" / "model.onnx"))
     assert len(TableStore.load(out, published)) > 0  # loads under the served version, i.e. the versions agree
+
+
+# --------------------------------------------------------------------------------------------- the store factory
+
+
+def test_local_store_is_the_table_then_an_lru_for_what_it_lacks(table, dataset, tokenizer):
+    out, _ = table
+    features = list(dataset.info.scene_features)
+    params = {"scene_store": "local", "embedder_version": VERSION, "scene_features": json.dumps(features)}
+    store = make_store(params, out, tokenizer.max_text_chars)
+    assert isinstance(store, TieredStore)
+    assert [type(t) for t in store.tiers] == [TableStore, LRUStore]
+    known = scene_key(VERSION, 0, dataset.train.scene[0][0], tokenizer.max_text_chars)
+    fresh = scene_key(VERSION, 0, "a text no dataset has", tokenizer.max_text_chars)
+    table_row = TableStore.load(out, VERSION).get_many([known])[0]
+    first = store.get_many([known, fresh])
+    np.testing.assert_array_equal(first[0], table_row)  # warm from the table, without any put
+    assert first[1] is None
+    store.put_many([fresh], np.ones((1, table_row.shape[0]), np.float32))  # written through to the LRU only
+    assert store.tiers[1].stats().entries == 1 and store.get_many([fresh])[0] is not None
+
+
+def test_local_store_without_a_table_starts_cold_and_redis_adds_the_shared_tier(tmp_path, table, tokenizer):
+    assert isinstance(make_store({"scene_store": "local", "embedder_version": VERSION}, tmp_path), LRUStore)
+    out, _ = table
+    params = {"scene_store": "redis", "embedder_version": VERSION, "redis_url": "redis://127.0.0.1:1/0"}
+    store = make_store(params, out, tokenizer.max_text_chars)
+    assert [type(t) for t in store.tiers] == [TableStore, LRUStore, RedisStore]
+    assert store.tiers[2].config.url == "redis://127.0.0.1:1/0"
+
+
+def test_a_table_of_another_embedder_is_refused_at_start(table):
+    out, _ = table
+    with pytest.raises(TableLoadError, match="embedder"):
+        make_store({"scene_store": "local", "embedder_version": "another"}, out)
