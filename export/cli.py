@@ -15,6 +15,7 @@ from pathlib import Path
 
 from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions
 from larr.layout import SERVABLE_VARIANTS
+from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES
 from larr.serving.stores import StoreKind
 
@@ -36,6 +37,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--redis-url", default=defaults.redis_url, help="scene store redis: redis://host:port/db shared by the replicas")
     add("--extra-texts", default=defaults.extra_texts,
         help="JSON lines {\"feature\": name, \"text\": ...} to embed into the scene table beside the dataset's texts")
+    add("--fresh-text-policy", default=defaults.fresh_text_policy.value, choices=[p.value for p in FreshTextPolicy],
+        help="a scene text no store holds: strict = embed it before answering; async = score with the unseen-text "
+        "row (zeros) now, embed it in the background (model-config parameter fresh_text_policy)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
         help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
@@ -65,6 +69,7 @@ def run_export(args: argparse.Namespace) -> int:
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
             cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts, batch_requests=args.batch_requests,
+            fresh_text_policy=args.fresh_text_policy,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )
     except ValueError as error:

@@ -11,6 +11,9 @@ adapter can send **one** embedder call for the misses of *all* requests::
         cache.complete(batch, embed(input_ids, attention_mask))          # (M, D) from the embedder
     results = batch.results()                                            # per request: outputs or error
 
+With ``fresh_text_policy`` ``async`` the misses are answered with the unseen-text row instead
+(``cache.fall_back(batch, D)``) and embedded off the request path (larr.serving.fresh_text).
+
 Where the vectors live is the injected :class:`~larr.serving.store.SceneStore` (one ``get_many`` per
 execute for the batch's distinct keys, one ``put_many`` for what the embedder computed). Keys come
 from :func:`~larr.serving.store.scene_key`: ``(embedder_version, feature index, clipped text)``, so a
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from larr.contract import SCENE_VOCAB_FILE
+from larr.contract import SCENE_VOCAB_FILE, UNSEEN_SCENE_FILL
 from larr.scene_request import SceneTextError, parse_scene_text
 from larr.serving.errors import RequestError
 from larr.serving.store import SceneKey, SceneStore, StoreStats, scene_key
@@ -89,6 +92,15 @@ class CacheBatch:
         for key, row in zip(self.missing_keys, embeddings):
             self.vectors[key] = row
 
+    def fill_unseen(self, dim: int) -> int:
+        """Answer every missing key with the unseen-text row, zeros (D,) (fresh_text_policy ``async``).
+        Returns the lookups (one per request and feature) that got it."""
+        row = np.full(dim, UNSEEN_SCENE_FILL, dtype=np.float32)  # (D,), shared: results() stacks copies
+        for key in self.missing_keys:
+            self.vectors[key] = row
+        missing = set(self.missing_keys)
+        return sum(key in missing for keys in self.keys if keys is not None for key in keys)
+
     def fail(self, error: RequestError) -> None:
         """Every request still valid fails with ``error`` (the embedder call they all waited on failed)."""
         self.requests = [p if isinstance(p, RequestError) else error for p in self.requests]
@@ -129,6 +141,8 @@ class SceneFeatureCache:
         self.max_text_chars = tokenizer.max_text_chars
         # lookups served by another lookup of the same key in the same execute (the store saw the key once)
         self.coalesced = 0
+        # lookups answered with the unseen-text row instead of an embedding (fresh_text_policy async)
+        self.fresh_fallbacks = 0
 
     @classmethod
     def from_directory(
@@ -186,6 +200,11 @@ class SceneFeatureCache:
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         return self.tokenizer(texts)  # (M, T) int64 each
+
+    def fall_back(self, batch: CacheBatch, dim: int) -> None:
+        """fresh_text_policy ``async``: answer ``batch.missing`` with the unseen-text row (D,) now; nothing is
+        written to the store (the background embedder writes the real vectors, larr.serving.fresh_text)."""
+        self.fresh_fallbacks += batch.fill_unseen(dim)
 
     def complete(self, batch: CacheBatch, embeddings: np.ndarray) -> None:
         """Write the embedder's (M, D) rows for ``batch.missing`` through to the store and into the batch."""

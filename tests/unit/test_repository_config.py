@@ -36,6 +36,7 @@ from larr.contract import (
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
+    PARAM_FRESH_TEXT_POLICY,
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
@@ -140,6 +141,7 @@ def check_configs(
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
+        PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
 
@@ -214,7 +216,7 @@ def cpu_repository(tiny_run, adapters, tmp_path_factory) -> tuple[Path, str]:
     args = cli_args(
         "--checkpoints", str(tiny_run.run_dir), "--target", "cpu", "--out", str(out), "--adapters", str(adapters),
         "--cache-capacity", "123", "--max-candidates", "77", "--embedder-max-batch", "16",
-        "--scene-store", "local", "--cache-max-bytes", "4096",
+        "--scene-store", "local", "--cache-max-bytes", "4096", "--fresh-text-policy", "async",
     )
     with contextlib.redirect_stdout(printed):
         assert run_export(args) == 0
@@ -235,7 +237,8 @@ def facts_of(out: Path, tiny_run) -> ModelFacts:
 
 def test_cpu_repository_configs(cpu_repository, tiny_run):
     out, _ = cpu_repository
-    options = RepositoryOptions(cache_capacity=123, cache_max_bytes=4096, max_candidates=77, embedder_max_batch=16)
+    options = RepositoryOptions(cache_capacity=123, cache_max_bytes=4096, max_candidates=77, embedder_max_batch=16,
+                                scene_store="local", fresh_text_policy="async")
     check_configs(read_repository(out), "cpu", facts_of(out, tiny_run), options)
 
 
@@ -366,7 +369,7 @@ def test_validate_ensemble_rejects_broken_graphs():
 def test_invalid_options_are_refused():
     for bad in ({"target": "tpu"}, {"variant": "full_text"}, {"runtime": "tensorflow"}, {"device": "gpu"},
                 {"target": "gpu", "runtime": "torch"}, {"embedder_max_batch": 0}, {"cache_capacity": -1},
-                {"cache_max_bytes": -1}, {"scene_store": "memcached"}):
+                {"cache_max_bytes": -1}, {"scene_store": "memcached"}, {"fresh_text_policy": "lazy"}):
         with pytest.raises(ValueError):
             RepositoryOptions(**bad)
 

@@ -4,6 +4,10 @@ All requests of one execute() are looked up together; their misses, deduplicated
 in ONE BLS request (split only where they exceed the embedder's max batch size, those parts sent
 concurrently). The store is the one the model config's ``scene_store`` names (larr.serving.stores);
 its counters (``StoreStats``) are exported as Triton custom metrics.
+
+``fresh_text_policy`` (larr.serving.fresh_text): ``strict`` embeds the misses before answering; ``async``
+answers them with the unseen-text row and embeds them in a background task on the stub's event loop
+(which keeps running between executes), one BLS call per background batch.
 """
 
 import json
@@ -14,11 +18,13 @@ from larr.contract import (
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
+    PARAM_FRESH_TEXT_POLICY,
     PARAM_SCENE_FEATURES,
 )
 from larr.serving.bls import embed_via_bls, scene_responses
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
+from larr.serving.fresh_text import BackgroundEmbedder, FreshTextPolicy
 from larr.serving.runtime import model_parameters, tensor_names
 from larr.serving.stores import make_store, tier_names, tier_stats
 from larr.serving.tensors import to_numpy
@@ -33,6 +39,10 @@ class TritonPythonModel:
         self.batched = config["max_batch_size"] > 0  # outputs get the request's batch axis
         self.embedder_model = params[PARAM_EMBEDDER_MODEL]
         self.embedder_max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])
+        # repositories exported before the parameter existed embed every miss, as they always did
+        self.policy = FreshTextPolicy.parse(params.get(PARAM_FRESH_TEXT_POLICY, FreshTextPolicy.STRICT))
+        # SCENE_EMB [.., K, D]: the unseen row's D (protobuf JSON may write int64 dims as strings)
+        self.dim = int(next(o for o in config["output"] if o["name"] == self.emb_name)["dims"][-1])
         version = params[PARAM_EMBEDDER_VERSION]
         version_dir = f"{args['model_repository']}/{args['model_version']}"
         self.cache = SceneFeatureCache.from_directory(
@@ -52,6 +62,12 @@ class TritonPythonModel:
                 ("coalesced_total", "lookups served by another lookup of the same text in the same batch",
                  pb_utils.MetricFamily.COUNTER),
                 ("evictions_total", "entries evicted to keep the cache within its bound", pb_utils.MetricFamily.COUNTER),
+                ("fresh_fallbacks_total", "lookups answered with the unseen-text row (fresh_text_policy async)",
+                 pb_utils.MetricFamily.COUNTER),
+                ("background_embedded_total", "scene texts embedded in the background and stored",
+                 pb_utils.MetricFamily.COUNTER),
+                ("background_failed_total", "scene texts whose background embedding failed",
+                 pb_utils.MetricFamily.COUNTER),
                 ("entries", "entries in the cache now", pb_utils.MetricFamily.GAUGE),
                 ("bytes", "bytes of the cached texts and vectors now", pb_utils.MetricFamily.GAUGE),
             )
@@ -68,12 +84,24 @@ class TritonPythonModel:
             {name: family.Metric(labels={**labels, "tier": tier}) for name, family in self.tier_families.items()}
             for tier in tier_names(self.cache.store)
         ]
-        self.reported = (0, 0, 0, 0)
+        self.counters = ("hits_total", "misses_total", "evictions_total", "coalesced_total", "fresh_fallbacks_total",
+                         "background_embedded_total", "background_failed_total")
+        self.reported = (0,) * len(self.counters)
+        self.background = BackgroundEmbedder(
+            self._embed, self.cache.store, self.embedder_max_batch, on_batch=self._report_metrics
+        )
+
+    async def _embed(self, texts):
+        input_ids, attention_mask = self.cache.tokenize(texts)  # (M, T) each
+        return await embed_via_bls(pb_utils, self.embedder_model, input_ids, attention_mask, self.embedder_max_batch)
 
     async def execute(self, requests):
         parsed = [self.cache.parse(to_numpy(pb_utils.get_input_tensor_by_name(r, self.text_name))) for r in requests]
         batch = self.cache.begin(parsed)
-        if batch.missing:
+        if batch.missing and self.policy is FreshTextPolicy.ASYNC:
+            self.cache.fall_back(batch, self.dim)  # scored now with the unseen-text row
+            self.background.submit(batch.missing_keys, batch.missing)  # a task on this loop; outlives the execute
+        elif batch.missing:
             input_ids, attention_mask = self.cache.tokenize(batch.missing)  # (M, T) each
             try:
                 embeddings = await embed_via_bls(
@@ -87,9 +115,10 @@ class TritonPythonModel:
 
     def _report_metrics(self):
         stats = self.cache.stats()  # the store's counters (all tiers together)
-        now = (stats.hits, stats.misses, stats.evictions, self.cache.coalesced)
-        names = ("hits_total", "misses_total", "evictions_total", "coalesced_total")
-        for name, new, old in zip(names, now, self.reported):
+        background = self.background
+        now = (stats.hits, stats.misses, stats.evictions, self.cache.coalesced, self.cache.fresh_fallbacks,
+               background.embedded, background.failed)
+        for name, new, old in zip(self.counters, now, self.reported):
             if new > old:  # Prometheus counters only go up: send the increase since the last report
                 self.metrics[name].increment(new - old)
         self.metrics["entries"].set(stats.entries)
@@ -98,3 +127,6 @@ class TritonPythonModel:
             metrics["entries"].set(tier.entries)
             metrics["bytes"].set(tier.bytes)
         self.reported = now
+
+    def finalize(self):
+        self.background.close()
