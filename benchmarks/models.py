@@ -271,8 +271,11 @@ def _build_repositories(
 def write_cache_capacity(repository: Path, result, capacity: int) -> None:
     """Rewrite ``feature_cache/config.pbtxt`` of an exported repository with another cache bound."""
     from larr.export.repository import CONFIG_FILE, build_configs, config_text
+    from larr.serving.stores import StoreKind
 
-    options = dataclasses.replace(result.options, cache_capacity=capacity)
+    # capacity 0 is the cache-off variant: no scene table either, every lookup needs the embedder
+    store = StoreKind.LRU if capacity == 0 else result.options.scene_store
+    options = dataclasses.replace(result.options, cache_capacity=capacity, scene_store=store)
     path = repository / FEATURE_CACHE_MODEL / CONFIG_FILE
     path.unlink()  # it may be a hard link to the cache-on repository's file
     path.write_text(config_text(build_configs(options, result.facts)[FEATURE_CACHE_MODEL]), encoding="utf-8")

@@ -263,12 +263,22 @@ class BenchRun:
         return RequestStream(self.pools, spec)
 
     def _simulator(self, models: SizeModels, variant: str) -> CacheSimulator:
+        from larr.benchmarks.inprocess import model_config
+        from larr.contract import PARAM_EMBEDDER_VERSION
+        from larr.serving.runtime import model_parameters
+        from larr.serving.stores import make_store
         from larr.tokenization import EmbeddingTokenizer
 
-        tokenizer = EmbeddingTokenizer.from_directory(models.repositories[LARR] / FEATURE_CACHE_MODEL / "1")
+        # the served store itself (its scene table included): the replay starts from what the server starts with;
+        # the full-text baseline has no store (its token counts are what the replay is for): the cache-off one
+        repository = models.repositories[CACHE_OFF if variant == FULLTEXT else variant]
+        version_dir = repository / FEATURE_CACHE_MODEL / "1"
+        tokenizer = EmbeddingTokenizer.from_directory(version_dir)
         fulltext = EmbeddingTokenizer.from_directory(models.repositories[FULLTEXT] / FULLTEXT_EMBED_MODEL / "1")
-        capacity = self.config.cache_capacity if variant == LARR else 0
-        return CacheSimulator(self.pools.features, tokenizer, fulltext, capacity)
+        params = model_parameters(model_config(repository, FEATURE_CACHE_MODEL))
+        store = make_store(params, version_dir, tokenizer.max_text_chars)
+        return CacheSimulator(self.pools.features, tokenizer, fulltext, store=store,
+                              embedder_version=params[PARAM_EMBEDDER_VERSION])
 
     def _triton_sweep(
         self, models: SizeModels, result: SizeResult, variant: str, share: float, levels: tuple[int, ...], task: str

@@ -32,6 +32,7 @@ import numpy as np
 from larr.contract import ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
 from larr.serving.lru import LRUStore
+from larr.serving.store import SceneStore
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
@@ -251,11 +252,13 @@ def token_bound(reference_tokens: float, miss_tokens: float) -> float | None:
 
 
 class CacheSimulator:
-    """Replays requests, one per execute(), through a :class:`SceneFeatureCache` of the server's capacity.
+    """Replays requests, one per execute(), through a :class:`SceneFeatureCache` over ``store``.
 
     Keys, text clipping and the per-execute de-duplication are the server's own code; only the
     embedder is replaced (by zeros), so the counts are what the server embeds when requests arrive in
-    this order.
+    this order. ``store`` defaults to an LRU of ``capacity``; pass the served store (``make_store`` of the
+    exported feature_cache config, scene table included) and its ``embedder_version`` to replay what
+    a server with that store holds from its start.
     """
 
     def __init__(
@@ -263,13 +266,21 @@ class CacheSimulator:
         features: Sequence[str],
         tokenizer: EmbeddingTokenizer,
         fulltext_tokenizer: EmbeddingTokenizer,
-        capacity: int,
+        capacity: int = 0,
+        store: SceneStore | None = None,
+        embedder_version: str = "simulation",
     ):
         self.features = tuple(features)
         empty_vocab = SceneVocab(self.features, tuple({} for _ in self.features))
-        self.cache = SceneFeatureCache(self.features, tokenizer, empty_vocab, LRUStore(capacity), embedder_version="simulation")
+        store = store if store is not None else LRUStore(capacity)
+        self.cache = SceneFeatureCache(self.features, tokenizer, empty_vocab, store, embedder_version=embedder_version)
         self.tokenizer = tokenizer
         self.fulltext_tokenizer = fulltext_tokenizer
+
+    def _dim(self, batch) -> int:
+        """Row size of the zeros written back: the store's own (a table's D) where it has rows, else 1."""
+        known = next((v for v in batch.vectors.values() if v is not None), None)
+        return 1 if known is None else int(np.asarray(known).shape[-1])
 
     def run(self, requests: Sequence[BenchRequest]) -> CacheSimulation:
         before = self.cache.stats()
@@ -278,7 +289,7 @@ class CacheSimulator:
             batch = self.cache.begin([self.cache.parse(list(request.scene))])
             if batch.missing:
                 miss_tokens += sum(len(ids) for ids in self.tokenizer.token_ids(batch.missing))
-                self.cache.complete(batch, np.zeros((len(batch.missing), 1), dtype=np.float32))
+                self.cache.complete(batch, np.zeros((len(batch.missing), self._dim(batch)), dtype=np.float32))
         scenes = [format_scene(self.features, r.scene) for r in requests]
         clip = self.cache.max_text_chars
         feature_texts = [format_scene_feature(f, t[:clip]) for r in requests for f, t in zip(self.features, r.scene)]

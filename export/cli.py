@@ -15,6 +15,7 @@ from pathlib import Path
 
 from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions
 from larr.layout import SERVABLE_VARIANTS
+from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES
 from larr.serving.stores import StoreKind
 
@@ -40,9 +41,15 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
         help="scene store redis: after a failure, skip Redis this long, then reconnect by itself")
     add("--extra-texts", default=defaults.extra_texts,
         help="JSON lines {\"feature\": name, \"text\": ...} to embed into the scene table beside the dataset's texts")
+    add("--fresh-text-policy", default=defaults.fresh_text_policy.value, choices=[p.value for p in FreshTextPolicy],
+        help="a scene text no store holds: strict = embed it before answering; async = score with the unseen-text "
+        "row (zeros) now, embed it in the background (model-config parameter fresh_text_policy)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
         help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
+    add("--batch-requests", type=int, default=defaults.batch_requests,
+        help="cpu target: requests one execute of feature_cache and ctr may serve (the ensemble's max_batch_size); "
+        "0 = one request per execute")
     add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
     add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
     add("--feature-cache-instances", type=int, default=defaults.feature_cache_instances,
@@ -65,7 +72,8 @@ def run_export(args: argparse.Namespace) -> int:
             max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts,
+            cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts, batch_requests=args.batch_requests,
+            fresh_text_policy=args.fresh_text_policy,
             redis_socket_timeout_ms=args.redis_socket_timeout_ms, redis_retry_after_s=args.redis_retry_after_s,
             device=args.device, intra_op_threads=args.intra_op_threads,
         )

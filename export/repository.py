@@ -54,6 +54,7 @@ from larr.contract import (
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
+    PARAM_FRESH_TEXT_POLICY,
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
@@ -71,6 +72,7 @@ from larr.contract import (
     USER_ID,
 )
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
+from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.redis_store import RedisStoreConfig
 from larr.serving.runtime import RUNTIMES, SERVING_META_FILE
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
@@ -129,6 +131,11 @@ class RepositoryOptions:
         metadata={"help": "JSON lines {\"feature\": name, \"text\": ...} embedded into the scene table beside the "
                           "dataset's texts (e.g. texts taken from logs)"},
     )
+    fresh_text_policy: FreshTextPolicy = field(
+        default=FreshTextPolicy.STRICT,
+        metadata={"help": "a scene text no store holds: 'strict' embeds it before answering; 'async' answers with the "
+                          "unseen-text row (zeros) now and embeds it in the background (larr.serving.fresh_text)"},
+    )
     cache_capacity: int = field(default=DEFAULT_CACHE_CAPACITY, metadata={"help": "feature cache bound, in entries"})
     cache_max_bytes: int = field(
         default=DEFAULT_CACHE_MAX_BYTES,
@@ -156,6 +163,7 @@ class RepositoryOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
+        object.__setattr__(self, "fresh_text_policy", FreshTextPolicy.parse(self.fresh_text_policy))
         if self.scene_store is StoreKind.REDIS and not self.redis_url:
             raise ValueError("scene_store 'redis' needs redis_url (--redis-url redis://host:port/db)")
         if self.scene_store is StoreKind.REDIS:  # the store's own checks, at export rather than at server start
@@ -311,6 +319,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
+        PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
     })
     if options.request_batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us

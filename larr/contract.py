@@ -32,6 +32,12 @@ PARAM_MAX_CANDIDATES = "max_candidates"
 PARAM_EMBEDDER_VERSION = "embedder_version"
 SCENE_IDS = "SCENE_IDS"  # INT64 [K]: each scene text's field index in the CTR model's vocabulary (0 = unseen)
 
+# The unseen-text row: what stands in for the LLM embedding of a scene text that is not embedded yet. Every
+# component is this value, i.e. the row is zeros (D,). Training drops scene embeddings to it
+# (CTRConfig.scene_dropout) so that the model scores such scenes sensibly; feature_cache answers store
+# misses with it under fresh_text_policy "async".
+UNSEEN_SCENE_FILL = 0.0
+
 # Parameters of the internal models (read by the python-backend adapters from args["model_config"]).
 PARAM_SCENE_STORE = "scene_store"  # feature_cache: which SceneStore holds the vectors (larr.serving.stores.StoreKind)
 PARAM_CACHE_CAPACITY = "cache_capacity"  # feature_cache: store bound, in entries
@@ -41,6 +47,7 @@ PARAM_REDIS_RETRY_AFTER_S = "redis_retry_after_s"  # feature_cache, scene_store 
 PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: store bound, in bytes of texts + vectors (0 = none)
 PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS calls go to
 PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)
+PARAM_FRESH_TEXT_POLICY = "fresh_text_policy"  # feature_cache: "strict" | "async" (larr.serving.fresh_text.FreshTextPolicy)
 PARAM_RUNTIME = "runtime"  # embedder / ctr: "onnxruntime" | "torch"
 PARAM_DEVICE = "device"  # embedder / ctr: "cpu" | "cuda" (| "cuda:N")
 PARAM_MODEL_FILE = "model_file"  # embedder / ctr: file (or folder for runtime torch) in the version folder

@@ -11,6 +11,9 @@ adapter can send **one** embedder call for the misses of *all* requests::
         cache.complete(batch, embed(input_ids, attention_mask))          # (M, D) from the embedder
     results = batch.results()                                            # per request: outputs or error
 
+With ``fresh_text_policy`` ``async`` the misses are answered with the unseen-text row instead
+(``cache.fall_back(batch, D)``) and embedded off the request path (larr.serving.fresh_text).
+
 Where the vectors live is the injected :class:`~larr.serving.store.SceneStore` (one ``get_many`` per
 execute for the batch's distinct keys, one ``put_many`` for what the embedder computed). Keys come
 from :func:`~larr.serving.store.scene_key`: ``(embedder_version, feature index, clipped text)``, so a
@@ -29,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from larr.contract import SCENE_VOCAB_FILE
+from larr.contract import SCENE_VOCAB_FILE, UNSEEN_SCENE_FILL
 from larr.scene_request import SceneTextError, parse_scene_text
 from larr.serving.errors import RequestError
 from larr.serving.redis_store import RedisStats
 from larr.serving.store import SceneKey, SceneStore, StoreStats, scene_key
-from larr.serving.tiered_store import TieredStats, is_writable
+from larr.serving.tiered_store import TieredStats
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
@@ -50,16 +53,9 @@ class CacheMetric:
     counter: bool
 
 
-CACHE_METRICS: tuple[CacheMetric, ...] = (
-    CacheMetric("hits_total", "scene-feature lookups served from the cache (any tier)", True),
-    CacheMetric("misses_total", "scene-feature lookups that needed the embedder", True),
-    CacheMetric("coalesced_total", "lookups served by another lookup of the same text in the same batch", True),
-    CacheMetric("evictions_total", "entries evicted to keep the cache within its bound", True),
-    CacheMetric("entries", "entries in the bounded in-process cache (LRU) now", False),
-    CacheMetric("bytes", "bytes of the LRU's cached texts and vectors now", False),
-    # scene_store local and redis, with a scene table only
-    CacheMetric("table_entries", "rows of the precomputed scene table (read-only, outside the cache bound)", False),
-    # scene_store redis only
+# exported only where the store has a Redis tier (scene_store redis): Redis loss must show as errors and a
+# degraded flag, not only as more misses, and an L2 hit (embedded by another replica) apart from L1 hits
+REDIS_METRICS: tuple[CacheMetric, ...] = (
     CacheMetric("redis_hits_total", "lookups answered by Redis (L2: embedded by this or another replica)", True),
     CacheMetric("redis_errors_total", "Redis calls that failed or timed out (their lookups became misses)", True),
     CacheMetric("redis_degraded", "1 while Redis is skipped after a failure (misses go to the embedder), else 0", False),
@@ -73,6 +69,15 @@ def redis_tier_stats(stats: StoreStats) -> RedisStats | None:
     if isinstance(stats, TieredStats):
         return next((tier for tier in stats.tiers if isinstance(tier, RedisStats)), None)
     return None
+
+
+def redis_metric_values(stats: StoreStats) -> dict[str, float]:
+    """The :data:`REDIS_METRICS` now, by name, from a store's ``stats()``; empty for a store without Redis."""
+    redis = redis_tier_stats(stats)
+    if redis is None:
+        return {}
+    return {"redis_hits_total": float(redis.hits), "redis_errors_total": float(redis.errors),
+            "redis_degraded": float(redis.degraded)}
 
 
 def parse_scene(raw: np.ndarray | Sequence, scene_features: Sequence[str]) -> Parsed:
@@ -125,6 +130,15 @@ class CacheBatch:
         for key, row in zip(self.missing_keys, embeddings):
             self.vectors[key] = row
 
+    def fill_unseen(self, dim: int) -> int:
+        """Answer every missing key with the unseen-text row, zeros (D,) (fresh_text_policy ``async``).
+        Returns the lookups (one per request and feature) that got it."""
+        row = np.full(dim, UNSEEN_SCENE_FILL, dtype=np.float32)  # (D,), shared: results() stacks copies
+        for key in self.missing_keys:
+            self.vectors[key] = row
+        missing = set(self.missing_keys)
+        return sum(key in missing for keys in self.keys if keys is not None for key in keys)
+
     def fail(self, error: RequestError) -> None:
         """Every request still valid fails with ``error`` (the embedder call they all waited on failed)."""
         self.requests = [p if isinstance(p, RequestError) else error for p in self.requests]
@@ -165,6 +179,8 @@ class SceneFeatureCache:
         self.max_text_chars = tokenizer.max_text_chars
         # lookups served by another lookup of the same key in the same execute (the store saw the key once)
         self.coalesced = 0
+        # lookups answered with the unseen-text row instead of an embedding (fresh_text_policy async)
+        self.fresh_fallbacks = 0
 
     @classmethod
     def from_directory(
@@ -184,27 +200,6 @@ class SceneFeatureCache:
         execute are counted apart, in :attr:`coalesced` -- they are neither store hits (a cache of capacity
         0 still serves them) nor misses (the embedder computes the key once)."""
         return self.store.stats()
-
-    def metric_values(self) -> dict[str, float]:
-        """Now, by :class:`CacheMetric` name: the store's counters, :attr:`coalesced`, the scene table's rows
-        (where the store has one; ``entries``/``bytes`` are the bounded tiers alone) and, where the store has
-        a Redis tier, its hits, errors and degraded flag."""
-        stats = self.stats()
-        # the read-only scene table is not the cache that cache_capacity bounds: its rows are apart
-        tiers = getattr(self.store, "tiers", ()) if isinstance(stats, TieredStats) else ()
-        table = [tier_stats for tier, tier_stats in zip(tiers, stats.tiers) if not is_writable(tier)] if tiers else []
-        values = {
-            "hits_total": stats.hits, "misses_total": stats.misses, "coalesced_total": self.coalesced,
-            "evictions_total": stats.evictions,
-            "entries": stats.entries - sum(t.entries for t in table), "bytes": stats.bytes - sum(t.bytes for t in table),
-        }
-        if table:
-            values["table_entries"] = sum(t.entries for t in table)
-        redis = redis_tier_stats(stats)
-        if redis is not None:
-            values.update(redis_hits_total=redis.hits, redis_errors_total=redis.errors,
-                          redis_degraded=int(redis.degraded))
-        return {name: float(value) for name, value in values.items()}
 
     # ------------------------------------------------------------------------------------------- phases
 
@@ -243,6 +238,11 @@ class SceneFeatureCache:
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         return self.tokenizer(texts)  # (M, T) int64 each
+
+    def fall_back(self, batch: CacheBatch, dim: int) -> None:
+        """fresh_text_policy ``async``: answer ``batch.missing`` with the unseen-text row (D,) now; nothing is
+        written to the store (the background embedder writes the real vectors, larr.serving.fresh_text)."""
+        self.fresh_fallbacks += batch.fill_unseen(dim)
 
     def complete(self, batch: CacheBatch, embeddings: np.ndarray) -> None:
         """Write the embedder's (M, D) rows for ``batch.missing`` through to the store and into the batch."""

@@ -41,9 +41,9 @@ from larr.contract import (
 )
 from larr.serving.lru import LRUStore
 from larr.serving.redis_store import RedisStore, RedisStoreConfig
-from larr.serving.store import SceneStore
+from larr.serving.store import SceneStore, StoreStats
 from larr.serving.table_store import TableStore
-from larr.serving.tiered_store import TieredStore
+from larr.serving.tiered_store import TieredStats, TieredStore
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +132,17 @@ def make_store(
             log.warning("%s: no scene table; the %s store starts cold (build one with `larr embed-scenes`)",
                         version_dir, config.kind.value)
     return build_store(config, table)
+
+
+def tier_names(store: SceneStore) -> tuple[str, ...]:
+    """A label per tier of ``store``, fastest first (``("table", "lru", "redis")``), for per-tier metrics."""
+    tiers = store.tiers if isinstance(store, TieredStore) else (store,)
+    return tuple(_TIER_NAMES.get(type(tier), type(tier).__name__.lower()) for tier in tiers)
+
+
+def tier_stats(store: SceneStore, stats: StoreStats) -> tuple[StoreStats, ...]:
+    """Per-tier stats matching :func:`tier_names` (``stats`` is ``store.stats()``)."""
+    return stats.tiers if isinstance(stats, TieredStats) else (stats,)
+
+
+_TIER_NAMES: dict[type, str] = {TableStore: "table", LRUStore: "lru", RedisStore: "redis"}

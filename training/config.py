@@ -87,6 +87,14 @@ class CTRConfig:
     agg_layers: int = 2
     agg_heads: int = 4
     agg_dropout: float = field(default=0.0, metadata={"help": "dropout in the aggregation encoder (its inputs are frozen; early stopping guards it)"})
+    scene_dropout: float = field(
+        default=0.1,
+        metadata={"help": "probability that one (example, scene feature) LLM embedding is replaced by the unseen-text "
+                  "row (zeros, larr.contract.UNSEEN_SCENE_FILL) in training; the server's fresh_text_policy 'async' "
+                  "scores texts not embedded yet with that row, so the model must have seen it. 0.1 keeps nine in ten "
+                  "inputs as a strict server sends them while each batch still shows the row often (~batch_size * K "
+                  "/ 10 times); larr.benchmarks.fresh_text_replay measures both sides. ID fields are never dropped"},
+    )
     align_weight: float = field(default=0.1, metadata={"help": "weight of the alignment loss against BCE"})
     align_temperature: float = 0.1
     llm_input_scale: float = field(
@@ -113,6 +121,8 @@ class CTRConfig:
     )
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.scene_dropout <= 1.0:
+            raise ValueError(f"ctr.scene_dropout must be in [0, 1], got {self.scene_dropout}")
         # YAML and --set give names; everything downstream compares Variant members
         try:
             self.variants = tuple(Variant.parse(v) for v in self.variants)

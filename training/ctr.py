@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
+from larr.contract import UNSEEN_SCENE_FILL
 from larr.data.schema import Dataset, Interactions, load_dataset
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.backbone import FieldVocab
@@ -159,8 +160,26 @@ def split_tensors(vocab: FieldVocab, rows: Interactions, codes: np.ndarray | Non
     )
 
 
-def forward_rows(model, data: SplitTensors, rows, table: torch.Tensor | None):
+def scene_dropout_mask(seed: int, step: int, batch_size: int, features: int, p: float) -> torch.Tensor | None:
+    """(B, K') bool, True = replace that example's scene-feature embedding by the unseen-text row; None when p = 0.
+
+    A function of (seed, step) alone, like the step's batch: a resumed run drops the same features, and it
+    is drawn for the global batch (then sharded) so the result does not depend on the number of ranks.
+    """
+    if p <= 0.0:
+        return None
+    # its own stream (the trailing 1), not torch's: seed_step seeds torch from (seed, step) for model dropout,
+    # and the mask must not be correlated with those draws
+    draws = np.random.default_rng((seed, step, 1)).random((batch_size, features))
+    return torch.from_numpy(draws < p)
+
+
+def forward_rows(model, data: SplitTensors, rows, table: torch.Tensor | None, dropped: torch.Tensor | None = None):
+    """``dropped`` (B, K') bool: scene embeddings that training replaces by the unseen-text row (the LLM input
+    only; the scene ID fields in ``sparse`` stay), as a server with fresh_text_policy 'async' sends them."""
     scene = None if data.codes is None else table[data.codes[rows]]  # (B, K', D)
+    if scene is not None and dropped is not None:
+        scene = scene.masked_fill(dropped[..., None], UNSEEN_SCENE_FILL)
     return model(data.sparse[rows], scene, data.item_rows[rows])
 
 
@@ -215,8 +234,10 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: 
     step = start_step
     while step < max_steps and state["stale_epochs"] < cfg.patience:
         seed_step(config.seed, step)
-        rows = torch.from_numpy(ctx.shard(batch_indices(step, len(train.labels), cfg.batch_size, config.seed)))
-        output = forward_rows(ddp_model, train, rows, table)
+        batch = batch_indices(step, len(train.labels), cfg.batch_size, config.seed)
+        rows = torch.from_numpy(ctx.shard(batch))
+        dropped = scene_dropout_mask(config.seed, step, len(batch), spec.llm_features, cfg.scene_dropout) if use_llm else None
+        output = forward_rows(ddp_model, train, rows, table, None if dropped is None else ctx.shard(dropped))
         bce = F.binary_cross_entropy_with_logits(output.logits, train.labels[rows])
         align = alignment_loss(output.aligned, output.collaborative, cfg.align_temperature) if use_llm else torch.zeros(())
         loss = bce + align_weight * align + model.backbone.regularization()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -240,7 +241,68 @@ def test_cache_never_exceeds_its_bound(server, dataset):
         requests = [ScoreRequest({f: f"unique {i} {f}" for f in features}, 1, [1]) for i in range(60)]
         client.score_many(requests)
         per_instance = cache_metrics_by_instance(server)
-    assert all(counters["entries"] <= CACHE_CAPACITY for counters in per_instance.values())
+    lru_entries = re.findall(r'^larr_feature_cache_tier_entries\{[^}]*tier="lru"[^}]*\} (\S+)$',
+                             urllib.request.urlopen(server.metrics_url, timeout=10).read().decode(), flags=re.M)
+    assert lru_entries and all(float(v) <= CACHE_CAPACITY for v in lru_entries)  # the scene table is not bounded by it
     # the byte gauge follows the entries: each holds at least its vector (D float32) and one text byte
     assert all((counters["bytes"] > 0) == (counters["entries"] > 0) for counters in per_instance.values())
     assert sum(c["evictions_total"] for c in per_instance.values()) >= 60 * len(features) - len(per_instance) * CACHE_CAPACITY
+
+
+# --------------------------------------------------------------------------------------------- fresh_text_policy async
+
+
+@pytest.fixture(scope="module")
+def async_server(triton_server_factory, tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("larr_repository_async")
+    options = RepositoryOptions(target="cpu", cache_capacity=CACHE_CAPACITY, max_candidates=MAX_CANDIDATES,
+                                fresh_text_policy="async")
+    write_repository(tiny_run.run_dir, out, options)
+    return triton_server_factory(out), out
+
+
+def wait_for_counter(server, name: str, at_least: float, polls: int = 600) -> float:
+    """The counter once it reaches ``at_least``, polling the metrics endpoint (Triton refreshes it about
+    once a second); fails after ``polls`` polls of 0.1 s."""
+    value = 0.0
+    for _ in range(polls):
+        value = cache_metrics(server).get(name, 0.0)
+        if value >= at_least:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"{name} stayed at {value}, expected >= {at_least}")
+
+
+def test_async_policy_answers_fresh_texts_now_and_embeds_them_in_the_background(async_server, tiny_run, dataset):
+    server, repository = async_server
+    features = dataset.info.scene_features
+    k = len(features)
+    scene = {f: f"fresh text {f}" for f in features}
+    user, items = 3, [1, 2, 3]
+    embedder = TextEmbedder.from_pretrained(tiny_run.embedder_dir)
+    tokenizer = EmbeddingTokenizer.from_directory(tiny_run.embedder_dir)
+    model, vocab = LarrCTR.load(tiny_run.ctr_dir("larr"))
+    serving = ServingCTR(model, index_table(vocab["values"][0], dataset.info.num_users),
+                         index_table(vocab["values"][1], dataset.info.num_items)).eval()
+    ids = torch.from_numpy(SceneVocab.load(repository / "feature_cache" / "1" / "scene_vocab.json").ids(list(scene.values())))
+
+    def expected(scene_emb: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return serving(scene_emb, ids, torch.tensor([user]), torch.tensor(items)).numpy()
+
+    embedded = torch.from_numpy(embed_texts(embedder, tokenizer, [format_scene_feature(f, t) for f, t in scene.items()]))
+    with LarrClient(server.grpc_url) as client:
+        first = client.score(scene, user, items)
+        # every text was fresh: scored now with the unseen-text row (zeros), no embedder on the request path
+        np.testing.assert_allclose(first, expected(torch.zeros_like(embedded)), atol=1e-4, rtol=0)
+        assert wait_for_counter(server, "fresh_fallbacks_total", k) == k
+        # no further request: the background task outlives the execute that started it and stores the texts
+        wait_for_counter(server, "background_embedded_total", k)
+        before = cache_metrics(server)
+        second = client.score(scene, user, items)
+        np.testing.assert_allclose(second, expected(embedded), atol=1e-4, rtol=0)
+        # the metrics endpoint refreshes on its own clock: wait for the hits of the second request
+        wait_for_counter(server, "hits_total", before.get("hits_total", 0.0) + k)
+    after = cache_metrics(server)
+    assert after["fresh_fallbacks_total"] == k and after["background_embedded_total"] == k
+    assert after.get("background_failed_total", 0.0) == 0.0

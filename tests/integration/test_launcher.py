@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from larr.benchmarks.perf import STABILITY_PERCENT
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.serving.launcher import (
     PerfAnalyzerNotFoundError,
@@ -147,7 +148,9 @@ def test_perf_analyzer_runs_against_the_server(server: RunningServer, tmp_path: 
     }]}))
     result = subprocess.run(
         [str(binary), "-m", ENSEMBLE_NAME, "-u", server.grpc_url, "-i", "grpc", "--input-data", str(data),
-         "--concurrency-range", "1", "--measurement-mode", "count_windows", "--measurement-request-count", "20"],
+         "--concurrency-range", "1", "--measurement-mode", "count_windows", "--measurement-request-count", "20",
+         # any three windows count as stable: this checks that perf_analyzer runs, not how steady a shared machine is
+         "--stability-percentage", str(STABILITY_PERCENT)],
         env=env, capture_output=True, text=True, check=False, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,7 +7,7 @@ import pytest
 
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
-from larr.serving.feature_cache import CACHE_METRICS, SceneFeatureCache, SceneVocab
+from larr.serving.feature_cache import REDIS_METRICS, SceneFeatureCache, SceneVocab, redis_metric_values
 from larr.serving.lru import LRUStore
 from larr.serving.redis_store import RedisStore, RedisStoreConfig
 from larr.serving.store import SceneKey
@@ -197,33 +197,7 @@ class FlakyRedis:
         self.data.update(items)
 
 
-def test_metric_values_without_redis_have_no_redis_metrics(tokenizer):
-    cache = make_cache(tokenizer)
-    run_batch(cache, [[b"sunny", b"office"], [b"sunny", b"home"]])
-    values = cache.metric_values()
-    assert values == {"hits_total": 0.0, "misses_total": 3.0, "coalesced_total": 1.0, "evictions_total": 0.0,
-                      "entries": 3.0, "bytes": values["bytes"]}
-    assert {m.name for m in CACHE_METRICS} >= set(values)
-
-
-class ReadOnlyTable(LRUStore):
-    """A stand-in for the precomputed scene table: filled once, then read-only."""
-
-    writable = False
-
-
-def test_entries_gauge_is_the_bounded_cache_not_the_scene_table(tokenizer):
-    table = ReadOnlyTable(capacity=100)
-    table.put_many([SceneKey("v1", 0, f"known {i}") for i in range(50)], np.ones((50, 3), np.float32))
-    vocab = SceneVocab(FEATURES, ({}, {}))
-    cache = SceneFeatureCache(FEATURES, tokenizer, vocab, TieredStore([table, LRUStore(capacity=2)]), "v1")
-    run_batch(cache, [[b"known 1", b"office"], [b"sunny", b"home"]])  # 1 table hit, 3 misses into an LRU of 2
-    values = cache.metric_values()
-    assert (values["table_entries"], values["entries"], values["hits_total"], values["misses_total"]) == (50, 2, 1, 3)
-    assert 0 < values["bytes"] < table.stats().bytes
-
-
-def test_metric_values_show_redis_hits_loss_and_recovery(tokenizer):
+def test_redis_metrics_show_l2_hits_loss_and_recovery(tokenizer):
     """Redis loss must show in the metrics as errors and a degraded flag, not only as more misses."""
     pytest.importorskip("redis", reason="the redis client is not installed")
     redis = FlakyRedis()
@@ -237,16 +211,18 @@ def test_metric_values_show_redis_hits_loss_and_recovery(tokenizer):
     run_batch(a, [[b"sunny", b"office"]])  # A embeds, writes through to Redis
     _, calls = run_batch(b, [[b"sunny", b"office"]])
     assert calls == []  # B: both from Redis
-    values = b.metric_values()
+    values = {**redis_metric_values(b.stats()), "misses_total": b.stats().misses}
     assert (values["redis_hits_total"], values["misses_total"], values["redis_errors_total"],
             values["redis_degraded"]) == (2.0, 0.0, 0.0, 0.0)
 
     redis.down = True
     _, calls = run_batch(b, [[b"snow", b"campus"]])
     assert calls == [2]  # misses went to the embedder, the request was answered
-    values = b.metric_values()
+    values = {**redis_metric_values(b.stats()), "misses_total": b.stats().misses}
     assert values["redis_errors_total"] >= 1 and values["redis_degraded"] == 1.0
 
     redis.down = False  # retry_after_s=0: the next call asks Redis again
     run_batch(b, [[b"hail", b"beach"]])
-    assert b.metric_values()["redis_degraded"] == 0.0
+    assert redis_metric_values(b.stats())["redis_degraded"] == 0.0
+    assert set(values) - {"misses_total"} == {m.name for m in REDIS_METRICS}
+    assert redis_metric_values(LRUStore(4).stats()) == {}  # no Redis tier, no redis_* metrics

@@ -36,6 +36,7 @@ from larr.contract import (
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
+    PARAM_FRESH_TEXT_POLICY,
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
@@ -44,6 +45,8 @@ from larr.contract import (
     PARAM_SCENE_STORE,
     SCENE_EMB,
     SCENE_IDS,
+    SCENE_TABLE_FILE,
+    SCENE_TABLE_INDEX_FILE,
     SCENE_TEXT,
     SCENE_VOCAB_FILE,
     TOKENIZER_FILE,
@@ -134,12 +137,13 @@ def check_configs(
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
         PARAM_SCENE_FEATURES: features_json,
-        PARAM_SCENE_STORE: options.scene_store.value,  # 'local' (table -> LRU) by default since export writes the table
+        PARAM_SCENE_STORE: options.scene_store.value,
         PARAM_CACHE_CAPACITY: str(options.cache_capacity),
         PARAM_CACHE_MAX_BYTES: str(options.cache_max_bytes),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
+        PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
 
@@ -214,7 +218,7 @@ def cpu_repository(tiny_run, adapters, tmp_path_factory) -> tuple[Path, str]:
     args = cli_args(
         "--checkpoints", str(tiny_run.run_dir), "--target", "cpu", "--out", str(out), "--adapters", str(adapters),
         "--cache-capacity", "123", "--max-candidates", "77", "--embedder-max-batch", "16",
-        "--scene-store", "lru", "--cache-max-bytes", "4096",
+        "--scene-store", "local", "--cache-max-bytes", "4096", "--fresh-text-policy", "async",
     )
     with contextlib.redirect_stdout(printed):
         assert run_export(args) == 0
@@ -235,8 +239,8 @@ def facts_of(out: Path, tiny_run) -> ModelFacts:
 
 def test_cpu_repository_configs(cpu_repository, tiny_run):
     out, _ = cpu_repository
-    options = RepositoryOptions(scene_store="lru", cache_capacity=123, cache_max_bytes=4096, max_candidates=77,
-                                embedder_max_batch=16)
+    options = RepositoryOptions(cache_capacity=123, cache_max_bytes=4096, max_candidates=77, embedder_max_batch=16,
+                                scene_store="local", fresh_text_policy="async")
     check_configs(read_repository(out), "cpu", facts_of(out, tiny_run), options)
 
 
@@ -246,7 +250,11 @@ def test_cpu_repository_files(cpu_repository, tiny_run, adapters):
     listing = {name: sorted(p.name for p in (out / name / "1").iterdir()) for name in MODELS}
     assert listing[EMBEDDER_MODEL] == ["model.onnx", "model.py"]  # the stale plan is gone
     assert listing[CTR_MODEL] == ["model.onnx", "model.py"]
-    assert listing[FEATURE_CACHE_MODEL] == sorted([EMBEDDING_CONFIG_FILE, "model.py", SCENE_VOCAB_FILE, TOKENIZER_FILE])
+    assert listing[FEATURE_CACHE_MODEL] == sorted(
+        [EMBEDDING_CONFIG_FILE, "model.py", SCENE_VOCAB_FILE, TOKENIZER_FILE, SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE]
+    )  # the scene store "local" starts warm from the table of every dataset text
+    table = json.loads((out / FEATURE_CACHE_MODEL / "1" / SCENE_TABLE_INDEX_FILE).read_text())
+    assert table["embedder_version"] == onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx")
     cache_dir = out / FEATURE_CACHE_MODEL / "1"
     for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
         assert (out / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
@@ -377,7 +385,8 @@ def test_redis_options_reach_the_store_the_feature_cache_builds():
 def test_invalid_options_are_refused():
     for bad in ({"target": "tpu"}, {"variant": "full_text"}, {"runtime": "tensorflow"}, {"device": "gpu"},
                 {"target": "gpu", "runtime": "torch"}, {"embedder_max_batch": 0}, {"cache_capacity": -1},
-                {"cache_max_bytes": -1}, {"scene_store": "memcached"}, {"scene_store": "redis"},
+                {"cache_max_bytes": -1}, {"scene_store": "memcached"}, {"fresh_text_policy": "lazy"},
+                {"scene_store": "redis"},
                 {"scene_store": "redis", "redis_url": "redis://h:1/0", "redis_retry_after_s": -1},
                 {"scene_store": "redis", "redis_url": "redis://h:1/0", "redis_socket_timeout_ms": 0}):
         with pytest.raises(ValueError):

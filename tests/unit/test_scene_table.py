@@ -22,7 +22,7 @@ from larr.models.embedder import TextEmbedder
 from larr.serving.lru import LRUStore
 from larr.serving.redis_store import RedisStore
 from larr.serving.store import SceneStore, scene_key
-from larr.serving.stores import make_store
+from larr.serving.stores import make_store, tier_names, tier_stats
 from larr.serving.table_store import SceneTableError as TableLoadError
 from larr.serving.table_store import TableStore, table_key_hash
 from larr.serving.tiered_store import TieredStore
@@ -242,6 +242,10 @@ def test_local_store_is_the_table_then_an_lru_for_what_it_lacks(table, dataset, 
     assert first[1] is None
     store.put_many([fresh], np.ones((1, table_row.shape[0]), np.float32))  # written through to the LRU only
     assert store.tiers[1].stats().entries == 1 and store.get_many([fresh])[0] is not None
+    stats = store.stats()
+    assert tier_names(store) == ("table", "lru")
+    assert [s.entries for s in tier_stats(store, stats)] == [len(TableStore.load(out, VERSION)), 1]
+    assert stats.entries == sum(s.entries for s in tier_stats(store, stats))
 
 
 def test_local_store_without_a_table_starts_cold_and_redis_adds_the_shared_tier(tmp_path, table, tokenizer):

@@ -1,0 +1,138 @@
+"""The fresh-text policy of ``feature_cache``: what a request gets for a scene text no store holds yet.
+
+=========  ==========================================================================================
+``strict`` (default) the execute embeds every miss -- one BLS call for the whole batch -- before it
+           answers: exact, but a text nobody asked for before puts the LLM on the request path
+``async``  the miss is answered *now* with the unseen-text row (zeros (D,),
+           :data:`larr.contract.UNSEEN_SCENE_FILL`; training showed the model that row,
+           ``CTRConfig.scene_dropout``); a :class:`BackgroundEmbedder` embeds the text off the request
+           path and writes it to the store, so a later request hits
+=========  ==========================================================================================
+
+The model config's ``fresh_text_policy`` parameter picks it. The adapter's async ``execute`` does::
+
+    batch = cache.begin(parsed)
+    if batch.missing:
+        cache.fall_back(batch, dim)                            # unseen rows into the batch, counted
+        background.submit(batch.missing_keys, batch.missing)   # pending texts are not queued twice
+
+:meth:`BackgroundEmbedder.submit` schedules the draining coroutine as an asyncio task on the running
+loop. Triton's python-backend stub (2.51, the pytriton bundle included) runs ``async def execute``
+on one event loop that it keeps running in a thread of its own (``run_forever``), so the task
+outlives the execute that started it and shares the loop -- and so the store -- with later
+executes, without locks: no two of them run Python at the same time. No Triton, no torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
+
+import numpy as np
+
+from larr.contract import PARAM_FRESH_TEXT_POLICY
+from larr.serving.store import SceneKey, SceneStore
+
+log = logging.getLogger(__name__)
+
+EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]  # M embedder input texts -> (M, D) float32
+
+
+class FreshTextPolicy(str, Enum):
+    """The values of the ``fresh_text_policy`` parameter."""
+
+    STRICT = "strict"  # embed every miss before answering (one embedder call per execute)
+    ASYNC = "async"  # answer misses with the unseen-text row now; embed them in the background
+
+    def __str__(self) -> str:  # the parameter's string value, also inside f-strings and str()
+        return self.value
+
+    @classmethod
+    def parse(cls, value: str | FreshTextPolicy) -> FreshTextPolicy:
+        """``value`` as a policy; a ValueError naming the known policies otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(repr(p.value) for p in cls)
+            raise ValueError(f"unknown {PARAM_FRESH_TEXT_POLICY} {value!r}: one of {known}") from None
+
+
+class BackgroundEmbedder:
+    """Embeds the texts the ``async`` policy answered with the unseen row, off the request path.
+
+    Texts wait in a queue (deduplicated: a key already queued or being embedded is not added again);
+    one batch of at most ``max_batch`` texts is embedded at a time with ONE call of ``embed`` (the
+    embedder's max batch size, so one BLS request), and written through to ``store``. A failed batch
+    is dropped and counted: its texts are still misses, so the next request that needs one queues it again.
+    """
+
+    def __init__(self, embed: EmbedFn, store: SceneStore, max_batch: int, on_batch: Callable[[], None] | None = None):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.embed = embed
+        self.store = store
+        self.max_batch = max_batch
+        self.on_batch = on_batch  # called after every batch (e.g. to report metrics)
+        self.queued: dict[SceneKey, str] = {}  # key -> embedder input text, in first-seen order
+        self.in_flight: dict[SceneKey, str] = {}  # the one batch being embedded now
+        self.embedded = 0  # texts embedded and written to the store (monotone: a counter)
+        self.failed = 0  # texts whose batch failed (monotone)
+        self.batches = 0  # embedder calls made
+        self._task: asyncio.Task | None = None
+
+    @property
+    def pending(self) -> set[SceneKey]:
+        """Keys queued or being embedded."""
+        return set(self.queued) | set(self.in_flight)
+
+    def submit(self, keys: Sequence[SceneKey], texts: Sequence[str]) -> int:
+        """Queue the (key, embedder input text) pairs not pending already and make sure a drain task runs on
+        the running event loop. Returns how many were queued."""
+        added = 0
+        for key, text in zip(keys, texts, strict=True):
+            if key not in self.queued and key not in self.in_flight:
+                self.queued[key] = text
+                added += 1
+        if self.queued and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self.drain())
+        return added
+
+    async def drain(self) -> None:
+        """Embed batches until the queue is empty (texts queued meanwhile are taken by the next batch)."""
+        while self.queued:
+            await self.embed_next()
+
+    async def embed_next(self) -> int:
+        """One background batch: the first ``max_batch`` queued texts, one ``embed`` call, write-through.
+        Returns the number of texts it took."""
+        keys = list(itertools.islice(self.queued, self.max_batch))
+        self.in_flight = {key: self.queued.pop(key) for key in keys}
+        try:
+            vectors = await self.embed(list(self.in_flight.values()))  # (M, D)
+            if vectors.ndim != 2 or len(vectors) != len(keys):
+                raise RuntimeError(f"embedder returned {vectors.shape} for {len(keys)} texts")
+            self.store.put_many(keys, vectors)
+            self.embedded += len(keys)
+        except Exception as error:  # noqa: BLE001 -- no request waits on this batch to carry the error; log, count, go on
+            self.failed += len(keys)
+            log.warning("background embedding of %d scene texts failed: %s", len(keys), error)
+        finally:
+            self.in_flight = {}
+            self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch()
+        return len(keys)
+
+    async def wait_idle(self) -> None:
+        """Until nothing is pending (tests and the in-process replay; a server never waits on it)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    def close(self) -> None:
+        """Cancel the drain task (from any thread: finalize runs outside the event loop)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.get_loop().call_soon_threadsafe(task.cancel)

@@ -1,0 +1,121 @@
+"""fresh_text_policy async: misses answered with the unseen-text row now, embedded once in the background."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from larr.contract import UNSEEN_SCENE_FILL
+from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.fresh_text import BackgroundEmbedder, FreshTextPolicy
+from larr.serving.lru import LRUStore
+from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.llm import train_bpe_tokenizer
+
+FEATURES = ("weather", "place")
+DIM = 3
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> EmbeddingTokenizer:
+    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, FEATURES)
+    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
+
+
+class FakeEmbedder:
+    """An async 'embedder' that records its calls; ``gate`` (when set) holds a call in flight until opened."""
+
+    def __init__(self, gate: asyncio.Event | None = None, fail: bool = False):
+        self.calls: list[list[str]] = []
+        self.gate = gate
+        self.fail = fail
+
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("embedder down")
+        return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)  # (M, D)
+
+
+def make(tokenizer, embed, max_batch=64) -> tuple[SceneFeatureCache, BackgroundEmbedder]:
+    vocab = SceneVocab(FEATURES, ({"heavy rain": 1}, {"office": 1}))
+    cache = SceneFeatureCache(FEATURES, tokenizer, vocab, LRUStore(100), "v1")
+    return cache, BackgroundEmbedder(embed, cache.store, max_batch)
+
+
+def execute(cache: SceneFeatureCache, background: BackgroundEmbedder, requests: list) -> list:
+    """What the adapter's execute does under the async policy (it runs on the event loop, never awaits here)."""
+    batch = cache.begin([cache.parse(r) for r in requests])
+    if batch.missing:
+        cache.fall_back(batch, DIM)
+        background.submit(batch.missing_keys, batch.missing)
+    return batch.results()
+
+
+def test_policy_parse() -> None:
+    assert FreshTextPolicy.parse("async") is FreshTextPolicy.ASYNC
+    assert str(FreshTextPolicy.STRICT) == "strict"
+    with pytest.raises(ValueError, match="fresh_text_policy"):
+        FreshTextPolicy.parse("eventually")
+
+
+def test_miss_is_unseen_row_now_then_embedded_once_then_a_hit(tokenizer) -> None:
+    async def scenario():
+        embed = FakeEmbedder()
+        cache, background = make(tokenizer, embed)
+        (first,) = execute(cache, background, [[b"heavy rain", b"office"]])
+        emb, ids = first
+        assert emb.shape == (2, DIM) and np.all(emb == UNSEEN_SCENE_FILL)  # answered now, with zeros
+        np.testing.assert_array_equal(ids, [1, 1])  # the ID fields are the real ones
+        assert cache.fresh_fallbacks == 2 and len(background.pending) == 2
+        assert embed.calls == []  # nothing embedded on the request path
+        await background.wait_idle()
+        assert len(embed.calls) == 1 and len(embed.calls[0]) == 2  # one batch for both texts
+        assert background.embedded == 2 and background.pending == set()
+        (again,) = execute(cache, background, [[b"heavy rain", b"office"]])
+        assert not np.all(again[0] == UNSEEN_SCENE_FILL, axis=1).any()  # the embedded rows
+        assert cache.fresh_fallbacks == 2 and cache.stats().hits == 2  # hits, no fallback
+        await background.wait_idle()
+        assert len(embed.calls) == 1  # no second background call
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_misses_of_one_text_are_embedded_once(tokenizer) -> None:
+    async def scenario():
+        gate = asyncio.Event()
+        embed = FakeEmbedder(gate)
+        cache, background = make(tokenizer, embed)
+        execute(cache, background, [[b"snow", b"campus"], [b"snow", b"home"]])  # one execute, "snow" twice
+        await asyncio.sleep(0)  # the drain task starts and its batch is in flight (held at the gate)
+        assert len(embed.calls) == 1 and len(embed.calls[0]) == 3  # snow, campus, home
+        execute(cache, background, [[b"snow", b"campus"]])  # later executes while the batch is in flight
+        execute(cache, background, [[b"snow", b"park"]])
+        assert len(background.queued) == 1  # only "park" is new; "snow"/"campus" are in flight
+        gate.set()
+        await background.wait_idle()
+        assert [len(c) for c in embed.calls] == [3, 1]  # at most one batch in flight; each text embedded once
+        assert background.embedded == 4 and cache.fresh_fallbacks == 4 + 2 + 2
+        results = execute(cache, background, [[b"snow", b"park"], [b"snow", b"campus"]])
+        assert not any(np.all(emb == UNSEEN_SCENE_FILL, axis=1).any() for emb, _ in results)  # all hits
+
+    asyncio.run(scenario())
+
+
+def test_background_batches_are_bounded_and_failures_counted(tokenizer) -> None:
+    async def scenario():
+        embed = FakeEmbedder(fail=True)
+        cache, background = make(tokenizer, embed, max_batch=2)
+        execute(cache, background, [[b"a", b"b"], [b"c", b"d"], [b"e", b"f"]])
+        await background.wait_idle()
+        assert [len(c) for c in embed.calls] == [2, 2, 2] and background.failed == 6 and background.embedded == 0
+        embed.fail = False  # still misses, so the next request queues them again
+        execute(cache, background, [[b"a", b"b"]])
+        await background.wait_idle()
+        assert background.embedded == 2 and cache.store.stats().entries == 2
+
+    asyncio.run(scenario())
