@@ -1,0 +1,83 @@
+"""The feature cache's Prometheus metrics, ``larr_feature_cache_*``, through Triton's custom-metrics API.
+
+``pb_utils`` is passed in, so this imports and is tested without Triton. What is exported:
+
+    counters  hits_total, misses_total (lookups that needed the embedder), coalesced_total (repeats of a
+              text within one batch), evictions_total, fresh_fallbacks_total, background_embedded_total,
+              background_failed_total; with a Redis tier also redis_hits_total, redis_errors_total
+    gauges    entries, bytes (all tiers); tier_entries / tier_bytes {tier="table"|"lru"|"redis"};
+              with a Redis tier redis_degraded (1 while Redis is skipped after a failure)
+
+Every series carries the labels the adapter gives (model, instance, embedder_version): instances are
+processes with their own in-process tiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from larr.serving.feature_cache import REDIS_METRICS, CacheMetric, SceneFeatureCache, redis_metric_values, redis_tier_stats
+from larr.serving.fresh_text import BackgroundEmbedder
+from larr.serving.stores import tier_names, tier_stats
+
+PREFIX = "larr_feature_cache_"
+CACHE_METRICS: tuple[CacheMetric, ...] = (
+    CacheMetric("hits_total", "scene-feature lookups served from the cache", True),
+    CacheMetric("misses_total", "scene-feature lookups that needed the embedder", True),
+    CacheMetric("coalesced_total", "lookups served by another lookup of the same text in the same batch", True),
+    CacheMetric("evictions_total", "entries evicted to keep the cache within its bound", True),
+    CacheMetric("fresh_fallbacks_total", "lookups answered with the unseen-text row (fresh_text_policy async)", True),
+    CacheMetric("background_embedded_total", "scene texts embedded in the background and stored", True),
+    CacheMetric("background_failed_total", "scene texts whose background embedding failed", True),
+    CacheMetric("entries", "entries in the cache now, all tiers", False),
+    CacheMetric("bytes", "bytes of the cached texts and vectors now, all tiers", False),
+)
+TIER_METRICS: tuple[CacheMetric, ...] = (
+    CacheMetric("tier_entries", "entries held by one store tier now (only the LRU is bound by cache_capacity)", False),
+    CacheMetric("tier_bytes", "bytes of texts and vectors held by one store tier now", False),
+)
+
+
+def metric_values(cache: SceneFeatureCache, background: BackgroundEmbedder) -> dict[str, float]:
+    """Every :data:`CACHE_METRICS` (and Redis metric, where there is a Redis tier) by name, now."""
+    stats = cache.stats()
+    return {
+        "hits_total": stats.hits, "misses_total": stats.misses, "coalesced_total": cache.coalesced,
+        "evictions_total": stats.evictions, "fresh_fallbacks_total": cache.fresh_fallbacks,
+        "background_embedded_total": background.embedded, "background_failed_total": background.failed,
+        "entries": stats.entries, "bytes": stats.bytes, **redis_metric_values(stats),
+    }
+
+
+class FeatureCacheMetrics:
+    """Creates the metric families once and reports the cache's counters as Prometheus counters and gauges."""
+
+    def __init__(self, pb_utils: Any, labels: Mapping[str, str], cache: SceneFeatureCache):
+        has_redis = redis_tier_stats(cache.stats()) is not None
+        self.metrics = CACHE_METRICS + (REDIS_METRICS if has_redis else ())
+        # the families must outlive their metrics, or increment() fails
+        self.families = {m.name: self._family(pb_utils, m) for m in self.metrics + TIER_METRICS}
+        self.series = {m.name: self.families[m.name].Metric(labels=dict(labels)) for m in self.metrics}
+        self.tiers = [
+            {m.name: self.families[m.name].Metric(labels={**labels, "tier": tier}) for m in TIER_METRICS}
+            for tier in tier_names(cache.store)
+        ]
+        self.reported = {m.name: 0.0 for m in self.metrics if m.counter}
+
+    @staticmethod
+    def _family(pb_utils: Any, metric: CacheMetric) -> Any:
+        kind = pb_utils.MetricFamily.COUNTER if metric.counter else pb_utils.MetricFamily.GAUGE
+        return pb_utils.MetricFamily(name=PREFIX + metric.name, description=metric.help, kind=kind)
+
+    def report(self, cache: SceneFeatureCache, background: BackgroundEmbedder) -> None:
+        values = metric_values(cache, background)
+        for name, value in values.items():
+            if name not in self.reported:  # a gauge: the level now
+                self.series[name].set(value)
+            elif value > self.reported[name]:  # Prometheus counters only go up: send the increase
+                self.series[name].increment(value - self.reported[name])
+                self.reported[name] = value
+        for series, stats in zip(self.tiers, tier_stats(cache.store, cache.stats())):
+            series["tier_entries"].set(stats.entries)
+            series["tier_bytes"].set(stats.bytes)
