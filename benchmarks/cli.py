@@ -3,6 +3,7 @@
     larr bench                                    # the published grid (profile full; < 30 min on 2 CPU cores)
     larr bench --profile quick                    # a few minutes: tiny + 135M shape, two concurrency levels
     larr bench --profile smoke                    # the tiny model only, seconds per point (the integration test)
+    larr bench --profile store                    # the 135M shape at 0/1/10 % fresh texts, warm from the scene table
     larr bench --report-only benchmarks/results/cpu-2core-amd-epyc   # redraw plots and tables from results.json
 
 Needs a trained run (default ``runs/demo/run``, made by ``make demo``), tritonserver (nvidia-pytriton),
@@ -33,7 +34,7 @@ def _names(text: str) -> tuple[str, ...]:
 def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     defaults = PROFILES["full"]
     add = parser.add_argument
-    add("--profile", default="full", choices=sorted(PROFILES), help="grid size: full (published), quick, smoke")
+    add("--profile", default="full", choices=sorted(PROFILES), help="grid size: full (published), quick, smoke, store (the scene-store headline)")
     add("--checkpoints", type=Path, default=defaults.checkpoints, help="trained run folder (default: `make demo`'s)")
     add("--out", type=Path, default=defaults.out, help="results go to OUT/<machine>/")
     add("--work", type=Path, default=defaults.work, help="random-weight LLMs and exported repositories (reused)")

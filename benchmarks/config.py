@@ -148,6 +148,12 @@ _QUICK = SizeGrid(
     concurrency=(1, 16), baseline_concurrency=(1, 16), unseen_shares=(0.0, 0.1, 0.5), share_concurrency=(16,),
     loadgen_concurrency=(16,), target_seconds=2.0, min_window=8, max_window=1_000,
 )
+# Issue "scene embeddings off the request path": the SmolLM-135M shape at 0 %, 1 % and 10 % fresh texts, warm
+# from the scene table the export writes (every training text), concurrency 1 and 16.
+_STORE_135M = SizeGrid(
+    concurrency=(1, 16), baseline_concurrency=(1, 16), unseen_shares=(0.0, 0.01, 0.1), share_concurrency=(16,),
+    loadgen_concurrency=(16,), target_seconds=4.0, min_window=8, max_window=2_000,
+)
 _SMOKE = SizeGrid(
     concurrency=(1, 4), baseline_concurrency=(4,), unseen_shares=(0.1,), share_concurrency=(4,),
     loadgen_concurrency=(4,), target_seconds=1.0, min_window=16, max_window=200,
@@ -158,6 +164,9 @@ PROFILES: dict[str, BenchConfig] = {
     "quick": BenchConfig(
         llm_sizes=(TINY, SMOLLM_135M), grids={TINY: _QUICK, SMOLLM_135M: _QUICK, QWEN25_05B: _QUICK},
         warmup_requests=16, saturation_seconds=2.0, gemm_size=2048,
+    ),
+    "store": BenchConfig(
+        llm_sizes=(SMOLLM_135M,), headline_size=SMOLLM_135M, headline_unseen=0.01, grids={SMOLLM_135M: _STORE_135M},
     ),
     "smoke": BenchConfig(
         llm_sizes=(TINY,), headline_size=TINY, headline_concurrency=4, grids={TINY: _SMOKE}, warmup_requests=8,
