@@ -146,6 +146,10 @@ def prepare_size(
     else:
         _build_random_embedder(shape, base, layout.embedder_dir(CTR_LARR), seed, rebuild, progress)
         _build_random_ctr(base, layout.ctr_dir(CTR_LARR), llm_features=None, seed=seed, rebuild=rebuild)
+        # the base run's config names the dataset, so the export finds it and writes the scene table (warm start)
+        base_config = RunLayout(base.checkpoints).config_file
+        if base_config.exists():
+            layout.config_file.write_text(base_config.read_text(encoding="utf-8"), encoding="utf-8")
         labels["embedder"] = (
             f"{shape.label} ({shape.architecture}, hidden {shape.hidden_size}, {shape.num_hidden_layers} layers)"
         )
@@ -167,6 +171,7 @@ def prepare_size(
         "cache_capacity": cache_capacity,
         "max_candidates": max_candidates,
         "fulltext_max_length": fulltext_max_length,
+        "scene_table": True,  # repositories exported before the scene table existed are rebuilt
     }
     _build_repositories(base, run_dir, ctr_dirs, repositories, stamp, device, cache_capacity, max_candidates,
                         fulltext_max_length, rebuild, progress)
