@@ -16,7 +16,13 @@ from larr.clients.client import (
     ScoreRequest,
     encode_request,
 )
-from larr.clients.errors import InvalidRequestError, LarrError, ServerError, ServerUnavailableError
+from larr.clients.errors import (
+    InvalidRequestError,
+    LarrError,
+    RejectedRequestError,
+    ServerError,
+    ServerUnavailableError,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -26,6 +32,7 @@ __all__ = [
     "InvalidRequestError",
     "LarrClient",
     "LarrError",
+    "RejectedRequestError",
     "SceneSchema",
     "ScoreRequest",
     "ServerError",

@@ -5,6 +5,8 @@ from __future__ import annotations
 # gRPC status codes (as tritonclient spells them) that mean "try again later / elsewhere" rather than
 # "this request is wrong".
 UNAVAILABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"})
+# The server's answer to a malformed request (the python models answer client mistakes with it).
+INVALID_ARGUMENT_STATUS = "StatusCode.INVALID_ARGUMENT"
 
 
 class LarrError(Exception):
@@ -29,11 +31,17 @@ class ServerError(LarrError):
         self.status = status
 
 
+class RejectedRequestError(ServerError, ValueError):
+    """The server refused the request as malformed (gRPC INVALID_ARGUMENT): fix it; retrying cannot help."""
+
+
 class ServerUnavailableError(ServerError):
     """The server could not be reached or did not answer in time (gRPC UNAVAILABLE / DEADLINE_EXCEEDED)."""
 
 
 def server_error(message: str, status: str | None) -> ServerError:
     """The :class:`ServerError` subclass that fits ``status``."""
+    if status == INVALID_ARGUMENT_STATUS:
+        return RejectedRequestError(message, status)
     cls = ServerUnavailableError if status in UNAVAILABLE_STATUSES else ServerError
     return cls(message, status)

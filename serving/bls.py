@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from larr.contract import ATTENTION_MASK, EMBEDDING, INPUT_IDS
-from larr.serving.errors import RequestError
+from larr.serving.errors import EmbedderError, RequestError, error_response
 from larr.serving.tensors import to_numpy
 
 
@@ -20,7 +20,7 @@ async def embed_via_bls(
     """(M, T) token ids -> (M, D) embeddings from ``model_name``.
 
     One BLS request carries all M texts; only where M exceeds the embedder's max batch size is it split,
-    and the parts are sent concurrently. Raises :class:`RequestError` with the embedder's message.
+    and the parts are sent concurrently. Raises :class:`EmbedderError` with the embedder's message.
     """
     parts = [slice(start, start + max_batch) for start in range(0, len(input_ids), max_batch)]
     # The cache keeps host arrays, so the embeddings are asked for in host memory: with the embedder on a
@@ -38,7 +38,7 @@ async def embed_via_bls(
     outputs = []
     for reply in replies:
         if reply.has_error():
-            raise RequestError(f"the embedder failed: {reply.error().message()}")
+            raise EmbedderError(f"the embedder failed: {reply.error().message()}")
         outputs.append(to_numpy(pb_utils.get_output_tensor_by_name(reply, EMBEDDING)))
     return np.concatenate(outputs)
 
@@ -50,7 +50,8 @@ def scene_responses(
     ids_name: str,
     batched: bool = False,
 ) -> list[Any]:
-    """Per request: ``(SCENE_EMB, SCENE_IDS)`` outputs, or an error response with the request's message.
+    """Per request: ``(SCENE_EMB, SCENE_IDS)`` outputs, or an error response with the request's message
+    (``INVALID_ARGUMENT`` for a malformed request, ``INTERNAL`` for an embedder failure).
 
     ``batched`` (the model's max_batch_size > 0): every output gets the request's batch axis of 1,
     ``(K, D) -> (1, K, D)`` and ``(K,) -> (1, K)``.
@@ -58,7 +59,7 @@ def scene_responses(
     responses = []
     for result in results:
         if isinstance(result, RequestError):
-            responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+            responses.append(error_response(pb_utils, result))
         else:
             scene_emb, scene_ids = (x[None] for x in result) if batched else result
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(emb_name, scene_emb), pb_utils.Tensor(ids_name, scene_ids)]))

@@ -222,6 +222,8 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server, datas
     with pytest.raises(InferenceServerException) as error:
         raw_infer(server, texts, user, items)
     assert message in error.value.message()
+    # the client's mistake, so INVALID_ARGUMENT (never INTERNAL): a client or balancer knows not to retry it
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT", (case, error.value.status())
     # ... and a good request right after is still answered
     ctr = raw_infer(server, good_texts(dataset), np.array([1], np.int64), np.array([1, 2], np.int64))
     assert ctr.shape == (2,) and np.isfinite(ctr).all()

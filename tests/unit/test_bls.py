@@ -10,7 +10,7 @@ import pytest
 
 from larr.contract import ATTENTION_MASK, EMBEDDING, INPUT_IDS
 from larr.serving.bls import embed_via_bls, scene_responses
-from larr.serving.errors import RequestError
+from larr.serving.errors import EmbedderError, RequestError
 
 TRITONSERVER_MEMORY_CPU = 1  # stands in for the enum value pb_utils exports
 
@@ -59,8 +59,15 @@ def fake_pb_utils(calls: list, fail: bool = False):
         TRITONSERVER_MEMORY_CPU=TRITONSERVER_MEMORY_CPU,
         get_output_tensor_by_name=lambda reply, name: reply.output,
         InferenceResponse=lambda outputs=None, error=None: SimpleNamespace(outputs=outputs, error=error),
-        TritonError=lambda message: message,
+        TritonError=FakeTritonError,
     )
+
+
+class FakeTritonError:
+    INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+    def __init__(self, message, code=None):
+        self.message, self.code = message, code
 
 
 def test_one_call_unless_over_max_batch_and_order_kept():
@@ -77,14 +84,18 @@ def test_one_call_unless_over_max_batch_and_order_kept():
     assert ATTENTION_MASK  # the mask travels with the ids (same names as the contract)
 
 
-def test_embedder_error_becomes_request_error():
-    with pytest.raises(RequestError, match="the embedder failed: out of memory"):
+def test_embedder_error_is_a_server_fault():
+    with pytest.raises(EmbedderError, match="the embedder failed: out of memory") as raised:
         asyncio.run(embed_via_bls(fake_pb_utils([], fail=True), "embedder", np.ones((2, 3), np.int64), np.ones((2, 3), np.int64), 8))
+    assert not raised.value.client_fault  # answered INTERNAL: the request was fine
 
 
 def test_scene_responses_keep_errors_per_request():
     pb = fake_pb_utils([])
     good = (np.zeros((2, 3), np.float32), np.array([1, 0]))
-    responses = scene_responses(pb, [good, RequestError("SCENE_TEXT[0] (weather) is empty")], "SCENE_EMB", "SCENE_IDS")
+    results = [good, RequestError("SCENE_TEXT[0] (weather) is empty"), EmbedderError("the embedder failed: boom")]
+    responses = scene_responses(pb, results, "SCENE_EMB", "SCENE_IDS")
     assert responses[0].error is None and [t.name for t in responses[0].outputs] == ["SCENE_EMB", "SCENE_IDS"]
-    assert responses[1].error == "SCENE_TEXT[0] (weather) is empty"
+    # the client's mistake is INVALID_ARGUMENT, the server's fault INTERNAL: a client knows whether to retry
+    assert (responses[1].error.message, responses[1].error.code) == ("SCENE_TEXT[0] (weather) is empty", "INVALID_ARG")
+    assert (responses[2].error.message, responses[2].error.code) == ("the embedder failed: boom", "INTERNAL")

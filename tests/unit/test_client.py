@@ -22,6 +22,7 @@ from larr.clients import (
     InvalidRequestError,
     LarrClient,
     LarrError,
+    RejectedRequestError,
     SceneSchema,
     ScoreRequest,
     ServerError,
@@ -280,7 +281,7 @@ def test_score_returns_float32_scores_in_item_order() -> None:
     "status, error_type",
     [
         ("StatusCode.INTERNAL", ServerError),
-        ("StatusCode.INVALID_ARGUMENT", ServerError),
+        ("StatusCode.INVALID_ARGUMENT", RejectedRequestError),
         ("StatusCode.NOT_FOUND", ServerError),
         ("StatusCode.UNAVAILABLE", ServerUnavailableError),
         ("StatusCode.DEADLINE_EXCEEDED", ServerUnavailableError),
@@ -294,7 +295,9 @@ def test_server_errors_are_wrapped_with_the_server_message(status: str, error_ty
     assert type(caught.value) is error_type
     assert caught.value.message == "in ensemble 'larr', unknown item id 9"
     assert caught.value.status == status
-    assert isinstance(caught.value, LarrError) and not isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, LarrError) and isinstance(caught.value, ServerError)
+    # only a rejected request is the caller's mistake (a ValueError); server faults are not
+    assert isinstance(caught.value, ValueError) == (status == "StatusCode.INVALID_ARGUMENT")
 
 
 def test_schema_lookup_errors_are_wrapped() -> None:

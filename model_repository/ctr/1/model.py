@@ -12,7 +12,7 @@ import triton_python_backend_utils as pb_utils
 from larr.contract import ITEM_REQUEST, PARAM_MAX_CANDIDATES
 from larr.serving.ctr_batch import CTRRequest, score_batch
 from larr.serving.ctr_request import validate_ctr_request
-from larr.serving.errors import RequestError
+from larr.serving.errors import RequestError, error_response
 from larr.serving.runtime import load_runtime, model_parameters, tensor_names
 from larr.serving.tensors import output_tensor, to_numpy
 
@@ -44,5 +44,5 @@ class TritonPythonModel:
 
     def _response(self, result, batch_axis=False):
         if isinstance(result, RequestError):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result)))
+            return error_response(pb_utils, result)
         return pb_utils.InferenceResponse([output_tensor(pb_utils, self.output_name, result[None] if batch_axis else result)])
