@@ -26,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
 
-from larr.clients.errors import InvalidRequestError, LarrError, ServerError, server_error
+from larr.clients.errors import InvalidRequestError, ServerError, server_error
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
 from larr.scene_request import SceneTextError, check_scene_text
 
@@ -310,7 +310,7 @@ class LarrClient:
                         future.set_exception(_wrap(error))
                     else:
                         future.set_result(_decode(result, n))
-                except LarrError as decode_error:
+                except Exception as decode_error:  # noqa: BLE001 -- an unset future would block future.exception() forever
                     future.set_exception(decode_error)
                 finally:
                     slots.release()

@@ -588,3 +588,21 @@ def test_run_query_errors(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("larr query: ") and expected in captured.err
+
+
+def test_score_many_never_hangs_on_an_unexpected_error_in_the_answer() -> None:
+    """Whatever goes wrong while reading an answer ends up in that request's outcome, not in a future left unset."""
+
+    class Unreadable:
+        def as_numpy(self, name: str) -> np.ndarray:
+            raise MemoryError("cannot read the response")
+
+    fake = FakeGrpc()
+    client = _client(fake, schema=SCHEMA)
+
+    def answer_unreadably(model_name: str, inputs: list[Any], callback: Callable[..., None], **kwargs: Any) -> None:
+        callback(Unreadable(), None)  # on the caller's thread: a hang would block the test itself
+
+    fake.async_infer = answer_unreadably  # type: ignore[method-assign]
+    outcomes = client.score_many(_requests(2), return_exceptions=True)
+    assert [type(o) for o in outcomes] == [MemoryError, MemoryError]
