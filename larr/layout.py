@@ -22,11 +22,12 @@ Layer 1: no torch, no other larr module.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from larr.choices import ChoiceEnum
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -35,18 +36,7 @@ DATASET_FILE = "dataset.json"  # marks a dataset folder (larr.data.schema writes
 BASE_MODEL_DIR = "init"  # inside pretrain/: the base LM as it was before stage 1 (the no_stage1 ablation's start)
 
 
-class _StrEnum(str, enum.Enum):
-    """A str enum that prints as its value (``enum.StrEnum`` arrives in Python 3.11; we support 3.10), so
-    members go into paths, f-strings, JSON and messages exactly as the bare names did."""
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
-
-
-class Stage(_StrEnum):
+class Stage(ChoiceEnum):
     """The three training stages, by the folder (and CLI name) each writes."""
 
     PRETRAIN = "pretrain"
@@ -54,7 +44,7 @@ class Stage(_StrEnum):
     CTR = "ctr"
 
 
-class Variant(_StrEnum):
+class Variant(ChoiceEnum):
     """Stage-3 models: the method and its ablations (README, "Ablations")."""
 
     LARR = "larr"  # the full method
@@ -65,12 +55,8 @@ class Variant(_StrEnum):
     FULL_TEXT = "full_text"  # the whole scene as one text per example (what LARR avoids when serving)
 
     @classmethod
-    def parse(cls, value: "str | Variant") -> "Variant":
-        """A member from its name; a clear error listing the known names otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"unknown variant {value!r}; known: {[v.value for v in cls]}") from None
+    def choice_name(cls) -> str:
+        return "variant"
 
     @property
     def uses_llm(self) -> bool:

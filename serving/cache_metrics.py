@@ -19,6 +19,7 @@ from typing import Any
 
 from larr.serving.feature_cache import REDIS_METRICS, CacheMetric, SceneFeatureCache, redis_metric_values, redis_tier_stats
 from larr.serving.fresh_text import BackgroundEmbedder
+from larr.serving.store import StoreStats
 from larr.serving.stores import tier_names, tier_stats
 
 PREFIX = "larr_feature_cache_"
@@ -39,9 +40,9 @@ TIER_METRICS: tuple[CacheMetric, ...] = (
 )
 
 
-def metric_values(cache: SceneFeatureCache, background: BackgroundEmbedder) -> dict[str, float]:
-    """Every :data:`CACHE_METRICS` (and Redis metric, where there is a Redis tier) by name, now."""
-    stats = cache.stats()
+def metric_values(cache: SceneFeatureCache, background: BackgroundEmbedder, stats: StoreStats) -> dict[str, float]:
+    """Every :data:`CACHE_METRICS` (and Redis metric, where there is a Redis tier) by name, from ``stats``
+    (``cache.stats()``, taken once per report: a tiered store gathers every tier's)."""
     return {
         "hits_total": stats.hits, "misses_total": stats.misses, "coalesced_total": cache.coalesced,
         "evictions_total": stats.evictions, "fresh_fallbacks_total": cache.fresh_fallbacks,
@@ -71,13 +72,13 @@ class FeatureCacheMetrics:
         return pb_utils.MetricFamily(name=PREFIX + metric.name, description=metric.help, kind=kind)
 
     def report(self, cache: SceneFeatureCache, background: BackgroundEmbedder) -> None:
-        values = metric_values(cache, background)
-        for name, value in values.items():
+        stats = cache.stats()
+        for name, value in metric_values(cache, background, stats).items():
             if name not in self.reported:  # a gauge: the level now
                 self.series[name].set(value)
             elif value > self.reported[name]:  # Prometheus counters only go up: send the increase
                 self.series[name].increment(value - self.reported[name])
                 self.reported[name] = value
-        for series, stats in zip(self.tiers, tier_stats(cache.store, cache.stats())):
-            series["tier_entries"].set(stats.entries)
-            series["tier_bytes"].set(stats.bytes)
+        for series, tier in zip(self.tiers, tier_stats(cache.store, stats)):
+            series["tier_entries"].set(tier.entries)
+            series["tier_bytes"].set(tier.bytes)

@@ -29,10 +29,10 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from enum import Enum
 
 import numpy as np
 
+from larr.choices import ChoiceEnum
 from larr.contract import PARAM_FRESH_TEXT_POLICY
 from larr.serving.store import SceneKey, SceneStore
 
@@ -41,23 +41,15 @@ log = logging.getLogger(__name__)
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]  # M embedder input texts -> (M, D) float32
 
 
-class FreshTextPolicy(str, Enum):
+class FreshTextPolicy(ChoiceEnum):
     """The values of the ``fresh_text_policy`` parameter."""
 
     STRICT = "strict"  # embed every miss before answering (one embedder call per execute)
     ASYNC = "async"  # answer misses with the unseen-text row now; embed them in the background
 
-    def __str__(self) -> str:  # the parameter's string value, also inside f-strings and str()
-        return self.value
-
     @classmethod
-    def parse(cls, value: str | FreshTextPolicy) -> FreshTextPolicy:
-        """``value`` as a policy; a ValueError naming the known policies otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            known = ", ".join(repr(p.value) for p in cls)
-            raise ValueError(f"unknown {PARAM_FRESH_TEXT_POLICY} {value!r}: one of {known}") from None
+    def choice_name(cls) -> str:
+        return PARAM_FRESH_TEXT_POLICY
 
 
 class BackgroundEmbedder:

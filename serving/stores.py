@@ -28,9 +28,9 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
+from larr.choices import ChoiceEnum
 from larr.contract import (
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
@@ -51,24 +51,16 @@ DEFAULT_CACHE_CAPACITY = 100_000  # entries; the one default of export, write_re
 DEFAULT_CACHE_MAX_BYTES = 256 * 2**20  # the LRU's bound in bytes of texts + vectors; 0 = entries alone
 
 
-class StoreKind(str, Enum):
+class StoreKind(ChoiceEnum):
     """The values of the ``scene_store`` parameter."""
 
     LRU = "lru"  # in-process, per instance, bounded in entries and bytes (larr.serving.lru.LRUStore)
     LOCAL = "local"  # the precomputed scene table, then the LRU for texts it lacks
     REDIS = "redis"  # table, LRU, then Redis shared by the replicas (larr.serving.redis_store)
 
-    def __str__(self) -> str:  # the parameter's string value, also inside f-strings and str()
-        return self.value
-
     @classmethod
-    def parse(cls, value: str | StoreKind) -> StoreKind:
-        """``value`` as a kind; a ValueError naming the known kinds otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            known = ", ".join(repr(k.value) for k in cls)
-            raise ValueError(f"unknown {PARAM_SCENE_STORE} {value!r}: one of {known}") from None
+    def choice_name(cls) -> str:
+        return PARAM_SCENE_STORE
 
 
 @dataclass(frozen=True)

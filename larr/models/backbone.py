@@ -38,7 +38,6 @@ Recipe that reproduces BARS Frappe_x1 with the ID-only backbone (10 categorical 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from enum import Enum
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -46,8 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from larr.choices import ChoiceEnum
 
-class BackboneKind(str, Enum):
+
+class BackboneKind(ChoiceEnum):
     """The CTR architecture of a :class:`BackboneConfig`; configs (YAML, ``ctr.json``) spell it by value.
 
     * ``dcnv2`` — DCN-V2, parallel: full-rank cross network ‖ MLP → linear head (:class:`DCNv2Backbone`);
@@ -60,9 +61,6 @@ class BackboneKind(str, Enum):
     DCNV2 = "dcnv2"
     DEEPFM = "deepfm"
     DNN = "dnn"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 KINDS = tuple(k.value for k in BackboneKind)
