@@ -66,7 +66,16 @@ def _embed_scenes(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from larr.serving.launcher import serve_main
 
-    return serve_main(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port, args.admin_key)
+    return serve_main(
+        args.model_repository,
+        args.host,
+        args.grpc_port,
+        args.http_port,
+        args.metrics_port,
+        args.admin_key,
+        supervisor_port=args.supervisor_port,
+        supervise=args.supervise,
+    )
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -128,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     configure_embed_scenes_parser(embed_scenes)
     embed_scenes.set_defaults(func=_embed_scenes)
 
+    from larr.serving.launcher import DEFAULT_SUPERVISOR_PORT  # light: stdlib and prometheus_client
+
     serve = commands.add_parser("serve", help="run tritonserver on a model repository (loopback, safe defaults)")
     serve.add_argument("--model-repository", default="model_repository", type=Path)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -135,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--admin-key", help="key for the restricted admin protocols (default: random, printed)")
+    serve.add_argument(
+        "--supervisor-port",
+        type=int,
+        default=DEFAULT_SUPERVISOR_PORT,
+        help="port of the stub supervisor's Prometheus metrics (larr_degraded, larr_stub_restarts_total)",
+    )
+    serve.add_argument(
+        "--no-supervise",
+        dest="supervise",
+        action="store_false",
+        help="do not reload a model whose python-backend stub died (the model repository is then fixed at start)",
+    )
     serve.set_defaults(func=_serve)
 
     query = commands.add_parser("query", help="score candidate items for a user in a scene over gRPC")
@@ -161,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from larr.serving.launcher import exit_cleanly_on_sigterm  # stdlib only: cheap
+    from larr.serving.launcher import exit_cleanly_on_sigterm  # cheap: no torch, no tritonclient
 
     exit_cleanly_on_sigterm()
     # Before torch or ONNX Runtime load: OpenMP threads that spin while waiting turn any other busy process

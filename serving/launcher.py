@@ -10,9 +10,13 @@ starts the server the same, safe way::
     with run_triton_server("model_repository") as server:   # tests / benchmarks
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 
-Safe defaults: every endpoint binds to loopback, the repository is fixed at start-up
-(``--model-control-mode none``), and the admin protocols (model-repository, shared-memory, logging,
-trace) need a key header. Findings behind these choices: ``docs/serving-toolchain.md``.
+Safe defaults: every endpoint binds to loopback, and the admin protocols (model-repository,
+shared-memory, logging, trace) need a key header. Supervised (the default), the server runs with
+``--model-control-mode explicit`` so that :class:`larr.serving.supervisor.StubSupervisor` can reload a
+model whose python-backend stub died (with the admin key; nothing else may load or unload), and serves
+its own Prometheus metrics (``larr_degraded``, ``larr_stub_restarts_total``) on ``supervisor_port``.
+Unsupervised, the repository is fixed at start-up (``--model-control-mode none``). Findings behind
+these choices: ``docs/serving-toolchain.md``.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+
+from larr.serving.supervisor import DEFAULT_POLL_S, StubSupervisor
 
 SERVE_HINT = (
     "install the serving extra (pip install 'larr[serve]': nvidia-pytriton==0.7.0 bundles tritonserver 2.51 "
@@ -48,6 +54,10 @@ ADMIN_PROTOCOLS: tuple[str, ...] = ("model-repository", "shared-memory", "loggin
 ADMIN_KEY_HEADER = "admin-key"
 # Triton's gRPC frontend only looks at headers with this prefix; the HTTP frontend uses the bare name.
 GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
+DEFAULT_SUPERVISOR_PORT = 8003  # the supervisor's /metrics, next to Triton's 8000/8001/8002
+# How long Triton waits for in-flight requests at shutdown before it exits anyway. Its default, 30 s,
+# is what a stop waited out whenever a request was stuck; our requests take milliseconds.
+DEFAULT_EXIT_TIMEOUT_S = 5
 # Characters that would break the '<protocols>:<header>=<key>' flag syntax.
 _KEY_FORBIDDEN = frozenset(",:= \t\r\n")
 
@@ -85,26 +95,31 @@ class ServerOptions:
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
+    supervisor_port: int = DEFAULT_SUPERVISOR_PORT
     admin_key: str | None = None  # None: a random key is generated, see ``admin_headers_*``
     log_verbose: int = 0
+    supervise: bool = True  # reload a model whose stub died (see larr.serving.supervisor)
+    exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S
     extra_args: tuple[str, ...] = ()  # appended last, so they can override the defaults
 
     def __post_init__(self) -> None:
         self.model_repository = Path(self.model_repository)
-        for name in ("grpc_port", "http_port", "metrics_port"):
+        for name in ("grpc_port", "http_port", "metrics_port", "supervisor_port"):
             port = getattr(self, name)
             # Port 0 would let tritonserver pick one that we could not learn back.
             if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ValueError(f"{name} must be an integer in 1..65535, got {port!r}")
-        ports = (self.grpc_port, self.http_port, self.metrics_port)
+        ports = (self.grpc_port, self.http_port, self.metrics_port, self.supervisor_port)
         if len(set(ports)) != len(ports):
-            raise ValueError(f"grpc, http and metrics ports must differ, got {ports}")
+            raise ValueError(f"grpc, http, metrics and supervisor ports must differ, got {ports}")
         if self.admin_key is None:
             self.admin_key = secrets.token_hex(16)
         if not self.admin_key or _KEY_FORBIDDEN.intersection(self.admin_key):
             raise ValueError("admin_key must be non-empty and contain none of ',', ':', '=' or whitespace")
         if self.log_verbose < 0:
             raise ValueError(f"log_verbose must be >= 0, got {self.log_verbose}")
+        if self.exit_timeout_s < 1:
+            raise ValueError(f"exit_timeout_s must be >= 1, got {self.exit_timeout_s}")
         self.extra_args = tuple(self.extra_args)
 
     @property
@@ -285,8 +300,9 @@ def build_command(options: ServerOptions, install: TritonInstall | None = None) 
     command = [
         str(install.executable),
         f"--model-repository={options.model_repository.resolve()}",
-        # Load everything at start-up and never change it from the network.
-        "--model-control-mode=none",
+        # Load everything at start-up. Unsupervised, nothing can change it later; supervised, only a
+        # caller with the admin key can (the supervisor, to reload a model whose stub died).
+        *(("--model-control-mode=explicit", "--load-model=*") if options.supervise else ("--model-control-mode=none",)),
         f"--grpc-address={options.host}",
         f"--grpc-port={options.grpc_port}",
         f"--http-address={options.host}",
@@ -297,6 +313,7 @@ def build_command(options: ServerOptions, install: TritonInstall | None = None) 
         f"--grpc-restricted-protocol={restricted}",
         f"--http-restricted-api={restricted}",
         f"--log-verbose={options.log_verbose}",
+        f"--exit-timeout-secs={options.exit_timeout_s}",
     ]
     if install.backend_directory is not None:
         command.append(f"--backend-directory={install.backend_directory}")
@@ -340,6 +357,7 @@ class RunningServer:
     options: ServerOptions
     process: subprocess.Popen[bytes]
     log_path: Path
+    supervisor: StubSupervisor | None = None  # None when started with supervise=False
 
     @property
     def grpc_url(self) -> str:
@@ -355,6 +373,11 @@ class RunningServer:
     def metrics_url(self) -> str:
         """Full URL of the Prometheus metrics page."""
         return f"http://{_host_port(self.options.host, self.options.metrics_port)}/metrics"
+
+    @property
+    def supervisor_metrics_url(self) -> str:
+        """Full URL of the supervisor's Prometheus page (``larr_degraded``, ``larr_stub_restarts_total``)."""
+        return f"http://{_host_port(self.options.host, self.options.supervisor_port)}/metrics"
 
     @property
     def admin_key(self) -> str:
@@ -382,31 +405,63 @@ def _check_repository(model_repository: Path) -> None:
         raise FileNotFoundError(f"model repository {model_repository} is not a directory")
 
 
-def _wait_ready(server: RunningServer, timeout_s: float, poll_s: float = 0.25) -> None:
-    """Poll ``is_server_ready`` over gRPC until it is true, the process exits, or ``timeout_s`` passes."""
+def _wait_ready(
+    options: ServerOptions,
+    process: subprocess.Popen[bytes],
+    timeout_s: float,
+    where_log: Callable[[], str],
+    poll_s: float = 0.25,
+) -> None:
+    """Poll ``is_server_ready`` over gRPC until it is true, the process exits, or ``timeout_s`` passes.
+
+    ``where_log`` says where to read the server's log (appended to the error).
+    """
     import tritonclient.grpc as grpcclient  # deferred: the CLI imports this module just to print --help
     from tritonclient.utils import InferenceServerException
 
     deadline = time.monotonic() + timeout_s
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client = grpcclient.InferenceServerClient(_host_port(options.host, options.grpc_port))
     try:
         while True:
-            code = server.process.poll()
+            code = process.poll()
             if code is not None:
-                raise ServerStartError(
-                    f"tritonserver exited with code {code} during start-up; log {server.log_path}:\n{server.log_tail()}"
-                )
+                raise ServerStartError(f"tritonserver exited with code {code} during start-up; {where_log()}")
             with contextlib.suppress(InferenceServerException):
                 # With strict readiness (the default) this is true only once every model has loaded.
                 if client.is_server_ready(client_timeout=max(poll_s, 1.0)):
                     return
             if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"tritonserver was not ready after {timeout_s:.0f} s; log {server.log_path}:\n{server.log_tail()}"
-                )
+                raise ServerStartError(f"tritonserver was not ready after {timeout_s:.0f} s; {where_log()}")
             time.sleep(poll_s)
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def supervising(
+    options: ServerOptions, process: subprocess.Popen[bytes], poll_s: float = DEFAULT_POLL_S
+) -> Iterator[StubSupervisor | None]:
+    """Watch a ready server's stubs and serve the supervisor's metrics while the block runs (None when
+    ``options.supervise`` is off). Leave the block before stopping the server: its stubs exit then."""
+    if not options.supervise:
+        yield None
+        return
+    import tritonclient.grpc as grpcclient
+    from prometheus_client import start_http_server
+
+    control = grpcclient.InferenceServerClient(_host_port(options.host, options.grpc_port))
+    supervisor = StubSupervisor(
+        process.pid, control, options.admin_headers_grpc, poll_s=poll_s, log=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    metrics_http, _ = start_http_server(options.supervisor_port, addr=options.host, registry=supervisor.registry)
+    supervisor.start()
+    try:
+        yield supervisor
+    finally:
+        supervisor.stop()
+        metrics_http.shutdown()
+        metrics_http.server_close()
+        control.close()
 
 
 def _stop(process: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -431,8 +486,11 @@ def run_triton_server(
     grpc_port: int | None = None,
     http_port: int | None = None,
     metrics_port: int | None = None,
+    supervisor_port: int | None = None,
     admin_key: str | None = None,
     log_verbose: int = 0,
+    supervise: bool = True,
+    supervisor_poll_s: float = DEFAULT_POLL_S,
     extra_args: Sequence[str] = (),
     startup_timeout_s: float = 120.0,
     shutdown_grace_s: float = 30.0,
@@ -447,15 +505,17 @@ def run_triton_server(
     """
     _check_repository(Path(model_repository))
     install = install or locate_triton()
-    free = iter(_free_ports(host, 3))
+    free = iter(_free_ports(host, 4))
     options = ServerOptions(
         model_repository=Path(model_repository),
         host=host,
         grpc_port=grpc_port or next(free),
         http_port=http_port or next(free),
         metrics_port=metrics_port or next(free),
+        supervisor_port=supervisor_port or next(free),
         admin_key=admin_key,
         log_verbose=log_verbose,
+        supervise=supervise,
         extra_args=tuple(extra_args),
     )
     own_log = log_path is None
@@ -475,14 +535,14 @@ def run_triton_server(
             # Own session: a Ctrl-C in the terminal reaches us, not the server, and we stop it in order.
             start_new_session=True,
         )
-    server = RunningServer(options=options, process=process, log_path=log_file)
     try:
-        _wait_ready(server, startup_timeout_s)
+        _wait_ready(options, process, startup_timeout_s, lambda: f"log {log_file}:\n{_tail(log_file, 40)}")
     except BaseException:
         _stop(process, shutdown_grace_s)  # the log stays, since the error message points at it
         raise
     try:
-        yield server
+        with supervising(options, process, supervisor_poll_s) as supervisor:
+            yield RunningServer(options=options, process=process, log_path=log_file, supervisor=supervisor)
     finally:
         _stop(process, shutdown_grace_s)
         if own_log:
@@ -496,12 +556,17 @@ def serve_main(
     http_port: int = 8000,
     metrics_port: int = 8002,
     admin_key: str | None = None,
+    *,
+    supervisor_port: int = DEFAULT_SUPERVISOR_PORT,
+    supervise: bool = True,
+    startup_timeout_s: float = 600.0,
 ) -> int:
     """Run tritonserver in the foreground for ``larr serve``; returns its exit code.
 
-    Prints the endpoints and the admin key first. SIGINT/SIGTERM sent to this process are forwarded
-    once to the server, which then drains in-flight requests and exits (a terminal Ctrl-C reaches
-    both; Triton ignores the second signal).
+    Prints the endpoints and the admin key first; once the server is ready, supervises its stubs (see
+    :mod:`larr.serving.supervisor`). SIGINT/SIGTERM sent to this process stop the supervisor and are
+    forwarded once to the server, which then drains in-flight requests (at most ``exit_timeout_s``) and
+    exits (a terminal Ctrl-C reaches both; Triton ignores the second signal).
     """
     try:
         _check_repository(Path(model_repository))
@@ -511,31 +576,46 @@ def serve_main(
             grpc_port=grpc_port,
             http_port=http_port,
             metrics_port=metrics_port,
+            supervisor_port=supervisor_port,
             admin_key=admin_key,
+            supervise=supervise,
         )
         install = locate_triton()
     except (FileNotFoundError, ValueError, TritonNotFoundError) as error:
         print(f"larr serve: {error}", file=sys.stderr)
         return 2
+    supervised = f"http://{_host_port(host, supervisor_port)}/metrics" if supervise else "off (--no-supervise)"
     print(
         f"tritonserver {install.executable}\n"
         f"  model repository  {options.model_repository.resolve()}\n"
         f"  gRPC              {_host_port(host, grpc_port)}\n"
         f"  HTTP              http://{_host_port(host, http_port)}\n"
         f"  metrics           http://{_host_port(host, metrics_port)}/metrics\n"
+        f"  stub supervisor   {supervised}\n"
         f"  admin key         {options.admin_key}  (restricted: {', '.join(ADMIN_PROTOCOLS)}; header "
         f"'{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}' over gRPC, '{ADMIN_KEY_HEADER}' over HTTP)",
         flush=True,
     )
     process = subprocess.Popen(build_command(options, install), env=server_env(install))
+    running: list[StubSupervisor] = []  # the supervisor, once the server is ready
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        for supervisor in running:  # first, so that the stubs' planned exit is not "healed"
+            supervisor.request_stop()
         if process.poll() is None:
             process.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return process.wait()
+        try:
+            _wait_ready(options, process, startup_timeout_s, lambda: "its log is above")
+        except ServerStartError as error:
+            print(f"larr serve: {error}", file=sys.stderr)
+            _stop(process, grace_s=options.exit_timeout_s + 5)
+            return process.returncode or 1
+        with supervising(options, process) as supervisor:
+            running.extend([supervisor] if supervisor is not None else [])
+            return process.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

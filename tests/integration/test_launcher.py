@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from larr.benchmarks.perf import STABILITY_PERCENT
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, SCENE_TEXT, USER_ID
+from larr.serving import launcher
 from larr.serving.launcher import (
     PerfAnalyzerNotFoundError,
     RunningServer,
@@ -28,6 +34,7 @@ from larr.serving.launcher import (
     perf_analyzer_env,
     run_triton_server,
 )
+from larr.serving.supervisor import find_stubs
 
 pytestmark = pytest.mark.integration
 
@@ -104,14 +111,28 @@ def test_admin_apis_need_the_key_over_http(server: RunningServer, toy: Any) -> N
         client.close()
 
 
-def test_model_control_is_off_even_with_the_key(server: RunningServer, toy: Any) -> None:
+def test_model_control_needs_the_key(server: RunningServer, toy: Any) -> None:
+    """Supervised servers allow model control (the supervisor reloads models), behind the admin key."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
-        with pytest.raises(InferenceServerException, match="not allowed"):
-            client.unload_model(toy.step_model, headers=server.options.admin_headers_grpc)
+        for headers in (None, {"triton-grpc-protocol-admin-key": "wrong"}):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                client.unload_model(toy.step_model, headers=headers)
         assert client.is_model_ready(toy.step_model)
     finally:
         client.close()
+
+
+def test_model_control_is_off_even_with_the_key_when_unsupervised(tmp_path: Path, toy: Any) -> None:
+    with run_triton_server(toy.write(tmp_path / "repo"), supervise=False) as unsupervised:
+        assert unsupervised.supervisor is None
+        client = grpcclient.InferenceServerClient(unsupervised.grpc_url)
+        try:
+            with pytest.raises(InferenceServerException, match="not allowed"):
+                client.unload_model(toy.step_model, headers=unsupervised.options.admin_headers_grpc)
+            assert client.is_model_ready(toy.step_model)
+        finally:
+            client.close()
 
 
 def _non_loopback_address() -> str | None:
@@ -128,7 +149,8 @@ def test_endpoints_listen_on_loopback_only(server: RunningServer) -> None:
     address = _non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
-    for port in (server.options.grpc_port, server.options.http_port, server.options.metrics_port):
+    options = server.options
+    for port in (options.grpc_port, options.http_port, options.metrics_port, options.supervisor_port):
         with pytest.raises(OSError):
             socket.create_connection((address, port), timeout=5).close()
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
@@ -185,3 +207,57 @@ def test_startup_failure_raises_with_the_log_tail_and_keeps_the_log(tmp_path: Pa
         assert "toy model is broken on purpose" in log_path.read_text()
     finally:
         log_path.unlink(missing_ok=True)
+
+
+def _wait_until(condition: Callable[[], bool], what: str, polls: int = 1200) -> None:
+    """Poll ``condition`` every 0.05 s; fail naming ``what`` if it never holds (a hang guard, not a timing test)."""
+    for _ in range(polls):
+        with contextlib.suppress(OSError, InferenceServerException):
+            if condition():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_larr_serve_heals_a_killed_stub_and_stops_on_sigterm(tmp_path: Path, toy: Any) -> None:
+    """The foreground command (the container entrypoint) supervises too, and a SIGTERM stops it all."""
+    repo = toy.write(tmp_path / "repo")
+    grpc_port, http_port, metrics_port, supervisor_port = (launcher.free_port() for _ in range(4))
+    command = [
+        sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+        "--supervisor-port", str(supervisor_port),
+    ]
+    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics_url = f"http://127.0.0.1:{supervisor_port}/metrics"
+    restarts = f'larr_stub_restarts_total{{model="{toy.step_model}"}}'
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        _wait_until(lambda: f"{restarts} 0.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
+                    "the supervisor serves its metrics")
+        server_pid = _child_named(serve.pid, "tritonserver")
+        stub = next(stub for stub in find_stubs(server_pid) if stub.model == toy.step_model)
+        os.kill(stub.pid, signal.SIGKILL)
+        _wait_until(lambda: f"{restarts} 1.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
+                    "the supervisor reloads the model")
+        result = client.infer(ENSEMBLE_NAME, _inputs(["rain", "night"], 7, [1, 2]))
+        np.testing.assert_allclose(result.as_numpy(CTR), toy.ctr(["rain", "night"], 7, [1, 2]), rtol=1e-6)
+        survivors = [server_pid, *(stub.pid for stub in find_stubs(server_pid))]
+    finally:
+        client.close()
+        serve.send_signal(signal.SIGTERM)
+        output, _ = serve.communicate(timeout=120)
+    assert serve.returncode == 0, output
+    assert f"{toy.step_model} reloaded" in output
+    assert not [pid for pid in survivors if Path(f"/proc/{pid}").exists()]  # the server and its stubs are gone
+
+
+def _child_named(parent: int, name: str) -> int:
+    """The pid of ``parent``'s child process whose command name is ``name``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text()
+            comm, rest = fields[fields.index("(") + 1 : fields.rindex(")")], fields[fields.rindex(")") + 2 :]
+            if comm == name and int(rest.split()[1]) == parent:
+                return int(stat.parent.name)
+    raise LookupError(f"process {parent} has no child named {name}")

@@ -14,7 +14,6 @@ from larr.serving import launcher
 from larr.serving.launcher import (
     ADMIN_PROTOCOLS,
     PerfAnalyzerNotFoundError,
-    RunningServer,
     ServerOptions,
     ServerStartError,
     TritonInstall,
@@ -69,7 +68,11 @@ def test_build_command_has_safe_defaults(tmp_path: Path) -> None:
 
     assert command[0] == "/opt/x/tritonserver"
     assert _flag(command, "model-repository") == str((tmp_path / "repo").resolve())
-    assert _flag(command, "model-control-mode") == "none"
+    # Supervised (the default): explicit mode, so the supervisor can reload a model whose stub died;
+    # loading and unloading stay behind the admin key like the rest of the model-repository protocol.
+    assert _flag(command, "model-control-mode") == "explicit"
+    assert _flag(command, "load-model") == "*"
+    assert _flag(command, "exit-timeout-secs") == str(launcher.DEFAULT_EXIT_TIMEOUT_S)
     for name in ("grpc-address", "http-address", "metrics-address"):
         assert _flag(command, name) == "127.0.0.1"
     assert (_flag(command, "grpc-port"), _flag(command, "http-port"), _flag(command, "metrics-port")) == (
@@ -81,6 +84,13 @@ def test_build_command_has_safe_defaults(tmp_path: Path) -> None:
     assert _flag(command, "http-restricted-api") == expected
     assert _flag(command, "backend-directory") == "/b"
     assert _flag(command, "cache-directory") == "/c"
+
+
+def test_unsupervised_servers_keep_the_repository_fixed(tmp_path: Path) -> None:
+    install = TritonInstall(executable=Path("/usr/bin/tritonserver"))
+    command = build_command(ServerOptions(model_repository=tmp_path, admin_key="k", supervise=False), install)
+    assert _flag(command, "model-control-mode") == "none"
+    assert not any(arg.startswith("--load-model") for arg in command)
 
 
 def test_build_command_without_bundle_dirs_and_with_extra_args_last(tmp_path: Path) -> None:
@@ -107,6 +117,9 @@ def test_admin_key_is_random_when_not_given(tmp_path: Path) -> None:
         ({"http_port": 70000}, "http_port"),
         ({"metrics_port": True}, "metrics_port"),
         ({"grpc_port": 8000, "http_port": 8000}, "must differ"),
+        ({"supervisor_port": 8002}, "must differ"),
+        ({"supervisor_port": 0}, "supervisor_port"),
+        ({"exit_timeout_s": 0}, "exit_timeout_s"),
         ({"admin_key": "a:b"}, "admin_key"),
         ({"admin_key": "a b"}, "admin_key"),
         ({"admin_key": ""}, "admin_key"),
@@ -280,11 +293,9 @@ def test_wait_ready_reports_an_early_exit_with_the_log_tail(tmp_path: Path) -> N
             [sys.executable, "-c", "print('E model failed to load: boom'); raise SystemExit(3)"], stdout=out
         )
     process.wait()
-    server = RunningServer(
-        options=ServerOptions(model_repository=tmp_path, grpc_port=launcher.free_port()), process=process, log_path=log
-    )
+    options = ServerOptions(model_repository=tmp_path, grpc_port=launcher.free_port())
     with pytest.raises(ServerStartError, match=r"(?s)exited with code 3.*boom"):
-        launcher._wait_ready(server, timeout_s=60)
+        launcher._wait_ready(options, process, timeout_s=60, where_log=lambda: log.read_text())
 
 
 IGNORES_SIGINT = """

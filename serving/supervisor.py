@@ -1,0 +1,266 @@
+"""Keep a running tritonserver's python-backend stubs alive, and say so in Prometheus metrics.
+
+Each python-backend model instance runs in its own stub process. When one dies (OOM killer, a segfault in
+a native library, an operator's ``kill``), Triton 2.51 does not restart it: every request routed to that
+instance fails with "Stub process '<instance>' is not healthy" for as long as the server runs, while
+``/v2/health/ready`` and the model's ready endpoint keep answering 200 (measured; docs/serving-toolchain.md).
+
+:class:`StubSupervisor` closes that gap from outside the server, the way a process supervisor would:
+
+- every ``poll_s`` it lists the server's stub children in ``/proc`` and compares the count per model
+  with the count seen once the server was ready;
+- a model with a missing stub is *unloaded* and *loaded* again through Triton's model-control API (the
+  server runs with ``--model-control-mode=explicit``; the API is restricted to the admin key). The
+  unload is deliberate: while the model is away, Triton's strict readiness (and the ensemble's) answer
+  not-ready, so a load balancer stops sending traffic until the new stubs are up;
+- ``larr_degraded{model,reason}`` is 1 while a model is being healed (or failed to reload, then retried
+  with exponential back-off), and ``larr_stub_restarts_total{model}`` counts successful heals.
+
+Only the stubs of python-backend models are watched: ONNX Runtime / TensorRT models run inside the
+server process, whose death the orchestrator's liveness probe sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as PromCounter
+
+from larr.choices import ChoiceEnum
+
+STUB_EXECUTABLE = "triton_python_backend_stub"
+DEFAULT_POLL_S = 0.5
+# A reload that keeps failing (e.g. the model's files were removed) is retried at most this often.
+MAX_BACKOFF_S = 30.0
+# How long to wait for a reloaded model's stubs to appear before calling the heal failed.
+STUBS_UP_TIMEOUT_S = 60.0
+
+
+class DegradedReason(ChoiceEnum):
+    """Why ``larr_degraded`` is 1 for a model (the ``reason`` label)."""
+
+    STUB_EXITED = "stub_exited"  # a stub died; its model is being reloaded
+    RELOAD_FAILED = "reload_failed"  # the reload raised; retried with back-off
+
+
+@dataclass(frozen=True)
+class Stub:
+    """One running python-backend stub: its pid, the model it serves, and its shared-memory region."""
+
+    pid: int
+    model: str
+    shm_region: str  # name under /dev/shm; Triton never removes a dead stub's region (the unload hangs)
+
+
+def _stub_of(pid_dir: Path, server_pid: int) -> Stub | None:
+    """The stub running as ``/proc/<pid>``, if it is a live child stub of ``server_pid``."""
+    try:
+        stat = (pid_dir / "stat").read_text()
+        cmdline = (pid_dir / "cmdline").read_bytes()
+    except OSError:  # the process is gone, or not ours to read
+        return None
+    # stat: "pid (comm) state ppid ..."; comm may contain spaces or ')', so split after the last ')'.
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    argv = cmdline.split(b"\0")
+    if int(ppid) != server_pid or state in ("Z", "X") or len(argv) < 2:
+        return None
+    if not argv[0].decode(errors="replace").endswith(STUB_EXECUTABLE):
+        return None
+    # argv: stub, <repository>/<model>/<version>/model.py, <shm region>, <shm sizes>, ..., <instance>, ...
+    model = Path(argv[1].decode(errors="replace")).parent.parent.name
+    shm_region = argv[2].decode(errors="replace") if len(argv) > 2 else ""
+    return Stub(pid=int(pid_dir.name), model=model, shm_region=shm_region)
+
+
+def find_stubs(server_pid: int, proc: Path = Path("/proc")) -> list[Stub]:
+    """The live python-backend stubs that ``server_pid`` started (Linux ``/proc``)."""
+    stubs = (_stub_of(entry, server_pid) for entry in proc.iterdir() if entry.name.isdigit())
+    return [stub for stub in stubs if stub is not None]
+
+
+class ModelControl(Protocol):
+    """The part of ``tritonclient.grpc.InferenceServerClient`` the supervisor uses."""
+
+    def unload_model(self, model_name: str, headers: Mapping[str, str] | None = ...) -> Any: ...
+
+    def load_model(self, model_name: str, headers: Mapping[str, str] | None = ...) -> Any: ...
+
+
+@dataclass
+class _Healing:
+    """A model whose stubs are short; ``next_try`` is a ``time.monotonic()`` instant."""
+
+    reason: DegradedReason
+    next_try: float
+    backoff_s: float
+
+
+class StubSupervisor:
+    """Watches ``server_pid``'s stubs and reloads a model whose stub died (see the module docstring).
+
+    ``start()`` takes the baseline (call it once the server is ready) and starts the watch thread;
+    ``stop()`` ends it, and must come before the server is stopped (its stubs exit then). ``registry``
+    holds the metrics; serve it with ``prometheus_client.start_http_server(port, addr, registry)``.
+    """
+
+    def __init__(
+        self,
+        server_pid: int,
+        control: ModelControl,
+        admin_headers: Mapping[str, str],
+        *,
+        poll_s: float = DEFAULT_POLL_S,
+        registry: CollectorRegistry | None = None,
+        list_stubs: Callable[[int], list[Stub]] = find_stubs,
+        log: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+        shm_dir: Path = Path("/dev/shm"),
+    ) -> None:
+        if poll_s <= 0:
+            raise ValueError(f"poll_s must be > 0, got {poll_s}")
+        self.server_pid = server_pid
+        self.poll_s = poll_s
+        self._control = control
+        self._headers = dict(admin_headers)
+        self._list_stubs = list_stubs
+        self._log = log
+        self._clock = clock
+        self._shm_dir = shm_dir
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._restarts = PromCounter(
+            "larr_stub_restarts",
+            "Python-backend models reloaded by the supervisor after one of their stub processes died",
+            ["model"],
+            registry=self.registry,
+        )
+        self._degraded = Gauge(
+            "larr_degraded",
+            "1 while a model is not fully served: a stub died and the model is being reloaded (reason label)",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self._expected: Counter[str] = Counter()
+        self._alive: dict[int, Stub] = {}  # pid -> stub, as of the last check
+        self._dead_regions: list[str] = []  # shared memory of stubs that died, removed once healed
+        self._healing: dict[str, _Healing] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def expected(self) -> Mapping[str, int]:
+        """Stubs per model when the server was ready (the counts a healthy server has)."""
+        return dict(self._expected)
+
+    def degraded(self) -> dict[str, DegradedReason]:
+        """Models being healed now, with the reason."""
+        return {model: healing.reason for model, healing in self._healing.items()}
+
+    def restarts(self, model: str) -> int:
+        """Successful reloads of ``model`` so far (the ``larr_stub_restarts_total`` sample)."""
+        return int(self.registry.get_sample_value("larr_stub_restarts_total", {"model": model}) or 0)
+
+    def start(self) -> None:
+        self._expected = self._count(self._observe())
+        for model in self._expected:  # export 0s, so a dashboard sees the series before the first fault
+            self._restarts.labels(model=model)
+            for reason in DegradedReason:
+                self._degraded.labels(model=model, reason=str(reason)).set(0)
+        self._thread = threading.Thread(target=self._run, name="larr-stub-supervisor", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Stop healing from now on without waiting (safe in a signal handler, before the server shuts down)."""
+        self._stop.set()
+
+    def stop(self) -> None:
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join()
+
+    def check_once(self) -> None:
+        """One round: notice models with missing stubs, then try to heal those that are due."""
+        if self._stop.is_set():  # the server is shutting down: its stubs exit on purpose
+            return
+        current = self._count(self._observe())
+        now = self._clock()
+        for model, expected in self._expected.items():
+            if current[model] < expected and model not in self._healing:
+                self._log(f"larr supervisor: {model} has {current[model]} of {expected} stubs; reloading it")
+                self._mark(model, DegradedReason.STUB_EXITED, _Healing(DegradedReason.STUB_EXITED, now, 1.0))
+        for model, healing in list(self._healing.items()):
+            if healing.next_try <= now and not self._stop.is_set():
+                self._heal(model, healing)
+
+    def _observe(self) -> list[Stub]:
+        """The live stubs now; remembers the shared-memory regions of those that died since the last look."""
+        stubs = self._list_stubs(self.server_pid)
+        live = {stub.pid: stub for stub in stubs}
+        self._dead_regions.extend(stub.shm_region for pid, stub in self._alive.items() if pid not in live)
+        self._alive = live
+        return stubs
+
+    @staticmethod
+    def _count(stubs: list[Stub]) -> Counter[str]:
+        return Counter(stub.model for stub in stubs)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.check_once()
+            except Exception as error:  # noqa: BLE001 - the watch must outlive any one failure
+                self._log(f"larr supervisor: check failed: {error!r}")
+
+    def _heal(self, model: str, healing: _Healing) -> None:
+        try:
+            # Unload first: the old instances hold dead stubs, and Triton reports not-ready until the load ends.
+            with contextlib.suppress(Exception):  # already unloaded by an earlier, failed attempt
+                self._control.unload_model(model, headers=self._headers)
+            self._control.load_model(model, headers=self._headers)
+            self._wait_for_stubs(model)
+        except Exception as error:  # noqa: BLE001 - retried with back-off; the reason is in the metric
+            self._log(f"larr supervisor: reloading {model} failed ({error}); retrying in {healing.backoff_s:.0f} s")
+            retry = _Healing(
+                DegradedReason.RELOAD_FAILED,
+                self._clock() + healing.backoff_s,
+                min(healing.backoff_s * 2, MAX_BACKOFF_S),
+            )
+            self._mark(model, DegradedReason.RELOAD_FAILED, retry)
+            return
+        self._restarts.labels(model=model).inc()
+        self._clear(model)
+        self._remove_dead_regions()
+        self._log(f"larr supervisor: {model} reloaded; all {self._expected[model]} stubs are up")
+
+    def _wait_for_stubs(self, model: str) -> None:
+        deadline = time.monotonic() + STUBS_UP_TIMEOUT_S
+        while (up := self._count(self._observe())[model]) < self._expected[model]:
+            if time.monotonic() > deadline or self._stop.is_set():
+                raise RuntimeError(f"{model} loaded but has {up} of {self._expected[model]} stubs")
+            time.sleep(self.poll_s / 5)
+
+    def _remove_dead_regions(self) -> None:
+        """Unlink dead stubs' shared memory (1 MiB or more each): Triton 2.51 never finishes unloading an
+        instance whose stub died, so nothing else would. The hung instance keeps its mapping until exit."""
+        for region in self._dead_regions:
+            if region and "/" not in region:  # a bare name under shm_dir, never a path elsewhere
+                with contextlib.suppress(FileNotFoundError):
+                    (self._shm_dir / region).unlink()
+        self._dead_regions.clear()
+
+    def _mark(self, model: str, reason: DegradedReason, healing: _Healing) -> None:
+        self._healing[model] = healing
+        for each in DegradedReason:
+            self._degraded.labels(model=model, reason=str(each)).set(1 if each is reason else 0)
+
+    def _clear(self, model: str) -> None:
+        self._healing.pop(model, None)
+        for each in DegradedReason:
+            self._degraded.labels(model=model, reason=str(each)).set(0)
