@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
-from larr.benchmarks.config import LLM_SHAPES, PROFILES
+from larr.benchmarks.config import LLM_SHAPES, PROFILES, BenchConfig
 from larr.serving.launcher import exit_cleanly_on_sigterm
 
 REPORT_FILE = "report.md"
@@ -29,6 +30,11 @@ SKIPPABLE = ("fastapi", "inprocess", "saturation")
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _help(name: str) -> str:
+    """A BenchConfig field's help text (stated once, on the field)."""
+    return next(f.metadata["help"] for f in fields(BenchConfig) if f.name == name)
 
 
 def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +49,7 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     add("--device", default=defaults.device, choices=("auto", "cpu", "cuda"), help="where the models run")
     add("--candidates", type=int, default=defaults.candidates, help="candidate items per request (N)")
     add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
+    add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
     add("--skip", type=_names, default=(), help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)}")
     add("--rebuild", action="store_true", help="re-export the models even if the work folder has them")
     add("--report-only", type=Path, metavar="DIR", help="only rebuild summary, tables and plots from DIR/results.json")
@@ -76,6 +83,8 @@ def build_config(args: argparse.Namespace):
         if args.warmup < 1:
             raise ValueError(f"--warmup must be >= 1, got {args.warmup}")
         overrides["warmup_requests"] = args.warmup
+    if args.repeats is not None:
+        overrides["repeats"] = args.repeats
     return profile(args.profile, **overrides)
 
 

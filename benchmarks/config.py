@@ -111,6 +111,9 @@ class BenchConfig:
     candidates: int = field(default=100, metadata={"help": "N candidate items per request"})
     zipf_exponent: float = field(default=1.1, metadata={"help": "P(rank r) ~ r^-s over each feature's seen texts"})
     warmup_requests: int = field(default=32, metadata={"help": "the same first W requests warm every variant"})
+    repeats: int = field(default=1, metadata={
+        "help": "measure every point this many times, each on a fresh server with its own request stream (seed + "
+                "repeat); summary.json gives each ratio's mean and 95 % interval (`<key>_ci95`)"})
     fulltext_max_length: int = field(default=FULLTEXT_MAX_LENGTH, metadata={"help": "tokens of a whole-scene text, <emb> included"})
     cache_capacity: int = DEFAULT_CACHE_CAPACITY
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
@@ -167,6 +170,7 @@ PROFILES: dict[str, BenchConfig] = {
     ),
     "store": BenchConfig(
         llm_sizes=(SMOLLM_135M,), headline_size=SMOLLM_135M, headline_unseen=0.01, grids={SMOLLM_135M: _STORE_135M},
+        repeats=3,
     ),
     "smoke": BenchConfig(
         llm_sizes=(TINY,), headline_size=TINY, headline_concurrency=4, grids={TINY: _SMOKE}, warmup_requests=8,
@@ -183,6 +187,8 @@ def profile(name: str, **overrides) -> BenchConfig:
     unknown = [size for size in config.llm_sizes if size not in LLM_SHAPES]
     if unknown:
         raise ValueError(f"unknown LLM size(s) {unknown}; known: {sorted(LLM_SHAPES)}")
+    if config.repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {config.repeats}")
     if config.headline_size not in config.llm_sizes:
         raise ValueError(f"the headline size {config.headline_size!r} is not among the measured {config.llm_sizes}")
     for size in config.llm_sizes:

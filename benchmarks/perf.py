@@ -238,6 +238,7 @@ def statistics_delta(before: dict[str, ModelStats], after: dict[str, ModelStats]
         out[name] = {
             "requests": requests,
             "executions": executions,
+            # batch elements per execution (for the embedder: scene texts, whatever the number of BLS calls)
             "avg_batch": inferences / executions if executions else 0.0,
             "queue_us": (now.queue_ns - then.queue_ns) / requests / 1e3,
             "compute_input_us": (now.compute_input_ns - then.compute_input_ns) / requests / 1e3,

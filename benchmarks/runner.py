@@ -47,7 +47,7 @@ from larr.benchmarks.workload import (
     WorkloadSpec,
     write_perf_analyzer_data,
 )
-from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL
+from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL, SCENE_TABLE_INDEX_FILE
 from larr.layout import RunLayout
 
 RESULTS_FILE = "results.json"
@@ -80,6 +80,7 @@ class Point:
     perf: dict | None = None  # perf_analyzer's full row (client/network/server split)
     wrapped: bool = False  # perf_analyzer ran past the end of its data file (fresh texts were sent again)
     history: int | None = None  # requests this server had answered before the point (warm-up included)
+    repeat: int = 0  # which of the config's independent repeats (fresh server, stream seeded seed + repeat)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -95,10 +96,11 @@ class SizeResult:
     parameters: int
     non_embedding_parameters: int
     points: list[Point] = field(default_factory=list)
-    # stream name -> per segment [entries taken from the stream, requests sent]; the warm-up first
+    # "r<repeat>/<variant>/<share>" -> per segment [entries taken from the stream, requests sent]; the warm-up first
     segments: dict[str, list[list[int]]] = field(default_factory=dict)
     saturation: dict | None = None
     fulltext_tokens: dict | None = None  # whole-scene token counts of the headline stream
+    precompute: dict | None = None  # the scene table's build at export: texts, tokens/s, MFU (scene_table.json)
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -189,13 +191,15 @@ class BenchRun:
                 return start + len(levels) * point
 
             plan[f"{size}/setup"] = setup
-            for share in grid.unseen_shares:
-                levels = grid.concurrency if share == self.config.headline_unseen else grid.share_concurrency
-                plan[f"{size}/{LARR}/{share}"] = sweep(levels)
-            plan[f"{size}/{CACHE_OFF}"] = sweep(grid.baseline_concurrency)
-            plan[f"{size}/{FULLTEXT}"] = sweep(grid.baseline_concurrency)
-            plan[f"{size}/{INPROCESS}"] = 5.0 + 2 * grid.target_seconds
-            plan[f"{size}/loadgen"] = 2 * sweep(grid.loadgen_concurrency)
+            for repeat in range(self.config.repeats):
+                prefix = _task_prefix(size, repeat)
+                for share in grid.unseen_shares:
+                    levels = grid.concurrency if share == self.config.headline_unseen else grid.share_concurrency
+                    plan[f"{prefix}/{LARR}/{share}"] = sweep(levels)
+                plan[f"{prefix}/{CACHE_OFF}"] = sweep(grid.baseline_concurrency)
+                plan[f"{prefix}/{FULLTEXT}"] = sweep(grid.baseline_concurrency)
+                plan[f"{prefix}/{INPROCESS}"] = 5.0 + 2 * grid.target_seconds
+                plan[f"{prefix}/loadgen"] = 2 * sweep(grid.loadgen_concurrency)
             plan[f"{size}/saturation"] = 5.0 + self.config.saturation_seconds
         return plan
 
@@ -231,7 +235,7 @@ class BenchRun:
     # ------------------------------------------------------------------------------------------ one size
 
     def _run_size(self, size: str) -> SizeResult:
-        config, grid, shape = self.config, self.config.grid(size), LLM_SHAPES[size]
+        config, shape = self.config, LLM_SHAPES[size]
         self.progress.task(f"{size}/setup", f"{size}: models and repositories ({shape.label})")
         models = prepare_size(
             shape, self.base, self.work, device=self.machine.device, cache_capacity=config.cache_capacity,
@@ -242,24 +246,31 @@ class BenchRun:
         result = SizeResult(
             llm_size=size, label=shape.label, labels=models.labels, parameters=models.parameters.total,
             non_embedding_parameters=models.parameters.non_embedding,
+            precompute=_precompute(models.repositories[LARR]),
         )
-        head = config.headline_unseen
-        self._triton_sweep(models, result, LARR, head, grid.concurrency, f"{size}/{LARR}/{head}")
-        self._triton_sweep(models, result, CACHE_OFF, head, grid.baseline_concurrency, f"{size}/{CACHE_OFF}")
-        self._triton_sweep(models, result, FULLTEXT, head, grid.baseline_concurrency, f"{size}/{FULLTEXT}")
-        for share in grid.unseen_shares:
-            if share != head:
-                self._triton_sweep(models, result, LARR, share, grid.share_concurrency, f"{size}/{LARR}/{share}")
-        if "inprocess" not in config.skip:
-            self._inprocess(models, result)
-        if "fastapi" not in config.skip:
-            self._loadgen(models, result)
+        for repeat in range(config.repeats):
+            self._measure(models, result, repeat)
         if "saturation" not in config.skip:
             self._saturation(models, result)
         return result
 
-    def _stream(self, share: float) -> RequestStream:
-        spec = WorkloadSpec(share, self.config.candidates, self.config.zipf_exponent, self.config.seed)
+    def _measure(self, models: SizeModels, result: SizeResult, repeat: int) -> None:
+        """One independent repeat of every point of a size: fresh servers, the stream seeded ``seed + repeat``."""
+        config, grid = self.config, self.config.grid(result.llm_size)
+        prefix, head = _task_prefix(result.llm_size, repeat), config.headline_unseen
+        self._triton_sweep(models, result, LARR, head, grid.concurrency, repeat, f"{prefix}/{LARR}/{head}")
+        self._triton_sweep(models, result, CACHE_OFF, head, grid.baseline_concurrency, repeat, f"{prefix}/{CACHE_OFF}")
+        self._triton_sweep(models, result, FULLTEXT, head, grid.baseline_concurrency, repeat, f"{prefix}/{FULLTEXT}")
+        for share in grid.unseen_shares:
+            if share != head:
+                self._triton_sweep(models, result, LARR, share, grid.share_concurrency, repeat, f"{prefix}/{LARR}/{share}")
+        if "inprocess" not in config.skip:
+            self._inprocess(models, result, repeat)
+        if "fastapi" not in config.skip:
+            self._loadgen(models, result, repeat)
+
+    def _stream(self, share: float, repeat: int = 0) -> RequestStream:
+        spec = WorkloadSpec(share, self.config.candidates, self.config.zipf_exponent, self.config.seed + repeat)
         return RequestStream(self.pools, spec)
 
     def _simulator(self, models: SizeModels, variant: str) -> CacheSimulator:
@@ -281,7 +292,14 @@ class BenchRun:
                               embedder_version=params[PARAM_EMBEDDER_VERSION])
 
     def _triton_sweep(
-        self, models: SizeModels, result: SizeResult, variant: str, share: float, levels: tuple[int, ...], task: str
+        self,
+        models: SizeModels,
+        result: SizeResult,
+        variant: str,
+        share: float,
+        levels: tuple[int, ...],
+        repeat: int,
+        task: str,
     ) -> None:
         from larr.benchmarks.loadgen import TritonTransport, run_closed_loop
         from larr.benchmarks.perf import data_requests, read_statistics, run_perf_analyzer, statistics_delta
@@ -294,7 +312,7 @@ class BenchRun:
         data_dir = self.work / size / "data"
         log_dir = self.work / size / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        stream, simulator = self._stream(share), self._simulator(models, variant)
+        stream, simulator = self._stream(share, repeat), self._simulator(models, variant)
         warmup = stream.take(config.warmup_requests)
         simulator.run(warmup)
         segments = [[len(warmup), len(warmup)]]  # [entries taken from the stream, requests sent]
@@ -335,7 +353,7 @@ class BenchRun:
                     avg_latency_us=measured.avg_latency_us, p50_us=measured.p50_us, p90_us=measured.p90_us,
                     p95_us=measured.p95_us, p99_us=measured.p99_us, cache=cache, simulated=simulated.to_json(),
                     breakdown=breakdown, perf=measured.to_json(), wrapped=wrapped,
-                    history=sum(segment[1] for segment in segments[:-1]),
+                    history=sum(segment[1] for segment in segments[:-1]), repeat=repeat,
                 ))
                 hit = f", cache hit rate {cache['hit_rate']:.1%}" if cache else ""
                 self.progress.note(
@@ -343,20 +361,20 @@ class BenchRun:
                     f"p99 {measured.p99_us / 1e3:9.1f} ms{hit}"
                 )
                 rate, previous = measured.throughput, concurrency
-        result.segments[f"{variant}/{share}"] = segments
+        result.segments[segment_key(repeat, variant, share)] = segments
         self.progress.finish(task)
 
-    def _inprocess(self, models: SizeModels, result: SizeResult) -> None:
+    def _inprocess(self, models: SizeModels, result: SizeResult, repeat: int) -> None:
         """Replays the LARR headline stream (warm-up and every segment, in order) through the same models
         in-process; times the segments of concurrency 1 and the headline concurrency."""
         from larr.benchmarks.inprocess import InProcessPipeline, time_segment
 
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config
-        task = f"{size}/{INPROCESS}"
+        task = f"{_task_prefix(size, repeat)}/{INPROCESS}"
         share = config.headline_unseen
         self.progress.task(task, f"{size}: the same ONNX models in-process (no server), unseen {share:.0%}")
-        segments = result.segments[f"{LARR}/{share}"]
-        stream = self._stream(share)
+        segments = result.segments[segment_key(repeat, LARR, share)]
+        stream = self._stream(share, repeat)
         pipeline = InProcessPipeline(models.repositories[LARR])
         for request in stream.take(segments[0][0]):  # the warm-up, computed like the server's
             pipeline.score(request)
@@ -371,7 +389,7 @@ class BenchRun:
                 llm_size=size, variant=INPROCESS, method=IN_PROCESS, unseen_share=share, concurrency=concurrency,
                 requests=timing.requests, seconds=timing.seconds, throughput=timing.throughput,
                 avg_latency_us=timing.mean_latency_us, p50_us=timing.p50_us, p90_us=None, p95_us=None,
-                p99_us=timing.p99_us,
+                p99_us=timing.p99_us, repeat=repeat,
             ))
             self.progress.note(
                 f"segment of c={concurrency}: {timing.throughput:9.1f} req/s sequential, "
@@ -379,23 +397,24 @@ class BenchRun:
             )
         self.progress.finish(task)
 
-    def _loadgen(self, models: SizeModels, result: SizeResult) -> None:
+    def _loadgen(self, models: SizeModels, result: SizeResult, repeat: int) -> None:
         """FastAPI + PyTorch and the Triton ensemble, each fresh, driven by the same Python generator."""
         from larr.benchmarks.fastapi_service import run_fastapi_service
         from larr.benchmarks.loadgen import HttpTransport, TritonTransport, run_closed_loop
         from larr.serving.launcher import run_triton_server
 
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config
-        task = f"{size}/loadgen"
+        task = f"{_task_prefix(size, repeat)}/loadgen"
         share = config.headline_unseen
         self.progress.task(task, f"{size}: FastAPI + PyTorch vs Triton, same Python load generator, "
                                  f"concurrency {list(grid.loadgen_concurrency)}")
         # as many requests per level as perf_analyzer sent to the LARR ensemble at that concurrency
-        sent = {c: segment[1] for c, segment in zip(grid.concurrency, result.segments[f"{LARR}/{share}"][1:])}
+        segments = result.segments[segment_key(repeat, LARR, share)][1:]
+        sent = {c: segment[1] for c, segment in zip(grid.concurrency, segments)}
         plan = [(c, sent.get(c, 4 * c)) for c in grid.loadgen_concurrency]
 
         def drive(variant: str, make_transport: Callable[[], object]) -> None:
-            stream = self._stream(share)
+            stream = self._stream(share, repeat)
             run_closed_loop(make_transport(), stream.take(config.warmup_requests), 1)
             for concurrency, count in plan:
                 measured = run_closed_loop(make_transport(), stream.take(count), concurrency)
@@ -404,7 +423,7 @@ class BenchRun:
                     llm_size=size, variant=variant, method=LOADGEN, unseen_share=share, concurrency=concurrency,
                     requests=measured.requests, seconds=measured.seconds, throughput=measured.throughput,
                     avg_latency_us=row["avg_latency_us"], p50_us=row["p50_us"], p90_us=row["p90_us"],
-                    p95_us=row["p95_us"], p99_us=row["p99_us"],
+                    p95_us=row["p95_us"], p99_us=row["p99_us"], repeat=repeat,
                 ))
                 self.progress.note(
                     f"{variant:<13} c={concurrency:<3} {measured.throughput:9.1f} req/s, "
@@ -460,6 +479,23 @@ class BenchRun:
         }
         self.progress.note(f"{saturation.tokens_per_s:,.0f} tokens/s ({saturation.texts_per_s:,.1f} texts/s)")
         self.progress.finish(task)
+
+
+def _precompute(repository: Path) -> dict | None:
+    """What the export recorded about building the repository's scene table (None: no table, or an older export)."""
+    index = repository / FEATURE_CACHE_MODEL / "1" / SCENE_TABLE_INDEX_FILE
+    if not index.exists():
+        return None
+    return json.loads(index.read_text(encoding="utf-8")).get("precompute")
+
+
+def segment_key(repeat: int, variant: str, share: float) -> str:
+    """The key of one sweep's segments in ``SizeResult.segments``."""
+    return f"r{repeat}/{variant}/{share}"
+
+
+def _task_prefix(size: str, repeat: int) -> str:
+    return f"{size}/r{repeat}"
 
 
 def _require_onnxruntime_cuda() -> None:

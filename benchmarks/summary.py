@@ -1,14 +1,19 @@
 """From the measured points to the headline ratios: ``summary.json``, the CSV tables and the report table.
 
 Every ratio is computed at one (LLM size, concurrency, unseen share) point from points of the same
-run; a ratio whose inputs were not measured (a part skipped) is ``null``. ``DEFINITIONS`` is written
-into summary.json so the file explains itself.
+run *and the same repeat*; a ratio whose inputs were not measured (a part skipped) is ``null``. With R
+repeats (``larr bench --repeats R``: fresh servers, independent request streams) each number is the
+mean over the repeats and ``<key>_ci95`` beside it is the half-width of its 95 % interval, Student's t
+with R - 1 degrees of freedom (null for R = 1); ``<key>_repeats`` lists the per-repeat values of the
+ratios. ``DEFINITIONS`` is written into summary.json so the file explains itself.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,6 +34,8 @@ HEADLINE_KEYS = (
     "throughput_ratio_vs_fastapi",
     "embedder_mfu",
 )
+
+BY_SHARE_KEYS = ("throughput_ratio_vs_fulltext_by_fresh_share",)
 
 # Reported next to the headline keys at the top of summary.json.
 EXTRA_KEYS = (
@@ -72,7 +79,22 @@ DEFINITIONS = {
     "embedder_tokens_per_s": "embedder tokens/s at saturation, in-process, batches of scene-feature texts",
     "embedder_mfu": "embedder_tokens_per_s x forward FLOPs per token (2 N_non-embedding + 2 n_layer n_ctx d_attn) / "
     "fp32 GEMM peak measured in the same run",
+    "throughput_ratio_vs_fulltext_by_fresh_share": "per fresh-text share: LARR requests/s at that share / full-text "
+    "requests/s at the headline share, both at the headline concurrency (the full-text baseline embeds every scene "
+    "whole, so the share of fresh texts does not change its work; it is measured once per repeat)",
+    "embedder_mfu_precompute": "the scene-table precompute at export (every training text, large batches): model "
+    "FLOP/s / the matmul peak measured by that export",
+    "repeats": "independent repeats behind every mean (fresh servers, request streams seeded seed + repeat)",
 }
+
+# Student's t 0.975 quantiles by degrees of freedom (R - 1); beyond the table, the largest df below is used
+# (slightly wider than exact: conservative).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         15: 2.131, 20: 2.086, 30: 2.042}
+# Keys that name the point rather than measure it: never averaged.
+_IDENTITY_KEYS = frozenset({"label", "parameters", "non_embedding_parameters", "concurrency", "unseen_share", "models"})
+# Measured once per size, not per repeat (the embedder at saturation, the precompute at export): no interval.
+_ONCE_KEYS = frozenset({"embedder_tokens_per_s", "embedder_mfu", "embedder_mfu_precompute"})
 
 
 def find_point(points: Iterable[dict], variant: str, method: str, concurrency: int, unseen_share: float) -> dict | None:
@@ -155,6 +177,7 @@ def size_summary(size: dict, concurrency: int, unseen_share: float, gemm_peak_fl
         "p99_ratio_vs_fastapi": ratio(value(triton_lg, "p99_us"), value(fastapi, "p99_us")),
         "embedder_tokens_per_s": tokens_per_s,
         "embedder_mfu": mfu,
+        "embedder_mfu_precompute": (size.get("precompute") or {}).get("mfu"),
         "larr_throughput": value(larr, "throughput"),
         "fulltext_throughput": value(fulltext, "throughput"),
         "cache_off_throughput": value(cache_off, "throughput"),
@@ -170,24 +193,101 @@ def _ms(us: float | None) -> float | None:
     return None if us is None else us / 1e3
 
 
+def _hit_rate_by_share(size: dict, concurrency: int) -> dict[str, float | None]:
+    """{share: the LARR point's measured hit rate at ``concurrency``}, the mean over repeats."""
+    rates: dict[str, list[float | None]] = {}
+    for p in size["points"]:
+        if p["variant"] == LARR and p["method"] == PERF_ANALYZER and p["concurrency"] == concurrency:
+            rates.setdefault(str(p["unseen_share"]), []).append((p.get("cache") or {}).get("hit_rate"))
+    return {share: mean_ci95(values)[0] for share, values in rates.items()}
+
+
+def t975(degrees_of_freedom: int) -> float:
+    """Student's t 0.975 quantile (table; conservative between its rows)."""
+    if degrees_of_freedom < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {degrees_of_freedom}")
+    return _T975[max(df for df in _T975 if df <= degrees_of_freedom)]
+
+
+def mean_ci95(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """(mean, half-width of the 95 % interval) over repeats; (None, None) if any repeat lacks the value,
+    (value, None) for a single repeat."""
+    if not values or any(v is None for v in values):
+        return None, None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, t975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def aggregate_repeats(rows: Sequence[dict]) -> dict:
+    """One summary row from per-repeat rows: identity keys from the first, every measured number as its mean
+    with ``<key>_ci95``, and ``<key>_repeats`` (the values) for the ratios; nested {share: value} maps alike."""
+    first, out = rows[0], {"repeats": len(rows)}
+    for key, value in first.items():
+        values = [row.get(key) for row in rows]
+        if key in _IDENTITY_KEYS or not (value is None or _is_number(value) or isinstance(value, dict)):
+            out[key] = value
+        elif key in _ONCE_KEYS:
+            out[key], out[f"{key}_ci95"] = value, None
+        elif isinstance(value, dict):  # e.g. {fresh share: ratio}
+            shares = {inner: mean_ci95([(row.get(key) or {}).get(inner) for row in rows]) for inner in value}
+            out[key] = {inner: mean for inner, (mean, _) in shares.items()}
+            out[f"{key}_ci95"] = {inner: ci for inner, (_, ci) in shares.items()}
+        else:
+            out[key], out[f"{key}_ci95"] = mean_ci95(values)
+            if "ratio" in key or key == "token_bound_vs_fulltext":
+                out[f"{key}_repeats"] = values
+    return out
+
+
+def _repeat_view(size: dict, repeat: int) -> dict:
+    """``size`` (as in results.json) with only the points of one repeat (older results have no repeat field: 0)."""
+    return {**size, "points": [p for p in size["points"] if p.get("repeat", 0) == repeat]}
+
+
+def repeats_of(size: dict) -> list[int]:
+    return sorted({p.get("repeat", 0) for p in size["points"]}) or [0]
+
+
+def fresh_share_ratios(size: dict, concurrency: int, headline_share: float) -> dict[str, float | None]:
+    """{share: LARR requests/s at share / full-text requests/s at the headline share} at ``concurrency``."""
+    points = size["points"]
+    fulltext = find_point(points, FULLTEXT, PERF_ANALYZER, concurrency, headline_share)
+    shares = sorted({p["unseen_share"] for p in points if p["variant"] == LARR and p["method"] == PERF_ANALYZER})
+    return {
+        str(share): ratio((find_point(points, LARR, PERF_ANALYZER, concurrency, share) or {}).get("throughput"),
+                          (fulltext or {}).get("throughput"))
+        for share in shares
+    }
+
+
+def summarise_size(size: dict, concurrency: int, unseen_share: float, gemm_peak_flops: float | None) -> dict:
+    """:func:`size_summary` per repeat, aggregated (mean and ci95), with the by-fresh-share ratios."""
+    rows = []
+    for repeat in repeats_of(size):
+        view = _repeat_view(size, repeat)
+        row = size_summary(view, concurrency, unseen_share, gemm_peak_flops)
+        row["throughput_ratio_vs_fulltext_by_fresh_share"] = fresh_share_ratios(view, concurrency, unseen_share)
+        rows.append(row)
+    return aggregate_repeats(rows)
+
+
 def build_summary(results: dict) -> dict:
     """summary.json from results.json: the headline size's ratios at the top level, every size under by_llm_size."""
     config = results["config"]
     concurrency, share = config["headline_concurrency"], config["headline_unseen"]
     peak = results["gemm_peak"]["flops"]
-    by_size = {s["llm_size"]: size_summary(s, concurrency, share, peak) for s in results["sizes"]}
+    by_size = {s["llm_size"]: summarise_size(s, concurrency, share, peak) for s in results["sizes"]}
     headline_size = config["headline_size"]
     if headline_size not in by_size:
         raise ValueError(f"the headline LLM size {headline_size!r} was not measured (sizes: {sorted(by_size)})")
     headline = by_size[headline_size]
-    cache_hit_by_share = {
-        s["llm_size"]: {
-            str(p["unseen_share"]): (p.get("cache") or {}).get("hit_rate")
-            for p in s["points"]
-            if p["variant"] == LARR and p["method"] == PERF_ANALYZER and p["concurrency"] == concurrency
-        }
-        for s in results["sizes"]
-    }
+    cache_hit_by_share = {s["llm_size"]: _hit_rate_by_share(s, concurrency) for s in results["sizes"]}
     history_by_share = {
         s["llm_size"]: {
             str(p["unseen_share"]): p.get("history")
@@ -203,8 +303,12 @@ def build_summary(results: dict) -> dict:
         "headline": {
             "llm_size": headline_size, "label": headline["label"], "concurrency": concurrency, "unseen_share": share,
         },
+        "repeats": headline["repeats"],
         **{key: headline[key] for key in HEADLINE_KEYS},
         **{key: headline[key] for key in EXTRA_KEYS},
+        **{f"{key}_ci95": headline[f"{key}_ci95"] for key in (*HEADLINE_KEYS, *EXTRA_KEYS, *BY_SHARE_KEYS)},
+        **{key: headline[key] for key in BY_SHARE_KEYS},
+        "embedder_mfu_precompute": headline["embedder_mfu_precompute"],
         "by_llm_size": by_size,
         "cache_hit_rate_by_unseen_share": cache_hit_by_share,
         "requests_before_by_unseen_share": history_by_share,
@@ -304,6 +408,13 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _fmt_ci(row: dict, key: str, spec: str, suffix: str = "") -> str:
+    """``row[key]`` formatted, with `` ± ci95`` when the row has an interval for it."""
+    ci = row.get(f"{key}_ci95")
+    text = _fmt(row[key], spec, suffix)
+    return text if ci is None or row[key] is None else f"{text} ± {format(ci, spec)}"
+
+
 def report_markdown(summary: dict, plots: Sequence[str] = ()) -> str:
     """The report table (one row per LLM size) and the plots, as Markdown."""
     head = summary["headline"]
@@ -313,7 +424,8 @@ def report_markdown(summary: dict, plots: Sequence[str] = ()) -> str:
         + f"), run {summary['started']}, {summary['duration_s'] / 60:.1f} min. "
         f"Concurrency {head['concurrency']}, {head['unseen_share']:.0%} never-seen scene texts, "
         f"{summary['method']['candidates']} candidates per request; "
-        f"fp32 GEMM peak {summary['gemm_peak_gflops']:.0f} GFLOP/s.",
+        f"fp32 GEMM peak {summary['gemm_peak_gflops']:.0f} GFLOP/s. "
+        f"{summary['repeats']} repeat(s) per point; ± is the 95 % interval of the mean over repeats.",
         "",
         "| LLM | params | LARR / full-text req/s | token bound | p99 LARR / full-text | LARR / cache-off req/s "
         "| cache hit rate | serving overhead µs/req | Triton / FastAPI req/s | embedder tokens/s | MFU |",
@@ -322,10 +434,10 @@ def report_markdown(summary: dict, plots: Sequence[str] = ()) -> str:
     for size, row in summary["by_llm_size"].items():
         lines.append(
             f"| {size}: {row['label']} | {row['parameters'] / 1e6:.0f}M "
-            f"| {_fmt(row['throughput_ratio_vs_fulltext'], '.2f', '×')} "
-            f"| {_fmt(row['token_bound_vs_fulltext'], '.2f', '×')} "
-            f"| {_fmt(row['p99_ratio_vs_fulltext'], '.3f')} "
-            f"| {_fmt(row['throughput_ratio_vs_cache_off'], '.2f', '×')} "
+            f"| {_fmt_ci(row, 'throughput_ratio_vs_fulltext', '.2f', '×')} "
+            f"| {_fmt_ci(row, 'token_bound_vs_fulltext', '.2f', '×')} "
+            f"| {_fmt_ci(row, 'p99_ratio_vs_fulltext', '.3f')} "
+            f"| {_fmt_ci(row, 'throughput_ratio_vs_cache_off', '.2f', '×')} "
             f"| {_fmt(row['cache_hit_rate'], '.1%')} | {_fmt(row['overhead_us_per_request'], ',.0f')} "
             f"| {_fmt(row['throughput_ratio_vs_fastapi'], '.2f', '×')} | {_fmt(row['embedder_tokens_per_s'], ',.0f')} "
             f"| {_fmt(row['embedder_mfu'], '.1%')} |"

@@ -88,6 +88,13 @@ class Throughput:
             return None
         return self.model_flops / self.seconds / self.peak_flops
 
+    def to_json(self) -> dict:
+        return {
+            "texts": self.texts, "tokens": self.tokens, "seconds": self.seconds, "model_flops": self.model_flops,
+            "peak_flops": self.peak_flops, "texts_per_s": self.texts_per_s, "tokens_per_s": self.tokens_per_s,
+            "mfu": self.mfu,
+        }
+
     def summary(self) -> str:
         mfu = "n/a" if self.mfu is None else f"{100 * self.mfu:.2f}%"
         return (
@@ -293,6 +300,8 @@ def write_scene_table(
         "features": list(features),
         "max_text_chars": tokenizer.max_text_chars,
         "hash": TABLE_HASH,
+        # How fast this table was computed (benchmarks report it as the precompute's MFU).
+        "precompute": {**throughput.to_json(), "device": options.device},
         "keys": [[k, text, f"{table_key_hash(k, text):016x}"] for k, text in keys],
     }
     (out_dir / SCENE_TABLE_INDEX_FILE).write_text(json.dumps(index, ensure_ascii=False) + "\n", encoding="utf-8")

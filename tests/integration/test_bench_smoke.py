@@ -19,6 +19,9 @@ from larr.benchmarks.summary import HEADLINE_KEYS
 pytestmark = pytest.mark.integration
 
 
+REPEATS = 2  # the smallest number with an interval
+
+
 @pytest.fixture(scope="module")
 def bench(tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
@@ -26,11 +29,26 @@ def bench(tiny_run, tmp_path_factory):
     configure_bench_parser(parser)
     args = parser.parse_args([
         "--profile", "smoke", "--device", "cpu", "--checkpoints", str(tiny_run.run_dir),
-        "--out", str(root / "results"), "--work", str(root / "work"),
+        "--out", str(root / "results"), "--work", str(root / "work"), "--repeats", str(REPEATS),
     ])
     assert run_bench(args) == 0
     (machine_dir,) = (root / "results").iterdir()
     return machine_dir
+
+
+def test_every_ratio_is_a_mean_over_repeats_with_an_interval(bench):
+    results = json.loads((bench / "results.json").read_text(encoding="utf-8"))
+    (size,) = results["sizes"]
+    assert {p["repeat"] for p in size["points"]} == set(range(REPEATS))
+    assert {key.split("/")[0] for key in size["segments"]} == {f"r{r}" for r in range(REPEATS)}
+    summary = json.loads((bench / "summary.json").read_text(encoding="utf-8"))
+    assert summary["repeats"] == REPEATS
+    row = summary["by_llm_size"]["tiny"]
+    for key in ("throughput_ratio_vs_fulltext", "p99_ratio_vs_fulltext", "throughput_ratio_vs_cache_off"):
+        values = row[f"{key}_repeats"]
+        assert len(values) == REPEATS and row[key] == pytest.approx(sum(values) / REPEATS)
+        assert isinstance(summary[f"{key}_ci95"], float) and summary[f"{key}_ci95"] >= 0.0
+    assert set(summary["throughput_ratio_vs_fulltext_by_fresh_share"]) == {"0.1"}
 
 
 def test_summary_has_every_headline_number(bench, tiny_run):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from larr.benchmarks.config import CACHE_OFF, FASTAPI, FULLTEXT, INPROCESS, LARR, LARR_LOADGEN
@@ -149,3 +150,47 @@ def test_token_bound_uses_the_servers_miss_count():
     assert measured_miss_tokens_per_request(point) == 12.0
     assert measured_miss_tokens_per_request({"simulated": {"misses": 0, "miss_tokens_per_request": 0.0}, "cache": None}) == 0.0
     assert measured_miss_tokens_per_request(None) is None
+
+
+def test_repeats_give_the_mean_and_a_students_t_interval(results):
+    """Three repeats of size "b" with different LARR speeds: every ratio is the mean of the per-repeat ratios,
+    and ``_ci95`` is t(0.975, 2) * s / sqrt(3), checked against scipy and numpy."""
+    from scipy import stats
+
+    speeds = (2.0, 2.5, 3.4)
+    repeated = []
+    for repeat, speed in enumerate(speeds):
+        for p in size_result("b", 135_000_000, speed)["points"]:
+            repeated.append({**p, "repeat": repeat})
+    results["sizes"][1]["points"] = repeated
+    summary = build_summary(results)
+
+    expected = np.array(speeds)  # LARR at 100 * speed req/s vs full-text 100 req/s
+    half_width = stats.t.ppf(0.975, df=2) * expected.std(ddof=1) / np.sqrt(3)
+    assert summary["repeats"] == 3
+    assert summary["throughput_ratio_vs_fulltext"] == pytest.approx(expected.mean())
+    assert summary["throughput_ratio_vs_fulltext_ci95"] == pytest.approx(half_width, rel=1e-3)
+    assert summary["by_llm_size"]["b"]["throughput_ratio_vs_fulltext_repeats"] == pytest.approx(list(expected))
+    # identical in every repeat: interval 0; measured once per size (saturation): no interval
+    assert summary["p99_ratio_vs_fulltext_ci95"] == pytest.approx(0.0)
+    assert summary["embedder_mfu_ci95"] is None
+    # by fresh share: LARR at each share / full text at the headline share; the 0.1 share varies by repeat
+    by_share = summary["throughput_ratio_vs_fulltext_by_fresh_share"]
+    assert by_share == pytest.approx({"0.0": 3.0, "0.1": expected.mean(), "0.5": 0.2})
+    assert summary["throughput_ratio_vs_fulltext_by_fresh_share_ci95"]["0.1"] == pytest.approx(half_width, rel=1e-3)
+    # a single repeat has no interval
+    assert summary["by_llm_size"]["a"]["repeats"] == 1
+    assert summary["by_llm_size"]["a"]["throughput_ratio_vs_fulltext_ci95"] is None
+    json.dumps(summary, allow_nan=False)
+
+
+def test_t_quantiles_match_scipy():
+    from scipy import stats
+
+    from larr.benchmarks.summary import t975
+
+    for df in (1, 2, 3, 4, 9, 10, 20, 30):
+        assert t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+    assert t975(12) >= stats.t.ppf(0.975, 12)  # between table rows: conservative
+    with pytest.raises(ValueError):
+        t975(0)
