@@ -50,6 +50,18 @@ ADMIN_KEY_HEADER = "admin-key"
 GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
 # Characters that would break the '<protocols>:<header>=<key>' flag syntax.
 _KEY_FORBIDDEN = frozenset(",:= \t\r\n")
+# Where `larr serve` reads the admin key when --admin-key is not given: an environment variable (e.g. from a
+# Kubernetes Secret) does not show in `ps` the way a command-line flag does.
+ADMIN_KEY_ENV = "LARR_ADMIN_KEY"
+
+# Triton's own default ports; clients, health probes and the deployment manifests (docker/) expect them.
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+# Triton's HTTP health endpoints (KServe v2): live = the process answers (restart it if not); ready = every
+# model is loaded and healthy (route requests to it only then).
+HEALTH_LIVE_PATH = "/v2/health/live"
+HEALTH_READY_PATH = "/v2/health/ready"
 
 
 class TritonNotFoundError(RuntimeError):
@@ -76,17 +88,85 @@ class TritonInstall:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """TLS of tritonserver's gRPC endpoint (Triton 2.51 has no TLS for HTTP or metrics: see README, "TLS").
+
+    ``cert``/``key``: PEM server certificate (chain) and private key. ``ca``: PEM root certificate(s) that
+    client certificates must chain to; given, the server requires one (mutual TLS).
+    """
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cert", "key", "ca"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            path = Path(value).resolve()
+            # tritonserver would only say "failed to start" for a missing file; say which one here.
+            if not path.is_file():
+                raise FileNotFoundError(f"TLS {name} file {value} does not exist")
+            object.__setattr__(self, name, path)
+
+    @classmethod
+    def from_files(
+        cls,
+        cert: str | os.PathLike[str] | None,
+        key: str | os.PathLike[str] | None,
+        ca: str | os.PathLike[str] | None = None,
+    ) -> TlsOptions | None:
+        """TLS options from the ``--tls-cert/--tls-key/--tls-ca`` flags; None when none is given."""
+        if cert is None and key is None:
+            if ca is None:
+                return None
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key: mutual TLS is TLS plus client certificates")
+        if key is None:
+            raise ValueError("--tls-cert needs --tls-key, the certificate's private key")
+        if cert is None:
+            raise ValueError("--tls-key needs --tls-cert, the certificate the key belongs to")
+        return cls(cert=Path(cert), key=Path(key), ca=None if ca is None else Path(ca))
+
+    @property
+    def mutual(self) -> bool:
+        """Whether clients must present a certificate issued by ``ca``."""
+        return self.ca is not None
+
+    def args(self) -> list[str]:
+        """tritonserver's gRPC SSL flags (names checked against ``tritonserver --help`` of 2.51)."""
+        args = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.cert}", f"--grpc-server-key={self.key}"]
+        if self.ca is not None:
+            args += [f"--grpc-root-cert={self.ca}", "--grpc-use-ssl-mutual=true"]
+        return args
+
+    def probe_credentials(self) -> dict[str, object]:
+        """``tritonclient.grpc.InferenceServerClient`` TLS arguments with which this host reaches its own server.
+
+        It trusts exactly the server's certificate (gRPC accepts a leaf as trust anchor), so the readiness poll
+        works whoever issued it. With mutual TLS it presents that same certificate as its client certificate,
+        which the server accepts only if ``ca`` issued it and it allows client auth (no extended key usage, or
+        serverAuth + clientAuth).
+        """
+        credentials: dict[str, object] = {"ssl": True, "root_certificates": str(self.cert)}
+        if self.mutual:
+            credentials.update(private_key=str(self.key), certificate_chain=str(self.cert))
+        return credentials
+
+
 @dataclass
 class ServerOptions:
     """Command-line options of one tritonserver run, with safe defaults."""
 
     model_repository: Path
     host: str = "127.0.0.1"  # loopback only; expose deliberately (e.g. "0.0.0.0" behind a proxy)
-    grpc_port: int = 8001
-    http_port: int = 8000
-    metrics_port: int = 8002
+    grpc_port: int = DEFAULT_GRPC_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
     admin_key: str | None = None  # None: a random key is generated, see ``admin_headers_*``
     log_verbose: int = 0
+    tls: TlsOptions | None = None  # None: plaintext gRPC
     extra_args: tuple[str, ...] = ()  # appended last, so they can override the defaults
 
     def __post_init__(self) -> None:
@@ -298,6 +378,8 @@ def build_command(options: ServerOptions, install: TritonInstall | None = None) 
         f"--http-restricted-api={restricted}",
         f"--log-verbose={options.log_verbose}",
     ]
+    if options.tls is not None:
+        command.extend(options.tls.args())
     if install.backend_directory is not None:
         command.append(f"--backend-directory={install.backend_directory}")
     if install.cache_directory is not None:
@@ -388,7 +470,9 @@ def _wait_ready(server: RunningServer, timeout_s: float, poll_s: float = 0.25) -
     from tritonclient.utils import InferenceServerException
 
     deadline = time.monotonic() + timeout_s
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tls = server.options.tls
+    client = grpcclient.InferenceServerClient(server.grpc_url, **(tls.probe_credentials() if tls else {}))
+    last_error = "none"
     try:
         while True:
             code = server.process.poll()
@@ -396,13 +480,17 @@ def _wait_ready(server: RunningServer, timeout_s: float, poll_s: float = 0.25) -
                 raise ServerStartError(
                     f"tritonserver exited with code {code} during start-up; log {server.log_path}:\n{server.log_tail()}"
                 )
-            with contextlib.suppress(InferenceServerException):
+            try:
                 # With strict readiness (the default) this is true only once every model has loaded.
                 if client.is_server_ready(client_timeout=max(poll_s, 1.0)):
                     return
+            except InferenceServerException as error:
+                # Kept for the timeout message: a TLS handshake failure would otherwise look like a slow start.
+                last_error = str(error)
             if time.monotonic() > deadline:
                 raise ServerStartError(
-                    f"tritonserver was not ready after {timeout_s:.0f} s; log {server.log_path}:\n{server.log_tail()}"
+                    f"tritonserver was not ready after {timeout_s:.0f} s (last poll error: {last_error}); "
+                    f"log {server.log_path}:\n{server.log_tail()}"
                 )
             time.sleep(poll_s)
     finally:
@@ -434,6 +522,7 @@ def run_triton_server(
     admin_key: str | None = None,
     log_verbose: int = 0,
     extra_args: Sequence[str] = (),
+    tls: TlsOptions | None = None,
     startup_timeout_s: float = 120.0,
     shutdown_grace_s: float = 30.0,
     log_path: str | os.PathLike[str] | None = None,
@@ -441,7 +530,8 @@ def run_triton_server(
 ) -> Iterator[RunningServer]:
     """Start tritonserver on ``model_repository``, wait until it is ready, yield it, stop it.
 
-    Ports default to free loopback ports. The server's stdout and stderr go to ``log_path`` (default:
+    Ports default to free loopback ports. With ``tls`` the gRPC endpoint needs TLS, and the readiness poll
+    uses :meth:`TlsOptions.probe_credentials`. The server's stdout and stderr go to ``log_path`` (default:
     a temporary file, removed after a clean run); a start-up failure raises :class:`ServerStartError`
     with the log's tail and keeps the log.
     """
@@ -457,6 +547,7 @@ def run_triton_server(
         admin_key=admin_key,
         log_verbose=log_verbose,
         extra_args=tuple(extra_args),
+        tls=tls,
     )
     own_log = log_path is None
     if own_log:
@@ -492,18 +583,30 @@ def run_triton_server(
 def serve_main(
     model_repository: str | os.PathLike[str],
     host: str = "127.0.0.1",
-    grpc_port: int = 8001,
-    http_port: int = 8000,
-    metrics_port: int = 8002,
+    grpc_port: int = DEFAULT_GRPC_PORT,
+    http_port: int = DEFAULT_HTTP_PORT,
+    metrics_port: int = DEFAULT_METRICS_PORT,
     admin_key: str | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     """Run tritonserver in the foreground for ``larr serve``; returns its exit code.
 
-    Prints the endpoints and the admin key first. SIGINT/SIGTERM sent to this process are forwarded
-    once to the server, which then drains in-flight requests and exits (a terminal Ctrl-C reaches
-    both; Triton ignores the second signal).
+    ``admin_key`` None: ``$LARR_ADMIN_KEY`` (:data:`ADMIN_KEY_ENV`, read from ``environ``, default
+    ``os.environ``), else a random key. Prints the endpoints first, and the admin key only when it was
+    generated (a given one would otherwise land in the logs). SIGINT/SIGTERM sent to this process are
+    forwarded once to the server, which then drains in-flight requests and exits (a terminal Ctrl-C
+    reaches both; Triton ignores the second signal).
     """
+    environ = os.environ if environ is None else environ
+    key_source = "--admin-key"
+    if admin_key is None and ADMIN_KEY_ENV in environ:
+        admin_key, key_source = environ[ADMIN_KEY_ENV], f"${ADMIN_KEY_ENV}"
     try:
+        if admin_key is not None and not admin_key:
+            raise ValueError(f"the admin key from {key_source} is empty")
         _check_repository(Path(model_repository))
         options = ServerOptions(
             model_repository=Path(model_repository),
@@ -512,18 +615,22 @@ def serve_main(
             http_port=http_port,
             metrics_port=metrics_port,
             admin_key=admin_key,
+            tls=TlsOptions.from_files(tls_cert, tls_key, tls_ca),
         )
         install = locate_triton()
     except (FileNotFoundError, ValueError, TritonNotFoundError) as error:
         print(f"larr serve: {error}", file=sys.stderr)
         return 2
+    tls = options.tls
+    grpc_security = "plaintext" if tls is None else ("mutual TLS" if tls.mutual else "TLS")
+    shown_key = options.admin_key if admin_key is None else f"(from {key_source})"
     print(
         f"tritonserver {install.executable}\n"
         f"  model repository  {options.model_repository.resolve()}\n"
-        f"  gRPC              {_host_port(host, grpc_port)}\n"
+        f"  gRPC              {_host_port(host, grpc_port)}  ({grpc_security})\n"
         f"  HTTP              http://{_host_port(host, http_port)}\n"
         f"  metrics           http://{_host_port(host, metrics_port)}/metrics\n"
-        f"  admin key         {options.admin_key}  (restricted: {', '.join(ADMIN_PROTOCOLS)}; header "
+        f"  admin key         {shown_key}  (restricted: {', '.join(ADMIN_PROTOCOLS)}; header "
         f"'{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}' over gRPC, '{ADMIN_KEY_HEADER}' over HTTP)",
         flush=True,
     )
