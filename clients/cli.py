@@ -2,6 +2,7 @@
 
     larr query --url 127.0.0.1:8001 --user-id 3 --items 1,2,3 \\
         --scene weather="heavy rain" --scene time_slot="late night" [--top 10] [--json]
+    larr query ... --tls-ca ca.pem [--tls-cert client.pem --tls-key client.key]    # a server with --tls-*
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +60,11 @@ def configure_query_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=_positive_int, default=None, help="print only the best TOP items")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
+    tls = parser.add_argument_group("TLS (a server started with larr serve --tls-cert ...); any --tls-* turns it on")
+    tls.add_argument("--tls", action="store_true", help="connect over TLS, trusting the system's root certificates")
+    tls.add_argument("--tls-ca", type=Path, metavar="FILE", help="PEM CA certificate(s) to trust for the server")
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM client certificate, for mutual TLS")
+    tls.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert")
 
 
 def run_query(args: argparse.Namespace) -> int:
@@ -68,8 +75,20 @@ def run_query(args: argparse.Namespace) -> int:
             print(f"larr query: scene feature {name!r} given twice", file=sys.stderr)
             return 2
         scene[name] = value
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("larr query: --tls-cert and --tls-key go together (the client certificate and its key)", file=sys.stderr)
+        return 2
+    use_tls = args.tls or any(f is not None for f in (args.tls_ca, args.tls_cert, args.tls_key))
     try:
-        with LarrClient(args.url, model_name=args.model, timeout_s=args.timeout) as client:
+        client = LarrClient(
+            args.url, model_name=args.model, timeout_s=args.timeout, ssl=use_tls,
+            root_certificates=args.tls_ca, private_key=args.tls_key, certificate_chain=args.tls_cert,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"larr query: {error}", file=sys.stderr)
+        return 2
+    try:
+        with client:
             ctr = client.score(scene, args.user_id, args.items)
     except InvalidRequestError as error:
         print(f"larr query: invalid request: {error}", file=sys.stderr)

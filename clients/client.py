@@ -5,6 +5,10 @@
     with LarrClient("127.0.0.1:8001") as client:
         ctr = client.score({"weather": "heavy rain", "time_slot": "late night"}, user_id=3, item_ids=[1, 2, 3])
 
+A server started with ``larr serve --tls-cert ... --tls-key ... [--tls-ca ...]`` is reached with
+``LarrClient(url, ssl=True, root_certificates="ca.pem")``, plus ``private_key=``/``certificate_chain=`` (the
+client's key and certificate) when it asks for client certificates.
+
 The scene is a mapping from feature name to text; the client sends the texts in the order the server
 publishes (model-config parameter ``scene_features``) and checks every request before sending it, so
 a wrong request fails here with :class:`InvalidRequestError` instead of deep inside the ensemble.
@@ -14,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -26,7 +32,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
 
-from larr.clients.errors import InvalidRequestError, ServerError, server_error
+from larr.clients.errors import UNAVAILABLE_STATUS, InvalidRequestError, ServerError, server_error
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
 from larr.scene_request import SceneTextError, check_scene_text
 
@@ -193,8 +199,45 @@ def _encode_all(schema: SceneSchema, requests: Sequence[ScoreRequest]) -> list[E
     return encoded
 
 
-def _wrap(error: InferenceServerException) -> ServerError:
-    return server_error(error.message(), error.status())
+PathArg = str | os.PathLike[str]
+
+# gRPC reports a TLS server reached in plaintext only as a closed socket; say what is likely wrong.
+_TLS_MISMATCH_SIGN = "Socket closed"
+_PLAINTEXT_HINT = " (this client connects without TLS: if the server uses TLS, pass ssl=True / larr query --tls)"
+
+
+def tls_arguments(
+    ssl: bool,
+    root_certificates: PathArg | None = None,
+    private_key: PathArg | None = None,
+    certificate_chain: PathArg | None = None,
+) -> dict[str, Any]:
+    """The TLS keyword arguments of ``tritonclient.grpc[.aio].InferenceServerClient``, checked.
+
+    ``root_certificates``: PEM CA(s) to trust for the server (None: the system's roots); ``private_key`` and
+    ``certificate_chain``: PEM key and certificate of this client, for a server that requires client
+    certificates (mutual TLS). tritonclient ignores the files unless ``ssl`` is true, so giving one without it
+    is an error here rather than a silent plaintext connection.
+    """
+    files = {"root_certificates": root_certificates, "private_key": private_key, "certificate_chain": certificate_chain}
+    given = {name: value for name, value in files.items() if value is not None}
+    if not ssl:
+        if given:
+            raise ValueError(f"{', '.join(given)} given without ssl=True; the connection would be plaintext")
+        return {}
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("private_key and certificate_chain go together: the client certificate and its key")
+    for name, value in given.items():
+        if not Path(value).is_file():
+            raise FileNotFoundError(f"{name} file {value} does not exist")
+    return {"ssl": True, **{name: str(value) for name, value in given.items()}}
+
+
+def _wrap(error: InferenceServerException, plaintext: bool = False) -> ServerError:
+    message = error.message()
+    if plaintext and error.status() == UNAVAILABLE_STATUS and _TLS_MISMATCH_SIGN in message:
+        message += _PLAINTEXT_HINT
+    return server_error(message, error.status())
 
 
 def _decode(result: Any, n_items: int) -> np.ndarray:
@@ -228,7 +271,7 @@ class LarrClient:
     """Blocking client of the ``larr`` ensemble over gRPC. Thread-safe; one per process is enough.
 
     ``schema`` can be given to skip the model-config lookup (tests, or a client pinned to a schema);
-    otherwise it is fetched from the server on first use.
+    otherwise it is fetched from the server on first use. ``ssl`` and the PEM files: see :func:`tls_arguments`.
     """
 
     def __init__(
@@ -240,9 +283,14 @@ class LarrClient:
         *,
         schema: SceneSchema | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        ssl: bool = False,
+        root_certificates: PathArg | None = None,
+        private_key: PathArg | None = None,
+        certificate_chain: PathArg | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self._tls = tls_arguments(ssl, root_certificates, private_key, certificate_chain)
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
@@ -251,7 +299,7 @@ class LarrClient:
         self._schema = schema
         self._schema_lock = threading.Lock()
         # Creating the channel does not connect; the first call does.
-        self._grpc = grpcclient.InferenceServerClient(url)
+        self._grpc = grpcclient.InferenceServerClient(url, **self._tls)
 
     @property
     def schema(self) -> SceneSchema:
@@ -264,7 +312,7 @@ class LarrClient:
                             self.model_name, headers=self._headers, client_timeout=self.timeout_s
                         )
                     except InferenceServerException as error:
-                        raise _wrap(error) from error
+                        raise _wrap(error, not self._tls) from error
                     self._schema = SceneSchema.from_parameters(
                         _parameters(config), self.model_name, batched=config.config.max_batch_size > 0
                     )
@@ -282,7 +330,7 @@ class LarrClient:
                 headers=self._headers,
             )
         except InferenceServerException as error:
-            raise _wrap(error) from error
+            raise _wrap(error, not self._tls) from error
         return _decode(result, encoded.item_ids.size)
 
     def score_many(self, requests: Sequence[ScoreRequest], *, return_exceptions: bool = False) -> list[Any]:
@@ -307,7 +355,7 @@ class LarrClient:
                 # Runs on a gRPC thread; everything goes into the future, nothing may escape.
                 try:
                     if error is not None:
-                        future.set_exception(_wrap(error))
+                        future.set_exception(_wrap(error, not self._tls))
                     else:
                         future.set_result(_decode(result, n))
                 except Exception as decode_error:  # noqa: BLE001 -- an unset future would block future.exception() forever
@@ -326,7 +374,7 @@ class LarrClient:
                 )
             except InferenceServerException as error:
                 slots.release()
-                future.set_exception(_wrap(error))
+                future.set_exception(_wrap(error, not self._tls))
 
         outcomes: list[np.ndarray | BaseException] = []
         for future in futures:
@@ -360,9 +408,14 @@ class AsyncLarrClient:
         *,
         schema: SceneSchema | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        ssl: bool = False,
+        root_certificates: PathArg | None = None,
+        private_key: PathArg | None = None,
+        certificate_chain: PathArg | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self._tls = tls_arguments(ssl, root_certificates, private_key, certificate_chain)
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
@@ -375,7 +428,7 @@ class AsyncLarrClient:
 
     def _client(self) -> grpcclient_aio.InferenceServerClient:
         if self._grpc is None:
-            self._grpc = grpcclient_aio.InferenceServerClient(self.url)
+            self._grpc = grpcclient_aio.InferenceServerClient(self.url, **self._tls)
         return self._grpc
 
     async def get_schema(self) -> SceneSchema:
@@ -388,7 +441,7 @@ class AsyncLarrClient:
                             self.model_name, headers=self._headers, client_timeout=self.timeout_s
                         )
                     except InferenceServerException as error:
-                        raise _wrap(error) from error
+                        raise _wrap(error, not self._tls) from error
                     self._schema = SceneSchema.from_parameters(
                         _parameters(config), self.model_name, batched=config.config.max_batch_size > 0
                     )
@@ -404,7 +457,7 @@ class AsyncLarrClient:
                 headers=self._headers,
             )
         except InferenceServerException as error:
-            raise _wrap(error) from error
+            raise _wrap(error, not self._tls) from error
         return _decode(result, encoded.item_ids.size)
 
     async def score(self, scene: Mapping[str, str], user_id: int, item_ids: Sequence[int]) -> np.ndarray:

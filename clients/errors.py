@@ -4,7 +4,8 @@ from __future__ import annotations
 
 # gRPC status codes (as tritonclient spells them) that mean "try again later / elsewhere" rather than
 # "this request is wrong".
-UNAVAILABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"})
+UNAVAILABLE_STATUS = "StatusCode.UNAVAILABLE"
+UNAVAILABLE_STATUSES = frozenset({UNAVAILABLE_STATUS, "StatusCode.DEADLINE_EXCEEDED"})
 # The server's answer to a malformed request (the python models answer client mistakes with it).
 INVALID_ARGUMENT_STATUS = "StatusCode.INVALID_ARGUMENT"
 

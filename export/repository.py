@@ -87,6 +87,8 @@ VERSION = "1"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 TORCH_DIR = "torch"  # runtime "torch": the PyTorch artifacts, named by the model_file parameter
+# Every model `larr export` writes, whatever the target (the deployment manifests check for these folders).
+REPOSITORY_MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
 PYTHON_MODELS = {"cpu": (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL), "gpu": (FEATURE_CACHE_MODEL,)}
 TRT_OPT_BATCH = 16  # TensorRT profiles: the shapes to tune for (typical embedder batch, sequence, candidates)
 TRT_OPT_SEQUENCE = 16
@@ -519,7 +521,7 @@ def write_repository(
         )
     dim = embedding_dim(paths.embedder_dir)
     in_place = out.resolve() == adapters_dir.resolve()
-    models = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
+    models = REPOSITORY_MODELS
     version_dirs = {name: fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
 
     with tempfile.TemporaryDirectory(prefix="larr-export-") as scratch:

@@ -75,6 +75,9 @@ def _serve(args: argparse.Namespace) -> int:
         args.admin_key,
         supervisor_port=args.supervisor_port,
         supervise=args.supervise,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
     )
 
 
@@ -137,15 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     configure_embed_scenes_parser(embed_scenes)
     embed_scenes.set_defaults(func=_embed_scenes)
 
-    from larr.serving.launcher import DEFAULT_SUPERVISOR_PORT  # light: stdlib and prometheus_client
+    from larr.serving.launcher import (  # light: stdlib and prometheus_client
+        ADMIN_KEY_ENV,
+        DEFAULT_GRPC_PORT,
+        DEFAULT_HTTP_PORT,
+        DEFAULT_METRICS_PORT,
+        DEFAULT_SUPERVISOR_PORT,
+    )
 
     serve = commands.add_parser("serve", help="run tritonserver on a model repository (loopback, safe defaults)")
     serve.add_argument("--model-repository", default="model_repository", type=Path)
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--http-port", type=int, default=8000)
-    serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--admin-key", help="key for the restricted admin protocols (default: random, printed)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: loopback only; 0.0.0.0 in a container)"
+    )
+    serve.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
+    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
+    serve.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    serve.add_argument(
+        "--admin-key",
+        help=f"key for the restricted admin protocols (default: ${ADMIN_KEY_ENV}, which stays out of `ps`; "
+        "else random, printed)",
+    )
     serve.add_argument(
         "--supervisor-port",
         type=int,
@@ -157,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="supervise",
         action="store_false",
         help="do not reload a model whose python-backend stub died (the model repository is then fixed at start)",
+    )
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM server certificate: gRPC over TLS")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-ca", type=Path, metavar="FILE",
+        help="PEM CA certificate(s): require client certificates issued by it (mutual TLS)",
     )
     serve.set_defaults(func=_serve)
 

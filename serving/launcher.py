@@ -60,6 +60,18 @@ DEFAULT_SUPERVISOR_PORT = 8003  # the supervisor's /metrics, next to Triton's 80
 DEFAULT_EXIT_TIMEOUT_S = 5
 # Characters that would break the '<protocols>:<header>=<key>' flag syntax.
 _KEY_FORBIDDEN = frozenset(",:= \t\r\n")
+# Where `larr serve` reads the admin key when --admin-key is not given: an environment variable (e.g. from a
+# Kubernetes Secret) does not show in `ps` the way a command-line flag does.
+ADMIN_KEY_ENV = "LARR_ADMIN_KEY"
+
+# Triton's own default ports; clients, health probes and the deployment manifests (docker/) expect them.
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
+# Triton's HTTP health endpoints (KServe v2): live = the process answers (restart it if not); ready = every
+# model is loaded and healthy (route requests to it only then).
+HEALTH_LIVE_PATH = "/v2/health/live"
+HEALTH_READY_PATH = "/v2/health/ready"
 
 
 class TritonNotFoundError(RuntimeError):
@@ -86,20 +98,88 @@ class TritonInstall:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """TLS of tritonserver's gRPC endpoint (Triton 2.51 has no TLS for HTTP or metrics: see README, "TLS").
+
+    ``cert``/``key``: PEM server certificate (chain) and private key. ``ca``: PEM root certificate(s) that
+    client certificates must chain to; given, the server requires one (mutual TLS).
+    """
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cert", "key", "ca"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            path = Path(value).resolve()
+            # tritonserver would only say "failed to start" for a missing file; say which one here.
+            if not path.is_file():
+                raise FileNotFoundError(f"TLS {name} file {value} does not exist")
+            object.__setattr__(self, name, path)
+
+    @classmethod
+    def from_files(
+        cls,
+        cert: str | os.PathLike[str] | None,
+        key: str | os.PathLike[str] | None,
+        ca: str | os.PathLike[str] | None = None,
+    ) -> TlsOptions | None:
+        """TLS options from the ``--tls-cert/--tls-key/--tls-ca`` flags; None when none is given."""
+        if cert is None and key is None:
+            if ca is None:
+                return None
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key: mutual TLS is TLS plus client certificates")
+        if key is None:
+            raise ValueError("--tls-cert needs --tls-key, the certificate's private key")
+        if cert is None:
+            raise ValueError("--tls-key needs --tls-cert, the certificate the key belongs to")
+        return cls(cert=Path(cert), key=Path(key), ca=None if ca is None else Path(ca))
+
+    @property
+    def mutual(self) -> bool:
+        """Whether clients must present a certificate issued by ``ca``."""
+        return self.ca is not None
+
+    def args(self) -> list[str]:
+        """tritonserver's gRPC SSL flags (names checked against ``tritonserver --help`` of 2.51)."""
+        args = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.cert}", f"--grpc-server-key={self.key}"]
+        if self.ca is not None:
+            args += [f"--grpc-root-cert={self.ca}", "--grpc-use-ssl-mutual=true"]
+        return args
+
+    def probe_credentials(self) -> dict[str, object]:
+        """``tritonclient.grpc.InferenceServerClient`` TLS arguments with which this host reaches its own server.
+
+        It trusts exactly the server's certificate (gRPC accepts a leaf as trust anchor), so the readiness poll
+        works whoever issued it. With mutual TLS it presents that same certificate as its client certificate,
+        which the server accepts only if ``ca`` issued it and it allows client auth (no extended key usage, or
+        serverAuth + clientAuth).
+        """
+        credentials: dict[str, object] = {"ssl": True, "root_certificates": str(self.cert)}
+        if self.mutual:
+            credentials.update(private_key=str(self.key), certificate_chain=str(self.cert))
+        return credentials
+
+
 @dataclass
 class ServerOptions:
     """Command-line options of one tritonserver run, with safe defaults."""
 
     model_repository: Path
     host: str = "127.0.0.1"  # loopback only; expose deliberately (e.g. "0.0.0.0" behind a proxy)
-    grpc_port: int = 8001
-    http_port: int = 8000
-    metrics_port: int = 8002
+    grpc_port: int = DEFAULT_GRPC_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
     supervisor_port: int = DEFAULT_SUPERVISOR_PORT
     admin_key: str | None = None  # None: a random key is generated, see ``admin_headers_*``
     log_verbose: int = 0
     supervise: bool = True  # reload a model whose stub died (see larr.serving.supervisor)
     exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S
+    tls: TlsOptions | None = None  # None: plaintext gRPC
     extra_args: tuple[str, ...] = ()  # appended last, so they can override the defaults
 
     def __post_init__(self) -> None:
@@ -315,6 +395,8 @@ def build_command(options: ServerOptions, install: TritonInstall | None = None) 
         f"--log-verbose={options.log_verbose}",
         f"--exit-timeout-secs={options.exit_timeout_s}",
     ]
+    if options.tls is not None:
+        command.extend(options.tls.args())
     if install.backend_directory is not None:
         command.append(f"--backend-directory={install.backend_directory}")
     if install.cache_directory is not None:
@@ -405,6 +487,14 @@ def _check_repository(model_repository: Path) -> None:
         raise FileNotFoundError(f"model repository {model_repository} is not a directory")
 
 
+def _local_grpc_client(options: ServerOptions):
+    """A ``tritonclient.grpc`` client of the server ``options`` describe, from this host (TLS when it has TLS)."""
+    import tritonclient.grpc as grpcclient  # deferred: the CLI imports this module just to print --help
+
+    tls = options.tls
+    return grpcclient.InferenceServerClient(_host_port(options.host, options.grpc_port), **(tls.probe_credentials() if tls else {}))
+
+
 def _wait_ready(
     options: ServerOptions,
     process: subprocess.Popen[bytes],
@@ -416,22 +506,27 @@ def _wait_ready(
 
     ``where_log`` says where to read the server's log (appended to the error).
     """
-    import tritonclient.grpc as grpcclient  # deferred: the CLI imports this module just to print --help
-    from tritonclient.utils import InferenceServerException
+    from tritonclient.utils import InferenceServerException  # deferred: the CLI imports this module for --help
 
     deadline = time.monotonic() + timeout_s
-    client = grpcclient.InferenceServerClient(_host_port(options.host, options.grpc_port))
+    client = _local_grpc_client(options)
+    last_error = "none"
     try:
         while True:
             code = process.poll()
             if code is not None:
                 raise ServerStartError(f"tritonserver exited with code {code} during start-up; {where_log()}")
-            with contextlib.suppress(InferenceServerException):
+            try:
                 # With strict readiness (the default) this is true only once every model has loaded.
                 if client.is_server_ready(client_timeout=max(poll_s, 1.0)):
                     return
+            except InferenceServerException as error:
+                # Kept for the timeout message: a TLS handshake failure would otherwise look like a slow start.
+                last_error = str(error)
             if time.monotonic() > deadline:
-                raise ServerStartError(f"tritonserver was not ready after {timeout_s:.0f} s; {where_log()}")
+                raise ServerStartError(
+                    f"tritonserver was not ready after {timeout_s:.0f} s (last poll error: {last_error}); {where_log()}"
+                )
             time.sleep(poll_s)
     finally:
         client.close()
@@ -446,10 +541,9 @@ def supervising(
     if not options.supervise:
         yield None
         return
-    import tritonclient.grpc as grpcclient
     from prometheus_client import start_http_server
 
-    control = grpcclient.InferenceServerClient(_host_port(options.host, options.grpc_port))
+    control = _local_grpc_client(options)
     supervisor = StubSupervisor(
         process.pid, control, options.admin_headers_grpc, poll_s=poll_s, log=lambda line: print(line, file=sys.stderr, flush=True)
     )
@@ -492,6 +586,7 @@ def run_triton_server(
     supervise: bool = True,
     supervisor_poll_s: float = DEFAULT_POLL_S,
     extra_args: Sequence[str] = (),
+    tls: TlsOptions | None = None,
     startup_timeout_s: float = 120.0,
     shutdown_grace_s: float = 30.0,
     log_path: str | os.PathLike[str] | None = None,
@@ -499,7 +594,8 @@ def run_triton_server(
 ) -> Iterator[RunningServer]:
     """Start tritonserver on ``model_repository``, wait until it is ready, yield it, stop it.
 
-    Ports default to free loopback ports. The server's stdout and stderr go to ``log_path`` (default:
+    Ports default to free loopback ports. With ``tls`` the gRPC endpoint needs TLS, and the readiness poll
+    uses :meth:`TlsOptions.probe_credentials`. The server's stdout and stderr go to ``log_path`` (default:
     a temporary file, removed after a clean run); a start-up failure raises :class:`ServerStartError`
     with the log's tail and keeps the log.
     """
@@ -517,6 +613,7 @@ def run_triton_server(
         log_verbose=log_verbose,
         supervise=supervise,
         extra_args=tuple(extra_args),
+        tls=tls,
     )
     own_log = log_path is None
     if own_log:
@@ -552,10 +649,14 @@ def run_triton_server(
 def serve_main(
     model_repository: str | os.PathLike[str],
     host: str = "127.0.0.1",
-    grpc_port: int = 8001,
-    http_port: int = 8000,
-    metrics_port: int = 8002,
+    grpc_port: int = DEFAULT_GRPC_PORT,
+    http_port: int = DEFAULT_HTTP_PORT,
+    metrics_port: int = DEFAULT_METRICS_PORT,
     admin_key: str | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
     *,
     supervisor_port: int = DEFAULT_SUPERVISOR_PORT,
     supervise: bool = True,
@@ -563,12 +664,20 @@ def serve_main(
 ) -> int:
     """Run tritonserver in the foreground for ``larr serve``; returns its exit code.
 
-    Prints the endpoints and the admin key first; once the server is ready, supervises its stubs (see
-    :mod:`larr.serving.supervisor`). SIGINT/SIGTERM sent to this process stop the supervisor and are
-    forwarded once to the server, which then drains in-flight requests (at most ``exit_timeout_s``) and
-    exits (a terminal Ctrl-C reaches both; Triton ignores the second signal).
+    ``admin_key`` None: ``$LARR_ADMIN_KEY`` (:data:`ADMIN_KEY_ENV`, read from ``environ``, default
+    ``os.environ``), else a random key. Prints the endpoints first, and the admin key only when it was
+    generated (a given one would otherwise land in the logs); once the server is ready, supervises its
+    stubs (see :mod:`larr.serving.supervisor`). SIGINT/SIGTERM sent to this process stop the supervisor
+    and are forwarded once to the server, which then drains in-flight requests (at most
+    ``exit_timeout_s``) and exits (a terminal Ctrl-C reaches both; Triton ignores the second signal).
     """
+    environ = os.environ if environ is None else environ
+    key_source = "--admin-key"
+    if admin_key is None and ADMIN_KEY_ENV in environ:
+        admin_key, key_source = environ[ADMIN_KEY_ENV], f"${ADMIN_KEY_ENV}"
     try:
+        if admin_key is not None and not admin_key:
+            raise ValueError(f"the admin key from {key_source} is empty")
         _check_repository(Path(model_repository))
         options = ServerOptions(
             model_repository=Path(model_repository),
@@ -579,20 +688,24 @@ def serve_main(
             supervisor_port=supervisor_port,
             admin_key=admin_key,
             supervise=supervise,
+            tls=TlsOptions.from_files(tls_cert, tls_key, tls_ca),
         )
         install = locate_triton()
     except (FileNotFoundError, ValueError, TritonNotFoundError) as error:
         print(f"larr serve: {error}", file=sys.stderr)
         return 2
     supervised = f"http://{_host_port(host, supervisor_port)}/metrics" if supervise else "off (--no-supervise)"
+    tls = options.tls
+    grpc_security = "plaintext" if tls is None else ("mutual TLS" if tls.mutual else "TLS")
+    shown_key = options.admin_key if admin_key is None else f"(from {key_source})"
     print(
         f"tritonserver {install.executable}\n"
         f"  model repository  {options.model_repository.resolve()}\n"
-        f"  gRPC              {_host_port(host, grpc_port)}\n"
+        f"  gRPC              {_host_port(host, grpc_port)}  ({grpc_security})\n"
         f"  HTTP              http://{_host_port(host, http_port)}\n"
         f"  metrics           http://{_host_port(host, metrics_port)}/metrics\n"
         f"  stub supervisor   {supervised}\n"
-        f"  admin key         {options.admin_key}  (restricted: {', '.join(ADMIN_PROTOCOLS)}; header "
+        f"  admin key         {shown_key}  (restricted: {', '.join(ADMIN_PROTOCOLS)}; header "
         f"'{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}' over gRPC, '{ADMIN_KEY_HEADER}' over HTTP)",
         flush=True,
     )
@@ -610,9 +723,14 @@ def serve_main(
         try:
             _wait_ready(options, process, startup_timeout_s, lambda: "its log is above")
         except ServerStartError as error:
+            code = process.poll()
+            if code == 0:  # it was asked to stop (a forwarded signal) before it was ready
+                return 0
             print(f"larr serve: {error}", file=sys.stderr)
-            _stop(process, grace_s=options.exit_timeout_s + 5)
-            return process.returncode or 1
+            if code is None:  # not ready in time
+                _stop(process, grace_s=options.exit_timeout_s + 5)
+                return 1
+            return code
         with supervising(options, process) as supervisor:
             running.extend([supervisor] if supervisor is not None else [])
             return process.wait()

@@ -330,7 +330,7 @@ def _make_client(config: RedisStoreConfig) -> Any:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
     except ImportError as error:
-        raise ImportError("RedisStore needs the redis client: pip install 'redis[hiredis]>=5' (the serve extra)") from error
+        raise ImportError("RedisStore needs the redis client: pip install 'redis[hiredis]>=5' (the serve or redis extra)") from error
     return redis.Redis.from_url(
         config.url,
         socket_timeout=config.socket_timeout_ms / 1000.0,

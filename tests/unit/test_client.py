@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ from larr.clients import (
     cli,
     encode_request,
 )
+from larr.clients import client as client_module
+from larr.clients.client import tls_arguments
 from larr.contract import CTR, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
 from larr.serving.launcher import free_port
 
@@ -324,8 +327,68 @@ def test_answers_that_break_the_contract_are_server_errors(ctr: Callable[[list[A
 
 def test_unreachable_server_is_server_unavailable() -> None:
     with LarrClient(f"127.0.0.1:{free_port()}", timeout_s=10) as client:
-        with pytest.raises(ServerUnavailableError):
+        with pytest.raises(ServerUnavailableError) as caught:
             client.score(SCENE, 1, [1])
+    # Nothing listens: no hint about TLS (tests/integration/test_tls.py has the plaintext-vs-TLS case).
+    assert "ssl=True" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# TLS arguments
+
+
+def _pem(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text("-----BEGIN PLACEHOLDER-----\n", encoding="utf-8")
+    return path
+
+
+def test_tls_arguments_pass_the_files_to_tritonclient(tmp_path: Path) -> None:
+    ca, key, cert = _pem(tmp_path, "ca.pem"), _pem(tmp_path, "client.key"), _pem(tmp_path, "client.pem")
+    assert tls_arguments(False) == {}
+    assert tls_arguments(True) == {"ssl": True}  # the system's root certificates
+    assert tls_arguments(True, ca, key, cert) == {
+        "ssl": True, "root_certificates": str(ca), "private_key": str(key), "certificate_chain": str(cert)
+    }
+
+
+def test_tls_files_without_ssl_are_an_error_not_a_plaintext_connection(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="root_certificates given without ssl=True"):
+        tls_arguments(False, root_certificates=_pem(tmp_path, "ca.pem"))
+
+
+def test_tls_client_key_and_certificate_go_together(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="private_key and certificate_chain go together"):
+        tls_arguments(True, private_key=_pem(tmp_path, "client.key"))
+
+
+def test_tls_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"root_certificates file .*nope\.pem does not exist"):
+        tls_arguments(True, root_certificates=tmp_path / "nope.pem")
+
+
+class _RecordingChannel:
+    """Stands in for tritonclient's InferenceServerClient: records how it was made."""
+
+    made: list[tuple[str, dict[str, Any]]] = []
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        _RecordingChannel.made.append((url, kwargs))
+
+    def close(self) -> None:
+        pass
+
+
+def test_clients_hand_the_tls_arguments_to_tritonclient(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = _pem(tmp_path, "ca.pem")
+    monkeypatch.setattr(client_module.grpcclient, "InferenceServerClient", _RecordingChannel)
+    monkeypatch.setattr(client_module.grpcclient_aio, "InferenceServerClient", _RecordingChannel)
+    _RecordingChannel.made = []
+    LarrClient("h:1", ssl=True, root_certificates=ca).close()
+    AsyncLarrClient("h:2", ssl=True, root_certificates=ca)._client()
+    LarrClient("h:3").close()
+    expected = {"ssl": True, "root_certificates": str(ca)}
+    assert _RecordingChannel.made == [("h:1", expected), ("h:2", expected), ("h:3", {})]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -534,9 +597,11 @@ def test_query_parser_rejects_bad_arguments(argv: list[str]) -> None:
 
 class _FakeLarrClient:
     error: LarrError | None = None
+    made_with: dict[str, Any] = {}
 
-    def __init__(self, url: str, model_name: str, timeout_s: float) -> None:
+    def __init__(self, url: str, model_name: str, timeout_s: float, **tls: Any) -> None:
         self.url = url
+        _FakeLarrClient.made_with = {"url": url, **tls}
 
     def __enter__(self) -> _FakeLarrClient:
         return self
@@ -588,6 +653,27 @@ def test_run_query_errors(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("larr query: ") and expected in captured.err
+
+
+def test_run_query_any_tls_flag_turns_tls_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(cli, "LarrClient", _FakeLarrClient)
+    base = ["--user-id", "3", "--items", "1", "--scene", "weather=rain"]
+    assert cli.run_query(_parse([*base, "--tls-ca", str(tmp_path / "ca.pem")])) == 0
+    assert _FakeLarrClient.made_with["ssl"] is True
+    assert _FakeLarrClient.made_with["root_certificates"] == tmp_path / "ca.pem"
+    assert cli.run_query(_parse(base)) == 0
+    assert _FakeLarrClient.made_with["ssl"] is False
+
+
+def test_run_query_tls_cert_needs_its_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["--user-id", "3", "--items", "1", "--tls-cert", str(tmp_path / "c.pem")]
+    assert cli.run_query(_parse(argv)) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+
+
+def test_run_query_reports_a_missing_tls_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli.run_query(_parse(["--user-id", "3", "--items", "1", "--tls-ca", str(tmp_path / "ca.pem")])) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_score_many_never_hangs_on_an_unexpected_error_in_the_answer() -> None:

@@ -12,10 +12,12 @@ import pytest
 
 from larr.serving import launcher
 from larr.serving.launcher import (
+    ADMIN_KEY_ENV,
     ADMIN_PROTOCOLS,
     PerfAnalyzerNotFoundError,
     ServerOptions,
     ServerStartError,
+    TlsOptions,
     TritonInstall,
     TritonNotFoundError,
     build_command,
@@ -134,6 +136,82 @@ def test_server_options_reject_bad_values(tmp_path: Path, kwargs: dict, message:
 def test_admin_protocols_leave_inference_and_model_config_open() -> None:
     # The client needs model-config, perf_analyzer needs statistics; neither may be restricted.
     assert set(ADMIN_PROTOCOLS) == {"model-repository", "shared-memory", "logging", "trace"}
+
+
+# ------------------------------------------------------------------------------------------------
+# TLS
+
+
+def _pem_files(root: Path, *names: str) -> list[Path]:
+    """Stand-in PEM files: the launcher checks that they exist; tritonserver reads them."""
+    paths = [root / name for name in names]
+    for path in paths:
+        path.write_text("-----BEGIN PLACEHOLDER-----\n", encoding="utf-8")
+    return paths
+
+
+def test_build_command_with_tls_passes_tritons_grpc_ssl_flags(tmp_path: Path) -> None:
+    cert, key = _pem_files(tmp_path, "server.pem", "server.key")
+    options = ServerOptions(model_repository=tmp_path, admin_key="k", tls=TlsOptions(cert=cert, key=key))
+    command = build_command(options, TritonInstall(executable=Path("/usr/bin/tritonserver")))
+    assert _flag(command, "grpc-use-ssl") == "true"
+    assert _flag(command, "grpc-server-cert") == str(cert.resolve())
+    assert _flag(command, "grpc-server-key") == str(key.resolve())
+    # Server-side TLS only: no client certificates asked for.
+    assert not any(a.startswith(("--grpc-root-cert", "--grpc-use-ssl-mutual")) for a in command)
+
+
+def test_build_command_with_a_ca_asks_for_client_certificates(tmp_path: Path) -> None:
+    cert, key, ca = _pem_files(tmp_path, "server.pem", "server.key", "ca.pem")
+    options = ServerOptions(model_repository=tmp_path, admin_key="k", tls=TlsOptions(cert=cert, key=key, ca=ca))
+    command = build_command(options, TritonInstall(executable=Path("/usr/bin/tritonserver")))
+    assert _flag(command, "grpc-use-ssl") == "true"
+    assert _flag(command, "grpc-root-cert") == str(ca.resolve())
+    assert _flag(command, "grpc-use-ssl-mutual") == "true"
+
+
+def test_build_command_without_tls_has_no_ssl_flags(tmp_path: Path) -> None:
+    command = build_command(ServerOptions(model_repository=tmp_path), TritonInstall(executable=Path("t")))
+    assert not any(a.startswith("--grpc-use-ssl") or "cert" in a for a in command)
+
+
+def test_tls_options_name_a_missing_file(tmp_path: Path) -> None:
+    (cert,) = _pem_files(tmp_path, "server.pem")
+    with pytest.raises(FileNotFoundError, match=r"TLS key file .*missing\.key does not exist"):
+        TlsOptions(cert=cert, key=tmp_path / "missing.key")
+    with pytest.raises(FileNotFoundError, match="TLS ca file"):
+        TlsOptions(cert=cert, key=cert, ca=tmp_path / "missing-ca.pem")
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"key": "server.key"}, "--tls-key needs --tls-cert"),
+        ({"cert": "server.pem"}, "--tls-cert needs --tls-key"),
+        ({"ca": "ca.pem"}, "--tls-ca needs --tls-cert and --tls-key"),
+        ({"key": "server.key", "ca": "ca.pem"}, "--tls-key needs --tls-cert"),
+    ],
+)
+def test_tls_flags_must_come_with_a_certificate_and_its_key(tmp_path: Path, given: dict, message: str) -> None:
+    _pem_files(tmp_path, "server.pem", "server.key", "ca.pem")
+    with pytest.raises(ValueError, match=message):
+        TlsOptions.from_files(**{"cert": None, "key": None} | {k: tmp_path / v for k, v in given.items()})
+
+
+def test_no_tls_flags_mean_plaintext() -> None:
+    assert TlsOptions.from_files(None, None, None) is None
+
+
+def test_probe_credentials_trust_the_servers_own_certificate(tmp_path: Path) -> None:
+    cert, key, ca = _pem_files(tmp_path, "server.pem", "server.key", "ca.pem")
+    assert TlsOptions(cert, key).probe_credentials() == {"ssl": True, "root_certificates": str(cert.resolve())}
+    # Mutual TLS: the poll presents the server's certificate as its own client certificate.
+    assert TlsOptions(cert, key, ca).probe_credentials() == {
+        "ssl": True,
+        "root_certificates": str(cert.resolve()),
+        "private_key": str(key.resolve()),
+        "certificate_chain": str(cert.resolve()),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -284,6 +362,82 @@ def test_run_triton_server_rejects_a_missing_repository(tmp_path: Path) -> None:
 def test_serve_main_reports_a_missing_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert serve_main(tmp_path / "missing") == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_serve_main_reports_a_key_without_a_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (key,) = _pem_files(tmp_path, "server.key")
+    assert serve_main(tmp_path, tls_key=key) == 2
+    assert "larr serve: --tls-key needs --tls-cert" in capsys.readouterr().err
+
+
+def test_serve_main_reports_a_missing_certificate_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (key,) = _pem_files(tmp_path, "server.key")
+    assert serve_main(tmp_path, tls_cert=tmp_path / "nope.pem", tls_key=key) == 2
+    assert "TLS cert file" in capsys.readouterr().err
+
+
+class _FinishedServer:
+    """Stands in for the tritonserver Popen of serve_main: records the argv, exits at once."""
+
+    argv: list[str] = []
+
+    def __init__(self, argv: list[str], **_: object) -> None:
+        _FinishedServer.argv = argv
+
+    def wait(self) -> int:
+        return 0
+
+    def poll(self) -> int:
+        return 0
+
+
+@pytest.fixture()
+def fake_triton(monkeypatch: pytest.MonkeyPatch) -> type[_FinishedServer]:
+    monkeypatch.setattr(launcher, "locate_triton", lambda: TritonInstall(executable=Path("/usr/bin/tritonserver")))
+    monkeypatch.setattr(launcher.subprocess, "Popen", _FinishedServer)
+    return _FinishedServer
+
+
+def test_serve_main_takes_the_admin_key_from_the_environment_and_does_not_print_it(
+    tmp_path: Path, fake_triton: type[_FinishedServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert serve_main(tmp_path, environ={ADMIN_KEY_ENV: "from-secret"}) == 0
+    assert _flag(fake_triton.argv, "grpc-restricted-protocol").endswith(":admin-key=from-secret")
+    out = capsys.readouterr().out
+    assert "from-secret" not in out and f"(from ${ADMIN_KEY_ENV})" in out
+
+
+def test_serve_main_admin_key_flag_wins_over_the_environment(
+    tmp_path: Path, fake_triton: type[_FinishedServer]
+) -> None:
+    assert serve_main(tmp_path, admin_key="from-flag", environ={ADMIN_KEY_ENV: "from-secret"}) == 0
+    assert _flag(fake_triton.argv, "http-restricted-api").endswith(":admin-key=from-flag")
+
+
+def test_serve_main_prints_a_generated_admin_key(
+    tmp_path: Path, fake_triton: type[_FinishedServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert serve_main(tmp_path, environ={}) == 0
+    key = _flag(fake_triton.argv, "http-restricted-api").rsplit("=", 1)[1]
+    assert key in capsys.readouterr().out
+
+
+def test_serve_main_refuses_an_empty_admin_key_variable(
+    tmp_path: Path, fake_triton: type[_FinishedServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert serve_main(tmp_path, environ={ADMIN_KEY_ENV: ""}) == 2
+    assert f"${ADMIN_KEY_ENV} is empty" in capsys.readouterr().err
+
+
+def test_larr_serve_passes_the_tls_flags_through(tmp_path: Path, fake_triton: type[_FinishedServer]) -> None:
+    from larr.cli import build_parser
+
+    cert, key, ca = _pem_files(tmp_path, "server.pem", "server.key", "ca.pem")
+    argv = ["serve", "--model-repository", str(tmp_path), "--admin-key", "k"]
+    args = build_parser().parse_args([*argv, "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca)])
+    assert args.func(args) == 0
+    assert _flag(fake_triton.argv, "grpc-server-cert") == str(cert.resolve())
+    assert _flag(fake_triton.argv, "grpc-root-cert") == str(ca.resolve())
 
 
 def test_wait_ready_reports_an_early_exit_with_the_log_tail(tmp_path: Path) -> None:
