@@ -71,6 +71,7 @@ from larr.contract import (
     TOKENIZER_FILE,
     USER_ID,
 )
+from larr.errors import UserError
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.redis_store import RedisStoreConfig
@@ -93,7 +94,7 @@ TRT_OPT_SEQUENCE = 16
 TRT_OPT_CANDIDATES = 100
 
 
-class RepositoryError(RuntimeError):
+class RepositoryError(UserError, RuntimeError):
     """The checkpoints, the dataset or the options cannot make a consistent model repository."""
 
 
@@ -235,6 +236,8 @@ class CheckpointPaths:
         from larr.models.embedder import EMBEDDER_FILE
 
         layout = RunLayout(checkpoints)
+        if not layout.root.is_dir():
+            raise RepositoryError(f"{checkpoints}: no such run folder; make one with `larr train all --out {checkpoints}`")
         embedder_dir = layout.embedder_dir(variant)
         ctr_dir = layout.ctr_dir(variant)
         if not (embedder_dir / EMBEDDER_FILE).exists():

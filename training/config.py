@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from larr.errors import ConfigError
 from larr.layout import ALL_VARIANTS, Variant
 from larr.models.backbone import BackboneConfig
 from larr.tokenization import DEFAULT_MAX_LENGTH
@@ -122,12 +123,12 @@ class CTRConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.scene_dropout <= 1.0:
-            raise ValueError(f"ctr.scene_dropout must be in [0, 1], got {self.scene_dropout}")
+            raise ConfigError(f"ctr.scene_dropout must be in [0, 1], got {self.scene_dropout}")
         # YAML and --set give names; everything downstream compares Variant members
         try:
             self.variants = tuple(Variant.parse(v) for v in self.variants)
         except ValueError as error:
-            raise ValueError(f"ctr.variants: {error}") from None
+            raise ConfigError(f"ctr.variants: {error}") from None
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _coerce(tp, value, where: str):
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -159,7 +160,7 @@ def _coerce(tp, value, where: str):
         return _coerce(args[0], value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list")
+            raise ConfigError(f"{where}: expected a list")
         (item_type, *_) = typing.get_args(tp)
         return tuple(_coerce(item_type, v, where) for v in value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -168,9 +169,9 @@ def _coerce(tp, value, where: str):
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
 
@@ -179,8 +180,14 @@ def from_dict(cls, data: dict, where: str = "config"):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as error:  # a __post_init__ check of a class outside this module (BackboneConfig)
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def to_dict(config) -> dict:
@@ -206,14 +213,17 @@ def resolve_config_path(name_or_path: str) -> Path:
     if shipped.exists():
         return shipped
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"config '{name_or_path}' is neither a file nor a shipped config ({names})")
+    raise ConfigError(f"config '{name_or_path}' is neither a file nor a shipped config ({names})")
 
 
 def load_config(name_or_path: str | None, overrides: dict | None = None) -> TrainConfig:
     data = {}
     if name_or_path:
         path = resolve_config_path(name_or_path)
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -33,6 +33,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.data.schema import Dataset, Interactions, load_dataset
+from larr.errors import MissingInputError
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import CTRModelSpec, LarrCTR
@@ -77,7 +78,7 @@ def load_frozen_embedder(out: Path, variant: Variant) -> tuple[TextEmbedder, Emb
         return embedder, EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, EmbeddingInputConfig(max_length=max_length))
     model_dir = layout.embedder_dir(variant)
     if not model_dir.exists():
-        raise FileNotFoundError(f"{model_dir}: missing; run `larr train embed` first (variant {variant})")
+        raise MissingInputError(f"{model_dir}: missing; run `larr train embed --out {out}` first (variant {variant})")
     return TextEmbedder.from_pretrained(model_dir), EmbeddingTokenizer.from_directory(model_dir)
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from larr.errors import DataValidationError, DataWarning
+from larr.errors import DataValidationError, DataWarning, MissingInputError
 
 SPLITS = ("train", "valid", "test")
 INTERACTION_ID_COLUMNS = ("user_id", "item_id", "label", "timestamp")
@@ -124,7 +124,10 @@ def interaction_columns(scene_features: tuple[str, ...] | list[str]) -> list[str
 def load_dataset_info(root: str | Path) -> DatasetInfo:
     path = Path(root) / "dataset.json"
     if not path.exists():
-        raise DataValidationError(f"{path}: missing (is {root} a dataset folder? create one with `larr data synth`)")
+        raise MissingInputError(
+            f"{path}: missing (is {root} a dataset folder? make the synthetic one with `larr data synth --out {root}`, "
+            "or name yours with `larr train --data DIR`)"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
