@@ -53,6 +53,18 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_reference(args: argparse.Namespace) -> int:
+    from larr.training.config import config_reference
+
+    text = config_reference()
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from larr.training.cli import run_from_args
 
@@ -116,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = data.add_parser("validate", help="load a dataset folder and report the first schema error")
     validate.add_argument("path", type=Path)
     validate.set_defaults(func=_data_validate)
+
+    config = commands.add_parser("config", help="about training configs").add_subparsers(dest="config_command", required=True)
+    reference = config.add_parser("reference", help="every training config key with its default and help, as markdown")
+    reference.add_argument("--out", type=Path, help="write it here (docs/config-reference.md is this output)")
+    reference.set_defaults(func=_config_reference)
 
     from larr.training.cli import configure_train_parser  # light: argparse only, torch is imported lazily
 
