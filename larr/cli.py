@@ -71,6 +71,12 @@ def _train(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from larr.training.cli import run_evaluate
+
+    return run_evaluate(args)
+
+
 def _export(args: argparse.Namespace) -> int:
     from larr.export.cli import run_export
 
@@ -139,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run training stages 1-3 (see `larr train all --help`)")
     configure_train_parser(train)
     train.set_defaults(func=_train)
+
+    from larr.training.cli import configure_evaluate_parser
+
+    evaluate = commands.add_parser("evaluate", help="score a split or a segment of users with a run's CTR models: "
+                                   "N, AUC, logloss, GAUC (larr.training.evaluate)")
+    configure_evaluate_parser(evaluate)
+    evaluate.set_defaults(func=_evaluate)
 
     from larr.clients.cli import configure_query_parser
     from larr.export.cli import configure_export_parser

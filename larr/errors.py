@@ -7,6 +7,7 @@ to run or change.
 
 * :class:`DataValidationError` — a dataset file breaks the schema (``larr.data.schema``);
 * :class:`ConfigError` — a training config key, value or ``--set`` override is wrong (``larr.training.config``);
+* :class:`UsageError` — a command-line flag's value is wrong in a way argparse cannot see (``--where nosuch=1``);
 * :class:`MissingInputError` — what an earlier step writes is not there (no dataset before ``larr data synth``,
   no stage-1 model before ``larr train embed``, no checkpoints before ``larr export``).
 
@@ -30,6 +31,10 @@ class DataValidationError(UserError, ValueError):
 
 class ConfigError(UserError, ValueError):
     """A training config key or value is wrong; the message names the dotted key (``ctr.max_epochs``)."""
+
+
+class UsageError(UserError, ValueError):
+    """A command-line flag's value is wrong (beyond what argparse checks); the message names the flag."""
 
 
 class MissingInputError(UserError, FileNotFoundError):
