@@ -7,7 +7,8 @@
 Layout (tensor names and parameters from larr.contract; D = embedding size, K = scene features)::
 
     OUT/larr/config.pbtxt           ensemble: SCENE_TEXT [-1] BYTES, USER_ID [1], ITEM_IDS [-1] -> CTR [-1]
-    OUT/larr/1/                     empty (an ensemble still needs a version folder)
+    OUT/larr/1/                     item_names.json (for `larr query`; Triton reads nothing here, but an ensemble
+                                    still needs a version folder)
     OUT/feature_cache/config.pbtxt  python: SCENE_TEXT [-1] -> SCENE_EMB [-1, D], SCENE_IDS [-1]
     OUT/feature_cache/1/            tokenizer.json, embedding_config.json, scene_vocab.json, model.py
     OUT/embedder/config.pbtxt       cpu: python (ONNX Runtime | torch), gpu: tensorrt_plan; dynamic batching
@@ -48,6 +49,7 @@ from larr.contract import (
     FEATURE_CACHE_MODEL,
     INPUT_IDS,
     ITEM_IDS,
+    ITEM_NAMES_PATH,
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
     PARAM_DEVICE,
@@ -547,6 +549,7 @@ def write_repository(
     if options.runtime == "torch":
         _copy_torch_artifacts(paths, dataset, version_dirs, report)
     _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
+    _write_item_names(checkpoints, out / ITEM_NAMES_PATH, report)
     if options.scene_store is not StoreKind.LRU:
         _write_scene_table(checkpoints, paths, options, facts, version_dirs[FEATURE_CACHE_MODEL], report)
     configs = build_configs(options, facts)
@@ -576,6 +579,19 @@ def _write_scene_table(
     table = write_scene_table(paths.embedder_dir, dataset_dir, version_dir, facts.embedder_version,
                               extra_texts=options.extra_texts or None, progress=report)
     report(f"feature_cache: scene table {version_dir} ({table.rows} texts)")
+
+
+def _write_item_names(checkpoints: Path, path: Path, report) -> None:
+    """The dataset's item names, for clients that print rankings (``larr query --model-repository``)."""
+    from larr.data.schema import ITEMS_FILE, load_dataset_info, load_items
+
+    dataset_dir = RunLayout(checkpoints).dataset_dir()
+    if dataset_dir is None:
+        report(f"{ENSEMBLE_NAME}: no item names (the run's dataset is not there); `larr query` shows ids only")
+        return
+    items = load_items(dataset_dir / ITEMS_FILE, load_dataset_info(dataset_dir).num_items)
+    path.write_text(json.dumps(items.name, ensure_ascii=False) + "\n", encoding="utf-8")
+    report(f"{ENSEMBLE_NAME}: {path} ({len(items)} item names)")
 
 
 def fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from larr.data.schema import INTERACTION_ID_COLUMNS, SPLITS, Dataset, Interactions, load_dataset
+from larr.data.schema import INTERACTION_ID_COLUMNS, Dataset, Interactions, load_dataset
 from larr.errors import MissingInputError, UsageError
 from larr.layout import RunLayout, Variant
 from larr.models.backbone import FieldVocab

@@ -38,6 +38,7 @@ from larr.errors import DataValidationError, DataWarning, MissingInputError
 SPLITS = ("train", "valid", "test")
 INTERACTION_ID_COLUMNS = ("user_id", "item_id", "label", "timestamp")
 ITEM_COLUMNS = ("item_id", "name", "category", "description")
+ITEMS_FILE = "items.csv"
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
     """Load and validate a dataset folder. Raises :class:`DataValidationError` naming file/line/column."""
     root = Path(root)
     info = load_dataset_info(root)
-    items = load_items(root / "items.csv", info.num_items)
+    items = load_items(root / ITEMS_FILE, info.num_items)
     loaded = {split: load_interactions(root / f"{split}.csv", info) for split in splits}
     knowledge_path = root / "knowledge.txt"
     knowledge = []
@@ -271,7 +272,7 @@ def write_dataset(root: str | Path, dataset: Dataset) -> None:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.json").write_text(json.dumps(dataset.info.to_json(), indent=2) + "\n", encoding="utf-8")
-    with (root / "items.csv").open("w", newline="", encoding="utf-8") as handle:
+    with (root / ITEMS_FILE).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(ITEM_COLUMNS)
         for i in range(len(dataset.items)):
