@@ -178,7 +178,7 @@ class RepositoryOptions:
         if not variant.servable:
             raise ValueError(
                 f"variant {variant.value!r} cannot be served by the {ENSEMBLE_NAME!r} ensemble: "
-                f"{_not_servable_reason(variant)}; servable: {[v.value for v in SERVABLE_VARIANTS]} (a TextEmbedder "
+                f"{not_servable_reason(variant)}; servable: {[v.value for v in SERVABLE_VARIANTS]} (a TextEmbedder "
                 "folder, and a CTR model that reads one embedding per scene feature)"
             )
         object.__setattr__(self, "variant", variant)  # frozen: normalised once, here
@@ -208,7 +208,8 @@ class RepositoryOptions:
         return mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU
 
 
-def _not_servable_reason(variant: Variant) -> str:
+def not_servable_reason(variant: Variant) -> str:
+    """Why the ``larr`` ensemble cannot serve ``variant`` (one that is not ``Variant.servable``)."""
     if variant.whole_scene:
         return "it embeds the whole scene on every request, the work the feature cache exists to avoid"
     return "its features come from the stage-1 LM, so there is no TextEmbedder folder to export"

@@ -131,3 +131,13 @@ def test_a_real_process_prints_one_line_and_exits_2(bad_label_data):
     assert result.stderr.splitlines() == [
         f"larr data validate: {bad_label_data / 'train.csv'}: line 3: column 'label': '4' is not 0 or 1"
     ]
+
+
+def test_export_of_an_unservable_variant_says_why(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "full_text: it embeds the whole scene" in help_text and "no_stage2: its features come from the stage-1 LM" in help_text
+    line = one_line_error(capsys, ["export", "--checkpoints", str(tmp_path), "--target", "cpu", "--out",
+                                   str(tmp_path / "repo"), "--variant", "full_text"])
+    assert line.startswith("larr export: variant 'full_text' cannot be served") and "whole scene" in line
