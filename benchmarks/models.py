@@ -31,13 +31,14 @@ from pathlib import Path
 
 from larr.benchmarks.config import CACHE_OFF, FULLTEXT, LARR, LLMShape
 from larr.contract import FEATURE_CACHE_MODEL
+from larr.errors import UserError
 from larr.layout import RunLayout, Variant
 
 STAMP_FILE = "bench_stamp.json"
 CTR_LARR, CTR_FULLTEXT = Variant.LARR, Variant.FULL_TEXT  # the trained CTR heads the ensembles serve
 
 
-class BenchSetupError(RuntimeError):
+class BenchSetupError(UserError, RuntimeError):
     """The checkpoints or the dataset the benchmark needs are missing; the message says what to run."""
 
 

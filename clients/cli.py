@@ -16,7 +16,7 @@ import numpy as np
 
 from larr.clients.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, LarrClient
 from larr.clients.errors import InvalidRequestError, LarrError
-from larr.contract import ENSEMBLE_NAME
+from larr.contract import ENSEMBLE_NAME, ITEM_NAMES_PATH
 
 
 def _item_list(text: str) -> list[int]:
@@ -49,6 +49,10 @@ def configure_query_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=ENSEMBLE_NAME, help="ensemble to query")
     parser.add_argument("--user-id", type=int, required=True, help="user id (>= 0)")
     parser.add_argument("--items", type=_item_list, required=True, help="candidate item ids, comma-separated")
+    parser.add_argument(
+        "--model-repository", type=Path, metavar="DIR",
+        help=f"the served repository (as `larr export` wrote it): print item names from its {ITEM_NAMES_PATH}",
+    )
     parser.add_argument(
         "--scene",
         type=_scene_pair,
@@ -100,11 +104,20 @@ def run_query(args: argparse.Namespace) -> int:
     # Stable sort: equal scores keep the order the items were given in.
     order = np.argsort(-ctr, kind="stable")[: args.top]
     ranked = [(int(args.items[i]), float(ctr[i])) for i in order]
+    names = item_names(args.model_repository) if args.model_repository else []
+    name_of = {item: names[item] for item, _ in ranked if 0 <= item < len(names)}  # unknown ids: no name
     if args.json:
-        items = [{"item_id": item, "ctr": score} for item, score in ranked]
+        items = [{"item_id": item, "ctr": score, **({"name": name_of[item]} if item in name_of else {})}
+                 for item, score in ranked]
         print(json.dumps({"user_id": args.user_id, "scene": scene, "items": items}))
     else:
-        print(f"{'rank':>4}  {'item_id':>10}  ctr")
+        print(f"{'rank':>4}  {'item_id':>10}  ctr" + ("       name" if name_of else ""))
         for rank, (item, score) in enumerate(ranked, start=1):
-            print(f"{rank:>4}  {item:>10}  {score:.6f}")
+            print(f"{rank:>4}  {item:>10}  {score:.6f}" + (f"  {name_of.get(item, '')}" if name_of else ""))
     return 0
+
+
+def item_names(repository: Path) -> list[str]:
+    """The item names ``larr export`` wrote beside the ensemble (name of id i at i); empty when it wrote none."""
+    path = Path(repository) / ITEM_NAMES_PATH
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []

@@ -168,7 +168,10 @@ def _encode_items(schema: SceneSchema, item_ids: Sequence[int]) -> np.ndarray:
     if items.size == 0:
         raise InvalidRequestError("item_ids must not be empty")
     if items.size > schema.max_candidates:
-        raise InvalidRequestError(f"got {items.size} item ids; the server accepts at most {schema.max_candidates}")
+        raise InvalidRequestError(
+            f"got {items.size} item ids; the server accepts at most {schema.max_candidates} (max_candidates): send "
+            f"them in requests of at most {schema.max_candidates}, or re-export with `larr export --max-candidates N`"
+        )
     return items
 
 

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions
-from larr.layout import SERVABLE_VARIANTS
+from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions, not_servable_reason
+from larr.layout import SERVABLE_VARIANTS, Variant
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES
 from larr.serving.stores import StoreKind
@@ -30,8 +30,11 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
         help="cpu: python-backend models on ONNX Runtime or PyTorch (any Triton, also on GPUs via --device cuda); "
         "gpu: TensorRT plans (needs TensorRT and a CUDA GPU here, the NGC image to serve)",
     )
-    add("--variant", default=defaults.variant.value, choices=[v.value for v in SERVABLE_VARIANTS],
-        help="which trained CTR model to serve")
+    # every variant is a choice, so that asking for an unservable one gets the reason, not argparse's "invalid choice"
+    unservable = "; ".join(f"{v.value}: {not_servable_reason(v)}" for v in Variant if not v.servable)
+    add("--variant", default=defaults.variant.value, choices=[v.value for v in Variant],
+        help=f"which trained CTR model to serve: one of {[v.value for v in SERVABLE_VARIANTS]}. Not servable by the "
+        f"ensemble ({unservable}); score those offline with `larr evaluate`")
     add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
         help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
     add("--redis-url", default=defaults.redis_url, help="scene store redis: redis://host:port/db shared by the replicas")

@@ -7,7 +7,8 @@
 Layout (tensor names and parameters from larr.contract; D = embedding size, K = scene features)::
 
     OUT/larr/config.pbtxt           ensemble: SCENE_TEXT [-1] BYTES, USER_ID [1], ITEM_IDS [-1] -> CTR [-1]
-    OUT/larr/1/                     empty (an ensemble still needs a version folder)
+    OUT/larr/1/                     item_names.json (for `larr query`; Triton reads nothing here, but an ensemble
+                                    still needs a version folder)
     OUT/feature_cache/config.pbtxt  python: SCENE_TEXT [-1] -> SCENE_EMB [-1, D], SCENE_IDS [-1]
     OUT/feature_cache/1/            tokenizer.json, embedding_config.json, scene_vocab.json, model.py
     OUT/embedder/config.pbtxt       cpu: python (ONNX Runtime | torch), gpu: tensorrt_plan; dynamic batching
@@ -48,6 +49,7 @@ from larr.contract import (
     FEATURE_CACHE_MODEL,
     INPUT_IDS,
     ITEM_IDS,
+    ITEM_NAMES_PATH,
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
     PARAM_DEVICE,
@@ -71,6 +73,7 @@ from larr.contract import (
     TOKENIZER_FILE,
     USER_ID,
 )
+from larr.errors import UserError
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.redis_store import RedisStoreConfig
@@ -95,7 +98,7 @@ TRT_OPT_SEQUENCE = 16
 TRT_OPT_CANDIDATES = 100
 
 
-class RepositoryError(RuntimeError):
+class RepositoryError(UserError, RuntimeError):
     """The checkpoints, the dataset or the options cannot make a consistent model repository."""
 
 
@@ -177,7 +180,7 @@ class RepositoryOptions:
         if not variant.servable:
             raise ValueError(
                 f"variant {variant.value!r} cannot be served by the {ENSEMBLE_NAME!r} ensemble: "
-                f"{_not_servable_reason(variant)}; servable: {[v.value for v in SERVABLE_VARIANTS]} (a TextEmbedder "
+                f"{not_servable_reason(variant)}; servable: {[v.value for v in SERVABLE_VARIANTS]} (a TextEmbedder "
                 "folder, and a CTR model that reads one embedding per scene feature)"
             )
         object.__setattr__(self, "variant", variant)  # frozen: normalised once, here
@@ -207,7 +210,8 @@ class RepositoryOptions:
         return mc.ModelInstanceGroup.KIND_GPU if on_gpu else mc.ModelInstanceGroup.KIND_CPU
 
 
-def _not_servable_reason(variant: Variant) -> str:
+def not_servable_reason(variant: Variant) -> str:
+    """Why the ``larr`` ensemble cannot serve ``variant`` (one that is not ``Variant.servable``)."""
     if variant.whole_scene:
         return "it embeds the whole scene on every request, the work the feature cache exists to avoid"
     return "its features come from the stage-1 LM, so there is no TextEmbedder folder to export"
@@ -237,6 +241,8 @@ class CheckpointPaths:
         from larr.models.embedder import EMBEDDER_FILE
 
         layout = RunLayout(checkpoints)
+        if not layout.root.is_dir():
+            raise RepositoryError(f"{checkpoints}: no such run folder; make one with `larr train all --out {checkpoints}`")
         embedder_dir = layout.embedder_dir(variant)
         ctr_dir = layout.ctr_dir(variant)
         if not (embedder_dir / EMBEDDER_FILE).exists():
@@ -546,6 +552,7 @@ def write_repository(
     if options.runtime == "torch":
         _copy_torch_artifacts(paths, dataset, version_dirs, report)
     _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
+    _write_item_names(checkpoints, out / ITEM_NAMES_PATH, report)
     if options.scene_store is not StoreKind.LRU:
         _write_scene_table(checkpoints, paths, options, facts, version_dirs[FEATURE_CACHE_MODEL], report)
     configs = build_configs(options, facts)
@@ -575,6 +582,19 @@ def _write_scene_table(
     table = write_scene_table(paths.embedder_dir, dataset_dir, version_dir, facts.embedder_version,
                               extra_texts=options.extra_texts or None, progress=report)
     report(f"feature_cache: scene table {version_dir} ({table.rows} texts)")
+
+
+def _write_item_names(checkpoints: Path, path: Path, report) -> None:
+    """The dataset's item names, for clients that print rankings (``larr query --model-repository``)."""
+    from larr.data.schema import ITEMS_FILE, load_dataset_info, load_items
+
+    dataset_dir = RunLayout(checkpoints).dataset_dir()
+    if dataset_dir is None:
+        report(f"{ENSEMBLE_NAME}: no item names (the run's dataset is not there); `larr query` shows ids only")
+        return
+    items = load_items(dataset_dir / ITEMS_FILE, load_dataset_info(dataset_dir).num_items)
+    path.write_text(json.dumps(items.name, ensure_ascii=False) + "\n", encoding="utf-8")
+    report(f"{ENSEMBLE_NAME}: {path} ({len(items)} item names)")
 
 
 def fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:

@@ -35,6 +35,7 @@ import numpy as np
 
 from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
 from larr.data.schema import Dataset, load_dataset
+from larr.errors import UserError
 from larr.layout import RunLayout, Variant
 from larr.serving.store import SceneKey, scene_key
 from larr.serving.table_store import TABLE_FORMAT, TABLE_HASH, TABLE_TENSOR, table_key_hash
@@ -112,7 +113,7 @@ class SceneTableResult:
     throughput: Throughput
 
 
-class SceneTableError(ValueError):
+class SceneTableError(UserError, ValueError):
     """Bad input to the table builder (an extra-texts line, a missing run folder); the message says where."""
 
 

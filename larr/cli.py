@@ -1,6 +1,11 @@
-"""The ``larr`` command line: data, train, export, embed-scenes, serve, query, demo, bench.
+"""The ``larr`` command line: data, config, train, evaluate, export, embed-scenes, serve, query, demo, bench.
 
 Subcommands import their (heavy) modules only when run, so ``larr query`` never imports torch.
+
+A mistake the user can fix (a :class:`larr.errors.UserError`: bad data, a bad config, a step run before the one
+it needs) prints one line, ``larr <command>: <message>``, and exits 2; ``larr --debug <command>`` shows its
+traceback instead. Any other exception is a bug and keeps its traceback. A :class:`larr.errors.DataWarning`
+prints as one line too.
 """
 
 from __future__ import annotations
@@ -8,7 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
+
+from larr.errors import DataWarning, UserError
 
 
 def _data_synth(args: argparse.Namespace) -> int:
@@ -45,10 +53,28 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_reference(args: argparse.Namespace) -> int:
+    from larr.training.config import config_reference
+
+    text = config_reference()
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from larr.training.cli import run_from_args
 
     return run_from_args(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from larr.training.cli import run_evaluate
+
+    return run_evaluate(args)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -101,6 +127,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="larr", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error (bad data, config, "
+                        "order of steps) instead of its one-line message")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)
@@ -119,11 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path)
     validate.set_defaults(func=_data_validate)
 
+    config = commands.add_parser("config", help="about training configs").add_subparsers(dest="config_command", required=True)
+    reference = config.add_parser("reference", help="every training config key with its default and help, as markdown")
+    reference.add_argument("--out", type=Path, help="write it here (docs/config-reference.md is this output)")
+    reference.set_defaults(func=_config_reference)
+
     from larr.training.cli import configure_train_parser  # light: argparse only, torch is imported lazily
 
     train = commands.add_parser("train", help="run training stages 1-3 (see `larr train all --help`)")
     configure_train_parser(train)
     train.set_defaults(func=_train)
+
+    from larr.training.cli import configure_evaluate_parser
+
+    evaluate = commands.add_parser("evaluate", help="score a split or a segment of users with a run's CTR models: "
+                                   "N, AUC, logloss, GAUC (larr.training.evaluate)")
+    configure_evaluate_parser(evaluate)
+    evaluate.set_defaults(func=_evaluate)
 
     from larr.clients.cli import configure_query_parser
     from larr.export.cli import configure_export_parser
@@ -213,11 +253,39 @@ def main(argv: list[str] | None = None) -> int:
     # to one busy process). Passive waiting costs little when the machine is idle. Set it to override.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    command = command_name(args)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the default printer when main() returns (tests call it in-process)
+            warnings.showwarning = _one_line_data_warnings(command, warnings.showwarning)
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """What the user typed to pick the command, e.g. ``larr data validate`` (a group's subcommand is
+    ``args.<group>_command``)."""
+    words = ["larr", args.command, getattr(args, f"{args.command}_command", None)]
+    return " ".join(word for word in words if word)
+
+
+def _one_line_data_warnings(command: str, show):
+    """A ``warnings.showwarning`` that prints a :class:`DataWarning` as ``larr <command>: warning: ...`` (the
+    default adds the source line that raised it, which says nothing to the user) and others as ``show`` does."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"{command}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ ITEM_REQUEST = "ITEM_REQUEST"  # INT64 [T]: the request (0..B-1) each concatenat
 PARAM_SCENE_FEATURES = "scene_features"
 PARAM_MAX_CANDIDATES = "max_candidates"
 PARAM_EMBEDDER_VERSION = "embedder_version"
+
+# Beside the served models, not read by Triton: the catalogue's item names, a JSON list (name of item id i at i),
+# in the ensemble's version folder, relative to the repository. `larr export` writes it; `larr query
+# --model-repository` prints the names next to the ids.
+ITEM_NAMES_PATH = f"{ENSEMBLE_NAME}/1/item_names.json"
 SCENE_IDS = "SCENE_IDS"  # INT64 [K]: each scene text's field index in the CTR model's vocabulary (0 = unseen)
 
 # The unseen-text row: what stands in for the LLM embedding of a scene text that is not embedded yet. Every

@@ -22,7 +22,10 @@ def validate_ctr_request(user_id: np.ndarray, item_ids: np.ndarray, max_candidat
     if items.size == 0:
         raise RequestError("ITEM_IDS is empty: send at least one candidate item")
     if items.size > max_candidates:
-        raise RequestError(f"ITEM_IDS has {items.size} candidates; this server scores at most {max_candidates} per request")
+        raise RequestError(
+            f"ITEM_IDS has {items.size} candidates; this server scores at most {max_candidates} per request "
+            f"(max_candidates): split the request, or re-export with `larr export --max-candidates N`"
+        )
     negative = np.flatnonzero(items < 0)
     if negative.size:
         first = int(negative[0])

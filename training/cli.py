@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from larr.layout import Stage
+from larr.data.schema import SPLITS
+from larr.layout import Stage, Variant
 from larr.training.runner import config_from_args, configure_train_parser, print_metrics
 from larr.training.runner import run_stage as run_with_bookkeeping
 
@@ -17,8 +18,12 @@ from larr.training.runner import run_stage as run_with_bookkeeping
 # the parser stay light.
 
 STAGES = tuple(stage.value for stage in Stage)
+USER_SEEN = "user_seen"  # `larr evaluate --where` column: 1 when the row's user has a row in the train split
 
-__all__ = ["STAGES", "config_from_args", "configure_train_parser", "run_all", "run_from_args", "run_stage"]
+__all__ = [
+    "STAGES", "USER_SEEN", "config_from_args", "configure_evaluate_parser", "configure_train_parser", "run_all",
+    "run_evaluate", "run_from_args", "run_stage",
+]
 
 
 def run_stage(stage: str | Stage, config, out: Path, resume: bool) -> dict:
@@ -45,3 +50,25 @@ def run_from_args(args: argparse.Namespace) -> int:
         run_stage(stage, config, args.out, args.resume)
     print_metrics(args.out)
     return 0
+
+
+def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
+    """The ``larr evaluate`` flags (larr.training.evaluate)."""
+    add = parser.add_argument
+    add("--run", required=True, type=Path, help="run folder of `larr train` (config.yaml, embed/, ctr/)")
+    add("--split", default="test", choices=SPLITS, help="which split to score (default: test)")
+    add("--variant", action="append", choices=[v.value for v in Variant],
+        help="CTR model to score, repeatable (default: every one trained in RUN)")
+    add("--where", action="append", default=[], metavar="COLUMN=VALUE",
+        help=f"keep rows whose COLUMN (a column of the split's CSV, or {USER_SEEN}: 1 = the user has rows in the "
+        "train split, 0 = a new user) equals VALUE; repeatable (all must match)")
+    add("--users", type=Path, metavar="FILE", help="keep rows of the users FILE lists (one id per line)")
+    add("--data", type=Path, help="dataset folder (default: the one RUN/config.yaml names)")
+    add("--scores", type=Path, metavar="FILE", help="also write each selected row's probability per variant (CSV)")
+    add("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from larr.training.evaluate import run_evaluate as evaluate_main
+
+    return evaluate_main(args)

@@ -1,6 +1,8 @@
 """Typed configs for the three training stages, loadable from YAML (unknown keys are errors).
 
-Shipped configs live in ``training/configs/``; ``--config tiny`` names ``training/configs/tiny.yaml``.
+Shipped configs live in ``training/configs/``; ``--config tiny`` names ``training/configs/tiny.yaml``. Every key
+has a default and a help text (dataclass field metadata); :func:`config_reference` renders them as the markdown
+of ``docs/config-reference.md`` (``larr config reference``; a test keeps the committed file equal to it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from larr.errors import ConfigError
 from larr.layout import ALL_VARIANTS, Variant
 from larr.models.backbone import BackboneConfig
 from larr.tokenization import DEFAULT_MAX_LENGTH
@@ -27,12 +30,12 @@ class ModelConfig:
     """The embedded default LLM: a tiny Llama-style model trained from scratch (used when no base model)."""
 
     architecture: str = field(default="llama", metadata={"help": "llama | qwen2"})
-    hidden_size: int = 128
-    intermediate_size: int = 352
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 256
+    hidden_size: int = field(default=128, metadata={"help": "width of the residual stream"})
+    intermediate_size: int = field(default=352, metadata={"help": "width of each MLP block"})
+    num_hidden_layers: int = field(default=4, metadata={"help": "decoder layers"})
+    num_attention_heads: int = field(default=4, metadata={"help": "query heads per layer"})
+    num_key_value_heads: int = field(default=2, metadata={"help": "key/value heads per layer (grouped-query attention)"})
+    max_position_embeddings: int = field(default=256, metadata={"help": "longest sequence the model can read"})
     vocab_size: int = field(default=3000, metadata={"help": "BPE vocabulary trained on the corpus"})
 
 
@@ -45,16 +48,16 @@ class PretrainConfig:
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     block_size: int = field(default=128, metadata={"help": "tokens per training sequence (documents packed)"})
-    batch_size: int = 32
-    max_steps: int = 800
-    learning_rate: float = 2e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
+    batch_size: int = field(default=32, metadata={"help": "sequences per optimiser step"})
+    max_steps: int = field(default=800, metadata={"help": "optimiser steps of stage 1 (its length)"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, then cosine decay to 10 %)"})
+    warmup_steps: int = field(default=50, metadata={"help": "steps of linear learning-rate warm-up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     records_per_user_cap: int = field(default=200, metadata={"help": "click records per user in the corpus"})
     knowledge_repeats: int = field(
         default=20, metadata={"help": "copies of knowledge.txt in the corpus (it is small next to the records)"}
     )
-    checkpoint_every: int = 200
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (what --resume restarts from)"})
     eval_fraction: float = field(default=0.05, metadata={"help": "share of blocks held out for eval loss"})
 
 
@@ -64,18 +67,18 @@ class EmbedConfig:
 
     max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per embedder input, <emb> included"})
     projection_dim: int = field(default=64, metadata={"help": "embedding size D"})
-    temperature: float = 0.1
-    learn_temperature: bool = False
+    temperature: float = field(default=0.1, metadata={"help": "InfoNCE temperature (its start value when learned)"})
+    learn_temperature: bool = field(default=False, metadata={"help": "learn the temperature instead of fixing it"})
     batch_size: int = field(default=64, metadata={"help": "pairs per kind per step (in-batch negatives)"})
-    max_steps: int = 400
-    learning_rate: float = 5e-4
-    warmup_steps: int = 30
-    weight_user_user: float = 1.0
-    weight_item_item: float = 1.0
-    weight_user_item: float = 1.0
+    max_steps: int = field(default=400, metadata={"help": "optimiser steps of stage 2 (each embedder trained)"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate (linear warm-up, then cosine decay to 10 %)"})
+    warmup_steps: int = field(default=30, metadata={"help": "steps of linear learning-rate warm-up"})
+    weight_user_user: float = field(default=1.0, metadata={"help": "weight of the user-user InfoNCE loss"})
+    weight_item_item: float = field(default=1.0, metadata={"help": "weight of the item-item InfoNCE loss"})
+    weight_user_item: float = field(default=1.0, metadata={"help": "weight of the user-item InfoNCE loss"})
     history_length: int = field(default=6, metadata={"help": "clicked items in a user-history text"})
     eval_pairs: int = field(default=300, metadata={"help": "held-out pairs per kind for recall@10"})
-    checkpoint_every: int = 100
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between checkpoints (what --resume restarts from)"})
 
 
 @dataclass
@@ -84,8 +87,8 @@ class CTRConfig:
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     agg_dim: int = field(default=64, metadata={"help": "aggregation-encoder width"})
-    agg_layers: int = 2
-    agg_heads: int = 4
+    agg_layers: int = field(default=2, metadata={"help": "Transformer layers of the aggregation encoder"})
+    agg_heads: int = field(default=4, metadata={"help": "attention heads of the aggregation encoder (divide agg_dim)"})
     agg_dropout: float = field(default=0.0, metadata={"help": "dropout in the aggregation encoder (its inputs are frozen; early stopping guards it)"})
     scene_dropout: float = field(
         default=0.1,
@@ -96,23 +99,23 @@ class CTRConfig:
                   "/ 10 times); larr.benchmarks.fresh_text_replay measures both sides. ID fields are never dropped"},
     )
     align_weight: float = field(default=0.1, metadata={"help": "weight of the alignment loss against BCE"})
-    align_temperature: float = 0.1
+    align_temperature: float = field(default=0.1, metadata={"help": "temperature of the alignment InfoNCE"})
     llm_input_scale: float = field(
         default=1.0,
         metadata={"help": "factor on the LLM inputs (item text, aligned scene) before the backbone; below 1 puts them "
                   "at the scale of small-initialised, L2-regularised ID embeddings (FuxiCTR recipe), which they "
                   "would otherwise drown out"},
     )
-    batch_size: int = 512
-    max_epochs: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
+    batch_size: int = field(default=512, metadata={"help": "examples per optimiser step"})
+    max_epochs: int = field(default=8, metadata={"help": "most passes over the train split (early stopping may end sooner)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay (L2 on every parameter)"})
     patience: int = field(default=2, metadata={"help": "epochs without validation-AUC gain before stopping"})
     lr_decay_on_plateau: float = field(
         default=0.1, metadata={"help": "multiply the learning rate by this after an epoch without validation-AUC gain"}
     )
     grad_clip: float = field(default=10.0, metadata={"help": "gradient-norm clipping (0 = off)"})
-    checkpoint_every: int = 200
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (what --resume restarts from)"})
     embed_batch_size: int = field(default=256, metadata={"help": "texts per frozen-embedder forward"})
     variants: tuple[Variant, ...] = field(
         default=ALL_VARIANTS,
@@ -122,20 +125,24 @@ class CTRConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.scene_dropout <= 1.0:
-            raise ValueError(f"ctr.scene_dropout must be in [0, 1], got {self.scene_dropout}")
+            raise ConfigError(f"ctr.scene_dropout must be in [0, 1], got {self.scene_dropout}")
         # YAML and --set give names; everything downstream compares Variant members
         try:
             self.variants = tuple(Variant.parse(v) for v in self.variants)
         except ValueError as error:
-            raise ValueError(f"ctr.variants: {error}") from None
+            raise ConfigError(f"ctr.variants: {error}") from None
 
 
 @dataclass
 class TrainConfig:
     """All stages. ``data`` is a dataset folder (see larr.data.schema)."""
 
-    data: str = field(default="runs/data/synth", metadata={"help": "dataset folder"})
-    seed: int = 2024
+    data: str = field(
+        default="runs/data/synth",
+        metadata={"help": "dataset folder (larr.data.schema); relative to the working directory; `larr train --data DIR` "
+                  "overrides it"},
+    )
+    seed: int = field(default=2024, metadata={"help": "seeds data order, initialisation and dropout (runs repeat exactly)"})
     threads: int = field(default=0, metadata={"help": "torch intra-op threads; 0 = torch's default"})
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -150,7 +157,7 @@ def _coerce(tp, value, where: str):
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, where)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -159,7 +166,7 @@ def _coerce(tp, value, where: str):
         return _coerce(args[0], value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list")
+            raise ConfigError(f"{where}: expected a list")
         (item_type, *_) = typing.get_args(tp)
         return tuple(_coerce(item_type, v, where) for v in value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -168,9 +175,9 @@ def _coerce(tp, value, where: str):
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
 
 
@@ -179,8 +186,14 @@ def from_dict(cls, data: dict, where: str = "config"):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as error:  # a __post_init__ check of a class outside this module (BackboneConfig)
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def to_dict(config) -> dict:
@@ -206,14 +219,17 @@ def resolve_config_path(name_or_path: str) -> Path:
     if shipped.exists():
         return shipped
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"config '{name_or_path}' is neither a file nor a shipped config ({names})")
+    raise ConfigError(f"config '{name_or_path}' is neither a file nor a shipped config ({names})")
 
 
 def load_config(name_or_path: str | None, overrides: dict | None = None) -> TrainConfig:
     data = {}
     if name_or_path:
         path = resolve_config_path(name_or_path)
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -225,3 +241,68 @@ def load_config(name_or_path: str | None, overrides: dict | None = None) -> Trai
 
 def save_config(config: TrainConfig, path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------- reference
+
+
+def config_reference() -> str:
+    """Markdown: every key of :class:`TrainConfig` as YAML and ``--set`` spell it, with its type, default and help.
+
+    ``docs/config-reference.md`` is this text (``larr config reference --out docs/config-reference.md``).
+    """
+    lines = [
+        "# Training config reference",
+        "",
+        "<!-- generated by `larr config reference --out docs/config-reference.md` from the dataclasses in",
+        "     training/config.py (and larr.models.backbone.BackboneConfig); edit those, not this file -->",
+        "",
+        "Every key of a training config (`larr train --config FILE|NAME`, YAML), its type, its default and what it does.",
+        "A config file sets only the keys it changes; `--set KEY=VALUE` overrides one (dotted, YAML value syntax, e.g.",
+        "`--set ctr.max_epochs=2`), `--data DIR` overrides `data`. The shipped configs (`training/configs/*.yaml`,",
+        "`--config tiny`) change some defaults; `RUN/config.yaml` holds the values a run used. Unknown keys are errors.",
+    ]
+    sections: list[tuple[str, type]] = [("", TrainConfig)]
+    while sections:
+        prefix, cls = sections.pop(0)
+        nested = []
+        lines += ["", f"## `{prefix or 'top level'}`", "", _first_paragraph(cls), "",
+                  "| key | type | default | what it does |", "|---|---|---|---|"]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            if dataclasses.is_dataclass(hints[f.name]):
+                nested.append((key, hints[f.name]))
+                lines.append(f"| `{key}` | section | | see [`{key}`](#{key.replace('.', '')}) below |")
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            help_text = f.metadata.get("help", "").replace("|", "\\|").replace("<", "\\<")  # not a table cell or HTML tag
+            lines.append(f"| `{key}` | {_type_name(hints[f.name])} | `{_yaml_value(default)}` | {help_text} |")
+        sections[:0] = nested  # depth first: a section's subsections follow it
+    return "\n".join(lines) + "\n"
+
+
+def _first_paragraph(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def _type_name(tp) -> str:
+    """How the reference spells a field's type: ``int``, ``str or null``, ``list of int``, ``one of a, b``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list, each {_type_name(typing.get_args(tp)[0])}".replace("each int", "of int")
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of " + ", ".join(f"`{member.value}`" for member in tp)
+    return tp.__name__
+
+
+def _yaml_value(value) -> str:
+    """``value`` as a YAML flow scalar or list, as a config file or ``--set`` writes it."""
+    plain = to_dict(value) if dataclasses.is_dataclass(value) else value
+    if isinstance(plain, Enum):
+        plain = plain.value
+    if isinstance(plain, tuple):
+        plain = [v.value if isinstance(v, Enum) else v for v in plain]
+    return yaml.safe_dump(plain, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()

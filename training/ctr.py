@@ -33,6 +33,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.data.schema import Dataset, Interactions, load_dataset
+from larr.errors import MissingInputError
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import CTRModelSpec, LarrCTR
@@ -77,7 +78,7 @@ def load_frozen_embedder(out: Path, variant: Variant) -> tuple[TextEmbedder, Emb
         return embedder, EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, EmbeddingInputConfig(max_length=max_length))
     model_dir = layout.embedder_dir(variant)
     if not model_dir.exists():
-        raise FileNotFoundError(f"{model_dir}: missing; run `larr train embed` first (variant {variant})")
+        raise MissingInputError(f"{model_dir}: missing; run `larr train embed --out {out}` first (variant {variant})")
     return TextEmbedder.from_pretrained(model_dir), EmbeddingTokenizer.from_directory(model_dir)
 
 
@@ -105,19 +106,26 @@ class LLMFeatures:
     item_embeddings: torch.Tensor  # (I, D) static item text embeddings
 
 
-def build_llm_features(
-    dataset: Dataset, embedder, tokenizer, full_text: bool, batch_size: int, ctx: DistContext
-) -> LLMFeatures:
-    features = dataset.info.scene_features
+def scene_text_codes(
+    features: tuple[str, ...], splits: dict[str, Interactions], full_text: bool
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The distinct embedder inputs of ``splits`` (every (feature, text), or every whole scene when ``full_text``),
+    each once, and per split its (N, K') int64 rows in that list."""
     index: dict[str, int] = {}
     codes = {}
-    for split, rows in dataset.splits.items():
+    for split, rows in splits.items():
         if full_text:
             texts = [[format_scene(features, rows.scene_row(n))] for n in range(len(rows))]
         else:
             texts = [[format_scene_feature(f, rows.scene[k][n]) for k, f in enumerate(features)] for n in range(len(rows))]
         codes[split] = np.array([[index.setdefault(t, len(index)) for t in row] for row in texts], dtype=np.int64)
-    distinct = list(index)
+    return codes, list(index)
+
+
+def build_llm_features(
+    dataset: Dataset, embedder, tokenizer, full_text: bool, batch_size: int, ctx: DistContext
+) -> LLMFeatures:
+    codes, distinct = scene_text_codes(dataset.info.scene_features, dataset.splits, full_text)
     kind = "full scene texts" if full_text else "(feature, text) pairs"
     table = distributed_embed(embedder, tokenizer, distinct, batch_size, ctx, f"embedding {len(distinct)} {kind}")
     items = distributed_embed(embedder, tokenizer, item_texts(dataset), batch_size, ctx, "embedding item texts")

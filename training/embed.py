@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from larr.data.schema import load_dataset
+from larr.errors import MissingInputError
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
@@ -85,7 +86,7 @@ def run(config: TrainConfig, out: Path, resume: bool = False, variant: Variant =
     from_base = variant.embedder_source is Variant.NO_STAGE1
     lm_dir = layout.base_lm_dir if from_base else layout.pretrained_lm_dir
     if not (lm_dir / TOKENIZER_FILE).exists():
-        raise FileNotFoundError(f"{lm_dir}: no stage-1 model; run `larr train pretrain` first")
+        raise MissingInputError(f"{lm_dir}: no stage-1 model; run `larr train pretrain --out {out}` first")
     dataset = load_dataset(config.data, splits=("train", "valid"))
     input_config = EmbeddingInputConfig(max_length=cfg.max_length)
     hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)

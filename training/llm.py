@@ -20,6 +20,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from larr.errors import MissingInputError
 from larr.text import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, special_tokens
 from larr.training.config import ModelConfig
 
@@ -74,7 +75,7 @@ def load_base_model(path: str | Path, scene_features: Sequence[str]):
     """A local HF causal LM with the project's special tokens added and the embeddings resized."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"--base-model {path}: not a local folder (nothing is downloaded)")
+        raise MissingInputError(f"--base-model {path}: not a local folder (nothing is downloaded)")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ValueError(f"{path}: needs a fast tokenizer (tokenizer.json); the server tokenises with `tokenizers`")

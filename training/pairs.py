@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from larr.data.schema import Dataset, Interactions
+from larr.errors import DataValidationError
 from larr.text import format_scene_feature, format_user, wrap
 from larr.training.corpus import item_texts
 
@@ -58,7 +59,9 @@ def build_pairs(
     clicks = _clicks_by_user(rows)
     users = [u for u, c in clicks.items() if len(c) >= 2]
     if not users:
-        raise ValueError(f"split '{split}' has no user with two clicks; cannot build pairs")
+        raise DataValidationError(
+            f"split '{split}' has no user with two clicks (label 1); stage 2 builds its user-user pairs from them"
+        )
 
     def history(exclude: set[int], user: int) -> str:
         pool = [rows.item_id[n] for n in clicks[user] if n not in exclude]

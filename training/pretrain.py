@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from larr.data.schema import load_dataset
+from larr.errors import DataValidationError
 from larr.layout import RunLayout, Stage, Variant
 from larr.training.config import TrainConfig
 from larr.training.corpus import build_corpus
@@ -49,7 +50,10 @@ def pack_documents(token_ids: list[list[int]], eos_id: int, block_size: int, eva
     window = block_size + 1
     count = len(stream) // window
     if count < 2:
-        raise ValueError(f"corpus has {len(stream)} tokens, too few for two blocks of {window}")
+        raise DataValidationError(
+            f"the stage-1 corpus has {len(stream)} tokens, too few for two blocks of {window} "
+            "(more data, or a smaller pretrain.block_size)"
+        )
     blocks = torch.from_numpy(stream[: count * window].reshape(count, window).copy())
     order = torch.from_numpy(np.random.default_rng(seed).permutation(count))
     num_eval = max(1, int(count * eval_fraction))

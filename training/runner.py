@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from larr.errors import ConfigError
 from larr.layout import RunLayout, Stage
 
 # Heavy modules (torch, transformers) are imported inside the functions: `larr --help` builds its parser
@@ -44,8 +45,11 @@ def config_from_args(args: argparse.Namespace):
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: the value is not YAML ({error.problem})") from None
     if args.data:
         overrides["data"] = args.data
     if args.base_model:

@@ -13,7 +13,12 @@ Rules (checked on load, errors name the file, line and column):
 
 * ids are integers in ``[0, num_users)`` / ``[0, num_items)``; every interaction's item is in items.csv;
 * ``label`` is 0 or 1; ``timestamp`` is an integer or empty;
-* every scene feature named in dataset.json is a column, its text is non-empty UTF-8.
+* every scene feature named in dataset.json is a column, its text is non-empty UTF-8;
+* scene feature names are Python identifiers (``time_of_day``, not ``time of day``): a name becomes the special
+  tokens ``<scene_NAME>`` / ``</scene_NAME>`` around every text the LLM reads, and the key of
+  ``larr query --scene NAME=TEXT``; an identifier has no space, ``<``, ``>``, ``/`` or ``=`` to make either ambiguous;
+* a column the header has but dataset.json does not declare is ignored, with a :class:`~larr.errors.DataWarning`
+  naming it (a scene feature left out of ``scene_features`` would otherwise vanish silently).
 
 CSV is the format (RFC 4180 quoting, UTF-8, header row). Loading is pure Python + NumPy (no torch).
 """
@@ -22,18 +27,18 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from larr.errors import DataValidationError, DataWarning, MissingInputError
+
 SPLITS = ("train", "valid", "test")
 INTERACTION_ID_COLUMNS = ("user_id", "item_id", "label", "timestamp")
 ITEM_COLUMNS = ("item_id", "name", "category", "description")
-
-
-class DataValidationError(ValueError):
-    """A dataset file breaks the schema; the message names file, line and column."""
+ITEMS_FILE = "items.csv"
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,10 @@ def interaction_columns(scene_features: tuple[str, ...] | list[str]) -> list[str
 def load_dataset_info(root: str | Path) -> DatasetInfo:
     path = Path(root) / "dataset.json"
     if not path.exists():
-        raise DataValidationError(f"{path}: missing (is {root} a dataset folder? create one with `larr data synth`)")
+        raise MissingInputError(
+            f"{path}: missing (is {root} a dataset folder? make the synthetic one with `larr data synth --out {root}`, "
+            "or name yours with `larr train --data DIR`)"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -129,8 +137,16 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
         if not isinstance(raw.get(key), kind):
             raise DataValidationError(f"{path}: field '{key}' must be a {kind.__name__}")
     features = tuple(raw["scene_features"])
-    if not features or not all(isinstance(f, str) and f.isidentifier() for f in features):
-        raise DataValidationError(f"{path}: 'scene_features' must be a non-empty list of identifiers")
+    if not features or not all(isinstance(f, str) for f in features):
+        raise DataValidationError(f"{path}: 'scene_features' must be a non-empty list of names")
+    bad = [f for f in features if not f.isidentifier()]
+    if bad:
+        # they become the special tokens <scene_NAME> and the keys of `larr query --scene NAME=TEXT`
+        suggestion = "_".join("".join(c if c.isalnum() else " " for c in bad[0]).split()) or "a_name"
+        raise DataValidationError(
+            f"{path}: scene feature name(s) {bad} are not identifiers (letters, digits, '_'; not starting with a "
+            f"digit), e.g. {suggestion!r}; rename the CSV columns to match"
+        )
     if len(set(features)) != len(features):
         raise DataValidationError(f"{path}: 'scene_features' has duplicates")
     reserved = set(INTERACTION_ID_COLUMNS) & set(features)
@@ -143,7 +159,7 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
     """Load and validate a dataset folder. Raises :class:`DataValidationError` naming file/line/column."""
     root = Path(root)
     info = load_dataset_info(root)
-    items = load_items(root / "items.csv", info.num_items)
+    items = load_items(root / ITEMS_FILE, info.num_items)
     loaded = {split: load_interactions(root / f"{split}.csv", info) for split in splits}
     knowledge_path = root / "knowledge.txt"
     knowledge = []
@@ -166,6 +182,13 @@ def _read_rows(path: Path, expected_columns: list[str]):
             missing = [c for c in expected_columns if c not in header]
             if missing:
                 raise DataValidationError(f"{path}: line 1: missing column(s) {missing}; header is {header}")
+            undeclared = [name for name in header if name not in expected_columns]
+            if undeclared:
+                warnings.warn(
+                    f"{path}: column(s) {undeclared} not declared in dataset.json, ignored "
+                    f"(a scene feature must be listed in 'scene_features')",
+                    DataWarning, stacklevel=3,
+                )
             index = {name: header.index(name) for name in expected_columns}
             for row in reader:
                 line = reader.line_num
@@ -208,7 +231,10 @@ def load_items(path: Path, num_items: int) -> Items:
         descriptions[item] = row["description"]
     absent = [i for i, n in enumerate(names) if n is None]
     if absent:
-        raise DataValidationError(f"{path}: {len(absent)} of {num_items} item ids have no row (first: {absent[0]})")
+        raise DataValidationError(
+            f"{path}: {len(absent)} of {num_items} item ids have no row (first: {absent[0]}); every id in "
+            f"[0, num_items) needs one (num_items is dataset.json's; give an unnamed item a placeholder name)"
+        )
     return Items(name=[str(n) for n in names], category=categories, description=descriptions)
 
 
@@ -246,7 +272,7 @@ def write_dataset(root: str | Path, dataset: Dataset) -> None:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.json").write_text(json.dumps(dataset.info.to_json(), indent=2) + "\n", encoding="utf-8")
-    with (root / "items.csv").open("w", newline="", encoding="utf-8") as handle:
+    with (root / ITEMS_FILE).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(ITEM_COLUMNS)
         for i in range(len(dataset.items)):

@@ -69,6 +69,8 @@ L2_SCOPES = ("table", "batch")
 
 @dataclass
 class BackboneConfig:
+    """The ID part of the CTR model: field embeddings -> DCN-V2 / DeepFM / DNN -> logit (``ctr.backbone`` in a config)."""
+
     kind: BackboneKind = field(
         default=BackboneKind.DCNV2,
         metadata={"help": "CTR architecture: 'dcnv2' | 'deepfm' | 'dnn' (a BackboneKind; YAML gives the string)"},

@@ -692,3 +692,47 @@ def test_score_many_never_hangs_on_an_unexpected_error_in_the_answer() -> None:
     fake.async_infer = answer_unreadably  # type: ignore[method-assign]
     outcomes = client.score_many(_requests(2), return_exceptions=True)
     assert [type(o) for o in outcomes] == [MemoryError, MemoryError]
+
+
+def test_larr_query_prints_item_names_from_the_repository(tmp_path, monkeypatch, capsys):
+    """With --model-repository, the names `larr export` wrote (larr.contract.ITEM_NAMES_PATH) stand next to the ids;
+    an id the catalogue lacks gets none."""
+    import argparse
+    import json
+
+    import larr.clients.cli as query_cli
+    from larr.contract import ITEM_NAMES_PATH
+
+    class FakeClient:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def score(self, scene, user_id, items):
+            return np.array([0.1, 0.9, 0.5], dtype=np.float32)
+
+    names = tmp_path / ITEM_NAMES_PATH
+    names.parent.mkdir(parents=True)
+    names.write_text(json.dumps(["Golden Noodle House", "Happy Pizza", "Jade Bubble Tea"]))
+    monkeypatch.setattr(query_cli, "LarrClient", FakeClient)
+    parser = argparse.ArgumentParser()
+    query_cli.configure_query_parser(parser)
+    argv = ["--user-id", "7", "--items", "0,2,5", "--scene", "weather=rain", "--model-repository", str(tmp_path)]
+    assert query_cli.run_query(parser.parse_args(argv)) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [row.split(None, 3)[1:] for row in rows] == [["2", "0.900000", "Jade Bubble Tea"], ["5", "0.500000"],
+                                                        ["0", "0.100000", "Golden Noodle House"]]
+    assert query_cli.run_query(parser.parse_args([*argv, "--json"])) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    assert [item.get("name") for item in items] == ["Jade Bubble Tea", None, "Golden Noodle House"]
+
+
+def test_too_many_candidates_says_how_to_raise_the_limit():
+    schema = SceneSchema(features=("weather",), max_candidates=3, batched=True)
+    with pytest.raises(InvalidRequestError, match=r"at most 3 .*re-export with `larr export --max-candidates N`"):
+        encode_request(schema, {"weather": "rain"}, 1, [1, 2, 3, 4])

@@ -106,3 +106,41 @@ def test_missing_item_rows(tmp_path: Path, small_world):
     (tmp_path / "items.csv").write_text("\n".join(rows[:-1]) + "\n")
     with pytest.raises(DataValidationError, match="item ids have no row"):
         load_dataset(tmp_path)
+
+
+def _add_column(path: Path, name: str, value: str) -> None:
+    rows = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([f"{rows[0]},{name}", *(f"{row},{value}" for row in rows[1:])]) + "\n", encoding="utf-8")
+
+
+def test_undeclared_columns_are_named_in_a_warning_and_ignored(tmp_path: Path, small_world):
+    from larr.errors import DataWarning
+
+    write_dataset(tmp_path, small_world)
+    _add_column(tmp_path / "train.csv", "device", "phone")
+    _add_column(tmp_path / "items.csv", "price", "9.5")
+    with pytest.warns(DataWarning) as caught:
+        loaded = load_dataset(tmp_path)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert any("train.csv" in m and "['device']" in m for m in messages)
+    assert any("items.csv" in m and "['price']" in m for m in messages)
+    assert loaded.train.scene == small_world.train.scene  # the extra column changes nothing
+
+
+def test_declared_columns_load_without_a_warning(tmp_path: Path, small_world):
+    import warnings
+
+    write_dataset(tmp_path, small_world)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset(tmp_path)
+
+
+def test_scene_feature_names_must_be_identifiers(tmp_path: Path, small_world):
+    write_dataset(tmp_path, small_world)
+    info = json.loads((tmp_path / "dataset.json").read_text())
+    info["scene_features"] = ["time of day", *info["scene_features"][1:]]
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(DataValidationError, match=r"\['time of day'\] are not identifiers .* e\.g\. 'time_of_day'"):
+        load_dataset(tmp_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import shutil
@@ -30,6 +31,7 @@ from larr.contract import (
     FEATURE_CACHE_MODEL,
     INPUT_IDS,
     ITEM_IDS,
+    ITEM_NAMES_PATH,
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
     PARAM_DEVICE,
@@ -246,7 +248,7 @@ def test_cpu_repository_configs(cpu_repository, tiny_run):
 
 def test_cpu_repository_files(cpu_repository, tiny_run, adapters):
     out, printed = cpu_repository
-    assert sorted(p.name for p in (out / ENSEMBLE_NAME / "1").iterdir()) == []
+    assert [p.relative_to(out) for p in (out / ENSEMBLE_NAME / "1").iterdir()] == [Path(ITEM_NAMES_PATH)]
     listing = {name: sorted(p.name for p in (out / name / "1").iterdir()) for name in MODELS}
     assert listing[EMBEDDER_MODEL] == ["model.onnx", "model.py"]  # the stale plan is gone
     assert listing[CTR_MODEL] == ["model.onnx", "model.py"]
@@ -293,6 +295,10 @@ def test_torch_runtime_on_cuda_id_only(tiny_run, adapters, tmp_path):
     info = json.loads((tiny_run.data_dir / "dataset.json").read_text())
     counts = {"num_users": info["num_users"], "num_items": info["num_items"]}
     assert json.loads((ctr_torch / SERVING_META_FILE).read_text()) == counts
+    # the catalogue's names, for `larr query --model-repository` (item id i at i, as items.csv lists them)
+    with (tiny_run.data_dir / "items.csv").open(newline="", encoding="utf-8") as handle:
+        names = {int(row["item_id"]): row["name"] for row in csv.DictReader(handle)}
+    assert json.loads((tmp_path / ITEM_NAMES_PATH).read_text(encoding="utf-8")) == [names[i] for i in range(len(names))]
 
 
 # --------------------------------------------------------------------------------------------- generated: gpu configs
