@@ -526,8 +526,10 @@ def _cache_delta(before: dict[str, float] | None, after: dict[str, float]) -> di
     before = before or {}
     hits = after.get("hits_total", 0.0) - before.get("hits_total", 0.0)
     misses = after.get("misses_total", 0.0) - before.get("misses_total", 0.0)
+    # misses that waited for another batch's embedder call: store misses, but embedded once (miss_embedder)
+    joined = after.get("joined_total", 0.0) - before.get("joined_total", 0.0)
     lookups = hits + misses
-    return {"hits": int(hits), "misses": int(misses), "hit_rate": hits / lookups if lookups else 0.0}
+    return {"hits": int(hits), "misses": int(misses), "joined": int(joined), "hit_rate": hits / lookups if lookups else 0.0}
 
 
 def _config_json(config: BenchConfig) -> dict:

@@ -128,7 +128,8 @@ def measured_miss_tokens_per_request(point: dict | None) -> float | None:
     simulated, cache = point["simulated"], point.get("cache")
     if not cache or not simulated.get("misses"):
         return simulated.get("miss_tokens_per_request")
-    return simulated["miss_tokens_per_request"] * cache["misses"] / simulated["misses"]
+    embedded = cache["misses"] - cache.get("joined", 0)  # a joined miss waited for another batch's call
+    return simulated["miss_tokens_per_request"] * embedded / simulated["misses"]
 
 
 def size_summary(size: dict, concurrency: int, unseen_share: float, gemm_peak_flops: float | None) -> dict:

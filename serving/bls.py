@@ -43,6 +43,13 @@ async def embed_via_bls(
     return np.concatenate(outputs)
 
 
+def send_responses(pb_utils: Any, requests: Sequence[Any], responses: Sequence[Any]) -> None:
+    """Answer each request with its response through its response sender: one final response each, as a
+    non-decoupled model that returns None from ``execute`` must (larr.serving.miss_embedder)."""
+    for request, response in zip(requests, responses, strict=True):
+        request.get_response_sender().send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+
 def scene_responses(
     pb_utils: Any,
     results: Sequence[tuple[np.ndarray, np.ndarray] | RequestError],

@@ -2,8 +2,8 @@
 
 ``pb_utils`` is passed in, so this imports and is tested without Triton. What is exported:
 
-    counters  hits_total, misses_total (lookups that needed the embedder), coalesced_total (repeats of a
-              text within one batch), evictions_total, fresh_fallbacks_total, background_embedded_total,
+    counters  hits_total, misses_total (lookups no store had), coalesced_total (repeats of a text within
+              one batch), joined_total (misses that waited for another batch's embedder call), evictions_total, fresh_fallbacks_total, background_embedded_total,
               background_failed_total; with a Redis tier also redis_hits_total, redis_errors_total
     gauges    entries, bytes (all tiers); tier_entries / tier_bytes {tier="table"|"lru"|"redis"};
               with a Redis tier redis_degraded (1 while Redis is skipped after a failure)
@@ -19,14 +19,16 @@ from typing import Any
 
 from larr.serving.feature_cache import REDIS_METRICS, CacheMetric, SceneFeatureCache, redis_metric_values, redis_tier_stats
 from larr.serving.fresh_text import BackgroundEmbedder
+from larr.serving.miss_embedder import MissEmbedder
 from larr.serving.store import StoreStats
 from larr.serving.stores import tier_names, tier_stats
 
 PREFIX = "larr_feature_cache_"
 CACHE_METRICS: tuple[CacheMetric, ...] = (
     CacheMetric("hits_total", "scene-feature lookups served from the cache", True),
-    CacheMetric("misses_total", "scene-feature lookups that needed the embedder", True),
+    CacheMetric("misses_total", "scene-feature lookups that no store had (each needed the embedder)", True),
     CacheMetric("coalesced_total", "lookups served by another lookup of the same text in the same batch", True),
+    CacheMetric("joined_total", "misses answered by an embedder call another batch had started (embedded once)", True),
     CacheMetric("evictions_total", "entries evicted to keep the cache within its bound", True),
     CacheMetric("fresh_fallbacks_total", "lookups answered with the unseen-text row (fresh_text_policy async)", True),
     CacheMetric("background_embedded_total", "scene texts embedded in the background and stored", True),
@@ -40,11 +42,14 @@ TIER_METRICS: tuple[CacheMetric, ...] = (
 )
 
 
-def metric_values(cache: SceneFeatureCache, background: BackgroundEmbedder, stats: StoreStats) -> dict[str, float]:
+def metric_values(
+    cache: SceneFeatureCache, background: BackgroundEmbedder, misses: MissEmbedder, stats: StoreStats
+) -> dict[str, float]:
     """Every :data:`CACHE_METRICS` (and Redis metric, where there is a Redis tier) by name, from ``stats``
     (``cache.stats()``, taken once per report: a tiered store gathers every tier's)."""
     return {
         "hits_total": stats.hits, "misses_total": stats.misses, "coalesced_total": cache.coalesced,
+        "joined_total": misses.joined,
         "evictions_total": stats.evictions, "fresh_fallbacks_total": cache.fresh_fallbacks,
         "background_embedded_total": background.embedded, "background_failed_total": background.failed,
         "entries": stats.entries, "bytes": stats.bytes, **redis_metric_values(stats),
@@ -71,9 +76,9 @@ class FeatureCacheMetrics:
         kind = pb_utils.MetricFamily.COUNTER if metric.counter else pb_utils.MetricFamily.GAUGE
         return pb_utils.MetricFamily(name=PREFIX + metric.name, description=metric.help, kind=kind)
 
-    def report(self, cache: SceneFeatureCache, background: BackgroundEmbedder) -> None:
+    def report(self, cache: SceneFeatureCache, background: BackgroundEmbedder, misses: MissEmbedder) -> None:
         stats = cache.stats()
-        for name, value in metric_values(cache, background, stats).items():
+        for name, value in metric_values(cache, background, misses, stats).items():
             if name not in self.reported:  # a gauge: the level now
                 self.series[name].set(value)
             elif value > self.reported[name]:  # Prometheus counters only go up: send the increase

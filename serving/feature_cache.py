@@ -125,10 +125,24 @@ class CacheBatch:
 
     def fill(self, embeddings: np.ndarray) -> None:
         """Take the embedder's (M, D) rows for ``missing_keys``."""
-        if embeddings.ndim != 2 or len(embeddings) != len(self.missing_keys):
-            raise RuntimeError(f"embedder returned {embeddings.shape} for {len(self.missing_keys)} texts")
-        for key, row in zip(self.missing_keys, embeddings):
+        self.fill_keys(self.missing_keys, embeddings)
+
+    def fill_keys(self, keys: Sequence[SceneKey], embeddings: np.ndarray) -> None:
+        """Take the embedder's (M, D) rows for ``keys`` (some of ``missing_keys``)."""
+        if embeddings.ndim != 2 or len(embeddings) != len(keys):
+            raise RuntimeError(f"embedder returned {embeddings.shape} for {len(keys)} texts")
+        for key, row in zip(keys, embeddings):
             self.vectors[key] = row
+
+    def partition(self) -> tuple[list[int], list[int]]:
+        """(ready, waiting): indices of the requests answerable now -- errors, and requests whose every key
+        has its vector -- and of those that wait for embeddings."""
+        ready: list[int] = []
+        waiting: list[int] = []
+        for index, keys in enumerate(self.keys):
+            done = keys is None or all(self.vectors[key] is not None for key in keys)
+            (ready if done else waiting).append(index)
+        return ready, waiting
 
     def fill_unseen(self, dim: int) -> int:
         """Answer every missing key with the unseen-text row, zeros (D,) (fresh_text_policy ``async``).
@@ -143,10 +157,13 @@ class CacheBatch:
         """Every request still valid fails with ``error`` (the embedder call they all waited on failed)."""
         self.requests = [p if isinstance(p, RequestError) else error for p in self.requests]
 
-    def results(self) -> list[tuple[np.ndarray, np.ndarray] | RequestError]:
-        """Per request: ``(SCENE_EMB (K, D) float32, SCENE_IDS (K,) int64)`` or its RequestError."""
+    def results(self, indices: Sequence[int] | None = None) -> list[tuple[np.ndarray, np.ndarray] | RequestError]:
+        """Per request (all, or those at ``indices``): ``(SCENE_EMB (K, D) float32, SCENE_IDS (K,) int64)`` or
+        its RequestError."""
+        chosen = range(len(self.requests)) if indices is None else indices
         out: list[tuple[np.ndarray, np.ndarray] | RequestError] = []
-        for parsed, keys, ids in zip(self.requests, self.keys, self.scene_ids):
+        for index in chosen:
+            parsed, keys, ids = self.requests[index], self.keys[index], self.scene_ids[index]
             if isinstance(parsed, RequestError):
                 out.append(parsed)
                 continue
@@ -246,5 +263,9 @@ class SceneFeatureCache:
 
     def complete(self, batch: CacheBatch, embeddings: np.ndarray) -> None:
         """Write the embedder's (M, D) rows for ``batch.missing`` through to the store and into the batch."""
-        batch.fill(embeddings)  # checks the shape before the store sees anything
-        self.store.put_many(batch.missing_keys, embeddings)
+        self.complete_keys(batch, batch.missing_keys, embeddings)
+
+    def complete_keys(self, batch: CacheBatch, keys: Sequence[SceneKey], embeddings: np.ndarray) -> None:
+        """The same for some of the missing keys (the others being embedded by another batch's call)."""
+        batch.fill_keys(keys, embeddings)  # checks the shape before the store sees anything
+        self.store.put_many(list(keys), embeddings)

@@ -8,6 +8,7 @@ from larr.serving.cache_metrics import CACHE_METRICS, PREFIX, FeatureCacheMetric
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
 from larr.serving.fresh_text import BackgroundEmbedder
 from larr.serving.lru import LRUStore
+from larr.serving.miss_embedder import MissEmbedder
 from larr.serving.store import SceneKey
 from larr.serving.tiered_store import TieredStore
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
@@ -64,16 +65,17 @@ def test_counters_are_sent_as_increases_and_gauges_as_levels():
     read_only.writable = False  # a table-like first tier
     cache = make_cache(TieredStore([read_only, LRUStore(10)]))
     background = BackgroundEmbedder(lambda texts: None, cache.store, max_batch=4)
+    misses = MissEmbedder(cache, lambda texts: None)
     metrics = FeatureCacheMetrics(FakePbUtils, {"instance": "i0"}, cache)
     names = {family.name for family in metrics.families.values()}
     assert names == {PREFIX + m.name for m in CACHE_METRICS} | {PREFIX + "tier_entries", PREFIX + "tier_bytes"}
     assert metrics.families["hits_total"].kind == "counter" and metrics.families["entries"].kind == "gauge"
 
     serve(cache, [[b"heavy rain", b"office"], [b"heavy rain", b"home"]])  # 3 distinct misses, 1 coalesced
-    metrics.report(cache, background)
+    metrics.report(cache, background, misses)
     serve(cache, [[b"sunny", b"office"]])  # 1 hit in the table, 1 in the LRU
-    metrics.report(cache, background)
-    metrics.report(cache, background)  # nothing new: no increment of 0 is sent
+    metrics.report(cache, background, misses)
+    metrics.report(cache, background, misses)  # nothing new: no increment of 0 is sent
 
     series = metrics.series
     assert series["misses_total"].increments == [3] and series["coalesced_total"].increments == [1]

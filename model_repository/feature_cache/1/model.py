@@ -5,9 +5,11 @@ in ONE BLS request (split only where they exceed the embedder's max batch size, 
 concurrently). The store is the one the model config's ``scene_store`` names (larr.serving.stores);
 its counters are exported as Triton custom metrics (larr.serving.cache_metrics).
 
-``fresh_text_policy`` (larr.serving.fresh_text): ``strict`` embeds the misses before answering; ``async``
-answers them with the unseen-text row and embeds them in a background task on the stub's event loop
-(which keeps running between executes), one BLS call per background batch.
+Requests are answered through their response senders (execute returns None): the ones every text of which
+was found leave at once; ``fresh_text_policy`` (larr.serving.fresh_text) decides the rest. ``strict``
+embeds the misses in a task (larr.serving.miss_embedder) and answers those requests when it is done, so
+the next execute need not wait for the LLM; ``async`` answers them with the unseen-text row now and
+embeds them in a background task, one BLS call per background batch.
 """
 
 import json
@@ -21,11 +23,11 @@ from larr.contract import (
     PARAM_FRESH_TEXT_POLICY,
     PARAM_SCENE_FEATURES,
 )
-from larr.serving.bls import embed_via_bls, scene_responses
+from larr.serving.bls import embed_via_bls, scene_responses, send_responses
 from larr.serving.cache_metrics import FeatureCacheMetrics
-from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.fresh_text import BackgroundEmbedder, FreshTextPolicy
+from larr.serving.miss_embedder import MissEmbedder
 from larr.serving.runtime import model_parameters, tensor_names
 from larr.serving.stores import make_store
 from larr.serving.tensors import to_numpy
@@ -54,10 +56,11 @@ class TritonPythonModel:
         )
         # one store per instance (instances are processes): the instance label keeps their counts apart
         labels = {"model": args["model_name"], "instance": args["model_instance_name"], "embedder_version": version}
-        self.metrics = FeatureCacheMetrics(pb_utils, labels, self.cache)
         self.background = BackgroundEmbedder(
             self._embed, self.cache.store, self.embedder_max_batch, on_batch=self._report_metrics
         )
+        self.misses = MissEmbedder(self.cache, self._embed)
+        self.metrics = FeatureCacheMetrics(pb_utils, labels, self.cache)
 
     async def _embed(self, texts):
         input_ids, attention_mask = self.cache.tokenize(texts)  # (M, T) each
@@ -69,16 +72,23 @@ class TritonPythonModel:
         if batch.missing and self.policy is FreshTextPolicy.ASYNC:
             self.cache.fall_back(batch, self.dim)  # scored now with the unseen-text row
             self.background.submit(batch.missing_keys, batch.missing)  # a task on this loop; outlives the execute
-        elif batch.missing:
-            try:
-                self.cache.complete(batch, await self._embed(batch.missing))  # (M, D)
-            except RequestError as error:  # the embedder failed: every request that needed it fails
-                batch.fail(error)
+        ready, waiting = batch.partition()
+        self._report_metrics()  # before answering: a client that reads the metrics next sees its lookups
+        self._answer(requests, batch, ready)
+        if waiting:  # strict: embedded in a task, answered when it ends; the next execute can run meanwhile
+            self.misses.start(batch, lambda: self._finish(requests, batch, waiting))
+        return None
+
+    def _finish(self, requests, batch, waiting):
         self._report_metrics()
-        return scene_responses(pb_utils, batch.results(), self.emb_name, self.ids_name, self.batched)
+        self._answer(requests, batch, waiting)
+
+    def _answer(self, requests, batch, indices):
+        responses = scene_responses(pb_utils, batch.results(indices), self.emb_name, self.ids_name, self.batched)
+        send_responses(pb_utils, [requests[i] for i in indices], responses)
 
     def _report_metrics(self):
-        self.metrics.report(self.cache, self.background)
+        self.metrics.report(self.cache, self.background, self.misses)
 
     def finalize(self):
         self.background.close()

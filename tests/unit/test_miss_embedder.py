@@ -1,0 +1,124 @@
+"""fresh_text_policy strict off the execute: hits answered at once, misses embedded in a task, a text missed
+by two overlapping batches embedded once, failures answered (larr.serving.miss_embedder)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from larr.serving.errors import EmbedderError
+from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.lru import LRUStore
+from larr.serving.miss_embedder import MissEmbedder
+from larr.serving.store import scene_key
+from larr.text import format_scene_feature
+from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+from larr.training.llm import train_bpe_tokenizer
+
+FEATURES = ("weather", "place")
+
+
+class GatedEmbedder:
+    """Records each call; every call waits until ``gate`` opens; rows are a function of the text."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.calls: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.fail = fail
+
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return expected_rows(texts)
+
+
+def expected_rows(texts: list[str]) -> np.ndarray:
+    return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)  # (M, 3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> EmbeddingTokenizer:
+    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, FEATURES)
+    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
+
+
+def make_cache(tokenizer) -> SceneFeatureCache:
+    cache = SceneFeatureCache(FEATURES, tokenizer, SceneVocab(FEATURES, ({}, {})), LRUStore(100), "v1")
+    known = [scene_key("v1", 0, "sunny", cache.max_text_chars), scene_key("v1", 1, "home", cache.max_text_chars)]
+    cache.store.put_many(known, np.full((2, 3), 7.0, np.float32))
+    return cache
+
+
+def test_hits_are_ready_at_once_and_a_text_missed_by_two_overlapping_batches_is_embedded_once(tokenizer) -> None:
+    async def scenario():
+        cache = make_cache(tokenizer)
+        embed = GatedEmbedder()
+        misses = MissEmbedder(cache, embed)
+        answered: list[str] = []
+
+        first = cache.begin([cache.parse([b"sunny", b"home"]), cache.parse([b"snow", b"home"])])
+        assert first.partition() == ([0], [1])  # the all-hit request need not wait
+        misses.start(first, lambda: answered.append("first"))
+        await asyncio.sleep(0)  # the first batch's embedder call is in flight
+        second = cache.begin([cache.parse([b"snow", b"campus"])])  # "snow" again: joins, "campus": its own
+        misses.start(second, lambda: answered.append("second"))
+        await asyncio.sleep(0)
+        assert answered == []
+        embed.gate.set()
+        await misses.wait_idle()
+        return cache, embed, misses, first, second, answered
+
+    cache, embed, misses, first, second, answered = asyncio.run(scenario())
+
+    snow, campus = format_scene_feature("weather", "snow"), format_scene_feature("place", "campus")
+    assert [sorted(call) for call in embed.calls] == [[snow], [campus]]  # "snow" once, though missed twice
+    assert misses.joined == 1 and misses.in_flight == {}
+    assert sorted(answered) == ["first", "second"]
+    (first_snow, _), = first.results([1])[0:1]
+    (second_scene, _), = second.results()
+    np.testing.assert_array_equal(first_snow[0], expected_rows([snow])[0])
+    np.testing.assert_array_equal(second_scene, expected_rows([snow, campus]))
+    # written through: the next batch hits
+    assert cache.begin([cache.parse([b"snow", b"campus"])]).missing == []
+
+
+def test_a_failing_embedder_fails_the_waiting_requests_and_the_batches_that_joined_it(tokenizer) -> None:
+    async def scenario():
+        cache = make_cache(tokenizer)
+        embed = GatedEmbedder(fail=EmbedderError("the embedder failed: down"))
+        misses = MissEmbedder(cache, embed)
+        first = cache.begin([cache.parse([b"snow", b"home"])])
+        misses.start(first, lambda: None)
+        await asyncio.sleep(0)
+        second = cache.begin([cache.parse([b"snow", b"home"]), cache.parse([b"sunny", b"home"])])
+        misses.start(second, lambda: None)
+        embed.gate.set()
+        await misses.wait_idle()
+        return misses, first, second
+
+    misses, first, second = asyncio.run(scenario())
+    for result in (first.results([0])[0], second.results([0])[0]):
+        assert isinstance(result, EmbedderError) and "down" in str(result)
+    assert misses.in_flight == {}  # nothing stays in flight to be joined later
+
+
+def test_an_unexpected_error_becomes_an_internal_error_for_the_request(tokenizer) -> None:
+    async def scenario():
+        cache = make_cache(tokenizer)
+        embed = GatedEmbedder(fail=RuntimeError("shape mismatch"))
+        embed.gate.set()
+        misses = MissEmbedder(cache, embed)
+        batch = cache.begin([cache.parse([b"snow", b"home"])])
+        done = []
+        misses.start(batch, lambda: done.append(True))
+        await misses.wait_idle()
+        return batch, done
+
+    batch, done = asyncio.run(scenario())
+    (result,) = batch.results()
+    assert done == [True]
+    assert isinstance(result, EmbedderError) and not result.client_fault and "shape mismatch" in str(result)
