@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from larr.contract import PARAM_DEVICE, PARAM_INTRA_OP_THREADS, PARAM_MODEL_FILE, PARAM_RUNTIME
+from larr.serving.model_config import model_parameters, tensor_names  # the adapters import them from here too
 
 RUNTIMES = ("onnxruntime", "torch")
 SERVING_META_FILE = "serving.json"  # ctr torch artifacts: {"num_users": U, "num_items": I}
@@ -43,15 +44,6 @@ class RuntimeSpec:
         if not (spec.device == "cpu" or spec.device.startswith("cuda")):
             raise ValueError(f"parameter {PARAM_DEVICE}={spec.device!r}: expected 'cpu' or 'cuda[:N]'")
         return spec
-
-
-def model_parameters(config: Mapping[str, Any]) -> dict[str, str]:
-    """``parameters`` of a model config as parsed from ``args["model_config"]`` JSON: name -> string."""
-    return {name: value["string_value"] for name, value in config.get("parameters", {}).items()}
-
-
-def tensor_names(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(t["name"] for t in config["input"]), tuple(t["name"] for t in config["output"])
 
 
 class Runtime(Protocol):
