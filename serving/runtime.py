@@ -76,6 +76,7 @@ class OnnxRuntime:
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        require_active_providers(self.session, providers, path)
         self.device = spec.device
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
@@ -91,6 +92,25 @@ class OnnxRuntime:
 
     def run_numpy(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         return self.run(inputs)[0]
+
+
+def require_active_providers(session: Any, requested: Sequence[Any], path: Path) -> None:
+    """Raise unless every requested execution provider is active in ``session``.
+
+    ONNX Runtime does not fail when a provider cannot start (a CUDA/cuDNN library missing or of the wrong
+    version, no visible GPU): it logs a warning and runs on the next one in the list, the CPU -- a model
+    asked to serve on the GPU would then serve, slowly, on the CPU with nothing in its health to say so.
+    ``requested``: the ``providers`` list given to the session (names, or ``(name, options)`` pairs).
+    """
+    active = session.get_providers()
+    names = [p[0] if isinstance(p, tuple) else p for p in requested]
+    inactive = [name for name in names if name not in active]
+    if inactive:
+        raise RuntimeError(
+            f"{path}: ONNX Runtime did not activate {', '.join(inactive)} (active: {', '.join(active)}); it would run "
+            "on the CPU instead. Check the onnxruntime-gpu install against the CUDA/cuDNN libraries and the GPU "
+            "visible to this process (ONNX Runtime's log names the library that failed)"
+        )
 
 
 class TorchRuntime:
