@@ -157,7 +157,15 @@ def write_fulltext_repository(
     baseline is added to it: its ``embedder`` model is used as it is, and both ensembles are served
     by one server (committed adapters in ``out`` are kept when ``out`` is the adapters folder).
     """
-    from larr.export.onnx_export import describe_inputs, embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.export.onnx_export import (
+        describe_inputs,
+        embedder_vocab_size,
+        embedding_dim,
+        export_ctr,
+        export_embedder,
+        onnx_digest,
+        scene_vocab_sizes,
+    )
     from larr.models.ctr_model import SPEC_FILE, VOCAB_FILE
     from larr.models.embedder import EMBEDDER_FILE
     from larr.tokenization import EmbeddingInputConfig
@@ -213,6 +221,8 @@ def write_fulltext_repository(
         scene_inputs=int(describe_inputs(ctr_onnx)[SCENE_EMB][-2]),
         embedder_version=onnx_digest(target_onnx),
         max_length=max_length,
+        vocab_size=embedder_vocab_size(embedder_dir),
+        scene_vocab_sizes=scene_vocab_sizes(ctr_dir),
     )
 
     embed_dir = version_dirs[FULLTEXT_EMBED_MODEL]

@@ -64,6 +64,8 @@ from larr.contract import (
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
     PARAM_SCENE_STORE,
+    PARAM_SCENE_VOCAB_SIZES,
+    PARAM_VOCAB_SIZE,
     SCENE_EMB,
     SCENE_IDS,
     SCENE_TEXT,
@@ -220,6 +222,8 @@ class ModelFacts:
     scene_inputs: int  # rows of SCENE_EMB the CTR graph takes (K for every supported variant)
     embedder_version: str
     max_length: int  # tokens per embedder input, <emb> included (TensorRT sequence profile)
+    vocab_size: int  # rows of the embedder's token-embedding table: INPUT_IDS are in [0, vocab_size)
+    scene_vocab_sizes: tuple[int, ...]  # (K,): rows of the CTR model's field table per scene feature (row 0 = unseen)
 
 
 @dataclass(frozen=True)
@@ -334,7 +338,7 @@ def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelCo
     config.input.add(name=ATTENTION_MASK, data_type=mc.TYPE_INT64, dims=[-1])
     config.output.add(name=EMBEDDING, data_type=mc.TYPE_FP32, dims=[facts.embedding_dim])
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    _set_backend(config, options, _runtime_parameters(options))
+    _set_backend(config, options, {**_runtime_parameters(options), PARAM_VOCAB_SIZE: facts.vocab_size})
     config.instance_group.add(kind=options.instance_kind, count=options.embedder_instances)
     return config
 
@@ -350,7 +354,11 @@ def ctr_config(options: RepositoryOptions, facts: ModelFacts, *, name: str = CTR
     config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
     if options.request_batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    _set_backend(config, options, {**_runtime_parameters(options), PARAM_MAX_CANDIDATES: options.max_candidates})
+    _set_backend(config, options, {
+        **_runtime_parameters(options),
+        PARAM_MAX_CANDIDATES: options.max_candidates,
+        PARAM_SCENE_VOCAB_SIZES: json.dumps(list(facts.scene_vocab_sizes)),
+    })
     config.instance_group.add(kind=options.instance_kind, count=options.ctr_instances)
     return config
 
@@ -494,7 +502,14 @@ def write_repository(
     is where the committed ``<model>/1/model.py`` adapters are copied from (default: the repo's
     ``model_repository/``). ``progress`` receives one line per artifact written.
     """
-    from larr.export.onnx_export import embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.export.onnx_export import (
+        embedder_vocab_size,
+        embedding_dim,
+        export_ctr,
+        export_embedder,
+        onnx_digest,
+        scene_vocab_sizes,
+    )
     from larr.models.ctr_model import VOCAB_FILE
 
     report = progress or log.info
@@ -537,6 +552,8 @@ def write_repository(
             scene_inputs=_scene_inputs(ctr_onnx),
             embedder_version=onnx_digest(embedder_onnx),
             max_length=_max_length(paths.embedder_dir),
+            vocab_size=embedder_vocab_size(paths.embedder_dir),
+            scene_vocab_sizes=scene_vocab_sizes(paths.ctr_dir),
         )
         if options.target == "gpu":
             _build_plans(options, facts, embedder_onnx, ctr_onnx, version_dirs, report)
