@@ -98,7 +98,8 @@ def build_fulltext_configs(options: RepositoryOptions, facts: ModelFacts) -> dic
         raise RepositoryError(f"the full-text CTR head must read one scene embedding; its graph takes {facts.scene_inputs}")
     configs = {
         FULLTEXT_ENSEMBLE_NAME: ensemble_config(
-            options, facts, name=FULLTEXT_ENSEMBLE_NAME, scene_model=FULLTEXT_EMBED_MODEL, ctr_model=FULLTEXT_CTR_MODEL
+            options, facts, name=FULLTEXT_ENSEMBLE_NAME, scene_model=FULLTEXT_EMBED_MODEL, ctr_model=FULLTEXT_CTR_MODEL,
+            scene_inputs=(SCENE_TEXT,),  # the ids are checked by the fulltext_ctr step (the ctr adapter)
         ),
         FULLTEXT_EMBED_MODEL: fulltext_embed_config(options, facts),
         EMBEDDER_MODEL: embedder_config(options, facts),

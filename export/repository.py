@@ -8,7 +8,8 @@ Layout (tensor names and parameters from larr.contract; D = embedding size, K = 
 
     OUT/larr/config.pbtxt           ensemble: SCENE_TEXT [-1] BYTES, USER_ID [1], ITEM_IDS [-1] -> CTR [-1]
     OUT/larr/1/                     empty (an ensemble still needs a version folder)
-    OUT/feature_cache/config.pbtxt  python: SCENE_TEXT [-1] -> SCENE_EMB [-1, D], SCENE_IDS [-1]
+    OUT/feature_cache/config.pbtxt  python: SCENE_TEXT [-1], USER_ID [1], ITEM_IDS [-1] (checked) -> SCENE_EMB [-1, D],
+                                    SCENE_IDS [-1]
     OUT/feature_cache/1/            tokenizer.json, embedding_config.json, scene_vocab.json, model.py
     OUT/embedder/config.pbtxt       cpu: python (ONNX Runtime | torch), gpu: tensorrt_plan; dynamic batching
     OUT/embedder/1/                 model.onnx [+ model.onnx.data] [+ torch/] + model.py  |  model.plan
@@ -277,18 +278,27 @@ def build_configs(options: RepositoryOptions, facts: ModelFacts) -> dict[str, mc
 def ensemble_config(
     options: RepositoryOptions, facts: ModelFacts, *, name: str = ENSEMBLE_NAME,
     scene_model: str = FEATURE_CACHE_MODEL, ctr_model: str = CTR_MODEL,
+    scene_inputs: tuple[str, ...] = (SCENE_TEXT, USER_ID, ITEM_IDS),
 ) -> mc.ModelConfig:
     """The public contract (inputs, outputs, published parameters) over two steps: ``scene_model`` turns
     SCENE_TEXT into SCENE_EMB/SCENE_IDS, ``ctr_model`` scores. Other step names serve another scene
-    embedding behind the same contract (the benchmarks' baseline)."""
+    embedding behind the same contract (the benchmarks' baseline); ``scene_inputs`` are the ensemble inputs
+    ``scene_model`` reads (feature_cache: all three, so that it checks the ids, see below)."""
     # dims exclude the batch axis when request_batch > 0: a client sends SCENE_TEXT [1, K], ITEM_IDS [1, N]
     config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
     config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
     config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
     config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
+    # Every request is checked in the first step, on both targets: feature_cache reads USER_ID and ITEM_IDS
+    # too and refuses negative ids and empty or over-long candidate lists with the ctr model's own check
+    # (larr.serving.ctr_request), before any embedding is computed. The gpu target's ctr step is a TensorRT
+    # plan with no checks of its own (it would score a negative id as cold start and answer a long list with
+    # its profile error); checking in the step both targets share keeps one copy of each check and one
+    # wiring for both, where a check step before the plan would add a python hop on the gpu target only.
     scene_step = config.ensemble_scheduling.step.add(model_name=scene_model, model_version=-1)
-    scene_step.input_map[SCENE_TEXT] = SCENE_TEXT  # step model's tensor -> ensemble tensor
+    for tensor in scene_inputs:
+        scene_step.input_map[tensor] = tensor  # step model's tensor -> ensemble tensor
     scene_step.output_map[SCENE_EMB] = SCENE_EMB
     scene_step.output_map[SCENE_IDS] = SCENE_IDS
     ctr_step = config.ensemble_scheduling.step.add(model_name=ctr_model, model_version=-1)
@@ -308,6 +318,9 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
     # of all of them into one embedder call itself.
     config = mc.ModelConfig(name=FEATURE_CACHE_MODEL, backend="python", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
+    # read only to check them (ensemble_config); ragged, or requests with different N would not batch together
+    config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
+    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=options.request_batch > 0)
     config.output.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[-1, facts.embedding_dim])
     config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
     _set_parameters(config, {
@@ -324,6 +337,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
+        PARAM_MAX_CANDIDATES: options.max_candidates,
     })
     if options.request_batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us

@@ -125,6 +125,10 @@ def check_configs(
     }
     assert tensors(ensemble.output) == {CTR: (mc.TYPE_FP32, [-1])}
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [FEATURE_CACHE_MODEL, CTR_MODEL]
+    # on both targets the first step reads the ids as well, to refuse bad ones before ctr (a TensorRT plan
+    # on gpu, with no checks) runs
+    cache_step = ensemble.ensemble_scheduling.step[0]
+    assert dict(cache_step.input_map) == {SCENE_TEXT: SCENE_TEXT, USER_ID: USER_ID, ITEM_IDS: ITEM_IDS}
     assert params(ensemble) == {
         PARAM_SCENE_FEATURES: features_json,
         PARAM_MAX_CANDIDATES: str(options.max_candidates),
@@ -135,7 +139,11 @@ def check_configs(
     cache = configs[FEATURE_CACHE_MODEL]
     assert (cache.backend, cache.max_batch_size) == ("python", options.request_batch)
     assert cache.HasField("dynamic_batching") == (options.request_batch > 0)
-    assert tensors(cache.input) == {SCENE_TEXT: (mc.TYPE_STRING, [-1])}
+    assert tensors(cache.input) == {
+        SCENE_TEXT: (mc.TYPE_STRING, [-1]), USER_ID: (mc.TYPE_INT64, [1]), ITEM_IDS: (mc.TYPE_INT64, [-1]),
+    }
+    assert [t.name for t in cache.input] == [SCENE_TEXT, USER_ID, ITEM_IDS]  # the adapter reads them in this order
+    assert [t.allow_ragged_batch for t in cache.input] == [False, False, options.request_batch > 0]
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
         PARAM_SCENE_FEATURES: features_json,
@@ -146,6 +154,7 @@ def check_configs(
         PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
+        PARAM_MAX_CANDIDATES: str(options.max_candidates),
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
 
