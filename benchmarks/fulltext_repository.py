@@ -98,7 +98,8 @@ def build_fulltext_configs(options: RepositoryOptions, facts: ModelFacts) -> dic
         raise RepositoryError(f"the full-text CTR head must read one scene embedding; its graph takes {facts.scene_inputs}")
     configs = {
         FULLTEXT_ENSEMBLE_NAME: ensemble_config(
-            options, facts, name=FULLTEXT_ENSEMBLE_NAME, scene_model=FULLTEXT_EMBED_MODEL, ctr_model=FULLTEXT_CTR_MODEL
+            options, facts, name=FULLTEXT_ENSEMBLE_NAME, scene_model=FULLTEXT_EMBED_MODEL, ctr_model=FULLTEXT_CTR_MODEL,
+            scene_inputs=(SCENE_TEXT,),  # the ids are checked by the fulltext_ctr step (the ctr adapter)
         ),
         FULLTEXT_EMBED_MODEL: fulltext_embed_config(options, facts),
         EMBEDDER_MODEL: embedder_config(options, facts),
@@ -157,7 +158,15 @@ def write_fulltext_repository(
     baseline is added to it: its ``embedder`` model is used as it is, and both ensembles are served
     by one server (committed adapters in ``out`` are kept when ``out`` is the adapters folder).
     """
-    from larr.export.onnx_export import describe_inputs, embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.export.onnx_export import (
+        describe_inputs,
+        embedder_vocab_size,
+        embedding_dim,
+        export_ctr,
+        export_embedder,
+        onnx_digest,
+        scene_vocab_sizes,
+    )
     from larr.models.ctr_model import SPEC_FILE, VOCAB_FILE
     from larr.models.embedder import EMBEDDER_FILE
     from larr.tokenization import EmbeddingInputConfig
@@ -213,6 +222,8 @@ def write_fulltext_repository(
         scene_inputs=int(describe_inputs(ctr_onnx)[SCENE_EMB][-2]),
         embedder_version=onnx_digest(target_onnx),
         max_length=max_length,
+        vocab_size=embedder_vocab_size(embedder_dir),
+        scene_vocab_sizes=scene_vocab_sizes(ctr_dir),
     )
 
     embed_dir = version_dirs[FULLTEXT_EMBED_MODEL]

@@ -33,10 +33,10 @@ from larr.contract import (
     ITEM_REQUEST,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_VERSION,
-    PARAM_MAX_CANDIDATES,
     PARAM_SCENE_FEATURES,
 )
-from larr.serving.ctr_batch import CTRRequest, score_batch
+from larr.serving.ctr_batch import score_batch
+from larr.serving.ctr_request import CTRLimits, CTRRequest
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.runtime import load_runtime, model_parameters
@@ -73,7 +73,7 @@ class InProcessPipeline:
         ctr_config = model_config(repository, CTR_MODEL)
         # a batching ctr model serves the batched graph: score through the same code as its adapter
         self.ctr_batched = ctr_config["max_batch_size"] > 0
-        self.max_candidates = int(model_parameters(ctr_config)[PARAM_MAX_CANDIDATES])
+        self.ctr_limits = CTRLimits.from_model_config(ctr_config)
         extra = (ITEM_REQUEST,) if self.ctr_batched else ()
         self.ctr = load_runtime(repository / CTR_MODEL / VERSION, ctr_config, extra_inputs=extra)
 
@@ -96,7 +96,7 @@ class InProcessPipeline:
         if not self.ctr_batched:
             (ctr,) = self.ctr.run([scene_emb, scene_ids, user, items])
             return np.asarray(ctr)
-        (ctr,) = score_batch(self.ctr.run_numpy, [CTRRequest(scene_emb, scene_ids, user, items)], self.max_candidates)
+        (ctr,) = score_batch(self.ctr.run_numpy, [CTRRequest(scene_emb, scene_ids, user, items)], self.ctr_limits)
         if isinstance(ctr, RequestError):
             raise ctr
         return ctr

@@ -402,6 +402,24 @@ def embedding_dim(embedder_dir: str | Path) -> int:
     return int(meta["projection_dim"] or meta["hidden_size"])
 
 
+def embedder_vocab_size(embedder_dir: str | Path) -> int:
+    """Rows of a TextEmbedder's token-embedding table, without loading its weights: the Hugging Face config's
+    ``vocab_size`` (which ``resize_token_embeddings`` keeps equal to the table), so ids in [0, it) can be read."""
+    from larr.models.embedder import ENCODER_DIR
+
+    config = json.loads((Path(embedder_dir) / ENCODER_DIR / "config.json").read_text(encoding="utf-8"))
+    return int(config["vocab_size"])
+
+
+def scene_vocab_sizes(ctr_dir: str | Path) -> tuple[int, ...]:
+    """Per scene feature, the rows of a trained CTR model's field table (row 0 = unseen), from its spec:
+    the fields are [user, item, *scene features]."""
+    from larr.models.ctr_model import SPEC_FILE
+
+    spec = json.loads((Path(ctr_dir) / SPEC_FILE).read_text(encoding="utf-8"))
+    return tuple(int(size) for size in spec["field_vocab_sizes"][2:])
+
+
 __all__ = [
     "BATCHED_CTR_INPUTS",
     "CTR_INPUTS",
@@ -411,6 +429,7 @@ __all__ = [
     "ExportError",
     "ctr_input_shapes",
     "describe_inputs",
+    "embedder_vocab_size",
     "embedding_dim",
     "export_ctr",
     "export_embedder",
@@ -420,4 +439,5 @@ __all__ = [
     "onnx_digest",
     "onnx_files",
     "run_onnx",
+    "scene_vocab_sizes",
 ]

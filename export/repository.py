@@ -9,7 +9,8 @@ Layout (tensor names and parameters from larr.contract; D = embedding size, K = 
     OUT/larr/config.pbtxt           ensemble: SCENE_TEXT [-1] BYTES, USER_ID [1], ITEM_IDS [-1] -> CTR [-1]
     OUT/larr/1/                     item_names.json (for `larr query`; Triton reads nothing here, but an ensemble
                                     still needs a version folder)
-    OUT/feature_cache/config.pbtxt  python: SCENE_TEXT [-1] -> SCENE_EMB [-1, D], SCENE_IDS [-1]
+    OUT/feature_cache/config.pbtxt  python: SCENE_TEXT [-1], USER_ID [1], ITEM_IDS [-1] (checked) -> SCENE_EMB [-1, D],
+                                    SCENE_IDS [-1]
     OUT/feature_cache/1/            tokenizer.json, embedding_config.json, scene_vocab.json, model.py
     OUT/embedder/config.pbtxt       cpu: python (ONNX Runtime | torch), gpu: tensorrt_plan; dynamic batching
     OUT/embedder/1/                 model.onnx [+ model.onnx.data] [+ torch/] + model.py  |  model.plan
@@ -66,6 +67,8 @@ from larr.contract import (
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
     PARAM_SCENE_STORE,
+    PARAM_SCENE_VOCAB_SIZES,
+    PARAM_VOCAB_SIZE,
     SCENE_EMB,
     SCENE_IDS,
     SCENE_TEXT,
@@ -226,6 +229,8 @@ class ModelFacts:
     scene_inputs: int  # rows of SCENE_EMB the CTR graph takes (K for every supported variant)
     embedder_version: str
     max_length: int  # tokens per embedder input, <emb> included (TensorRT sequence profile)
+    vocab_size: int  # rows of the embedder's token-embedding table: INPUT_IDS are in [0, vocab_size)
+    scene_vocab_sizes: tuple[int, ...]  # (K,): rows of the CTR model's field table per scene feature (row 0 = unseen)
 
 
 @dataclass(frozen=True)
@@ -281,18 +286,27 @@ def build_configs(options: RepositoryOptions, facts: ModelFacts) -> dict[str, mc
 def ensemble_config(
     options: RepositoryOptions, facts: ModelFacts, *, name: str = ENSEMBLE_NAME,
     scene_model: str = FEATURE_CACHE_MODEL, ctr_model: str = CTR_MODEL,
+    scene_inputs: tuple[str, ...] = (SCENE_TEXT, USER_ID, ITEM_IDS),
 ) -> mc.ModelConfig:
     """The public contract (inputs, outputs, published parameters) over two steps: ``scene_model`` turns
     SCENE_TEXT into SCENE_EMB/SCENE_IDS, ``ctr_model`` scores. Other step names serve another scene
-    embedding behind the same contract (the benchmarks' baseline)."""
+    embedding behind the same contract (the benchmarks' baseline); ``scene_inputs`` are the ensemble inputs
+    ``scene_model`` reads (feature_cache: all three, so that it checks the ids, see below)."""
     # dims exclude the batch axis when request_batch > 0: a client sends SCENE_TEXT [1, K], ITEM_IDS [1, N]
     config = mc.ModelConfig(name=name, platform="ensemble", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
     config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
     config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1])
     config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
+    # Every request is checked in the first step, on both targets: feature_cache reads USER_ID and ITEM_IDS
+    # too and refuses negative ids and empty or over-long candidate lists with the ctr model's own check
+    # (larr.serving.ctr_request), before any embedding is computed. The gpu target's ctr step is a TensorRT
+    # plan with no checks of its own (it would score a negative id as cold start and answer a long list with
+    # its profile error); checking in the step both targets share keeps one copy of each check and one
+    # wiring for both, where a check step before the plan would add a python hop on the gpu target only.
     scene_step = config.ensemble_scheduling.step.add(model_name=scene_model, model_version=-1)
-    scene_step.input_map[SCENE_TEXT] = SCENE_TEXT  # step model's tensor -> ensemble tensor
+    for tensor in scene_inputs:
+        scene_step.input_map[tensor] = tensor  # step model's tensor -> ensemble tensor
     scene_step.output_map[SCENE_EMB] = SCENE_EMB
     scene_step.output_map[SCENE_IDS] = SCENE_IDS
     ctr_step = config.ensemble_scheduling.step.add(model_name=ctr_model, model_version=-1)
@@ -312,6 +326,9 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
     # of all of them into one embedder call itself.
     config = mc.ModelConfig(name=FEATURE_CACHE_MODEL, backend="python", max_batch_size=options.request_batch)
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
+    # read only to check them (ensemble_config); ragged, or requests with different N would not batch together
+    config.input.add(name=USER_ID, data_type=mc.TYPE_INT64, dims=[1])
+    config.input.add(name=ITEM_IDS, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=options.request_batch > 0)
     config.output.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[-1, facts.embedding_dim])
     config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
     _set_parameters(config, {
@@ -328,6 +345,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
+        PARAM_MAX_CANDIDATES: options.max_candidates,
     })
     if options.request_batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
@@ -342,7 +360,7 @@ def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelCo
     config.input.add(name=ATTENTION_MASK, data_type=mc.TYPE_INT64, dims=[-1])
     config.output.add(name=EMBEDDING, data_type=mc.TYPE_FP32, dims=[facts.embedding_dim])
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    _set_backend(config, options, _runtime_parameters(options))
+    _set_backend(config, options, {**_runtime_parameters(options), PARAM_VOCAB_SIZE: facts.vocab_size})
     config.instance_group.add(kind=options.instance_kind, count=options.embedder_instances)
     return config
 
@@ -358,7 +376,11 @@ def ctr_config(options: RepositoryOptions, facts: ModelFacts, *, name: str = CTR
     config.output.add(name=CTR, data_type=mc.TYPE_FP32, dims=[-1])
     if options.request_batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    _set_backend(config, options, {**_runtime_parameters(options), PARAM_MAX_CANDIDATES: options.max_candidates})
+    _set_backend(config, options, {
+        **_runtime_parameters(options),
+        PARAM_MAX_CANDIDATES: options.max_candidates,
+        PARAM_SCENE_VOCAB_SIZES: json.dumps(list(facts.scene_vocab_sizes)),
+    })
     config.instance_group.add(kind=options.instance_kind, count=options.ctr_instances)
     return config
 
@@ -502,7 +524,14 @@ def write_repository(
     is where the committed ``<model>/1/model.py`` adapters are copied from (default: the repo's
     ``model_repository/``). ``progress`` receives one line per artifact written.
     """
-    from larr.export.onnx_export import embedding_dim, export_ctr, export_embedder, onnx_digest
+    from larr.export.onnx_export import (
+        embedder_vocab_size,
+        embedding_dim,
+        export_ctr,
+        export_embedder,
+        onnx_digest,
+        scene_vocab_sizes,
+    )
     from larr.models.ctr_model import VOCAB_FILE
 
     report = progress or log.info
@@ -545,6 +574,8 @@ def write_repository(
             scene_inputs=_scene_inputs(ctr_onnx),
             embedder_version=onnx_digest(embedder_onnx),
             max_length=_max_length(paths.embedder_dir),
+            vocab_size=embedder_vocab_size(paths.embedder_dir),
+            scene_vocab_sizes=scene_vocab_sizes(paths.ctr_dir),
         )
         if options.target == "gpu":
             _build_plans(options, facts, embedder_onnx, ctr_onnx, version_dirs, report)

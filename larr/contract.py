@@ -57,6 +57,9 @@ PARAM_RUNTIME = "runtime"  # embedder / ctr: "onnxruntime" | "torch"
 PARAM_DEVICE = "device"  # embedder / ctr: "cpu" | "cuda" (| "cuda:N")
 PARAM_MODEL_FILE = "model_file"  # embedder / ctr: file (or folder for runtime torch) in the version folder
 PARAM_INTRA_OP_THREADS = "intra_op_threads"  # embedder / ctr: ONNX Runtime / torch threads, 0 = default
+PARAM_VOCAB_SIZE = "vocab_size"  # embedder: rows of the token-embedding table; INPUT_IDS must be in [0, vocab_size)
+# ctr: JSON list, per scene feature the rows of its field table (row 0 = unseen); SCENE_IDS[k] must be in [0, size_k)
+PARAM_SCENE_VOCAB_SIZES = "scene_vocab_sizes"
 
 # Files in the version folders.
 TOKENIZER_FILE = "tokenizer.json"

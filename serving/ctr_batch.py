@@ -14,39 +14,29 @@ so the aggregation encoder runs once per request and the CTR head once per batch
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from larr.serving.ctr_request import validate_ctr_request
+from larr.serving.ctr_request import CTRLimits, CTRRequest, validate_ctr_inputs
 from larr.serving.errors import RequestError
-
-
-@dataclass(frozen=True)
-class CTRRequest:
-    """One request's inputs as Triton hands them to a batched model (a leading batch axis of 1 is allowed)."""
-
-    scene_emb: np.ndarray  # (K', D) or (1, K', D)
-    scene_ids: np.ndarray  # (K,) or (1, K)
-    user_id: np.ndarray  # (1,) or (1, 1)
-    item_ids: np.ndarray  # (N,) or (1, N)
 
 
 def score_batch(
     run: Callable[[Sequence[np.ndarray]], np.ndarray],
     requests: Sequence[CTRRequest],
-    max_candidates: int,
+    limits: CTRLimits,
 ) -> list[np.ndarray | RequestError]:
     """Per request: its CTR (N,) float32, or the :class:`RequestError` to answer it with.
 
     ``run`` takes the batched graph's inputs ``(SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS, ITEM_REQUEST)``
-    and returns CTR (T,). Invalid requests are answered with their error and left out of the run.
+    and returns CTR (T,). Each request is checked on its own first (:func:`validate_ctr_inputs`): an invalid
+    one is answered with its error and left out of the run, so it cannot fail the others.
     """
     results: list[np.ndarray | RequestError | None] = [None] * len(requests)
     valid: list[int] = []
     for index, request in enumerate(requests):
         try:
-            validate_ctr_request(request.user_id, request.item_ids, max_candidates)
+            validate_ctr_inputs(request, limits)
         except RequestError as error:
             results[index] = error
             continue

@@ -5,7 +5,8 @@ turns them into ``SCENE_EMB`` (K, D) and ``SCENE_IDS`` (K,) per request in three
 adapter can send **one** embedder call for the misses of *all* requests::
 
     cache = SceneFeatureCache.from_directory(version_dir, features, make_store(params), embedder_version)
-    batch = cache.begin([cache.parse(texts) for texts in requests])   # parse errors stay per request
+    batch = cache.begin([cache.parse_request(texts, user_id, item_ids, max_candidates)  # errors stay per request
+                         for texts, user_id, item_ids in requests])
     if batch.missing:
         input_ids, attention_mask = cache.tokenize(batch.missing)       # (M, T) each
         cache.complete(batch, embed(input_ids, attention_mask))          # (M, D) from the embedder
@@ -20,7 +21,7 @@ from :func:`~larr.serving.store.scene_key`: ``(embedder_version, feature index, 
 new embedder never reads stale vectors, and a 100,000-character text costs one entry of bounded size
 and embeds exactly like its tokenizer-truncated prefix (documented behaviour: long texts are
 truncated to the tokenizer limit, not rejected). Validation is larr.scene_request's, shared with the
-client and the benchmarks.
+client and the benchmarks, and for the ids larr.serving.ctr_request's, shared with the ctr model.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 
 from larr.contract import SCENE_VOCAB_FILE, UNSEEN_SCENE_FILL
 from larr.scene_request import SceneTextError, parse_scene_text
+from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
 from larr.serving.redis_store import RedisStats
 from larr.serving.store import SceneKey, SceneStore, StoreStats, scene_key
@@ -223,6 +225,19 @@ class SceneFeatureCache:
     def parse(self, raw: np.ndarray | Sequence) -> Parsed:
         """Validate one request's ``SCENE_TEXT`` (K,) BYTES; returns its texts or the error to send back."""
         return parse_scene(raw, self.scene_features)
+
+    def parse_request(self, raw: np.ndarray | Sequence, user_id: np.ndarray, item_ids: np.ndarray, max_candidates: int) -> Parsed:
+        """Validate one ensemble request: its ``SCENE_TEXT`` (K,), then its ``USER_ID`` (1,) and ``ITEM_IDS`` (N,)
+        with the ctr model's own check (larr.serving.ctr_request). Refused here, a request costs no embedding,
+        and no ctr step scores it -- not even the gpu target's TensorRT plan, which has no checks."""
+        parsed = self.parse(raw)
+        if isinstance(parsed, RequestError):
+            return parsed
+        try:
+            validate_ctr_request(user_id, item_ids, max_candidates)
+        except RequestError as error:
+            return error
+        return parsed
 
     def begin(self, parsed: Sequence[Parsed]) -> CacheBatch:
         """Look the distinct keys of all requests up in one ``get_many``; misses are collected once."""

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from larr.contract import PARAM_DEVICE, PARAM_INTRA_OP_THREADS, PARAM_MODEL_FILE, PARAM_RUNTIME
+from larr.serving.model_config import model_parameters, tensor_names  # the adapters import them from here too
 
 RUNTIMES = ("onnxruntime", "torch")
 SERVING_META_FILE = "serving.json"  # ctr torch artifacts: {"num_users": U, "num_items": I}
@@ -43,15 +44,6 @@ class RuntimeSpec:
         if not (spec.device == "cpu" or spec.device.startswith("cuda")):
             raise ValueError(f"parameter {PARAM_DEVICE}={spec.device!r}: expected 'cpu' or 'cuda[:N]'")
         return spec
-
-
-def model_parameters(config: Mapping[str, Any]) -> dict[str, str]:
-    """``parameters`` of a model config as parsed from ``args["model_config"]`` JSON: name -> string."""
-    return {name: value["string_value"] for name, value in config.get("parameters", {}).items()}
-
-
-def tensor_names(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return tuple(t["name"] for t in config["input"]), tuple(t["name"] for t in config["output"])
 
 
 class Runtime(Protocol):
@@ -84,6 +76,7 @@ class OnnxRuntime:
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        require_active_providers(self.session, providers, path)
         self.device = spec.device
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
@@ -99,6 +92,25 @@ class OnnxRuntime:
 
     def run_numpy(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         return self.run(inputs)[0]
+
+
+def require_active_providers(session: Any, requested: Sequence[Any], path: Path) -> None:
+    """Raise unless every requested execution provider is active in ``session``.
+
+    ONNX Runtime does not fail when a provider cannot start (a CUDA/cuDNN library missing or of the wrong
+    version, no visible GPU): it logs a warning and runs on the next one in the list, the CPU -- a model
+    asked to serve on the GPU would then serve, slowly, on the CPU with nothing in its health to say so.
+    ``requested``: the ``providers`` list given to the session (names, or ``(name, options)`` pairs).
+    """
+    active = session.get_providers()
+    names = [p[0] if isinstance(p, tuple) else p for p in requested]
+    inactive = [name for name in names if name not in active]
+    if inactive:
+        raise RuntimeError(
+            f"{path}: ONNX Runtime did not activate {', '.join(inactive)} (active: {', '.join(active)}); it would run "
+            "on the CPU instead. Check the onnxruntime-gpu install against the CUDA/cuDNN libraries and the GPU "
+            "visible to this process (ONNX Runtime's log names the library that failed)"
+        )
 
 
 class TorchRuntime:

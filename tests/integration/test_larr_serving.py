@@ -11,7 +11,11 @@ import re
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,9 +24,23 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from larr.clients import LarrClient, ScoreRequest
-from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, SCENE_TEXT, USER_ID
+from larr.contract import (
+    ATTENTION_MASK,
+    CTR,
+    CTR_MODEL,
+    EMBEDDER_MODEL,
+    EMBEDDING,
+    ENSEMBLE_NAME,
+    FEATURE_CACHE_MODEL,
+    INPUT_IDS,
+    ITEM_IDS,
+    SCENE_EMB,
+    SCENE_IDS,
+    SCENE_TEXT,
+    USER_ID,
+)
 from larr.data.schema import load_dataset
-from larr.export.repository import RepositoryOptions, write_repository
+from larr.export.repository import ModelFacts, RepositoryOptions, build_configs, write_repository
 from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.serving.feature_cache import SceneVocab
@@ -63,22 +81,45 @@ def dataset(tiny_run):
     return load_dataset(tiny_run.data_dir, splits=("test",))
 
 
+@dataclass(frozen=True)
+class PyTorchModels:
+    """The trained modules in-process, what the served models must agree with."""
+
+    embedder: TextEmbedder
+    tokenizer: EmbeddingTokenizer
+    serving: ServingCTR
+    scene_vocab: SceneVocab
+    features: tuple[str, ...]
+
+    def embed(self, scene: list[str]) -> np.ndarray:
+        """(K, D): each scene feature embedded separately."""
+        return embed_texts(self.embedder, self.tokenizer, [format_scene_feature(f, t) for f, t in zip(self.features, scene)])
+
+    def ctr(self, scene_emb: np.ndarray, scene_ids: np.ndarray, user: int, items: list[int]) -> np.ndarray:
+        with torch.no_grad():
+            return self.serving(torch.from_numpy(scene_emb), torch.from_numpy(scene_ids), torch.tensor([user]),
+                                torch.tensor(items)).numpy()
+
+
 @pytest.fixture(scope="module")
-def reference(tiny_run, repository, dataset):
-    """The in-process PyTorch model: TextEmbedder per feature -> ServingCTR."""
-    embedder = TextEmbedder.from_pretrained(tiny_run.embedder_dir)
-    tokenizer = EmbeddingTokenizer.from_directory(tiny_run.embedder_dir)
+def pytorch(tiny_run, repository, dataset) -> PyTorchModels:
     model, vocab = LarrCTR.load(tiny_run.ctr_dir("larr"))
-    serving = ServingCTR(model, index_table(vocab["values"][0], dataset.info.num_users),
-                         index_table(vocab["values"][1], dataset.info.num_items)).eval()
-    scene_vocab = SceneVocab.load(repository / "feature_cache" / "1" / "scene_vocab.json")
-    features = dataset.info.scene_features
+    return PyTorchModels(
+        embedder=TextEmbedder.from_pretrained(tiny_run.embedder_dir),
+        tokenizer=EmbeddingTokenizer.from_directory(tiny_run.embedder_dir),
+        serving=ServingCTR(model, index_table(vocab["values"][0], dataset.info.num_users),
+                           index_table(vocab["values"][1], dataset.info.num_items)).eval(),
+        scene_vocab=SceneVocab.load(repository / "feature_cache" / "1" / "scene_vocab.json"),
+        features=dataset.info.scene_features,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(pytorch):
+    """The in-process PyTorch model: TextEmbedder per feature -> ServingCTR."""
 
     def score(scene: list[str], user: int, items: list[int]) -> np.ndarray:
-        texts = [format_scene_feature(f, t) for f, t in zip(features, scene)]
-        scene_emb = torch.from_numpy(embed_texts(embedder, tokenizer, texts))
-        with torch.no_grad():
-            return serving(scene_emb, torch.from_numpy(scene_vocab.ids(scene)), torch.tensor([user]), torch.tensor(items)).numpy()
+        return pytorch.ctr(pytorch.embed(scene), pytorch.scene_vocab.ids(scene), user, items)
 
     return score
 
@@ -249,6 +290,210 @@ def test_cache_never_exceeds_its_bound(server, dataset):
     # the byte gauge follows the entries: each holds at least its vector (D float32) and one text byte
     assert all((counters["bytes"] > 0) == (counters["entries"] > 0) for counters in per_instance.values())
     assert sum(c["evictions_total"] for c in per_instance.values()) >= 60 * len(features) - len(per_instance) * CACHE_CAPACITY
+
+
+# --------------------------------------------------------------------------------------------- direct calls, first-step checks
+
+
+Send = Callable[[], Any]  # sends one prepared request; returns its answer
+
+
+def direct_call(server, model: str, inputs: dict[str, np.ndarray], output: str) -> Callable[[], Send]:
+    """One request straight to ``model``, past the ensemble and the client's checks (what any gRPC client can
+    send), to :func:`run_concurrently`."""
+
+    def prepare() -> Send:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        tensors = []
+        for name, value in inputs.items():
+            tensor = grpcclient.InferInput(name, list(value.shape), "FP32" if value.dtype == np.float32 else "INT64")
+            tensor.set_data_from_numpy(value)
+            tensors.append(tensor)
+
+        def send() -> np.ndarray:
+            try:
+                return client.infer(model, tensors).as_numpy(output)
+            finally:
+                client.close()
+
+        return send
+
+    return prepare
+
+
+def run_concurrently(prepares: list[Callable[[], Send]]) -> list[Any]:
+    """Each ``prepare()`` makes its client and request; then all are sent at once (a barrier), each from its own
+    thread, so that Triton's dynamic batchers put them into the same executes. Per call, in order: the answer,
+    or the exception it raised."""
+    barrier = threading.Barrier(len(prepares))
+
+    def run(prepare: Callable[[], Send]) -> Any:
+        send = prepare()
+        barrier.wait()
+        try:
+            return send()
+        except Exception as error:  # compared by the test
+            return error
+
+    with ThreadPoolExecutor(max_workers=len(prepares)) as pool:
+        return list(pool.map(run, prepares))
+
+
+def answered(result: Any) -> np.ndarray:
+    """``result`` if it is an answer; the server's error otherwise fails the test with its message."""
+    assert isinstance(result, np.ndarray), f"{type(result).__name__}: {result}"
+    return result
+
+
+def assert_invalid_argument(result: Any, message: str) -> None:
+    assert isinstance(result, InferenceServerException), result
+    assert result.status() == "StatusCode.INVALID_ARGUMENT", (result.status(), result.message())
+    assert message in result.message(), result.message()
+
+
+def ensemble_neighbours(server, dataset, reference, tag: str, count: int):
+    """``count`` good ensemble requests with never-seen texts (so their misses reach the embedder), as calls,
+    and a check of their outcomes against PyTorch."""
+    scenes = [{f: f"{tag} {i} {f}" for f in dataset.info.scene_features} for i in range(count)]
+
+    def call(scene: dict[str, str], user: int) -> Callable[[], Send]:
+        def prepare() -> Send:
+            client = LarrClient(server.grpc_url)  # reads the schema now, not when the requests go out together
+
+            def send() -> np.ndarray:
+                with client:
+                    return client.score(scene, user, [user, 3])
+
+            return send
+
+        return prepare
+
+    calls = [call(scene, i) for i, scene in enumerate(scenes)]
+
+    def check(outcomes: list[Any]) -> None:
+        for i, (scene, got) in enumerate(zip(scenes, outcomes)):
+            np.testing.assert_allclose(answered(got), reference(list(scene.values()), i, [i, 3]), atol=1e-4, rtol=0)
+
+    return calls, check
+
+
+def test_a_bad_direct_embedder_call_fails_alone(server, dataset, pytorch, reference):
+    """embedder runs whatever one execute holds as one batch: bad requests sent straight to it among good ones
+    (direct, and the ensemble's cache misses) each get INVALID_ARGUMENT, the others their embeddings."""
+    vocab = pytorch.embedder.encoder.get_input_embeddings().num_embeddings  # rows of the token-embedding table
+    texts = [[format_scene_feature(f, f"direct text {i} {f}") for f in dataset.info.scene_features] for i in range(8)]
+    tokenized = [pytorch.tokenizer(t) for t in texts]  # (K, T) ids and mask each
+    out_of_vocab, negative = tokenized[0][0].copy(), tokenized[1][0].copy()
+    out_of_vocab[1, 0], negative[0, 2] = vocab, -3
+    bad = [
+        ({INPUT_IDS: out_of_vocab, ATTENTION_MASK: tokenized[0][1]},
+         f"{INPUT_IDS}[1, 0] = {vocab} is outside the vocabulary [0, {vocab})"),
+        ({INPUT_IDS: negative, ATTENTION_MASK: tokenized[1][1]}, f"{INPUT_IDS}[0, 2] = -3 is outside the vocabulary"),
+        ({INPUT_IDS: tokenized[2][0], ATTENTION_MASK: tokenized[2][1][:, :-1]}, f"{ATTENTION_MASK} has shape"),
+    ]
+    good = [{INPUT_IDS: ids, ATTENTION_MASK: mask} for ids, mask in tokenized]
+    neighbours, check_neighbours = ensemble_neighbours(server, dataset, reference, "embedder neighbour", 8)
+    direct = [direct_call(server, EMBEDDER_MODEL, x, EMBEDDING) for x, _ in bad] + [
+        direct_call(server, EMBEDDER_MODEL, x, EMBEDDING) for x in good
+    ]
+    outcomes = run_concurrently(direct + neighbours)
+    check_neighbours(outcomes[len(direct):])
+    for t, got in zip(texts, outcomes[len(bad):len(direct)]):
+        np.testing.assert_allclose(answered(got), embed_texts(pytorch.embedder, pytorch.tokenizer, t), atol=1e-4, rtol=0)
+    for (_, message), got in zip(bad, outcomes):
+        assert_invalid_argument(got, message)
+
+
+def test_a_bad_direct_ctr_call_fails_alone(server, dataset, pytorch, reference):
+    """ctr likewise: bad requests sent straight to it get INVALID_ARGUMENT; the direct and ensemble requests
+    batched with them are scored as PyTorch scores them."""
+    sizes = pytorch.serving.model.spec.field_vocab_sizes[2:]  # scene features' table rows: [user, item, *scene]
+    rows = range(6)
+    scenes = [dataset.test.scene_row(r) for r in rows]
+    good = [
+        (pytorch.embed(scene), pytorch.scene_vocab.ids(scene), int(dataset.test.user_id[r]), [r, r + 5, 2])
+        for r, scene in zip(rows, scenes)
+    ]
+
+    def inputs(scene_emb: np.ndarray, scene_ids: np.ndarray, user: int, items: list[int]) -> dict[str, np.ndarray]:
+        # with the batch axis of 1 that the batched ctr takes: (1, K, D), (1, K), (1, 1), (1, N)
+        return {SCENE_EMB: scene_emb[None].astype(np.float32), SCENE_IDS: scene_ids[None].astype(np.int64),
+                USER_ID: np.array([[user]], np.int64), ITEM_IDS: np.array([items], np.int64)}
+
+    scene_emb, scene_ids, user, items = good[0]
+    beyond, nan_scene = scene_ids.copy(), scene_emb.copy()
+    beyond[0], nan_scene[1, 0] = sizes[0], np.nan
+    bad = [
+        (inputs(scene_emb, beyond, user, items), f"{SCENE_IDS}[0] = {sizes[0]} is outside scene feature 0's ids [0, {sizes[0]})"),
+        (inputs(nan_scene, scene_ids, user, items), f"{SCENE_EMB} holds NaN or infinite values"),
+        (inputs(scene_emb, scene_ids, user, [4, -5]), f"{ITEM_IDS}[1] = -5: ids must be >= 0"),
+    ]
+    neighbours, check_neighbours = ensemble_neighbours(server, dataset, reference, "ctr neighbour", 6)
+    direct = [direct_call(server, CTR_MODEL, x, CTR) for x, _ in bad] + [
+        direct_call(server, CTR_MODEL, inputs(*g), CTR) for g in good
+    ]
+    outcomes = run_concurrently(direct + neighbours)
+    check_neighbours(outcomes[len(direct):])
+    for g, got in zip(good, outcomes[len(bad):len(direct)]):
+        np.testing.assert_allclose(answered(got)[0], pytorch.ctr(*g), atol=1e-4, rtol=0)
+    for (_, message), got in zip(bad, outcomes):
+        assert_invalid_argument(got, message)
+
+
+def requests_seen(server, model: str) -> int:
+    """Requests ``model`` has answered so far, from Triton's statistics (a python model's error response is
+    counted as a success: the model ran and answered)."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    stats = client.get_inference_statistics(model).model_stats[0].inference_stats
+    return stats.success.count + stats.fail.count
+
+
+def wait_for_requests(server, model: str, at_least: int, polls: int = 100) -> int:
+    """The count once it reaches ``at_least`` (a step's statistics may land just after the ensemble answers)."""
+    seen = requests_seen(server, model)
+    for _ in range(polls):
+        if seen >= at_least:
+            break
+        time.sleep(0.05)
+        seen = requests_seen(server, model)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("user", "items", "message"),
+    [
+        ([-2], [1, 2], "USER_ID must be >= 0, got -2"),
+        ([1], [4, -1], "ITEM_IDS[1] = -1: ids must be >= 0"),
+        ([1], list(range(MAX_CANDIDATES + 1)), f"this server scores at most {MAX_CANDIDATES} per request"),
+    ],
+)
+def test_bad_ids_are_refused_by_the_first_step_before_ctr_runs(server, dataset, user, items, message):
+    """The gpu target's ctr step is a TensorRT plan without checks; what keeps bad ids from it is feature_cache,
+    the first step of both targets, wired the same way in both. Here, on the cpu target: the request is refused
+    with INVALID_ARGUMENT by feature_cache, and ctr never sees it."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    served = client.get_model_config(ENSEMBLE_NAME).config
+    served_cache = client.get_model_config(FEATURE_CACHE_MODEL).config
+    k = len(dataset.info.scene_features)
+    facts = ModelFacts(dataset.info.scene_features, embedding_dim=served_cache.output[0].dims[-1], scene_inputs=k,
+                       embedder_version="v", max_length=16, vocab_size=2, scene_vocab_sizes=(1,) * k)
+    gpu = build_configs(RepositoryOptions(target="gpu", max_candidates=MAX_CANDIDATES), facts)
+    first_step = [step for step in served.ensemble_scheduling.step if step.model_name == FEATURE_CACHE_MODEL]
+    assert [s.model_name for s in served.ensemble_scheduling.step] == [FEATURE_CACHE_MODEL, CTR_MODEL]
+    assert dict(first_step[0].input_map) == dict(gpu[ENSEMBLE_NAME].ensemble_scheduling.step[0].input_map)
+    assert [(t.name, t.data_type, list(t.dims)) for t in served_cache.input] == [
+        (t.name, t.data_type, list(t.dims)) for t in gpu[FEATURE_CACHE_MODEL].input
+    ]
+
+    ctr_before, cache_before = requests_seen(server, CTR_MODEL), requests_seen(server, FEATURE_CACHE_MODEL)
+    with pytest.raises(InferenceServerException) as error:
+        raw_infer(server, good_texts(dataset), np.array(user, np.int64), np.array(items, np.int64))
+    assert_invalid_argument(error.value, message)
+    assert wait_for_requests(server, FEATURE_CACHE_MODEL, cache_before + 1) == cache_before + 1  # it answered the refusal
+    ctr = raw_infer(server, good_texts(dataset), np.array([1], np.int64), np.array([1, 2], np.int64))
+    assert ctr.shape == (2,)
+    # ctr's count moved by the good request alone: the bad one never reached it
+    assert wait_for_requests(server, CTR_MODEL, ctr_before + 1) == ctr_before + 1
 
 
 # --------------------------------------------------------------------------------------------- fresh_text_policy async

@@ -40,7 +40,8 @@ from larr.contract import (
 from larr.export.repository import ModelFacts, RepositoryError, RepositoryOptions, build_configs, write_repository
 from larr.models.ctr_model import CTRModelSpec, LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
-from larr.serving.ctr_batch import CTRRequest, score_batch
+from larr.serving.ctr_batch import score_batch
+from larr.serving.ctr_request import CTRLimits, CTRRequest
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneVocab
 from larr.serving.runtime import load_runtime
@@ -49,7 +50,8 @@ from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
 
 FEATURES = ("weather", "place")
-FACTS = ModelFacts(scene_features=FEATURES, embedding_dim=8, scene_inputs=1, embedder_version="abc", max_length=64)
+FACTS = ModelFacts(scene_features=FEATURES, embedding_dim=8, scene_inputs=1, embedder_version="abc", max_length=64,
+                   vocab_size=300, scene_vocab_sizes=(3, 2))
 
 
 def tensors(tensor_list) -> dict[str, tuple[int, list[int]]]:
@@ -131,7 +133,7 @@ def test_configs_round_trip_and_share_the_public_contract():
 
 def test_config_errors():
     with pytest.raises(RepositoryError, match="one scene embedding"):
-        build_fulltext_configs(RepositoryOptions(), ModelFacts(FEATURES, 8, 2, "abc", 64))
+        build_fulltext_configs(RepositoryOptions(), ModelFacts(FEATURES, 8, 2, "abc", 64, 300, (3, 2)))
     with pytest.raises(RepositoryError, match="python-backend"):
         build_fulltext_configs(RepositoryOptions(target="gpu"), FACTS)
 
@@ -171,7 +173,8 @@ def test_repository_matches_pytorch(tiny_run, fulltext_head, tmp_path):
     user, items = np.array([3]), np.arange(10)
     parsed = [scenes.parse(scene)]
     (scene_emb, scene_ids), = scenes.results(parsed, embedder.run(list(scenes.tokenize(scenes.texts(parsed))))[0])
-    (served,) = score_batch(ctr.run_numpy, [CTRRequest(scene_emb, scene_ids, user, items)], max_candidates=40)
+    limits = CTRLimits.from_model_config(model_config(out, FULLTEXT_CTR_MODEL))
+    (served,) = score_batch(ctr.run_numpy, [CTRRequest(scene_emb, scene_ids, user, items)], limits)
 
     reference_embedder = TextEmbedder.from_pretrained(tiny_run.embedder_dir)
     per_feature = EmbeddingTokenizer.from_directory(tiny_run.embedder_dir)

@@ -175,6 +175,26 @@ def test_ctr_request_accepts_unknown_ids():
     validate_ctr_request(np.array([10**12]), np.array([0, 10**12]), max_candidates=10)
 
 
+def test_parse_request_refuses_bad_ids_before_any_lookup(tokenizer):
+    """The ensemble's first step refuses what the ctr step would (the gpu target's TensorRT ctr checks nothing):
+    the same messages, per request, and a refused request neither looks anything up nor embeds anything."""
+    cache = make_cache(tokenizer)
+    texts = [b"heavy rain", b"office"]
+    parsed = [
+        cache.parse_request(texts, np.array([[1]]), np.array([[3, -7]]), max_candidates=10),  # with the batch axis
+        cache.parse_request(texts, np.array([1]), np.arange(11), max_candidates=10),
+        cache.parse_request([b"", b"office"], np.array([-1]), np.array([1]), max_candidates=10),  # texts first
+        cache.parse_request([b"snow", b"campus"], np.array([10**12]), np.array([10**12]), max_candidates=10),
+    ]
+    assert str(parsed[0]) == "ITEM_IDS[1] = -7: ids must be >= 0"
+    assert str(parsed[1]).startswith("ITEM_IDS has 11 candidates; this server scores at most 10 per request")
+    assert str(parsed[2]) == "SCENE_TEXT[0] (weather) is empty; every scene feature needs a text"
+    assert parsed[3] == ["snow", "campus"]  # unknown ids are cold start, not errors
+    batch = cache.begin(parsed)
+    assert [key.text for key in batch.missing_keys] == ["snow", "campus"]  # only the valid request's texts
+    assert cache.stats().misses == 2
+
+
 class FlakyRedis:
     """A stand-in ``redis.Redis`` (MGET/MSET over a dict) that a test can take down and bring back."""
 

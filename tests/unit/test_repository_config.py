@@ -45,6 +45,8 @@ from larr.contract import (
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
     PARAM_SCENE_STORE,
+    PARAM_SCENE_VOCAB_SIZES,
+    PARAM_VOCAB_SIZE,
     SCENE_EMB,
     SCENE_IDS,
     SCENE_TABLE_FILE,
@@ -125,6 +127,10 @@ def check_configs(
     }
     assert tensors(ensemble.output) == {CTR: (mc.TYPE_FP32, [-1])}
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [FEATURE_CACHE_MODEL, CTR_MODEL]
+    # on both targets the first step reads the ids as well, to refuse bad ones before ctr (a TensorRT plan
+    # on gpu, with no checks) runs
+    cache_step = ensemble.ensemble_scheduling.step[0]
+    assert dict(cache_step.input_map) == {SCENE_TEXT: SCENE_TEXT, USER_ID: USER_ID, ITEM_IDS: ITEM_IDS}
     assert params(ensemble) == {
         PARAM_SCENE_FEATURES: features_json,
         PARAM_MAX_CANDIDATES: str(options.max_candidates),
@@ -135,7 +141,11 @@ def check_configs(
     cache = configs[FEATURE_CACHE_MODEL]
     assert (cache.backend, cache.max_batch_size) == ("python", options.request_batch)
     assert cache.HasField("dynamic_batching") == (options.request_batch > 0)
-    assert tensors(cache.input) == {SCENE_TEXT: (mc.TYPE_STRING, [-1])}
+    assert tensors(cache.input) == {
+        SCENE_TEXT: (mc.TYPE_STRING, [-1]), USER_ID: (mc.TYPE_INT64, [1]), ITEM_IDS: (mc.TYPE_INT64, [-1]),
+    }
+    assert [t.name for t in cache.input] == [SCENE_TEXT, USER_ID, ITEM_IDS]  # the adapter reads them in this order
+    assert [t.allow_ragged_batch for t in cache.input] == [False, False, options.request_batch > 0]
     assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
         PARAM_SCENE_FEATURES: features_json,
@@ -146,6 +156,7 @@ def check_configs(
         PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
+        PARAM_MAX_CANDIDATES: str(options.max_candidates),
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
 
@@ -183,10 +194,14 @@ def check_configs(
             PARAM_INTRA_OP_THREADS: str(options.intra_op_threads),
         }
         assert (embedder.backend, embedder.platform) == ("python", "")
-        assert params(embedder) == runtime
+        assert params(embedder) == {**runtime, PARAM_VOCAB_SIZE: str(facts.vocab_size)}
         assert [(g.kind, g.count) for g in embedder.instance_group] == [(kind, options.embedder_instances)]
         assert (ctr.backend, ctr.platform) == ("python", "")
-        assert params(ctr) == {**runtime, PARAM_MAX_CANDIDATES: str(options.max_candidates)}
+        assert params(ctr) == {
+            **runtime,
+            PARAM_MAX_CANDIDATES: str(options.max_candidates),
+            PARAM_SCENE_VOCAB_SIZES: json.dumps(list(facts.scene_vocab_sizes)),
+        }
         assert [(g.kind, g.count) for g in ctr.instance_group] == [(kind, options.ctr_instances)]
     assert_schedulable(ensemble, configs)
 
@@ -230,12 +245,16 @@ def cpu_repository(tiny_run, adapters, tmp_path_factory) -> tuple[Path, str]:
 def facts_of(out: Path, tiny_run) -> ModelFacts:
     info = json.loads((tiny_run.data_dir / "dataset.json").read_text())
     embedding_config = json.loads((tiny_run.embedder_dir / "embedding_config.json").read_text())
+    vocab = json.loads((tiny_run.ctr_dir() / "vocab.json").read_text())
     return ModelFacts(
         scene_features=tuple(info["scene_features"]),
         embedding_dim=json.loads((tiny_run.embedder_dir / "embedder.json").read_text())["projection_dim"],
         scene_inputs=len(info["scene_features"]),
         embedder_version=onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx"),
         max_length=embedding_config["max_length"],
+        vocab_size=json.loads((tiny_run.embedder_dir / "encoder" / "config.json").read_text())["vocab_size"],
+        # the scene fields' table rows: row 0 (unseen) + one per value the feature cache's vocab knows
+        scene_vocab_sizes=tuple(len(values) + 1 for values in vocab["values"][2:]),
     )
 
 
@@ -306,7 +325,8 @@ def test_torch_runtime_on_cuda_id_only(tiny_run, adapters, tmp_path):
 
 def test_gpu_configs_without_engines():
     facts = ModelFacts(
-        ("weather", "time_slot", "place"), embedding_dim=48, scene_inputs=3, embedder_version="0123456789ab", max_length=32
+        ("weather", "time_slot", "place"), embedding_dim=48, scene_inputs=3, embedder_version="0123456789ab", max_length=32,
+        vocab_size=500, scene_vocab_sizes=(5, 7, 9),
     )
     options = RepositoryOptions(target="gpu", embedder_max_batch=32, embedder_instances=2, ctr_instances=2)
     configs = build_configs(options, facts)
@@ -354,7 +374,8 @@ def test_gpu_target_without_tensorrt_fails_clearly(tiny_run, tmp_path, monkeypat
 
 
 def test_validate_ensemble_rejects_broken_graphs():
-    facts = ModelFacts(("weather",), embedding_dim=8, scene_inputs=1, embedder_version="v", max_length=16)
+    facts = ModelFacts(("weather",), embedding_dim=8, scene_inputs=1, embedder_version="v", max_length=16,
+                       vocab_size=300, scene_vocab_sizes=(4,))
     configs = build_configs(RepositoryOptions(), facts)
     validate_ensemble(configs[ENSEMBLE_NAME], configs)
 
@@ -376,7 +397,8 @@ def test_validate_ensemble_rejects_broken_graphs():
 
 def test_redis_options_reach_the_store_the_feature_cache_builds():
     """What export writes as redis_* parameters is what RedisStoreConfig reads back (the replicas' retry window)."""
-    facts = ModelFacts(("weather",), embedding_dim=8, scene_inputs=1, embedder_version="v", max_length=16)
+    facts = ModelFacts(("weather",), embedding_dim=8, scene_inputs=1, embedder_version="v", max_length=16,
+                       vocab_size=300, scene_vocab_sizes=(4,))
     options = RepositoryOptions(scene_store="redis", redis_url="redis://10.0.0.5:6379/2",
                                 redis_socket_timeout_ms=20, redis_retry_after_s=0.25)
     params = {k: v.string_value for k, v in feature_cache_config(options, facts).parameters.items()}

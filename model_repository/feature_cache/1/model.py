@@ -1,5 +1,8 @@
 """Triton python-backend adapter for ``feature_cache`` (logic: larr.serving.feature_cache).
 
+Each request is checked first, its scene texts and its ids (the ensemble's only check before the gpu
+target's TensorRT ctr plan, see larr.export.repository.ensemble_config); a bad one is answered alone.
+
 All requests of one execute() are looked up together; their misses, deduplicated, go to the embedder
 in ONE BLS request (split only where they exceed the embedder's max batch size, those parts sent
 concurrently). The store is the one the model config's ``scene_store`` names (larr.serving.stores);
@@ -21,6 +24,7 @@ from larr.contract import (
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
     PARAM_FRESH_TEXT_POLICY,
+    PARAM_MAX_CANDIDATES,
     PARAM_SCENE_FEATURES,
 )
 from larr.serving.bls import embed_via_bls, scene_responses, send_responses
@@ -38,7 +42,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = model_parameters(config)
-        (self.text_name,), (self.emb_name, self.ids_name) = tensor_names(config)
+        (self.text_name, self.user_name, self.items_name), (self.emb_name, self.ids_name) = tensor_names(config)
+        self.max_candidates = int(params[PARAM_MAX_CANDIDATES])  # the ids are checked here too (SceneFeatureCache.parse_request)
         self.batched = config["max_batch_size"] > 0  # outputs get the request's batch axis
         self.embedder_model = params[PARAM_EMBEDDER_MODEL]
         self.embedder_max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])
@@ -67,7 +72,7 @@ class TritonPythonModel:
         return await embed_via_bls(pb_utils, self.embedder_model, input_ids, attention_mask, self.embedder_max_batch)
 
     async def execute(self, requests):
-        parsed = [self.cache.parse(to_numpy(pb_utils.get_input_tensor_by_name(r, self.text_name))) for r in requests]
+        parsed = [self._parse(r) for r in requests]
         batch = self.cache.begin(parsed)
         if batch.missing and self.policy is FreshTextPolicy.ASYNC:
             self.cache.fall_back(batch, self.dim)  # scored now with the unseen-text row
@@ -86,6 +91,11 @@ class TritonPythonModel:
     def _answer(self, requests, batch, indices):
         responses = scene_responses(pb_utils, batch.results(indices), self.emb_name, self.ids_name, self.batched)
         send_responses(pb_utils, [requests[i] for i in indices], responses)
+
+    def _parse(self, request):
+        texts, user_id, item_ids = (to_numpy(pb_utils.get_input_tensor_by_name(request, name))
+                                    for name in (self.text_name, self.user_name, self.items_name))
+        return self.cache.parse_request(texts, user_id, item_ids, self.max_candidates)
 
     def _report_metrics(self):
         self.metrics.report(self.cache, self.background, self.misses)
