@@ -365,7 +365,7 @@ def report_markdown(result: SoakResult) -> str:
         f"{config.fresh_share:.0%} fresh scene texts, {config.candidates} candidates",
         f"- verdict: **{verdict}**",
         f"- requests: {totals['requests']:,} in {totals['seconds']:.0f} s ({totals['throughput']:.1f}/s); "
-        f"errors: {totals['error_count']} {totals['errors'] or ''}; p50 {_ms(totals['p50_ms'])} ms, "
+        f"errors: {totals['error_count']}{' ' + str(totals['errors']) if totals['errors'] else ''}; p50 {_ms(totals['p50_ms'])} ms, "
         f"p99 {_ms(totals['p99_ms'])} ms; stub restarts: {sum(totals['stub_restarts'].values())}",
         f"- RSS (tritonserver + its python-backend stubs, VmRSS): {rss.baseline_bytes / MIB:,.1f} MiB after warm-up "
         f"(the first {rss.warmup_windows} windows, {rss.warmup_s:.0f} s), peak after it {rss.peak_bytes / MIB:,.1f} MiB "
