@@ -45,6 +45,7 @@ README_FILE = "README.md"
 PLOT_FILE = "soak.png"
 SERVER_LOG_FILE = "tritonserver.log"
 WARMUP_SHARE = 0.2  # the first 20 % of the windows are warm-up (rounded up, at least one)
+DEFAULT_MAX_RSS_GROWTH = 0.05  # issue 14: RSS growth after warm-up <= 5 %
 MIB = 2**20
 
 
@@ -65,7 +66,7 @@ class SoakConfig:
     # every step per minute: more chances to catch a leak per minute of soak.
     candidates: int = field(default=20, metadata={"help": "candidate items per request (N)"})
     window: float = field(default=10.0, metadata={"help": "seconds per reported window (one progress line each)"})
-    max_rss_growth: float = field(default=0.05, metadata={"help": "largest allowed RSS growth after warm-up (0.05 = 5 %%)"})
+    max_rss_growth: float = field(default=DEFAULT_MAX_RSS_GROWTH, metadata={"help": "largest allowed RSS growth after warm-up (0.05 = 5 %%)"})
     request_timeout: float = field(default=30.0, metadata={"help": "per-request deadline in seconds; a late answer counts as DEADLINE_EXCEEDED"})
     seed: int = field(default=WorkloadSpec.seed, metadata={"help": "request stream seed"})
 
@@ -332,7 +333,7 @@ def run_soak(config: SoakConfig, command: str = "") -> SoakResult:
 
     pools = ScenePools.from_dataset(load_dataset(config.data, splits=("train",)))
     stream = RequestStream(pools, WorkloadSpec(unseen_share=config.fresh_share, candidates=config.candidates, seed=config.seed))
-    machine = detect_machine("cpu").to_json()
+    machine = detect_machine("cpu").to_json()  # the host; the repository's own config says where its models run
     config.out.mkdir(parents=True, exist_ok=True)
     with run_triton_server(config.model_repository, log_path=config.out / SERVER_LOG_FILE) as server:
         print(f"larr soak: serving {config.model_repository} (gRPC {server.grpc_url}); {config.seconds:.0f} s at "

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from larr.benchmarks.soak import SoakConfig, run_soak, write_outputs
+from larr.benchmarks.soak import DEFAULT_MAX_RSS_GROWTH, SoakConfig, run_soak, write_outputs
 from larr.export.repository import RepositoryOptions, write_repository
 
 pytestmark = pytest.mark.integration
 
 SECONDS = 60.0
 CONCURRENCY = 32
-MAX_RSS_GROWTH = 0.05
 # A small LRU on purpose: fresh texts never repeat, so every one is a new LRU entry until the bound holds
 # it. Filling the cache is growth by design (test_cache_byte_bound.py bounds it); a leak is growth beyond
 # that. 256 KiB (~900 fresh-text entries) is full within the warm-up at any rate above ~100 requests/s
@@ -32,7 +31,7 @@ def soak_repository(tiny_run, tmp_path_factory):
 def test_a_60_s_soak_has_no_errors_and_flat_memory_after_warmup(soak_repository, tiny_run, tmp_path) -> None:
     config = SoakConfig(
         model_repository=soak_repository, data=tiny_run.data_dir, out=tmp_path, seconds=SECONDS,
-        concurrency=CONCURRENCY, max_rss_growth=MAX_RSS_GROWTH,
+        concurrency=CONCURRENCY, max_rss_growth=DEFAULT_MAX_RSS_GROWTH,
     )
     result = run_soak(config)
     paths = write_outputs(result, tmp_path)
@@ -43,5 +42,5 @@ def test_a_60_s_soak_has_no_errors_and_flat_memory_after_warmup(soak_repository,
     assert not any(result.stub_restarts.values()), report
     # The precondition of a steady-state check: the LRU was full (evicting) before warm-up ended.
     assert result.windows[result.rss.warmup_windows - 1].cache_evictions > 0, report
-    assert result.rss.growth <= MAX_RSS_GROWTH, report
+    assert result.rss.growth <= DEFAULT_MAX_RSS_GROWTH, report
     assert result.failures() == []

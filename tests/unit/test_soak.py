@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 from larr.benchmarks.cli import configure_soak_parser
 from larr.benchmarks.loadgen import LoadError, Outcome, error_status, timed_closed_loop
 from larr.benchmarks.soak import (
+    DEFAULT_MAX_RSS_GROWTH,
     WARMUP_SHARE,
     ServerRss,
     SoakConfig,
@@ -192,7 +193,7 @@ def test_flags_build_the_config_with_its_defaults(tmp_path: Path) -> None:
     args = parser.parse_args(["--model-repository", str(tmp_path), "--data", "d", "--seconds", "60", "--concurrency", "16"])
     config = SoakConfig(**vars(args))
     assert (config.seconds, config.concurrency, config.fresh_share, config.candidates) == (60.0, 16, 0.1, 20)
-    assert config.max_rss_growth == 0.05 and config.windows == 6
+    assert config.max_rss_growth == DEFAULT_MAX_RSS_GROWTH == 0.05 and config.windows == 6
     with pytest.raises(ValueError, match="two windows"):
         SoakConfig(model_repository=tmp_path, data=tmp_path, seconds=15, window=10)
     with pytest.raises(ValueError):
