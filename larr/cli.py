@@ -1,4 +1,4 @@
-"""The ``larr`` command line: data, train, export, embed-scenes, serve, query, demo, bench, soak.
+"""The ``larr`` command line: data, train, export, embed-scenes, serve, query, demo, bench.
 
 Subcommands import their (heavy) modules only when run, so ``larr query`` never imports torch.
 """
