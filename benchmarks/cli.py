@@ -1,4 +1,5 @@
-"""``larr bench``: every measurement of the benchmark report in one command.
+"""``larr bench``: every measurement of the benchmark report in one command (and ``larr soak``'s flags,
+at the end: the soak itself is larr.benchmarks.soak).
 
     larr bench                                    # the published grid (profile full; < 30 min on 2 CPU cores)
     larr bench --profile quick                    # a few minutes: tiny + 135M shape, two concurrency levels
@@ -16,7 +17,9 @@ finds it) every model runs on the GPU: ONNX Runtime CUDA in the python backends,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -137,6 +140,43 @@ def run_bench(args: argparse.Namespace) -> int:
     print((bench.results_dir / REPORT_FILE).read_text(encoding="utf-8"))
     print(f"results: {bench.results_dir} ({results['duration_s'] / 60:.1f} min)")
     return 0
+
+
+def configure_soak_parser(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`larr.benchmarks.soak.SoakConfig` field (``fresh_share`` -> ``--fresh-share``),
+    its type, default and help taken from the field."""
+    from larr.benchmarks.soak import SoakConfig
+
+    types = {"Path": Path, "float": float, "int": int}
+    for spec in dataclasses.fields(SoakConfig):
+        required = spec.default is dataclasses.MISSING
+        parser.add_argument(
+            "--" + spec.name.replace("_", "-"), dest=spec.name, type=types[str(spec.type)], required=required,
+            default=None if required else spec.default, help=spec.metadata["help"] + ("" if required else " (default: %(default)s)"),
+        )
+
+
+def run_soak_command(args: argparse.Namespace) -> int:
+    """``larr soak``: 0 passed, 1 failed (errors, a stub reload or RSS growth), 2 usage or setup error."""
+    from larr.benchmarks.soak import SoakConfig, run_soak, write_outputs
+    from larr.serving.launcher import ServerStartError, TritonNotFoundError
+
+    try:
+        config = SoakConfig(**{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(SoakConfig)})
+    except ValueError as error:
+        print(f"larr soak: {error}", file=sys.stderr)
+        return 2
+    try:
+        result = run_soak(config, command=shlex.join(["larr", "soak", *sys.argv[2:]]))
+    except (FileNotFoundError, TritonNotFoundError, ServerStartError) as error:
+        print(f"larr soak: {error}", file=sys.stderr)
+        return 2
+    paths = write_outputs(result, config.out)
+    print()
+    print(paths["readme"].read_text(encoding="utf-8"))
+    for reason in result.failures():
+        print(f"larr soak: {reason}", file=sys.stderr)
+    return 1 if result.failures() else 0
 
 
 def main(argv: list[str] | None = None) -> int:

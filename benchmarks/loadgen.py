@@ -3,12 +3,17 @@ service (HTTP/JSON), for a like-for-like comparison of the two servers.
 
     result = run_closed_loop(HttpTransport("http://127.0.0.1:8080"), requests, concurrency=16)
     result = run_closed_loop(TritonTransport("127.0.0.1:8001", "larr"), requests, concurrency=16)
+    await timed_closed_loop(transport, stream_source, concurrency=64, seconds=600, on_outcome=record)  # the soak
 
 ``concurrency`` workers each send a request, wait for its answer and send the next, until the
 requests are used up (each request is sent exactly once, in order of availability). Requests are
 encoded before the clock starts, so both transports time only sending, serving and receiving.
 perf_analyzer cannot drive a plain HTTP/JSON service, so this generator is the one yardstick used for
 both sides of that comparison; perf_analyzer's own numbers for Triton are reported separately.
+
+:func:`timed_closed_loop` is the same loop bounded in time instead of in requests (``larr soak``): it
+draws each request when a worker is free, and a failed request is recorded as an :class:`Outcome` with
+its gRPC status instead of ending the run.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -105,6 +110,62 @@ async def closed_loop(transport: Transport, requests: Sequence[BenchRequest], co
 
 def run_closed_loop(transport: Transport, requests: Sequence[BenchRequest], concurrency: int) -> LoadResult:
     return asyncio.run(closed_loop(transport, requests, concurrency))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request of :func:`timed_closed_loop`."""
+
+    finished_s: float  # when its answer (or error) arrived: time.perf_counter()
+    latency_s: float
+    status: str | None  # None: answered; else the gRPC status name (see error_status)
+
+
+def error_status(error: BaseException) -> str:
+    """The gRPC status name of a failed request ('UNAVAILABLE', 'DEADLINE_EXCEEDED', ...), found on the
+    tritonclient exception a transport raised (``raise LoadError(...) from error``), else the error's type."""
+    cause: BaseException | None = error
+    while cause is not None:
+        status = getattr(cause, "status", None)
+        if callable(status) and status():
+            return str(status()).removeprefix("StatusCode.")  # tritonclient spells it 'StatusCode.UNAVAILABLE'
+        cause = cause.__cause__
+    return type(error).__name__
+
+
+async def timed_closed_loop(
+    transport: Transport,
+    next_request: Callable[[], BenchRequest],
+    concurrency: int,
+    seconds: float,
+    on_outcome: Callable[[Outcome], None],
+) -> None:
+    """Keep ``concurrency`` requests in flight for ``seconds``; each from ``next_request()`` when a worker is
+    free, each reported to ``on_outcome`` as it finishes (in order of finishing). Requests already in
+    flight at the deadline are awaited and reported. Encoding is not timed, as in :func:`closed_loop`."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    await transport.open(concurrency)
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        while time.perf_counter() - start < seconds:
+            encoded = transport.encode(next_request())
+            t0 = time.perf_counter()
+            status = None
+            try:
+                await transport.send(encoded)
+            except Exception as error:  # noqa: BLE001 - a soak counts failures, it does not stop at one
+                status = error_status(error)
+            t1 = time.perf_counter()
+            on_outcome(Outcome(t1, t1 - t0, status))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await transport.close()
 
 
 class HttpTransport:

@@ -119,6 +119,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from larr.benchmarks.cli import run_soak_command
+
+    return run_soak_command(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from larr.demo import run_demo
 
@@ -235,11 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
-    from larr.benchmarks.cli import configure_bench_parser
+    from larr.benchmarks.cli import configure_bench_parser, configure_soak_parser
 
     bench = commands.add_parser("bench", help="perf_analyzer harness: LARR vs full-text, cache off, FastAPI, MFU")
     configure_bench_parser(bench)
     bench.set_defaults(func=_bench)
+    soak = commands.add_parser("soak", help="serve a repository under a bounded load; errors, p50/p99 and RSS over time")
+    configure_soak_parser(soak)
+    soak.set_defaults(func=_soak)
     return parser
 
 
