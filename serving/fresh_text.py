@@ -1,8 +1,9 @@
 """The fresh-text policy of ``feature_cache``: what a request gets for a scene text no store holds yet.
 
 =========  ==========================================================================================
-``strict`` (default) the execute embeds every miss -- one BLS call for the whole batch -- before it
-           answers: exact, but a text nobody asked for before puts the LLM on the request path
+``strict`` (default) every miss is embedded -- one BLS call for the whole batch, from a task
+           (larr.serving.miss_embedder) -- before the requests that need it are answered: exact, but a
+           text nobody asked for before puts the LLM on those requests' path
 ``async``  the miss is answered *now* with the unseen-text row (zeros (D,),
            :data:`larr.contract.UNSEEN_SCENE_FILL`; training showed the model that row,
            ``CTRConfig.scene_dropout``); a :class:`BackgroundEmbedder` embeds the text off the request
