@@ -3,8 +3,10 @@ machine's fp32 matmul peak.
 
 * :class:`InProcessPipeline` runs the *same* exported repository's pieces -- the feature cache
   (``SceneFeatureCache``), the embedder and CTR graphs through the adapters' own runtimes
-  (``larr.serving.runtime.load_runtime``, configured from the same ``config.pbtxt``) -- one request
-  at a time in this process. Triton's time per request minus this one is the serving overhead.
+  (``larr.serving.runtime.load_runtime``, configured from the same ``config.pbtxt``) -- in this
+  process, one batch of requests at a time, as one execute of each step would (batch 1 = one request
+  at a time). Triton's time per request minus this one, at the batch size Triton formed, is the
+  serving overhead.
 * :func:`embedder_saturation` keeps the embedder busy with full batches of scene-feature texts and
   counts tokens/s; :func:`forward_flops_per_token` turns that into FLOP/s, and :func:`gemm_peak`
   measures what the machine can do on a large fp32 GEMM in the same run, for the model FLOPs
@@ -79,7 +81,14 @@ class InProcessPipeline:
 
     def score(self, request: BenchRequest) -> np.ndarray:
         """CTR (N,) float32 of one request; raises the request's RequestError if it is invalid."""
-        batch = self.cache.begin([self.cache.parse(list(request.scene))])
+        (ctr,) = self.score_many([request])
+        return ctr
+
+    def score_many(self, requests: Sequence[BenchRequest]) -> list[np.ndarray]:
+        """CTRs of a batch of requests, computed as one execute of each served step computes them: one store
+        lookup, ONE embedder call for the misses of all (split at its max batch), one run of the batched ctr
+        graph. Raises the first invalid request's RequestError."""
+        batch = self.cache.begin([self.cache.parse(list(request.scene)) for request in requests])
         if batch.missing:
             input_ids, attention_mask = self.cache.tokenize(batch.missing)  # (M, T) each
             parts = [
@@ -87,19 +96,20 @@ class InProcessPipeline:
                 for part in (slice(s, s + self.max_batch) for s in range(0, len(input_ids), self.max_batch))
             ]
             self.cache.complete(batch, np.concatenate(parts))  # (M, D)
-        (result,) = batch.results()
-        if isinstance(result, RequestError):
-            raise result
-        scene_emb, scene_ids = result  # (K, D), (K,)
-        user = np.array([request.user_id], dtype=np.int64)
-        items = np.array(request.item_ids, dtype=np.int64)
+        scored: list[CTRRequest] = []
+        for request, result in zip(requests, batch.results()):
+            if isinstance(result, RequestError):
+                raise result
+            scene_emb, scene_ids = result  # (K, D), (K,)
+            user = np.array([request.user_id], dtype=np.int64)
+            scored.append(CTRRequest(scene_emb, scene_ids, user, np.array(request.item_ids, dtype=np.int64)))
         if not self.ctr_batched:
-            (ctr,) = self.ctr.run([scene_emb, scene_ids, user, items])
-            return np.asarray(ctr)
-        (ctr,) = score_batch(self.ctr.run_numpy, [CTRRequest(scene_emb, scene_ids, user, items)], self.ctr_limits)
-        if isinstance(ctr, RequestError):
-            raise ctr
-        return ctr
+            return [np.asarray(self.ctr.run([r.scene_emb, r.scene_ids, r.user_id, r.item_ids])[0]) for r in scored]
+        ctrs = score_batch(self.ctr.run_numpy, scored, self.ctr_limits)
+        for ctr in ctrs:
+            if isinstance(ctr, RequestError):
+                raise ctr
+        return ctrs
 
 
     def advance(self, requests: Sequence[BenchRequest]) -> None:
@@ -113,9 +123,10 @@ class InProcessPipeline:
 
 @dataclass(frozen=True)
 class SegmentTiming:
-    """Sequential in-process scoring of one segment of requests."""
+    """Sequential in-process scoring of one segment of requests, ``batch`` requests per call."""
 
     requests: int
+    batch: int
     seconds: float
     mean_latency_us: float
     p50_us: float
@@ -129,19 +140,24 @@ class SegmentTiming:
         return {**asdict(self), "throughput": self.throughput}
 
 
-def time_segment(pipeline: InProcessPipeline, requests: Sequence[BenchRequest]) -> SegmentTiming:
-    """Score ``requests`` one after another; latencies per request."""
+def time_segment(pipeline: InProcessPipeline, requests: Sequence[BenchRequest], batch: int = 1) -> SegmentTiming:
+    """Score ``requests`` in consecutive batches of ``batch`` (the last may be shorter); every request's
+    latency is its batch's time (it waits for the whole batch, as in a served execute)."""
     if not requests:
         raise ValueError("no requests to time")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     latencies = np.empty(len(requests))
     start = time.perf_counter()
-    for i, request in enumerate(requests):
+    for first in range(0, len(requests), batch):
+        chunk = requests[first : first + batch]
         t0 = time.perf_counter()
-        pipeline.score(request)
-        latencies[i] = time.perf_counter() - t0
+        pipeline.score_many(chunk)
+        latencies[first : first + len(chunk)] = time.perf_counter() - t0
     seconds = time.perf_counter() - start
     return SegmentTiming(
         requests=len(requests),
+        batch=batch,
         seconds=seconds,
         mean_latency_us=float(latencies.mean() * 1e6),
         p50_us=float(np.percentile(latencies, 50) * 1e6),

@@ -47,7 +47,7 @@ from larr.benchmarks.workload import (
     WorkloadSpec,
     write_perf_analyzer_data,
 )
-from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL, SCENE_TABLE_INDEX_FILE
+from larr.contract import CTR_MODEL, ENSEMBLE_NAME, FEATURE_CACHE_MODEL, SCENE_TABLE_INDEX_FILE
 from larr.layout import RunLayout
 
 RESULTS_FILE = "results.json"
@@ -81,6 +81,7 @@ class Point:
     wrapped: bool = False  # perf_analyzer ran past the end of its data file (fresh texts were sent again)
     history: int | None = None  # requests this server had answered before the point (warm-up included)
     repeat: int = 0  # which of the config's independent repeats (fresh server, stream seeded seed + repeat)
+    batch: int | None = None  # in-process points: requests per call (Triton's mean ctr batch at the same point)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -384,15 +385,16 @@ class BenchRun:
             if concurrency not in timed:
                 pipeline.advance(requests)
                 continue
-            timing = time_segment(pipeline, requests)
+            batch = _served_batch(result, share, concurrency, repeat)
+            timing = time_segment(pipeline, requests, batch)
             result.points.append(Point(
                 llm_size=size, variant=INPROCESS, method=IN_PROCESS, unseen_share=share, concurrency=concurrency,
                 requests=timing.requests, seconds=timing.seconds, throughput=timing.throughput,
                 avg_latency_us=timing.mean_latency_us, p50_us=timing.p50_us, p90_us=None, p95_us=None,
-                p99_us=timing.p99_us, repeat=repeat,
+                p99_us=timing.p99_us, repeat=repeat, batch=batch,
             ))
             self.progress.note(
-                f"segment of c={concurrency}: {timing.throughput:9.1f} req/s sequential, "
+                f"segment of c={concurrency}: {timing.throughput:9.1f} req/s in batches of {batch}, "
                 f"mean {timing.mean_latency_us / 1e3:.2f} ms"
             )
         self.progress.finish(task)
@@ -479,6 +481,17 @@ class BenchRun:
         }
         self.progress.note(f"{saturation.tokens_per_s:,.0f} tokens/s ({saturation.texts_per_s:,.1f} texts/s)")
         self.progress.finish(task)
+
+
+def _served_batch(result: SizeResult, share: float, concurrency: int, repeat: int) -> int:
+    """Requests per execute of the served ``ctr`` step at the LARR point (share, concurrency, repeat),
+    rounded: the batch the in-process replay uses, so both sides batch alike (1 where unknown)."""
+    for point in result.points:
+        if (point.variant, point.method, point.concurrency, point.repeat) == (LARR, PERF_ANALYZER, concurrency, repeat) \
+                and abs(point.unseen_share - share) < 1e-9:
+            ctr = (point.breakdown or {}).get(CTR_MODEL) or {}
+            return max(1, round(ctr.get("avg_batch", 1.0)))
+    return 1
 
 
 def _precompute(repository: Path) -> dict | None:

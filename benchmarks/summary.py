@@ -67,9 +67,8 @@ DEFINITIONS = {
     "simulated_hit_rate": "the same, from replaying the point's requests in order through ONE feature cache; the "
     "server's instances each keep their own LRU, so its measured rate is at most this",
     "overhead_us_per_request": "Triton's time per request at the point (1e6 / throughput) minus the in-process time "
-    "per "
-    "request of the same models on the same requests (ONNX Runtime, one at a time); negative when Triton's "
-    "cross-request batching gains more than the serving costs",
+    "per request of the same models on the same requests, same cache state, in batches of the size Triton's ctr "
+    "step formed at that point (ONNX Runtime, one batch at a time); what serving adds beyond the models' work",
     "overhead_us_per_request_c1": "Triton mean latency at concurrency 1 minus the in-process mean latency of the same "
     "requests",
     "throughput_ratio_vs_fastapi": "Triton LARR requests/s / FastAPI + PyTorch requests/s, both driven by the same "
