@@ -37,7 +37,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _help(name: str) -> str:
     """A BenchConfig field's help text (stated once, on the field)."""
-    return next(f.metadata["help"] for f in fields(BenchConfig) if f.name == name)
+    text = next(f.metadata["help"] for f in fields(BenchConfig) if f.name == name)
+    return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,8 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     add("--device", default=defaults.device, choices=("auto", "cpu", "cuda"), help="where the models run")
     add("--candidates", type=int, default=defaults.candidates, help="candidate items per request (N)")
     add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
+    add("--fresh-text-policy", choices=("strict", "async"), default=defaults.fresh_text_policy,
+        help=_help("fresh_text_policy"))
     add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
     add("--skip", type=_names, default=(), help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)}")
     add("--rebuild", action="store_true", help="re-export the models even if the work folder has them")
@@ -81,6 +84,7 @@ def build_config(args: argparse.Namespace):
     overrides = dict(
         checkpoints=args.checkpoints, out=args.out, work=args.work, llm_sizes=tuple(sizes), headline_size=headline,
         grids=grids, device=args.device, candidates=args.candidates, skip=tuple(args.skip), rebuild=args.rebuild,
+        fresh_text_policy=args.fresh_text_policy,
     )
     if args.warmup is not None:
         if args.warmup < 1:

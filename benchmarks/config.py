@@ -116,6 +116,8 @@ class BenchConfig:
                 "repeat); summary.json gives each ratio's mean and 95 % interval (`<key>_ci95`)"})
     fulltext_max_length: int = field(default=FULLTEXT_MAX_LENGTH, metadata={"help": "tokens of a whole-scene text, <emb> included"})
     cache_capacity: int = DEFAULT_CACHE_CAPACITY
+    fresh_text_policy: str = field(default="strict", metadata={
+        "help": "strict | async: how the LARR ensemble answers texts no store holds (larr.serving.fresh_text)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     seed: int = 2024
     saturation_seconds: float = 6.0  # in-process embedder throughput, per LLM size

@@ -39,7 +39,15 @@ from larr.benchmarks.config import (
 )
 from larr.benchmarks.fulltext_repository import FULLTEXT_EMBED_MODEL, FULLTEXT_ENSEMBLE_NAME
 from larr.benchmarks.machine import Machine, detect_machine
-from larr.benchmarks.models import CTR_LARR, BenchSetupError, SizeModels, display_path, find_base_run, prepare_size
+from larr.benchmarks.models import (
+    CTR_LARR,
+    BenchSetupError,
+    SizeModels,
+    display_path,
+    find_base_run,
+    prepare_size,
+    set_fresh_text_policy,
+)
 from larr.benchmarks.workload import (
     CacheSimulator,
     RequestStream,
@@ -243,6 +251,7 @@ class BenchRun:
             max_candidates=max(1000, config.candidates), fulltext_max_length=config.fulltext_max_length,
             seed=config.seed, rebuild=config.rebuild, progress=self.progress.note,
         )
+        set_fresh_text_policy(models.repositories[LARR], config.fresh_text_policy)
         self.progress.finish(f"{size}/setup")
         result = SizeResult(
             llm_size=size, label=shape.label, labels=models.labels, parameters=models.parameters.total,

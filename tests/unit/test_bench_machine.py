@@ -94,9 +94,24 @@ def test_flags_build_the_config(tmp_path):
     assert config.checkpoints == tmp_path
 
 
+def test_repeats_and_the_fresh_text_policy_come_from_the_flags_or_the_profile(tmp_path):
+    config = build_config(parse("--profile", "store", "--checkpoints", str(tmp_path)))
+    assert config.repeats == PROFILES["store"].repeats == 3 and config.fresh_text_policy == "strict"
+    config = build_config(parse("--profile", "smoke", "--repeats", "2", "--fresh-text-policy", "async"))
+    assert config.repeats == 2 and config.fresh_text_policy == "async"
+
+
+def test_help_renders():
+    parser = argparse.ArgumentParser()
+    configure_bench_parser(parser)
+    text = parser.format_help()  # help strings are %-formatted: a bare '%' in one breaks --help
+    assert "--repeats" in text and "95 %" in text
+
+
 @pytest.mark.parametrize(
     "argv",
-    [("--llm-sizes", "tiny,gpt-5"), ("--skip", "everything"), ("--warmup", "0"), ("--candidates", "0")],
+    [("--llm-sizes", "tiny,gpt-5"), ("--skip", "everything"), ("--warmup", "0"), ("--candidates", "0"),
+     ("--repeats", "0")],
 )
 def test_bad_flags(argv):
     with pytest.raises(ValueError):
