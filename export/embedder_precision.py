@@ -103,13 +103,14 @@ def weight_matmuls(model: "onnx.ModelProto", exclude: tuple[str, ...] = ()) -> l
     ]
 
 
-def quantize_int8(fp32_onnx: str | Path, out_path: str | Path) -> Path:
-    """fp32 embedder graph -> int8 dynamic quantisation of its weight MatMuls (recipe: module docstring)."""
+def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, exclude: tuple[str, ...] = INT8_FP32_MATMULS) -> Path:
+    """fp32 embedder graph -> int8 dynamic quantisation of its weight MatMuls but those named by ``exclude``
+    (recipe: module docstring)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
-    nodes = weight_matmuls(onnx.load(str(fp32_onnx), load_external_data=False), exclude=INT8_FP32_MATMULS)
+    nodes = weight_matmuls(onnx.load(str(fp32_onnx), load_external_data=False), exclude=exclude)
     if not nodes:
         raise ValueError(f"{fp32_onnx}: no MatMul with a constant weight to quantise")
     out_path.parent.mkdir(parents=True, exist_ok=True)
