@@ -1,6 +1,7 @@
 """``larr export``: a trained run -> a Triton model repository.
 
     larr export --checkpoints runs/tiny --target cpu --out model_repository
+    larr export --checkpoints runs/tiny --target cpu --embedder-precision int8 --out model_repository   # int8 CPU
     larr export --checkpoints runs/tiny --target cpu --device cuda --out model_repository   # GPU host, no TensorRT
     larr export --checkpoints runs/tiny --target gpu --out model_repository                 # TensorRT plans
 
@@ -13,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from larr.export.embedder_precision import EmbedderPrecision
 from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions, not_servable_reason
 from larr.layout import SERVABLE_VARIANTS, Variant
 from larr.serving.fresh_text import FreshTextPolicy
@@ -60,6 +62,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--embedder-instances", type=int, default=defaults.embedder_instances, help="embedder model instances")
     add("--ctr-instances", type=int, default=defaults.ctr_instances, help="ctr model instances")
     add("--runtime", default=defaults.runtime, choices=RUNTIMES, help="cpu target: what runs the models")
+    add("--embedder-precision", default=defaults.embedder_precision.value, choices=[p.value for p in EmbedderPrecision],
+        help="cpu target, onnxruntime: the embedder graph's precision (int8: dynamic quantisation for CPU; fp16: for "
+        "--device cuda); the scene table is embedded by the same graph")
     add("--device", default=defaults.device, help="cpu target: 'cpu' or 'cuda[:N]' for the embedder and ctr")
     add("--intra-op-threads", type=int, default=defaults.intra_op_threads, help="threads per model, 0 = default")
     add("--num-users", type=int, help="user id range (default: from the run's dataset)")
@@ -78,7 +83,7 @@ def run_export(args: argparse.Namespace) -> int:
             cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts, batch_requests=args.batch_requests,
             fresh_text_policy=args.fresh_text_policy,
             redis_socket_timeout_ms=args.redis_socket_timeout_ms, redis_retry_after_s=args.redis_retry_after_s,
-            device=args.device, intra_op_threads=args.intra_op_threads,
+            device=args.device, intra_op_threads=args.intra_op_threads, embedder_precision=args.embedder_precision,
         )
     except ValueError as error:
         print(f"larr export: {error}", file=sys.stderr)

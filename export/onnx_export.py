@@ -301,7 +301,7 @@ def _export(
             )
         model = onnx.load(str(traced), load_external_data=True)
         _set_output_dims(model, output_dims)
-        _save(model, out_path, external_data)
+        save_onnx(model, out_path, external_data)
     onnx.checker.check_model(str(out_path))  # by path: works for graphs with external data too
 
 
@@ -318,7 +318,9 @@ def _set_output_dims(model: onnx.ModelProto, output_dims: dict[str, list[int | s
                 dim.dim_value = size
 
 
-def _save(model: onnx.ModelProto, out_path: Path, external_data: bool | None) -> None:
+def save_onnx(model: onnx.ModelProto, out_path: Path, external_data: bool | None) -> None:
+    """Write one graph file (+ one external data file when ``external_data``, or None and over the protobuf limit)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
     external = weight_bytes > EXTERNAL_DATA_THRESHOLD_BYTES if external_data is None else external_data
     data_path = external_data_path(out_path)
@@ -439,5 +441,6 @@ __all__ = [
     "onnx_digest",
     "onnx_files",
     "run_onnx",
+    "save_onnx",
     "scene_vocab_sizes",
 ]

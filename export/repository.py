@@ -77,6 +77,7 @@ from larr.contract import (
     USER_ID,
 )
 from larr.errors import UserError
+from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.redis_store import RedisStoreConfig
@@ -159,6 +160,12 @@ class RepositoryOptions:
     embedder_instances: int = field(default=1, metadata={"help": "embedder model instances"})
     ctr_instances: int = field(default=1, metadata={"help": "ctr model instances"})
     runtime: str = field(default="onnxruntime", metadata={"help": "cpu target: 'onnxruntime' or 'torch'"})
+    embedder_precision: EmbedderPrecision = field(
+        default=EmbedderPrecision.FP32,
+        metadata={"help": "runtime onnxruntime: the embedder graph's precision: 'fp32'; 'int8' = dynamic int8 "
+                          "weight MatMuls (CPU, VNNI/AVX2); 'fp16' = for --device cuda. The scene table is embedded "
+                          "by the same graph (larr.export.embedder_precision)"},
+    )
     device: str = field(default="cpu", metadata={"help": "cpu target: 'cpu' or 'cuda[:N]' for the python models"})
     intra_op_threads: int = field(default=0, metadata={"help": "ONNX Runtime / torch threads per model, 0 = default"})
     max_queue_delay_us: int = field(default=500, metadata={"help": "dynamic batching delay of every batched step"})
@@ -191,6 +198,13 @@ class RepositoryOptions:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.target == "gpu" and self.runtime != "onnxruntime":
             raise ValueError("runtime applies to the python models of --target cpu; --target gpu serves TensorRT plans")
+        object.__setattr__(self, "embedder_precision", EmbedderPrecision.parse(self.embedder_precision))
+        if self.embedder_precision is not EmbedderPrecision.FP32 and (self.target == "gpu" or self.runtime != "onnxruntime"):
+            raise ValueError(
+                f"embedder_precision {self.embedder_precision.value!r} applies to the ONNX Runtime embedder of "
+                "--target cpu --runtime onnxruntime; --target gpu builds TensorRT FP16 engines from the fp32 graph, "
+                "--runtime torch serves the PyTorch checkpoint"
+            )
         cuda_index = self.device.partition(":")[2]
         if not (self.device in ("cpu", "cuda") or (self.device.startswith("cuda:") and cuda_index.isdigit())):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
@@ -524,11 +538,11 @@ def write_repository(
     is where the committed ``<model>/1/model.py`` adapters are copied from (default: the repo's
     ``model_repository/``). ``progress`` receives one line per artifact written.
     """
+    from larr.export.embedder_precision import export_embedder_at
     from larr.export.onnx_export import (
         embedder_vocab_size,
         embedding_dim,
         export_ctr,
-        export_embedder,
         onnx_digest,
         scene_vocab_sizes,
     )
@@ -562,8 +576,9 @@ def write_repository(
     with tempfile.TemporaryDirectory(prefix="larr-export-") as scratch:
         # gpu: the ONNX graphs are only the engines' source and stay out of the repository
         onnx_home = {name: Path(scratch) / name if options.target == "gpu" else version_dirs[name] for name in models}
-        embedder_onnx = export_embedder(paths.embedder_dir, onnx_home[EMBEDDER_MODEL] / ONNX_FILE)
-        report(f"embedder: {embedder_onnx} (from {paths.embedder_dir})")
+        embedder_onnx = export_embedder_at(paths.embedder_dir, onnx_home[EMBEDDER_MODEL] / ONNX_FILE,
+                                           options.embedder_precision)
+        report(f"embedder: {embedder_onnx} ({options.embedder_precision}, from {paths.embedder_dir})")
         ctr_onnx = onnx_home[CTR_MODEL] / ONNX_FILE
         export_ctr(paths.ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim,
                    batched=options.request_batch > 0)
@@ -585,7 +600,8 @@ def write_repository(
     _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
     _write_item_names(checkpoints, out / ITEM_NAMES_PATH, report)
     if options.scene_store is not StoreKind.LRU:
-        _write_scene_table(checkpoints, paths, options, facts, version_dirs[FEATURE_CACHE_MODEL], report)
+        _write_scene_table(checkpoints, paths, options, facts, version_dirs[FEATURE_CACHE_MODEL],
+                           version_dirs[EMBEDDER_MODEL] / ONNX_FILE, report)
     configs = build_configs(options, facts)
     for name, config in configs.items():
         (out / name / CONFIG_FILE).write_text(config_text(config), encoding="utf-8")
@@ -599,10 +615,12 @@ def write_repository(
 
 
 def _write_scene_table(
-    checkpoints: Path, paths: CheckpointPaths, options: RepositoryOptions, facts: ModelFacts, version_dir: Path, report,
+    checkpoints: Path, paths: CheckpointPaths, options: RepositoryOptions, facts: ModelFacts, version_dir: Path,
+    embedder_onnx: Path, report,
 ) -> None:
     """Every scene text of the run's dataset (+ ``options.extra_texts``), embedded now, beside the tokenizer:
-    the served store starts warm (``larr embed-scenes`` rebuilds it alone)."""
+    the served store starts warm (``larr embed-scenes`` rebuilds it alone). An int8/fp16 embedder's table is
+    embedded by the served graph itself, so a table hit returns what a miss would."""
     from larr.export.scene_table import write_scene_table
 
     dataset_dir = RunLayout(checkpoints).dataset_dir()
@@ -610,8 +628,9 @@ def _write_scene_table(
         report(f"feature_cache: no scene table (the run's dataset is not there); the {options.scene_store.value} "
                "store starts cold")
         return
+    served_graph = None if options.embedder_precision is EmbedderPrecision.FP32 else embedder_onnx
     table = write_scene_table(paths.embedder_dir, dataset_dir, version_dir, facts.embedder_version,
-                              extra_texts=options.extra_texts or None, progress=report)
+                              extra_texts=options.extra_texts or None, progress=report, embedder_onnx=served_graph)
     report(f"feature_cache: scene table {version_dir} ({table.rows} texts)")
 
 

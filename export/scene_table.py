@@ -2,6 +2,7 @@
 
     larr embed-scenes --checkpoints runs/tiny --out runs/tiny/scene_table
     larr embed-scenes --checkpoints runs/tiny --out DIR --extra-texts logs/scenes.jsonl --device cuda --batch-size 4096
+    larr embed-scenes --checkpoints runs/tiny --out DIR --embedder-precision int8   # rows of the served int8 graph
 
 Every distinct ``(scene feature, text)`` of the run's dataset (train, valid and test) plus those of an
 optional extra-texts file is clipped to the tokenizer's ``max_text_chars`` (``larr.serving.store.scene_key``),
@@ -36,6 +37,7 @@ import numpy as np
 from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
 from larr.data.schema import Dataset, load_dataset
 from larr.errors import UserError
+from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import RunLayout, Variant
 from larr.serving.store import SceneKey, scene_key
 from larr.serving.table_store import TABLE_FORMAT, TABLE_HASH, TABLE_TENSOR, table_key_hash
@@ -206,14 +208,26 @@ def embed_scene_texts(
     tokenizer: EmbeddingTokenizer,
     texts: Sequence[str],
     options: SceneTableOptions,
+    embedder_onnx: Path | None = None,
 ) -> tuple[np.ndarray, Throughput]:
-    """Embed ``texts`` (already formatted) shortest first; returns ``(N, D) float32`` in input order and the rates."""
+    """Embed ``texts`` (already formatted) shortest first; returns ``(N, D) float32`` in input order and the rates.
+
+    ``embedder_onnx``: run that graph on ONNX Runtime (on ``options.device``, as the served embedder runs it)
+    instead of the PyTorch ``embedder``, which then only gives the FLOPs count.
+    """
     import torch
     from tqdm.auto import tqdm
 
     device = torch.device(options.device)
     cuda = device.type == "cuda"
-    embedder = embedder.to(device).eval()
+    graph = None
+    if embedder_onnx is not None:
+        from larr.export.onnx_export import EMBEDDER_INPUTS, EMBEDDER_OUTPUTS
+        from larr.serving.runtime import OnnxRuntime, RuntimeSpec
+
+        graph = OnnxRuntime(Path(embedder_onnx), EMBEDDER_INPUTS, EMBEDDER_OUTPUTS, RuntimeSpec(device=options.device))
+    else:
+        embedder = embedder.to(device).eval()
     out = np.zeros((len(texts), embedder.output_dim), dtype=np.float32)  # (N, D)
     order = np.argsort([len(t) for t in texts], kind="stable")  # characters ~ tokens: neighbours pad alike
     non_embedding = encoder_non_embedding_parameters(embedder)
@@ -227,8 +241,11 @@ def embed_scene_texts(
         for first in range(0, len(texts), options.batch_size):
             rows = order[first : first + options.batch_size]
             input_ids, attention_mask = tokenizer([texts[i] for i in rows])  # (B, T) int64 each
-            vectors = embedder(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
-            out[rows] = vectors.float().cpu().numpy()  # (B, D); the copy to host also syncs the device
+            if graph is not None:
+                out[rows] = graph.run_numpy([input_ids, attention_mask])  # (B, D)
+            else:
+                vectors = embedder(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
+                out[rows] = vectors.float().cpu().numpy()  # (B, D); the copy to host also syncs the device
             lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
             tokens += int(lengths.sum())
             # causal attention: token i attends to i+1 positions, i.e. (n+1)/2 on average over a text of n
@@ -249,8 +266,11 @@ def write_scene_table(
     extra_texts: str | Path | None = None,
     options: SceneTableOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    embedder_onnx: str | Path | None = None,
 ) -> SceneTableResult:
-    """Embed every scene text of ``dataset`` (+ ``extra_texts``) with the TextEmbedder in ``embedder_dir``.
+    """Embed every scene text of ``dataset`` (+ ``extra_texts``) with the TextEmbedder in ``embedder_dir``
+    (PyTorch), or with the served graph ``embedder_onnx`` (ONNX Runtime: an int8 or fp16 embedder, whose
+    rows must be what the served graph returns, not what fp32 PyTorch would).
 
     Writes ``out_dir/scene_table.safetensors`` and ``out_dir/scene_table.json`` (format:
     :mod:`larr.serving.table_store`). ``dataset`` is a loaded Dataset or its folder.
@@ -282,7 +302,7 @@ def write_scene_table(
     embedder = load_embedder_for_export(embedder_dir)  # fp32, eager attention: what the ONNX graph computes
     formatted = [format_scene_feature(features[k], text) for k, text in keys]  # the feature cache's embedder input
     if keys:
-        vectors, throughput = embed_scene_texts(embedder, tokenizer, formatted, options)  # (N, D)
+        vectors, throughput = embed_scene_texts(embedder, tokenizer, formatted, options, embedder_onnx)  # (N, D)
     else:
         vectors, throughput = np.zeros((0, embedder.output_dim), np.float32), Throughput(0, 0, 0.0, 0.0, None)
     del embedder
@@ -334,6 +354,8 @@ def configure_embed_scenes_parser(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=defaults.batch_size, help="texts per forward pass")
     add("--dtype", default=defaults.dtype, choices=ROW_DTYPES, help="row type on disk")
     add("--embedder-version", help="the served embedder_version (default: export the embedder to ONNX and digest it)")
+    add("--embedder-precision", default=EmbedderPrecision.FP32.value, choices=[p.value for p in EmbedderPrecision],
+        help="the served embedder graph's (larr export --embedder-precision); not fp32: the table is embedded by that graph")
     add("--no-peak", action="store_true", help="skip the matmul that measures the MFU denominator")
 
 
@@ -350,11 +372,21 @@ def run_embed_scenes(args: argparse.Namespace) -> int:
             raise SceneTableError(f"{embedder_dir}: no trained embedder; run `larr train embed --out {args.checkpoints}`")
         if data is None:
             raise SceneTableError(f"{layout.config_file}: names no dataset that exists here; pass --data")
-        version = args.embedder_version or served_embedder_version(embedder_dir)
-        write_scene_table(
-            embedder_dir, data, args.out, version, extra_texts=args.extra_texts, options=options,
-            progress=lambda line: print(line, flush=True),
-        )
+        precision = EmbedderPrecision.parse(args.embedder_precision)
+        with tempfile.TemporaryDirectory(prefix="larr-embed-scenes-") as scratch:
+            graph = None
+            if precision is EmbedderPrecision.FP32:
+                version = args.embedder_version or served_embedder_version(embedder_dir)
+            else:  # the served graph embeds the table, and its digest is the version
+                from larr.export.embedder_precision import export_embedder_at
+                from larr.export.onnx_export import onnx_digest
+
+                graph = export_embedder_at(embedder_dir, Path(scratch) / "model.onnx", precision)
+                version = args.embedder_version or onnx_digest(graph)
+            write_scene_table(
+                embedder_dir, data, args.out, version, extra_texts=args.extra_texts, options=options,
+                progress=lambda line: print(line, flush=True), embedder_onnx=graph,
+            )
     except (ValueError, FileNotFoundError) as error:  # SceneTableError, DataValidationError, bad flags
         print(f"larr embed-scenes: {error}", file=sys.stderr)
         return 2
