@@ -2,9 +2,9 @@
 
 Shipped configs live in ``training/configs/``; ``--config tiny`` names ``training/configs/tiny.yaml``. A config file
 may start from another with ``base: NAME_OR_PATH`` and then set only the keys it changes (``quick.yaml`` is ``tiny``
-with shorter stages), so a shared value is written once. Every key
-has a default and a help text (dataclass field metadata); :func:`config_reference` renders them as the markdown
-of ``docs/config-reference.md`` (``larr config reference``; a test keeps the committed file equal to it).
+with shorter stages), so a shared value is written once. Every key has a default and a help text (dataclass field
+metadata); :func:`config_reference` renders them as the markdown of ``docs/config-reference.md`` (``larr config
+reference``; a test keeps the committed file equal to it).
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def read_config_file(name_or_path: str, _including: tuple[Path, ...] = ()) -> di
     """A config file's keys as plain YAML data, its ``base:`` chain merged in (the file's own keys win)."""
     path = resolve_config_path(name_or_path).resolve()
     if path in _including:
-        raise ConfigError(f"{path}: `{BASE_KEY}:` goes round in a circle ({' -> '.join(p.name for p in _including)})")
+        raise ConfigError(f"{path}: `{BASE_KEY}:` goes round in a circle ({' -> '.join(p.name for p in (*_including, path))})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
