@@ -1,10 +1,11 @@
 # The two commands README promises, each doing all set-up on a fresh machine:
-#   make demo   data -> train -> export -> serve -> query (the main job, on the embedded synthetic data)
+#   make demo   data -> train -> export -> serve -> query (the main job, on the embedded synthetic data; the
+#               quick training profile, training/configs/quick.yaml; `make demo-full` trains the full tiny config)
 #   make test   the test suite (unit + integration with a real tritonserver; slow/gpu tests excluded)
 PYTHON ?= python3
 STAMP  := .setup.stamp
 
-.PHONY: setup demo test test-all test-gpu bench frappe clean
+.PHONY: setup demo demo-full test test-all test-gpu bench frappe clean
 
 setup: $(STAMP)
 
@@ -23,6 +24,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(PYTHON) -m larr demo --out runs/demo
+
+# its own folder: `larr demo --resume` must never reuse stages trained with the quick config
+demo-full: setup
+	$(PYTHON) -m larr demo --config tiny --out runs/demo-full
 
 test: setup
 	$(PYTHON) -m pytest

@@ -233,7 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole story: data -> train -> export -> serve -> query")
     demo.add_argument("--out", default=Path("runs/demo"), type=Path, help="run folder (data, checkpoints, repository)")
-    demo.add_argument("--config", default="tiny", help="training config (default: the shipped tiny config)")
+    demo.add_argument(
+        "--config", default="quick",
+        help="training config: 'quick' (default, make demo) is the shipped tiny config with shorter stages "
+        "(training/configs/quick.yaml), to reach served answers in minutes; 'tiny' (make demo-full) is the full "
+        "config README's results table reports; or a YAML file",
+    )
     demo.add_argument("--resume", action="store_true", help="reuse finished stages in --out")
     demo.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",

@@ -1,8 +1,9 @@
 """``larr demo``: the whole story on the embedded synthetic data, in one command.
 
-    larr demo --out runs/demo
+    larr demo --out runs/demo                            # the quick profile (make demo): shorter stages
+    larr demo --config tiny --out runs/demo-full         # the full tiny config (make demo-full)
 
-generate data -> train stages 1-3 (the shipped tiny config) -> export ONNX + the Triton model repository
+generate data -> train stages 1-3 (a shipped config, ``quick`` by default) -> export ONNX + the Triton model repository
 -> start tritonserver on loopback -> score every shop for a few scenes over gRPC (with ``LarrClient``)
 -> print the top shops per scene and the feature-cache counters -> stop the server -> a short
 benchmark (``larr bench --profile smoke``: perf_analyzer, LARR vs the full-text baseline and more).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import yaml
@@ -50,29 +52,31 @@ def run_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out).resolve()
     data_dir, run_dir, repository = out / "data", out / "run", out / "model_repository"
+    started = time.perf_counter()
 
-    print(f"[1/6] data      -> {data_dir}", flush=True)
+    _step(1, f"data      -> {data_dir}", started)
     if not (args.resume and (data_dir / "dataset.json").exists()):
         write_dataset(data_dir, generate(SynthConfig()))
     dataset = load_dataset(data_dir, splits=("train",))
 
-    print(f"[2/6] training  -> {run_dir} (config {args.config})", flush=True)
+    _step(2, f"training  -> {run_dir} (config {args.config})", started)
     overrides = {key.strip(): yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     config = load_config(args.config, {**overrides, "data": str(data_dir)})
     run_all(config, run_dir, resume=args.resume)
     metrics = json.loads(RunLayout(run_dir).metrics_file.read_text())
     for variant, result in metrics[Stage.CTR.value].items():
         if isinstance(result, dict):
-            print(f"      test {variant:<13} AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  GAUC {result['gauc']:.4f}")
+            print(f"      test {variant:<13} AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  "
+                  f"GAUC {result['gauc']:.4f}  (valid AUC {result['best_valid_auc']:.4f})")
 
-    print(f"[3/6] export    -> {repository}", flush=True)
+    _step(3, f"export    -> {repository}", started)
     write_repository(run_dir, repository, RepositoryOptions(target="cpu"))
 
-    print("[4/6] serving   tritonserver on loopback", flush=True)
+    _step(4, "serving   tritonserver on loopback", started)
     items = list(range(dataset.info.num_items))
     with run_triton_server(repository) as server, LarrClient(server.grpc_url) as client:
         print(f"      gRPC {server.grpc_url}, metrics {server.metrics_url}", flush=True)
-        print(f"[5/6] querying  user {DEMO_USER}, all {len(items)} shops per scene", flush=True)
+        _step(5, f"querying  user {DEMO_USER}, all {len(items)} shops per scene", started)
         for title, scene in SCENES:
             scores = client.score(scene, DEMO_USER, items)
             print(f"\n  {title}")
@@ -84,7 +88,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\n  feature cache: {counters}")
 
     # the short benchmark profile; the published numbers come from `larr bench` (profile full)
-    print(f"\n[6/6] benchmark -> {out / 'bench'} (larr bench --profile smoke: LARR vs full-text, cache off, FastAPI)", flush=True)
+    print()
+    _step(6, f"benchmark -> {out / 'bench'} (larr bench --profile smoke: LARR vs full-text, cache off, FastAPI)", started)
     return bench_main(["--profile", "smoke", "--checkpoints", str(run_dir), "--out", str(out / "bench"),
                        "--work", str(out / "bench_work")])
 
+
+def _step(number: int, text: str, started: float) -> None:
+    """A step's header with the time since the demo started: how long it takes to reach served answers shows."""
+    minutes, seconds = divmod(int(time.perf_counter() - started), 60)
+    print(f"[{number}/6] {text}  [{minutes}:{seconds:02d}]", flush=True)

@@ -1,8 +1,10 @@
 """Typed configs for the three training stages, loadable from YAML (unknown keys are errors).
 
-Shipped configs live in ``training/configs/``; ``--config tiny`` names ``training/configs/tiny.yaml``. Every key
-has a default and a help text (dataclass field metadata); :func:`config_reference` renders them as the markdown
-of ``docs/config-reference.md`` (``larr config reference``; a test keeps the committed file equal to it).
+Shipped configs live in ``training/configs/``; ``--config tiny`` names ``training/configs/tiny.yaml``. A config file
+may start from another with ``base: NAME_OR_PATH`` and then set only the keys it changes (``quick.yaml`` is ``tiny``
+with shorter stages), so a shared value is written once. Every key has a default and a help text (dataclass field
+metadata); :func:`config_reference` renders them as the markdown of ``docs/config-reference.md`` (``larr config
+reference``; a test keeps the committed file equal to it).
 """
 
 from __future__ import annotations
@@ -222,14 +224,40 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise ConfigError(f"config '{name_or_path}' is neither a file nor a shipped config ({names})")
 
 
+BASE_KEY = "base"  # a config file's key naming the config it starts from (not a TrainConfig field)
+
+
+def read_config_file(name_or_path: str, _including: tuple[Path, ...] = ()) -> dict:
+    """A config file's keys as plain YAML data, its ``base:`` chain merged in (the file's own keys win)."""
+    path = resolve_config_path(name_or_path).resolve()
+    if path in _including:
+        raise ConfigError(f"{path}: `{BASE_KEY}:` goes round in a circle ({' -> '.join(p.name for p in (*_including, path))})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    # a relative base is looked up beside the file first, so a config and its base can move together
+    beside = path.parent / str(base)
+    return _merge(read_config_file(str(beside if beside.is_file() else base), (*_including, path)), data)
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it, section by section (a section sets only the keys it names)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged
+
+
 def load_config(name_or_path: str | None, overrides: dict | None = None) -> TrainConfig:
-    data = {}
-    if name_or_path:
-        path = resolve_config_path(name_or_path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    data = read_config_file(name_or_path) if name_or_path else {}
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -260,7 +288,8 @@ def config_reference() -> str:
         "Every key of a training config (`larr train --config FILE|NAME`, YAML), its type, its default and what it does.",
         "A config file sets only the keys it changes; `--set KEY=VALUE` overrides one (dotted, YAML value syntax, e.g.",
         "`--set ctr.max_epochs=2`), `--data DIR` overrides `data`. The shipped configs (`training/configs/*.yaml`,",
-        "`--config tiny`) change some defaults; `RUN/config.yaml` holds the values a run used. Unknown keys are errors.",
+        "`--config tiny`) change some defaults; `base: NAME_OR_PATH` in a file starts it from another config (`quick`",
+        "is `tiny` with shorter stages). `RUN/config.yaml` holds the values a run used. Unknown keys are errors.",
     ]
     sections: list[tuple[str, type]] = [("", TrainConfig)]
     while sections:
