@@ -11,15 +11,17 @@ from larr.training.config import CONFIG_DIR, load_config, to_dict
 
 from .test_config_reference import flat
 
-# What the quick profile is for (README, "The demo"): fewer steps and epochs, nothing else
-QUICK_CHANGES = {"pretrain.max_steps", "embed.max_steps", "ctr.max_epochs"}
+# What the quick profile is for (README, "The demo"): fewer steps and epochs, the method and its baseline only
+QUICK_LENGTHS = {"pretrain.max_steps", "embed.max_steps", "ctr.max_epochs"}
+QUICK_CHANGES = QUICK_LENGTHS | {"ctr.variants"}
 
 
-def test_quick_differs_from_tiny_only_in_stage_lengths():
+def test_quick_differs_from_tiny_only_in_stage_lengths_and_variants():
     quick, tiny = flat(to_dict(load_config("quick"))), flat(to_dict(load_config("tiny")))
     assert quick.keys() == tiny.keys()
     assert {key for key in quick if quick[key] != tiny[key]} == QUICK_CHANGES
-    assert all(quick[key] < tiny[key] for key in QUICK_CHANGES)
+    assert all(quick[key] < tiny[key] for key in QUICK_LENGTHS)
+    assert list(quick["ctr.variants"]) == ["larr", "id_only"] and set(quick["ctr.variants"]) < set(tiny["ctr.variants"])
 
 
 def test_quick_states_only_its_changes():
