@@ -287,24 +287,6 @@ def write_cache_capacity(repository: Path, result, capacity: int) -> None:
     path.write_text(config_text(build_configs(options, result.facts)[FEATURE_CACHE_MODEL]), encoding="utf-8")
 
 
-def set_fresh_text_policy(repository: Path, policy: str) -> None:
-    """Rewrite the ``fresh_text_policy`` parameter of an exported repository's feature_cache config: a
-    serving-time choice, so a reused repository is not exported again (its scene table took minutes)."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    from larr.contract import PARAM_FRESH_TEXT_POLICY
-    from larr.export.repository import CONFIG_FILE, config_text
-    from larr.serving.fresh_text import FreshTextPolicy
-
-    path = repository / FEATURE_CACHE_MODEL / CONFIG_FILE
-    config = text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
-    config.parameters[PARAM_FRESH_TEXT_POLICY].string_value = FreshTextPolicy.parse(policy).value
-    text = config_text(config)
-    path.unlink()  # it may be a hard link to another repository's file
-    path.write_text(text, encoding="utf-8")
-
-
 def _copy_with_links(source: Path, target: Path) -> None:
     """Copy a folder tree, hard-linking the files (an exported 0.5B embedder is 2 GB)."""
     if target.exists():

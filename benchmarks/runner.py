@@ -46,7 +46,6 @@ from larr.benchmarks.models import (
     display_path,
     find_base_run,
     prepare_size,
-    set_fresh_text_policy,
 )
 from larr.benchmarks.workload import (
     CacheSimulator,
@@ -56,6 +55,7 @@ from larr.benchmarks.workload import (
     write_perf_analyzer_data,
 )
 from larr.contract import CTR_MODEL, ENSEMBLE_NAME, FEATURE_CACHE_MODEL, SCENE_TABLE_INDEX_FILE
+from larr.export.repository import apply_fresh_text_policy
 from larr.layout import RunLayout
 
 RESULTS_FILE = "results.json"
@@ -251,7 +251,8 @@ class BenchRun:
             max_candidates=max(1000, config.candidates), fulltext_max_length=config.fulltext_max_length,
             seed=config.seed, rebuild=config.rebuild, progress=self.progress.note,
         )
-        set_fresh_text_policy(models.repositories[LARR], config.fresh_text_policy)
+        # a serving-time choice: the reused repository is switched, not exported again (its scene table took minutes)
+        apply_fresh_text_policy(models.repositories[LARR], config.fresh_text_policy)
         self.progress.finish(f"{size}/setup")
         result = SizeResult(
             llm_size=size, label=shape.label, labels=models.labels, parameters=models.parameters.total,

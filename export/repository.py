@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -43,6 +44,7 @@ from larr.contract import (
     ATTENTION_MASK,
     CTR,
     CTR_MODEL,
+    EMBEDDER_BACKGROUND_MODEL,
     EMBEDDER_MODEL,
     EMBEDDING,
     EMBEDDING_CONFIG_FILE,
@@ -51,6 +53,7 @@ from larr.contract import (
     INPUT_IDS,
     ITEM_IDS,
     ITEM_NAMES_PATH,
+    PARAM_BACKGROUND_EMBEDDER_MODEL,
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
     PARAM_DEVICE,
@@ -61,6 +64,7 @@ from larr.contract import (
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
+    PARAM_PROCESS_NICE,
     PARAM_REDIS_RETRY_AFTER_S,
     PARAM_REDIS_SOCKET_TIMEOUT_MS,
     PARAM_REDIS_URL,
@@ -97,6 +101,9 @@ TORCH_DIR = "torch"  # runtime "torch": the PyTorch artifacts, named by the mode
 # Every model `larr export` writes, whatever the target (the deployment manifests check for these folders).
 REPOSITORY_MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
 PYTHON_MODELS = {"cpu": (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL), "gpu": (FEATURE_CACHE_MODEL,)}
+# Niceness of the embedder_background stub (fresh_text_policy async): the lowest priority there is, so the
+# background embedding of fresh texts runs on cores the request path leaves idle.
+BACKGROUND_NICE = 19
 TRT_OPT_BATCH = 16  # TensorRT profiles: the shapes to tune for (typical embedder batch, sequence, candidates)
 TRT_OPT_SEQUENCE = 16
 TRT_OPT_CANDIDATES = 100
@@ -359,12 +366,20 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
+        PARAM_BACKGROUND_EMBEDDER_MODEL: background_embedder_model(options),
         PARAM_MAX_CANDIDATES: options.max_candidates,
     })
     if options.request_batch:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.feature_cache_instances)
     return config
+
+
+def background_embedder_model(options: RepositoryOptions) -> str:
+    """Where the feature_cache's background BLS calls go: ``embedder_background`` for async on the cpu target
+    (a python-backend embedder, whose stub :func:`apply_fresh_text_policy` renices), else the embedder."""
+    async_on_cpu = options.fresh_text_policy is FreshTextPolicy.ASYNC and options.target == "cpu"
+    return EMBEDDER_BACKGROUND_MODEL if async_on_cpu else EMBEDDER_MODEL
 
 
 def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
@@ -607,6 +622,7 @@ def write_repository(
         (out / name / CONFIG_FILE).write_text(config_text(config), encoding="utf-8")
         report(f"{name}: {out / name / CONFIG_FILE}")
     _copy_adapters(adapters_dir, out, PYTHON_MODELS[options.target], in_place, report)
+    apply_fresh_text_policy(out, options.fresh_text_policy, report)
     report(
         f"model repository {out} ready: target {options.target}, variant {options.variant}, "
         f"embedder_version {facts.embedder_version}"
@@ -710,6 +726,60 @@ def _write_feature_cache_files(embedder_dir: Path, vocab: dict, version_dir: Pat
     report(f"feature_cache: {version_dir} ({TOKENIZER_FILE}, {EMBEDDING_CONFIG_FILE}, {SCENE_VOCAB_FILE})")
 
 
+def apply_fresh_text_policy(repository: Path, policy: FreshTextPolicy | str, report=None) -> None:
+    """Make an exported repository answer fresh texts by ``policy``: a serving-time choice, so a repository can
+    be switched without exporting it again (the benchmarks do).
+
+    ``async`` on a python-backend embedder adds ``embedder_background``: the embedder's version folder
+    hard-linked, one instance, ``process_nice`` :data:`BACKGROUND_NICE`; the feature_cache sends its background
+    BLS calls there, so embedding fresh texts takes a core only when the request path leaves one idle (on two
+    cores, a background batch at normal priority halved the CPU of every request behind it). ``strict``
+    removes it. A TensorRT embedder (gpu target) has no stub process to renice: the embedder itself is used.
+    """
+    policy = FreshTextPolicy.parse(policy)
+    repository = Path(repository)
+    background_dir = repository / EMBEDDER_BACKGROUND_MODEL
+    if background_dir.exists():
+        shutil.rmtree(background_dir)
+    embedder = _read_config(repository / EMBEDDER_MODEL / CONFIG_FILE)
+    background = policy is FreshTextPolicy.ASYNC and embedder.backend == "python"
+    if background:
+        shutil.copytree(repository / EMBEDDER_MODEL, background_dir, copy_function=_link_or_copy)
+        config = mc.ModelConfig()
+        config.CopyFrom(embedder)
+        config.name = EMBEDDER_BACKGROUND_MODEL
+        del config.instance_group[:]
+        config.instance_group.add(kind=embedder.instance_group[0].kind, count=1)
+        config.parameters[PARAM_PROCESS_NICE].string_value = str(BACKGROUND_NICE)
+        _rewrite_config(background_dir / CONFIG_FILE, config)
+    feature_cache = _read_config(repository / FEATURE_CACHE_MODEL / CONFIG_FILE)
+    feature_cache.parameters[PARAM_FRESH_TEXT_POLICY].string_value = policy.value
+    feature_cache.parameters[PARAM_BACKGROUND_EMBEDDER_MODEL].string_value = (
+        EMBEDDER_BACKGROUND_MODEL if background else EMBEDDER_MODEL
+    )
+    _rewrite_config(repository / FEATURE_CACHE_MODEL / CONFIG_FILE, feature_cache)
+    if report is not None and background:
+        report(f"{EMBEDDER_BACKGROUND_MODEL}: {background_dir} (the embedder's files, niceness {BACKGROUND_NICE})")
+
+
+def _read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+
+
+def _rewrite_config(path: Path, config: mc.ModelConfig) -> None:
+    text = config_text(config)
+    path.unlink(missing_ok=True)  # it may be a hard link to another repository's file
+    path.write_text(text, encoding="utf-8")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """Hard-link a file (an exported 0.5B embedder is 2 GB), copying where the file system cannot."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _copy_adapters(adapters_dir: Path, out: Path, models: tuple[str, ...], in_place: bool, report) -> None:
     for name in models:
         source = adapters_dir / name / VERSION / ADAPTER_FILE
@@ -728,6 +798,7 @@ __all__ = [
     "RepositoryError",
     "RepositoryOptions",
     "RepositoryResult",
+    "apply_fresh_text_policy",
     "build_configs",
     "config_text",
     "ctr_config",

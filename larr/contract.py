@@ -11,6 +11,9 @@ ENSEMBLE_NAME = "larr"
 FEATURE_CACHE_MODEL = "feature_cache"
 EMBEDDER_MODEL = "embedder"
 CTR_MODEL = "ctr"
+# fresh_text_policy async, cpu target: the embedder's files served by a second model whose stub runs at idle OS
+# priority, for the background embedding of fresh texts (larr.serving.fresh_text)
+EMBEDDER_BACKGROUND_MODEL = "embedder_background"
 
 # Ensemble inputs / outputs (what clients send and receive).
 SCENE_TEXT = "SCENE_TEXT"  # BYTES [K]: UTF-8, one text per scene feature, in the published feature order
@@ -53,6 +56,8 @@ PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: store bound, in byte
 PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS calls go to
 PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)
 PARAM_FRESH_TEXT_POLICY = "fresh_text_policy"  # feature_cache: "strict" | "async" (larr.serving.fresh_text.FreshTextPolicy)
+PARAM_BACKGROUND_EMBEDDER_MODEL = "background_embedder_model"  # feature_cache: where background (async) BLS calls go
+PARAM_PROCESS_NICE = "process_nice"  # embedder: added to the stub process's niceness at start (0 = unchanged)
 PARAM_RUNTIME = "runtime"  # embedder / ctr: "onnxruntime" | "torch"
 PARAM_DEVICE = "device"  # embedder / ctr: "cpu" | "cuda" (| "cuda:N")
 PARAM_MODEL_FILE = "model_file"  # embedder / ctr: file (or folder for runtime torch) in the version folder

@@ -7,6 +7,7 @@ ONNX Runtime on the CPU (default) and PyTorch on CUDA (``-m gpu``, skipped witho
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -28,6 +29,7 @@ from larr.contract import (
     ATTENTION_MASK,
     CTR,
     CTR_MODEL,
+    EMBEDDER_BACKGROUND_MODEL,
     EMBEDDER_MODEL,
     EMBEDDING,
     ENSEMBLE_NAME,
@@ -40,10 +42,11 @@ from larr.contract import (
     USER_ID,
 )
 from larr.data.schema import load_dataset
-from larr.export.repository import ModelFacts, RepositoryOptions, build_configs, write_repository
+from larr.export.repository import BACKGROUND_NICE, ModelFacts, RepositoryOptions, build_configs, write_repository
 from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.serving.feature_cache import SceneVocab
+from larr.serving.supervisor import find_stubs
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
@@ -553,3 +556,11 @@ def test_async_policy_answers_fresh_texts_now_and_embeds_them_in_the_background(
     after = cache_metrics(server)
     assert after["fresh_fallbacks_total"] == k and after["background_embedded_total"] == k
     assert after.get("background_failed_total", 0.0) == 0.0
+    # the background work ran in embedder_background, whose stub runs at idle priority; the request path's
+    # embedder never saw these texts
+    stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(as_json=False)
+    inferences = {m.name: m.inference_count for m in stats.model_stats}
+    assert inferences[EMBEDDER_BACKGROUND_MODEL] == k and inferences[EMBEDDER_MODEL] == 0
+    (stub,) = [s for s in find_stubs(server.process.pid) if s.model == EMBEDDER_BACKGROUND_MODEL]
+    niceness = int(Path(f"/proc/{stub.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert niceness == min(os.nice(0) + BACKGROUND_NICE, 19)

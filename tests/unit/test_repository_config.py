@@ -24,6 +24,7 @@ from larr.contract import (
     ATTENTION_MASK,
     CTR,
     CTR_MODEL,
+    EMBEDDER_BACKGROUND_MODEL,
     EMBEDDER_MODEL,
     EMBEDDING,
     EMBEDDING_CONFIG_FILE,
@@ -32,6 +33,7 @@ from larr.contract import (
     INPUT_IDS,
     ITEM_IDS,
     ITEM_NAMES_PATH,
+    PARAM_BACKGROUND_EMBEDDER_MODEL,
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
     PARAM_DEVICE,
@@ -42,6 +44,7 @@ from larr.contract import (
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
     PARAM_MODEL_FILE,
+    PARAM_PROCESS_NICE,
     PARAM_RUNTIME,
     PARAM_SCENE_FEATURES,
     PARAM_SCENE_STORE,
@@ -60,9 +63,11 @@ from larr.export import tensorrt_build
 from larr.export.cli import configure_export_parser, run_export
 from larr.export.onnx_export import onnx_digest
 from larr.export.repository import (
+    BACKGROUND_NICE,
     ModelFacts,
     RepositoryError,
     RepositoryOptions,
+    apply_fresh_text_policy,
     build_configs,
     dataset_facts,
     feature_cache_config,
@@ -156,6 +161,9 @@ def check_configs(
         PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
+        # async on cpu: background embedding goes to the reniced copy of the embedder
+        PARAM_BACKGROUND_EMBEDDER_MODEL: EMBEDDER_BACKGROUND_MODEL
+        if (target, options.fresh_text_policy.value) == ("cpu", "async") else EMBEDDER_MODEL,
         PARAM_MAX_CANDIDATES: str(options.max_candidates),
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
@@ -287,6 +295,29 @@ def test_cpu_repository_files(cpu_repository, tiny_run, adapters):
     # one progress line per artifact
     for fragment in ("embedder/1/model.onnx", "ctr/1/model.onnx", SCENE_VOCAB_FILE, "larr/config.pbtxt", "1/model.py"):
         assert fragment in printed, fragment
+
+
+def test_async_adds_an_idle_priority_background_embedder_and_strict_removes_it(cpu_repository, tmp_path):
+    exported, _ = cpu_repository  # exported with --fresh-text-policy async
+    out = tmp_path / "repo"
+    shutil.copytree(exported, out)
+    background = out / EMBEDDER_BACKGROUND_MODEL
+    config, embedder = parse_config(background / "config.pbtxt"), parse_config(out / EMBEDDER_MODEL / "config.pbtxt")
+    assert config.name == EMBEDDER_BACKGROUND_MODEL
+    assert params(config) == {**params(embedder), PARAM_PROCESS_NICE: str(BACKGROUND_NICE)}
+    assert [(g.kind, g.count) for g in config.instance_group] == [(embedder.instance_group[0].kind, 1)]
+    assert (tensors(config.input), tensors(config.output)) == (tensors(embedder.input), tensors(embedder.output))
+    for name in ("model.onnx", "model.py"):  # the embedder's own files (hard links where the file system allows)
+        assert (background / "1" / name).read_bytes() == (out / EMBEDDER_MODEL / "1" / name).read_bytes()
+    apply_fresh_text_policy(out, "strict")
+    assert not background.exists()
+    cache = params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))
+    assert (cache[PARAM_FRESH_TEXT_POLICY], cache[PARAM_BACKGROUND_EMBEDDER_MODEL]) == ("strict", EMBEDDER_MODEL)
+    apply_fresh_text_policy(out, "async")  # and back, as the benchmarks switch a reused repository
+    assert parse_config(background / "config.pbtxt") == config
+    assert params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))[PARAM_BACKGROUND_EMBEDDER_MODEL] == (
+        EMBEDDER_BACKGROUND_MODEL
+    )
 
 
 def test_embedder_version_keys_every_cache_parameter(cpu_repository):

@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from larr.serving.embedder_batch import EmbedderLimits, EmbedderRequest, embed_batch
 from larr.serving.errors import RequestError, error_response
+from larr.serving.model_config import apply_process_nice, model_parameters
 from larr.serving.runtime import load_runtime, tensor_names
 from larr.serving.tensors import output_tensor, to_numpy
 
@@ -21,6 +22,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         (self.ids_name, self.mask_name), (self.output_name,) = tensor_names(config)
         self.limits = EmbedderLimits.from_model_config(config)
+        apply_process_nice(model_parameters(config))  # embedder_background: idle priority (larr.contract)
         self.runtime = load_runtime(f"{args['model_repository']}/{args['model_version']}", config)
 
     def execute(self, requests):

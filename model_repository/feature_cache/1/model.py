@@ -20,6 +20,7 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from larr.contract import (
+    PARAM_BACKGROUND_EMBEDDER_MODEL,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
     PARAM_EMBEDDER_VERSION,
@@ -46,6 +47,8 @@ class TritonPythonModel:
         self.max_candidates = int(params[PARAM_MAX_CANDIDATES])  # the ids are checked here too (SceneFeatureCache.parse_request)
         self.batched = config["max_batch_size"] > 0  # outputs get the request's batch axis
         self.embedder_model = params[PARAM_EMBEDDER_MODEL]
+        # async: fresh texts are embedded by a model at idle OS priority, when the export made one
+        self.background_model = params.get(PARAM_BACKGROUND_EMBEDDER_MODEL, self.embedder_model)
         self.embedder_max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])
         # repositories exported before the parameter existed embed every miss, as they always did
         self.policy = FreshTextPolicy.parse(params.get(PARAM_FRESH_TEXT_POLICY, FreshTextPolicy.STRICT))
@@ -62,14 +65,19 @@ class TritonPythonModel:
         # one store per instance (instances are processes): the instance label keeps their counts apart
         labels = {"model": args["model_name"], "instance": args["model_instance_name"], "embedder_version": version}
         self.background = BackgroundEmbedder(
-            self._embed, self.cache.store, self.embedder_max_batch, on_batch=self._report_metrics
+            self._embed_in_background, self.cache.store, self.embedder_max_batch, on_batch=self._report_metrics
         )
         self.misses = MissEmbedder(self.cache, self._embed)
         self.metrics = FeatureCacheMetrics(pb_utils, labels, self.cache)
 
-    async def _embed(self, texts):
+    async def _embed(self, texts, model=None):
         input_ids, attention_mask = self.cache.tokenize(texts)  # (M, T) each
-        return await embed_via_bls(pb_utils, self.embedder_model, input_ids, attention_mask, self.embedder_max_batch)
+        return await embed_via_bls(
+            pb_utils, model or self.embedder_model, input_ids, attention_mask, self.embedder_max_batch
+        )
+
+    async def _embed_in_background(self, texts):
+        return await self._embed(texts, self.background_model)
 
     async def execute(self, requests):
         parsed = [self._parse(r) for r in requests]
