@@ -173,6 +173,9 @@ def prepare_size(
         "max_candidates": max_candidates,
         "fulltext_max_length": fulltext_max_length,
         "scene_table": True,  # repositories exported before the scene table existed are rebuilt
+        # what the export copies and writes: a changed adapter or config writer means a rebuild, or the run
+        # would serve the code of an earlier checkout
+        "serving_code": _content_digest(_serving_code()),
     }
     _build_repositories(base, run_dir, ctr_dirs, repositories, stamp, device, cache_capacity, max_candidates,
                         fulltext_max_length, rebuild, progress)
@@ -353,6 +356,23 @@ def _fingerprint(paths: list[Path]) -> list[list]:
             stat = path.stat()
             out.append([str(path.resolve()), stat.st_size, int(stat.st_mtime)])
     return out
+
+
+def _serving_code() -> list[Path]:
+    from larr.export import repository
+
+    adapters = sorted(Path(repository.DEFAULT_ADAPTERS_DIR).rglob("model.py"))
+    return [*adapters, Path(repository.__file__)]
+
+
+def _content_digest(paths: list[Path]) -> str:
+    """sha256 over the bytes of ``paths`` (in order): unlike mtimes, the same for the same code in any checkout."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _stamp_matches(folder: Path, stamp: dict) -> bool:
