@@ -5,7 +5,7 @@
 PYTHON ?= python3
 STAMP  := .setup.stamp
 
-.PHONY: setup demo demo-full test test-all test-gpu bench frappe clean
+.PHONY: setup demo demo-full test test-all test-gpu bench bench-gpu frappe clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ test-gpu: setup
 
 bench: setup
 	$(PYTHON) -m larr bench
+
+# The GPU run on a CUDA host without a registry (benchmarks/README.md, "GPU run"): no `setup`, which would install
+# the CPU torch; the script installs the wheels carried in .whl/ and this project itself.
+bench-gpu:
+	bash benchmarks/gpu_check.sh
 
 # LARR on Frappe vs the BARS Frappe_x1 leaderboard (needs ../shared/data/frappe; hours on 2 cores, resumable)
 frappe: setup

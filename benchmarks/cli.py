@@ -5,13 +5,15 @@ at the end: the soak itself is larr.benchmarks.soak).
     larr bench --profile quick                    # a few minutes: tiny + 135M shape, two concurrency levels
     larr bench --profile smoke                    # the tiny model only, seconds per point (the integration test)
     larr bench --profile store                    # the 135M shape at 0/1/10 % fresh texts, warm from the scene table
+    larr bench --profile gpu                      # the 0.5B shape on one CUDA GPU, PyTorch in the python backends
     larr bench --report-only benchmarks/results/cpu-2core-amd-epyc   # redraw plots and tables from results.json
 
 Needs a trained run (default ``runs/demo/run``, made by ``make demo``), tritonserver (nvidia-pytriton),
 perf_analyzer (tritonclient[all]) and the bench extra (FastAPI, uvicorn, httpx, matplotlib). Writes
 ``OUT/<machine>/``: results.json (every point), summary.json (the ratios), points.csv, breakdown.csv
 (per-model Triton statistics), summary.csv, report.md and three PNGs. On a GPU host (``--device auto``
-finds it) every model runs on the GPU: ONNX Runtime CUDA in the python backends, PyTorch CUDA in FastAPI.
+finds it) every model runs on the GPU: ONNX Runtime CUDA in the python backends (``--runtime torch``: PyTorch,
+no onnxruntime-gpu needed), PyTorch CUDA in FastAPI.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from larr.benchmarks.config import LLM_SHAPES, PROFILES, BenchConfig
 from larr.serving.launcher import exit_cleanly_on_sigterm
+from larr.serving.runtime import RUNTIMES
 
 REPORT_FILE = "report.md"
 SKIPPABLE = ("fastapi", "inprocess", "saturation")
@@ -44,19 +47,22 @@ def _help(name: str) -> str:
 def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     defaults = PROFILES["full"]
     add = parser.add_argument
-    add("--profile", default="full", choices=sorted(PROFILES), help="grid size: full (published), quick, smoke, store (the scene-store headline)")
+    add("--profile", default="full", choices=sorted(PROFILES),
+        help="grid size: full (published), quick, smoke, store (the scene-store headline), gpu (0.5B on one CUDA GPU)")
     add("--checkpoints", type=Path, default=defaults.checkpoints, help="trained run folder (default: `make demo`'s)")
     add("--out", type=Path, default=defaults.out, help="results go to OUT/<machine>/")
     add("--work", type=Path, default=defaults.work, help="random-weight LLMs and exported repositories (reused)")
     add("--llm-sizes", type=_names, help=f"comma-separated subset of {', '.join(LLM_SHAPES)} (default: the profile's)")
     add("--headline-size", help="LLM size whose ratios head summary.json (default: the profile's, else the largest)")
-    add("--device", default=defaults.device, choices=("auto", "cpu", "cuda"), help="where the models run")
+    add("--device", choices=("auto", "cpu", "cuda"), help="where the models run (default: the profile's)")
+    add("--runtime", choices=RUNTIMES, help="default: the profile's; " + _help("runtime"))
     add("--candidates", type=int, default=defaults.candidates, help="candidate items per request (N)")
     add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
     add("--fresh-text-policy", choices=("strict", "async"), default=defaults.fresh_text_policy,
         help=_help("fresh_text_policy"))
     add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
-    add("--skip", type=_names, default=(), help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)}")
+    add("--skip", type=_names, help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)} (default: the "
+        "profile's; '' leaves out none)")
     add("--rebuild", action="store_true", help="re-export the models even if the work folder has them")
     add("--report-only", type=Path, metavar="DIR", help="only rebuild summary, tables and plots from DIR/results.json")
 
@@ -70,7 +76,8 @@ def build_config(args: argparse.Namespace):
     unknown = [s for s in sizes if s not in LLM_SHAPES]
     if unknown:
         raise ValueError(f"unknown LLM size(s) {unknown}; known: {', '.join(LLM_SHAPES)}")
-    bad_skip = [s for s in args.skip if s not in SKIPPABLE]
+    skip = base.skip if args.skip is None else args.skip
+    bad_skip = [s for s in skip if s not in SKIPPABLE]
     if bad_skip:
         raise ValueError(f"--skip: unknown part(s) {bad_skip}; one of {', '.join(SKIPPABLE)}")
     headline = args.headline_size or (base.headline_size if base.headline_size in sizes else max(
@@ -83,7 +90,8 @@ def build_config(args: argparse.Namespace):
         raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
     overrides = dict(
         checkpoints=args.checkpoints, out=args.out, work=args.work, llm_sizes=tuple(sizes), headline_size=headline,
-        grids=grids, device=args.device, candidates=args.candidates, skip=tuple(args.skip), rebuild=args.rebuild,
+        grids=grids, device=args.device or base.device, runtime=args.runtime or base.runtime, candidates=args.candidates,
+        skip=tuple(skip), rebuild=args.rebuild,
         fresh_text_policy=args.fresh_text_policy,
     )
     if args.warmup is not None:

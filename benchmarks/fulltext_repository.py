@@ -18,8 +18,9 @@ ITEM_IDS [N] -> CTR [N]), so the same client and the same perf_analyzer data dri
     OUT/fulltext_ctr/config.pbtxt     the ctr config with SCENE_EMB [1, D]; the ctr adapter
     OUT/fulltext_ctr/1/               model.onnx (the full_text CTR head) + model.py
 
-Python-backend models only (``--target cpu``; ``device='cuda'`` runs them on a GPU with ONNX Runtime):
-the benchmark compares like with like, and the pytriton bundle has no TensorRT backend anyway.
+Python-backend models only (``--target cpu``; ``device='cuda'`` runs them on a GPU with ONNX Runtime, or with
+PyTorch under ``runtime='torch'``): the benchmark compares like with like, and the pytriton bundle has no
+TensorRT backend anyway.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from larr.export.repository import (
     RepositoryResult,
     _set_parameters,  # the one way a builder writes Triton parameters (strings)
     config_text,
+    copy_ctr_torch,
+    copy_embedder_torch,
     ctr_config,
     dataset_facts,
     embedder_config,
@@ -71,6 +74,7 @@ from larr.export.repository import (
     validate_ensemble,
 )
 from larr.layout import RunLayout, Variant
+from larr.serving.runtime import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,7 @@ def write_fulltext_repository(
     max_candidates: int = RepositoryOptions.max_candidates,  # the larr repository's defaults: like for like
     embedder_max_batch: int = RepositoryOptions.embedder_max_batch,
     device: str = RepositoryOptions.device,
+    runtime: str = RepositoryOptions.runtime,
     intra_op_threads: int = RepositoryOptions.intra_op_threads,
     num_users: int | None = None,
     num_items: int | None = None,
@@ -157,6 +162,8 @@ def write_fulltext_repository(
     When it is ``out/embedder/1/model.onnx`` itself, ``out`` is an exported larr repository and the
     baseline is added to it: its ``embedder`` model is used as it is, and both ensembles are served
     by one server (committed adapters in ``out`` are kept when ``out`` is the adapters folder).
+    ``runtime`` ("onnxruntime" | "torch") is how the python models run the embedder and the CTR head; a
+    shared embedder keeps the larr repository's.
     """
     from larr.export.onnx_export import (
         describe_inputs,
@@ -174,7 +181,7 @@ def write_fulltext_repository(
     report = progress or log.info
     options = RepositoryOptions(
         target="cpu", max_candidates=max_candidates, embedder_max_batch=embedder_max_batch, device=device,
-        intra_op_threads=intra_op_threads, cache_capacity=0, feature_cache_instances=feature_cache_instances,
+        runtime=runtime, intra_op_threads=intra_op_threads, cache_capacity=0, feature_cache_instances=feature_cache_instances,
     )
     if max_length < 2:
         raise RepositoryError(f"max_length must be >= 2 (a text and <emb>), got {max_length}")
@@ -213,9 +220,13 @@ def write_fulltext_repository(
     else:
         _link_onnx(Path(embedder_onnx), target_onnx)
         report(f"embedder: {target_onnx} (linked from {embedder_onnx})")
+    if runtime == "torch" and not shared_embedder:
+        copy_embedder_torch(embedder_dir, version_dirs[EMBEDDER_MODEL], report)
     ctr_onnx = version_dirs[FULLTEXT_CTR_MODEL] / ONNX_FILE
     export_ctr(ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim, batched=options.request_batch > 0)
     report(f"{FULLTEXT_CTR_MODEL}: {ctr_onnx} (from {ctr_dir})")
+    if runtime == "torch":
+        copy_ctr_torch(ctr_dir, dataset, version_dirs[FULLTEXT_CTR_MODEL], report)
     facts = ModelFacts(
         scene_features=scene_features,
         embedding_dim=dim,
@@ -282,12 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="repository folder to write")
     parser.add_argument("--max-length", type=int, default=FULLTEXT_MAX_LENGTH, help="tokens per whole-scene text")
     parser.add_argument("--device", default=RepositoryOptions.device, help="'cpu' or 'cuda[:N]' for the embedder and ctr")
+    parser.add_argument("--runtime", default=RepositoryOptions.runtime, choices=RUNTIMES, help="how the python models run them")
     parser.add_argument("--num-users", type=int, help="user id range (default: from the run's dataset)")
     parser.add_argument("--num-items", type=int, help="item id range (default: from the run's dataset)")
     args = parser.parse_args(argv)
     try:
         write_fulltext_repository(
-            args.checkpoints, args.out, max_length=args.max_length, device=args.device, num_users=args.num_users,
+            args.checkpoints, args.out, max_length=args.max_length, device=args.device, runtime=args.runtime, num_users=args.num_users,
             num_items=args.num_items, progress=lambda line: print(line, flush=True),
         )
     except (RepositoryError, ValueError) as error:

@@ -9,7 +9,8 @@ Per LLM size, under ``WORK/<size>/``::
     run/ctr/full_text/      random sizes (or a run without one): a random full-text CTR head (K' = 1)
     repos/larr/             write_repository(): the LARR ensemble, cache on
     repos/larr_cache_off/   the same files (hard links), feature_cache config with cache_capacity 0
-    repos/fulltext/         write_fulltext_repository(): larr_fulltext, sharing the larr embedder graph
+    repos/fulltext/         the larr repository's embedder (hard links) + write_fulltext_repository(): larr_fulltext,
+                            served by the same embedder model (its config, runtime and device)
 
 The trained tiny size reads the run's own checkpoints. A ``bench_stamp.json`` in each folder records
 what it was built from; a later run reuses a folder whose stamp matches (``rebuild`` forces a new one).
@@ -128,6 +129,7 @@ def prepare_size(
     work: Path,
     *,
     device: str,
+    runtime: str,
     cache_capacity: int,
     max_candidates: int,
     fulltext_max_length: int,
@@ -135,17 +137,17 @@ def prepare_size(
     rebuild: bool = False,
     progress: Callable[[str], None] = print,
 ) -> SizeModels:
-    """Build (or reuse) the checkpoints and the three repositories of one LLM size."""
+    """Build (or reuse) the checkpoints and the three repositories of one LLM size (``runtime``: how their
+    python models run the embedder and the CTR heads, "onnxruntime" or "torch")."""
     size_dir = Path(work).resolve() / shape.name
     labels: dict[str, str] = {}
-    # a random-weight size gets a run folder of its own, laid out like a trained run
-    run_dir = base.checkpoints if shape.trained else size_dir / "run"
+    run_dir = size_run_dir(shape, base, work)
     layout = RunLayout(run_dir)
+    build_embedder(shape, base, work, seed, rebuild, progress)
     if shape.trained:
         labels["embedder"] = f"trained ({display_path(layout.embedder_dir(CTR_LARR))})"
         labels["ctr"] = f"trained ({display_path(layout.ctr_dir(CTR_LARR))})"
     else:
-        _build_random_embedder(shape, base, layout.embedder_dir(CTR_LARR), seed, rebuild, progress)
         _build_random_ctr(base, layout.ctr_dir(CTR_LARR), llm_features=None, seed=seed, rebuild=rebuild)
         # the base run's config names the dataset, so the export finds it and writes the scene table (warm start)
         base_config = RunLayout(base.checkpoints).config_file
@@ -169,6 +171,7 @@ def prepare_size(
         "shape": dataclasses.asdict(shape),
         "sources": _fingerprint([embedder_dir, *ctr_dirs.values()]),
         "device": device,
+        "runtime": runtime,
         "cache_capacity": cache_capacity,
         "max_candidates": max_candidates,
         "fulltext_max_length": fulltext_max_length,
@@ -177,7 +180,7 @@ def prepare_size(
         # would serve the code of an earlier checkout
         "serving_code": _content_digest(_serving_code()),
     }
-    _build_repositories(base, run_dir, ctr_dirs, repositories, stamp, device, cache_capacity, max_candidates,
+    _build_repositories(base, run_dir, ctr_dirs, repositories, stamp, device, runtime, cache_capacity, max_candidates,
                         fulltext_max_length, rebuild, progress)
     return SizeModels(
         shape=shape,
@@ -189,6 +192,23 @@ def prepare_size(
         parameters=count_parameters(embedder_dir),
         encoder=encoder_shape(embedder_dir),
     )
+
+
+def size_run_dir(shape: LLMShape, base: BaseRun, work: Path) -> Path:
+    """The run folder of a size's models: the trained run itself, or ``WORK/<size>/run`` for a random-weight
+    shape (laid out like a trained run)."""
+    return base.checkpoints if shape.trained else Path(work).resolve() / shape.name / "run"
+
+
+def build_embedder(
+    shape: LLMShape, base: BaseRun, work: Path, seed: int, rebuild: bool = False, progress: Callable[[str], None] = print,
+) -> Path:
+    """The TextEmbedder folder of ``shape``: the trained run's, or a random-weight one built (or reused while its
+    stamp matches) under ``work``, where :func:`prepare_size` finds it."""
+    embedder_dir = RunLayout(size_run_dir(shape, base, work)).embedder_dir(CTR_LARR)
+    if not shape.trained:
+        _build_random_embedder(shape, base, embedder_dir, seed, rebuild, progress)
+    return embedder_dir
 
 
 def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int, rebuild: bool, progress) -> None:
@@ -245,18 +265,20 @@ def _build_random_ctr(base: BaseRun, out: Path, llm_features: int | None, seed: 
 
 def _build_repositories(
     base: BaseRun, run_dir: Path, ctr_dirs: dict[str, Path], repositories: dict[str, Path], stamp: dict, device: str,
-    cache_capacity: int, max_candidates: int, fulltext_max_length: int, rebuild: bool, progress,
+    runtime: str, cache_capacity: int, max_candidates: int, fulltext_max_length: int, rebuild: bool, progress,
 ) -> None:
     from larr.benchmarks.fulltext_repository import write_fulltext_repository
-    from larr.contract import EMBEDDER_MODEL
+    from larr.contract import CTR_MODEL, EMBEDDER_MODEL, ENSEMBLE_NAME
     from larr.export.repository import ONNX_FILE, VERSION, RepositoryOptions, write_repository
 
     if not rebuild and all(_stamp_matches(path, stamp) for path in repositories.values()):
         progress(f"reusing the repositories in {repositories[LARR].parent} (stamps match)")
         return
     quiet = lambda line: None  # noqa: E731 -- the exporters' per-file lines would drown the progress
-    progress(f"exporting {repositories[LARR]} (ONNX, parity-checked)")
-    options = RepositoryOptions(target="cpu", device=device, cache_capacity=cache_capacity, max_candidates=max_candidates)
+    progress(f"exporting {repositories[LARR]} (ONNX, parity-checked; served by {runtime} on {device})")
+    options = RepositoryOptions(
+        target="cpu", device=device, runtime=runtime, cache_capacity=cache_capacity, max_candidates=max_candidates,
+    )
     result = write_repository(
         run_dir, repositories[LARR], options, num_users=base.num_users, num_items=base.num_items, progress=quiet
     )
@@ -268,11 +290,16 @@ def _build_repositories(
     _write_stamp(repositories[CACHE_OFF], stamp)
 
     progress(f"exporting {repositories[FULLTEXT]} (full-text baseline)")
+    # Served the same way: the baseline is added to a linked copy of the larr repository, so its ensemble calls
+    # the very same embedder model (config, runtime, device, artifacts); the larr-only models are left out.
+    _copy_with_links(repositories[LARR], repositories[FULLTEXT])
+    for name in (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, CTR_MODEL):
+        shutil.rmtree(repositories[FULLTEXT] / name)
     write_fulltext_repository(
         run_dir, repositories[FULLTEXT], ctr_dir=ctr_dirs[CTR_FULLTEXT],
-        embedder_onnx=repositories[LARR] / EMBEDDER_MODEL / VERSION / ONNX_FILE, max_length=fulltext_max_length,
-        max_candidates=max_candidates, device=device, num_users=base.num_users, num_items=base.num_items,
-        progress=quiet,
+        embedder_onnx=repositories[FULLTEXT] / EMBEDDER_MODEL / VERSION / ONNX_FILE, max_length=fulltext_max_length,
+        max_candidates=max_candidates, device=device, runtime=runtime, num_users=base.num_users,
+        num_items=base.num_items, progress=quiet,
     )
     _write_stamp(repositories[FULLTEXT], stamp)
 

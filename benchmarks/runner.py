@@ -173,7 +173,7 @@ class BenchRun:
         self.config = config
         self.echo = echo or _echo
         self.machine: Machine = detect_machine(config.device)
-        if self.machine.device == "cuda":
+        if self.machine.device == "cuda" and config.runtime == "onnxruntime":
             _require_onnxruntime_cuda()
         self.base = find_base_run(config.checkpoints)
         from larr.data.schema import load_dataset
@@ -247,7 +247,8 @@ class BenchRun:
         config, shape = self.config, LLM_SHAPES[size]
         self.progress.task(f"{size}/setup", f"{size}: models and repositories ({shape.label})")
         models = prepare_size(
-            shape, self.base, self.work, device=self.machine.device, cache_capacity=config.cache_capacity,
+            shape, self.base, self.work, device=self.machine.device, runtime=config.runtime,
+            cache_capacity=config.cache_capacity,
             max_candidates=max(1000, config.candidates), fulltext_max_length=config.fulltext_max_length,
             seed=config.seed, rebuild=config.rebuild, progress=self.progress.note,
         )
@@ -522,13 +523,15 @@ def _task_prefix(size: str, repeat: int) -> str:
 
 
 def _require_onnxruntime_cuda() -> None:
-    """On a GPU host every model runs on the GPU; the python backends need ONNX Runtime's CUDA provider."""
+    """On a GPU host every model runs on the GPU; under runtime onnxruntime the python backends need ONNX
+    Runtime's CUDA provider (runtime torch needs only the torch that sees the GPU)."""
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         raise BenchSetupError(
             "this host has a CUDA GPU but onnxruntime has no CUDAExecutionProvider: pip install onnxruntime-gpu "
-            "(the GPU variants run the exported ONNX models with it), or benchmark the CPU with --device cpu"
+            "(the GPU variants run the exported ONNX models with it), serve PyTorch instead with --runtime torch, "
+            "or benchmark the CPU with --device cpu"
         )
 
 

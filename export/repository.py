@@ -637,7 +637,7 @@ def _write_scene_table(
     """Every scene text of the run's dataset (+ ``options.extra_texts``), embedded now, beside the tokenizer:
     the served store starts warm (``larr embed-scenes`` rebuilds it alone). An int8/fp16 embedder's table is
     embedded by the served graph itself, so a table hit returns what a miss would."""
-    from larr.export.scene_table import write_scene_table
+    from larr.export.scene_table import SceneTableOptions, write_scene_table
 
     dataset_dir = RunLayout(checkpoints).dataset_dir()
     if dataset_dir is None:
@@ -645,9 +645,21 @@ def _write_scene_table(
                "store starts cold")
         return
     served_graph = None if options.embedder_precision is EmbedderPrecision.FP32 else embedder_onnx
+    # On the serving GPU when this machine has it: seconds (bf16 autocast, as `larr embed-scenes --device cuda`)
+    # where the CPU takes minutes at the 0.5B shape. A build machine without that GPU embeds on its CPU (fp32).
+    table_options = SceneTableOptions(device=options.device if _cuda_here(options.device) else "cpu")
     table = write_scene_table(paths.embedder_dir, dataset_dir, version_dir, facts.embedder_version,
-                              extra_texts=options.extra_texts or None, progress=report, embedder_onnx=served_graph)
+                              extra_texts=options.extra_texts or None, options=table_options, progress=report,
+                              embedder_onnx=served_graph)
     report(f"feature_cache: scene table {version_dir} ({table.rows} texts)")
+
+
+def _cuda_here(device: str) -> bool:
+    if not device.startswith("cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _write_item_names(checkpoints: Path, path: Path, report) -> None:
@@ -704,18 +716,28 @@ def _build_plans(
 
 
 def _copy_torch_artifacts(paths: CheckpointPaths, dataset: DatasetFacts, version_dirs: dict[str, Path], report) -> None:
+    copy_embedder_torch(paths.embedder_dir, version_dirs[EMBEDDER_MODEL], report)
+    copy_ctr_torch(paths.ctr_dir, dataset, version_dirs[CTR_MODEL], report)
+
+
+def copy_embedder_torch(embedder_dir: Path, version_dir: Path, report: Callable[[str], None]) -> None:
+    """Runtime "torch": the TextEmbedder folder itself, as ``version_dir/torch``."""
+    embedder_torch = version_dir / TORCH_DIR
+    shutil.copytree(embedder_dir, embedder_torch)
+    report(f"{version_dir.parent.name}: {embedder_torch} (PyTorch)")
+
+
+def copy_ctr_torch(ctr_dir: Path, dataset: DatasetFacts, version_dir: Path, report: Callable[[str], None]) -> None:
+    """Runtime "torch": a CTR model's spec, weights and vocabulary plus the id ranges it serves, as ``version_dir/torch``."""
     from larr.models.ctr_model import SPEC_FILE, VOCAB_FILE, WEIGHTS_FILE
 
-    embedder_torch = version_dirs[EMBEDDER_MODEL] / TORCH_DIR
-    shutil.copytree(paths.embedder_dir, embedder_torch)
-    report(f"embedder: {embedder_torch} (PyTorch)")
-    ctr_torch = version_dirs[CTR_MODEL] / TORCH_DIR
+    ctr_torch = version_dir / TORCH_DIR
     ctr_torch.mkdir()
     for name in (SPEC_FILE, WEIGHTS_FILE, VOCAB_FILE):  # not checkpoint.pt: optimizer state, not needed to serve
-        shutil.copy2(paths.ctr_dir / name, ctr_torch / name)
+        shutil.copy2(ctr_dir / name, ctr_torch / name)
     meta = {"num_users": dataset.num_users, "num_items": dataset.num_items}
     (ctr_torch / SERVING_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    report(f"ctr: {ctr_torch} (PyTorch)")
+    report(f"{version_dir.parent.name}: {ctr_torch} (PyTorch)")
 
 
 def _write_feature_cache_files(embedder_dir: Path, vocab: dict, version_dir: Path, report) -> None:
@@ -801,6 +823,8 @@ __all__ = [
     "apply_fresh_text_policy",
     "build_configs",
     "config_text",
+    "copy_ctr_torch",
+    "copy_embedder_torch",
     "ctr_config",
     "dataset_facts",
     "embedder_config",
