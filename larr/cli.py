@@ -21,9 +21,9 @@ from larr.errors import DataWarning, UserError
 
 def _data_synth(args: argparse.Namespace) -> int:
     from larr.data.schema import write_dataset
-    from larr.data.synth import SynthConfig, generate
+    from larr.data.synth import SynthConfig, generate, held_out_share
 
-    config = SynthConfig(seed=args.seed)
+    config = SynthConfig(seed=args.seed, strict_knowledge=args.strict_knowledge)
     if args.scale != 1.0:
         config.train_rows = int(config.train_rows * args.scale)
         config.valid_rows = int(config.valid_rows * args.scale)
@@ -32,6 +32,8 @@ def _data_synth(args: argparse.Namespace) -> int:
     write_dataset(args.out, dataset)
     sizes = ", ".join(f"{split} {len(rows)}" for split, rows in dataset.splits.items())
     print(f"wrote {args.out}: {dataset.info.num_users} users, {dataset.info.num_items} items, {sizes}")
+    shares = held_out_share(dataset.test, config.held_out_per_concept)
+    print("test rows written with a held-out text: " + ", ".join(f"{f} {v:.2f}" for f, v in shares.items()))
     return 0
 
 
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--seed", type=int, default=2024)
     synth.add_argument("--scale", type=float, default=1.0, help="multiply the number of rows per split")
+    synth.add_argument("--strict-knowledge", action="store_true",
+                       help="knowledge.txt (the stage-1 corpus's general text) leaves out the held-out paraphrases, "
+                            "so no stage reads a test-only string; every other file is unchanged")
     synth.set_defaults(func=_data_synth)
     frappe = data.add_parser("frappe", help="convert raw Frappe + the BARS Frappe_x1 split into the schema")
     frappe.add_argument("--raw", default="../shared/data/frappe", help="folder with frappe.csv, meta.csv, nfm_split/")

@@ -20,7 +20,13 @@ The world
 * **knowledge.txt** stands in for what a pretrained LLM already knows about the world (a tiny model
   trained from scratch knows nothing): plain sentences that relate every paraphrase — including the
   held-out ones — to its meaning ("a downpour means rainy weather; people want hot soup"). It carries
-  no user, click or label information, only general language, and goes into the stage-1 corpus.
+  no user, click or label information, but its "people often want" sentences are derived from the same
+  trait weights that generate the clicks, and it goes into the stage-1 corpus. So by default the LLM has
+  read every held-out paraphrase before stage 3 — a stand-in for a pretrained LLM's world knowledge.
+  ``strict_knowledge`` leaves the held-out paraphrases and search queries out of it (every other output
+  byte-identical), so the test split's held-out strings are ones no stage has read.
+
+:func:`held_out_share` measures how often the test split really uses a held-out text, per feature.
 """
 
 from __future__ import annotations
@@ -196,6 +202,10 @@ class SynthConfig:
         default=0.5, metadata={"help": "test only: chance a feature is written with a held-out paraphrase"}
     )
     held_out_per_concept: int = field(default=2, metadata={"help": "paraphrases per concept kept out of train"})
+    strict_knowledge: bool = field(
+        default=False,
+        metadata={"help": "knowledge.txt leaves out the held-out paraphrases too (default: it glosses every one)"},
+    )
     scene_strength: float = field(default=1.0, metadata={"help": "scale of the scene-semantics click term"})
     search_bonus: float = field(default=2.0, metadata={"help": "logit bonus: shop in the searched category"})
     click_bonus: float = field(default=1.0, metadata={"help": "logit bonus: shop in a recently clicked category"})
@@ -267,6 +277,27 @@ def _concept_category_effect() -> dict[str, np.ndarray]:
     return effects
 
 
+def held_out_texts(held_out_per_concept: int) -> dict[str, frozenset[str]]:
+    """feature -> the texts train and valid never use (the last ``held_out_per_concept`` options of every
+    concept or searched category); ``recent_clicks`` names shops and has none."""
+    def tail(options: tuple[str, ...]) -> tuple[str, ...]:
+        return options[len(options) - held_out_per_concept :]
+
+    held = {
+        feature: frozenset(p for _, options in concepts.values() for p in tail(options))
+        for feature, concepts in SCENE_CONCEPTS.items()
+    }
+    held["recent_search"] = frozenset(q for queries in SEARCH_QUERIES.values() for q in tail(queries))
+    held["recent_clicks"] = frozenset()
+    return held
+
+
+def held_out_share(rows: Interactions, held_out_per_concept: int) -> dict[str, float]:
+    """feature -> share of ``rows`` whose text for it is a held-out one (the test split's real unseen rate)."""
+    held = held_out_texts(held_out_per_concept)
+    return {feature: float(np.mean([t in held[feature] for t in rows.scene[k]])) for k, feature in enumerate(SCENE_FEATURES)}
+
+
 def _paraphrase(options: tuple[str, ...], held_out: int, use_held_out: bool, rng: np.random.Generator) -> str:
     pool = options[-held_out:] if use_held_out else options[: len(options) - held_out]
     return str(rng.choice(pool))
@@ -336,11 +367,17 @@ def _sample_split(
     )
 
 
-def _knowledge(rng: np.random.Generator) -> list[str]:
-    """General-language sentences relating every paraphrase to its meaning (see module docstring)."""
+def _knowledge(rng: np.random.Generator, held_out: int, strict: bool) -> list[str]:
+    """General-language sentences relating every paraphrase to its meaning (see module docstring); ``strict``:
+    only the paraphrases train and valid use (the last ``held_out`` of each tuple are dropped)."""
+
+    def visible(options: tuple[str, ...]) -> tuple[str, ...]:
+        return options[: len(options) - held_out] if strict else options
+
     lines = []
     for feature, concepts in SCENE_CONCEPTS.items():
-        for concept, (weights, options) in concepts.items():
+        for concept, (weights, all_options) in concepts.items():
+            options = visible(all_options)
             gloss = CONCEPT_GLOSS[(feature, concept)]
             liked = [TRAIT_WANTS[t] for t, w in weights.items() if w > 0]
             disliked = [TRAIT_WANTS[t] for t, w in weights.items() if w < 0]
@@ -352,7 +389,8 @@ def _knowledge(rng: np.random.Generator) -> list[str]:
                     lines.append(f"with {phrase}, people often want {want}.")
                 for want in disliked:
                     lines.append(f"with {phrase}, people rarely want {want}.")
-    for category, queries in SEARCH_QUERIES.items():
+    for category, all_queries in SEARCH_QUERIES.items():
+        queries = visible(all_queries)
         for query in queries:
             others = [q for q in queries if q != query]
             lines.append(f"{query} is a kind of {category}.")
@@ -379,4 +417,6 @@ def generate(config: SynthConfig) -> Dataset:
     info = DatasetInfo(
         name="synth", scene_features=SCENE_FEATURES, num_users=config.num_users, num_items=len(world.names)
     )
-    return Dataset(info=info, items=items, splits=splits, knowledge=_knowledge(rng))
+    # drawn last, so the strict variant changes knowledge.txt and nothing else
+    knowledge = _knowledge(rng, config.held_out_per_concept, config.strict_knowledge)
+    return Dataset(info=info, items=items, splits=splits, knowledge=knowledge)
