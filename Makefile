@@ -2,10 +2,11 @@
 #   make demo   data -> train -> export -> serve -> query (the main job, on the embedded synthetic data; the
 #               quick training profile, training/configs/quick.yaml; `make demo-full` trains the full tiny config)
 #   make test   the test suite (unit + integration with a real tritonserver; slow/gpu tests excluded)
+#   make test-slow   the tests over a minute (DDP vs one process, every stage: ~4 min on 2 cores)
 PYTHON ?= python3
 STAMP  := .setup.stamp
 
-.PHONY: setup demo demo-full test test-all test-gpu bench bench-gpu frappe clean
+.PHONY: setup demo demo-full test test-slow test-all test-gpu bench bench-gpu frappe clean
 
 setup: $(STAMP)
 
@@ -31,6 +32,9 @@ demo-full: setup
 
 test: setup
 	$(PYTHON) -m pytest
+
+test-slow: setup
+	$(PYTHON) -m pytest -m slow
 
 test-all: setup
 	$(PYTHON) -m pytest -m ""

@@ -247,7 +247,9 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: 
         dropped = scene_dropout_mask(config.seed, step, len(batch), spec.llm_features, cfg.scene_dropout) if use_llm else None
         output = forward_rows(ddp_model, train, rows, table, None if dropped is None else ctx.shard(dropped))
         bce = F.binary_cross_entropy_with_logits(output.logits, train.labels[rows])
-        align = alignment_loss(output.aligned, output.collaborative, cfg.align_temperature) if use_llm else torch.zeros(())
+        # the alignment's in-batch negatives span the global batch (ctx.gather_rows), like one process's
+        align = (alignment_loss(ctx.gather_rows(output.aligned), ctx.gather_rows(output.collaborative), cfg.align_temperature)
+                 if use_llm else torch.zeros(()))
         loss = bce + align_weight * align + model.backbone.regularization()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

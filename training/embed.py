@@ -125,8 +125,9 @@ def run(config: TrainConfig, out: Path, resume: bool = False, variant: Variant =
         vectors, tau = ddp_model(*_tokenize(tokenizer, texts))  # (sum over kinds of 2b, D), ()
         losses = {}
         for kind, start, count in spans:
-            left = vectors[start : start + count]  # (b, D)
-            right = vectors[start + count : start + 2 * count]  # (b, D)
+            # this rank's b = batch_size / world_size rows, gathered: every rank scores the global batch's pairs
+            left = ctx.gather_rows(vectors[start : start + count])  # (batch_size, D)
+            right = ctx.gather_rows(vectors[start + count : start + 2 * count])  # (batch_size, D)
             losses[kind] = info_nce(left, right, tau)
         total = sum(weights[kind] * loss for kind, loss in losses.items())
         optimizer.zero_grad(set_to_none=True)

@@ -3,7 +3,10 @@
 Determinism is by construction: the batch of step ``s`` and the dropout seed of step ``s`` are functions
 of ``(seed, s)`` only, so a run resumed from the checkpoint of step ``s`` computes exactly the same step
 ``s + 1`` as the uninterrupted run. Under ``torchrun --nproc_per_node 2`` (gloo on CPU) each rank takes
-an interleaved shard of the same global batch; rank 0 alone writes checkpoints, logs and metrics.
+an interleaved shard of the same global batch, and in-batch negatives are gathered over the ranks, so two
+processes train the loss one process trains on the same global batch (tests/unit/test_training_runs.py
+compares the loss curves). Model dropout is the exception: each rank draws its own shard's masks, so with
+dropout the two agree in distribution, not step by step. Rank 0 alone writes checkpoints, logs and metrics.
 """
 
 from __future__ import annotations
@@ -45,8 +48,26 @@ class DistContext:
             dist.barrier()
 
     def shard(self, indices: np.ndarray) -> np.ndarray:
-        """This rank's interleaved share of a global batch."""
+        """This rank's interleaved share of a global batch. Shares must be equal: DDP averages the ranks'
+        gradients with equal weight, which is the global batch's mean gradient only then."""
+        if len(indices) % self.world_size:
+            raise ValueError(f"a global batch of {len(indices)} rows does not split evenly over {self.world_size} ranks")
         return indices[self.rank :: self.world_size]
+
+    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Every rank's share of a global batch, back in global order: (b, ...) -> (world_size * b, ...).
+
+        In-batch negatives (InfoNCE) must span the global batch, or DDP trains a different loss than one
+        process does (each rank would see 1/world_size of the negatives). The gather is differentiable:
+        its backward sums every rank's gradient of the (identical) global loss for this rank's rows, i.e.
+        world_size times the gradient, which DDP's mean over ranks then cancels.
+        """
+        if not self.enabled:
+            return rows
+        from torch.distributed.nn.functional import all_gather
+
+        parts = all_gather(rows)  # world_size x (b, ...), part r = rank r's rows
+        return torch.stack(parts, dim=1).flatten(0, 1)  # row i * world_size + r = part r's row i: undoes shard()
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:
         if self.enabled:
