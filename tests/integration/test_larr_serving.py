@@ -43,6 +43,7 @@ from larr.contract import (
 )
 from larr.data.schema import load_dataset
 from larr.export.repository import BACKGROUND_NICE, ModelFacts, RepositoryOptions, build_configs, write_repository
+from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.serving.feature_cache import SceneVocab
@@ -273,12 +274,52 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server, datas
     assert ctr.shape == (2,) and np.isfinite(ctr).all()
 
 
-def test_long_texts_are_truncated_and_unknown_ids_scored_as_cold_start(server, dataset):
-    texts = good_texts(dataset)
-    texts[0] = ("rain " * 20_000).encode()  # 100,000 characters
-    unknown = 10**9
-    ctr = raw_infer(server, texts, np.array([unknown], np.int64), np.array([unknown, 1], np.int64))
-    assert ctr.shape == (2,) and ((ctr > 0) & (ctr < 1)).all()
+def test_a_100k_character_text_scores_as_its_clipped_text(server, dataset, reference, pytorch):
+    tokenizer = pytorch.tokenizer
+    feature = dataset.info.scene_features[0]
+    long_text = "rain " * 20_000  # 100,000 characters
+    # "rain " * 200 (1,000 characters, under the character clip) already fills the token budget with the same
+    # tokens, so it is the long text as the embedder can see it: score it in-process, independently of the clip
+    prefix = "rain " * 200
+    assert len(prefix) < tokenizer.max_text_chars < len(long_text)
+    assert tokenizer.token_ids([format_scene_feature(feature, prefix)]) == tokenizer.token_ids([format_scene_feature(feature, long_text)])
+    items = [1, 2]
+
+    def served(text: str) -> np.ndarray:
+        texts = good_texts(dataset)
+        texts[0] = text.encode()
+        return raw_infer(server, texts, np.array([1], np.int64), np.array(items, np.int64))
+
+    long_score = served(long_text)
+    # the server keys and embeds the character-clipped text: the same answer, bit for bit
+    np.testing.assert_array_equal(long_score, served(long_text[: tokenizer.max_text_chars]))
+    # ... which is the PyTorch model's score of the token-clipped text (ONNX vs PyTorch: the parity tolerance)
+    scene = [prefix, *dataset.test.scene_row(0)[1:]]
+    np.testing.assert_allclose(long_score, reference(scene, 1, items), atol=1e-4, rtol=0)
+
+
+def test_unknown_ids_score_as_the_out_of_vocabulary_rows(server, dataset, tiny_run, pytorch):
+    """Ids past the trained range are scored with row 0 of the user and item tables and the unknown-item text
+    row — computed here with the training forward (FieldVocab, LarrCTR), not the serving index tables."""
+    scene = dataset.test.scene_row(0)
+    known_item, num_items, num_users = 1, dataset.info.num_items, dataset.info.num_users
+    model, raw_vocab = LarrCTR.load(tiny_run.ctr_dir("larr"))
+    vocab = FieldVocab.from_dict(raw_vocab)
+    scene_emb = torch.from_numpy(pytorch.embed(scene))  # (K, D)
+
+    def expected(user: int, item: int | None) -> float:
+        """item None: an unknown item (field row 0, text row 0)."""
+        sparse = vocab.transform([np.array([user]), np.array([10**9 if item is None else item]), *[[t] for t in scene]])  # (1, F)
+        item_rows = torch.tensor([0 if item is None else item + 1])
+        with torch.no_grad():
+            return torch.sigmoid(model(torch.from_numpy(sparse), scene_emb[None], item_rows).logits).item()
+
+    oov_row = vocab.transform([np.array([10**9]), np.array([10**9]), *[[t] for t in scene]])[0]
+    assert oov_row[0] == 0 and oov_row[1] == 0  # row 0: the unseen user / item
+    items = np.array([10**9, num_items, known_item], np.int64)
+    for user in (10**9, num_users):
+        ctr = raw_infer(server, np.array([t.encode() for t in scene], dtype=object), np.array([user], np.int64), items)
+        np.testing.assert_allclose(ctr, [expected(user, None), expected(user, None), expected(user, known_item)], atol=1e-4, rtol=0)
 
 
 def test_cache_never_exceeds_its_bound(server, dataset):
