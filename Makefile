@@ -2,7 +2,7 @@
 #   make demo   data -> train -> export -> serve -> query (the main job, on the embedded synthetic data; the
 #               quick training profile, training/configs/quick.yaml; `make demo-full` trains the full tiny config)
 #   make test   the test suite (unit + integration with a real tritonserver; slow/gpu tests excluded)
-#   make test-slow   the tests over a minute (DDP vs one process, every stage: ~4 min on 2 cores)
+#   make test-slow   the tests over a minute (DDP vs one process, every stage: 90 s on 2 idle cores)
 PYTHON ?= python3
 STAMP  := .setup.stamp
 

@@ -247,7 +247,7 @@ def stage_step_logs(stage: str, variants: list[str]) -> list[str]:
     return [f"ctr/{variant}/steps.csv" for variant in variants]
 
 
-@pytest.mark.slow  # ~4 min on 2 cores: 12 runs of 3 stages (`make test-slow`)
+@pytest.mark.slow  # 90 s on 2 idle cores (6 stage runs, 3 of them under torchrun) (`make test-slow`)
 def test_two_processes_train_the_loss_curve_of_one_on_the_same_global_batch(tiny_setup, tmp_path):
     """Every stage from the same inputs (the one-process run's earlier stages), 1 vs 2 processes."""
     _, config = tiny_setup
