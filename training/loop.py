@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 from tqdm.auto import tqdm
+
+from larr.errors import ConfigError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -51,7 +54,8 @@ class DistContext:
         """This rank's interleaved share of a global batch. Shares must be equal: DDP averages the ranks'
         gradients with equal weight, which is the global batch's mean gradient only then."""
         if len(indices) % self.world_size:
-            raise ValueError(f"a global batch of {len(indices)} rows does not split evenly over {self.world_size} ranks")
+            raise ConfigError(f"a global batch of {len(indices)} rows does not split evenly over {self.world_size} "
+                              "ranks: choose a batch_size divisible by --nproc_per_node")
         return indices[self.rank :: self.world_size]
 
     def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
@@ -64,9 +68,7 @@ class DistContext:
         """
         if not self.enabled:
             return rows
-        from torch.distributed.nn.functional import all_gather
-
-        parts = all_gather(rows)  # world_size x (b, ...), part r = rank r's rows
+        parts = differentiable_all_gather(rows)  # world_size x (b, ...), part r = rank r's rows
         return torch.stack(parts, dim=1).flatten(0, 1)  # row i * world_size + r = part r's row i: undoes shard()
 
     def all_reduce_mean(self, value: torch.Tensor) -> torch.Tensor:

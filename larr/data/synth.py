@@ -280,6 +280,7 @@ def _concept_category_effect() -> dict[str, np.ndarray]:
 def held_out_texts(held_out_per_concept: int) -> dict[str, frozenset[str]]:
     """feature -> the texts train and valid never use (the last ``held_out_per_concept`` options of every
     concept or searched category); ``recent_clicks`` names shops and has none."""
+
     def tail(options: tuple[str, ...]) -> tuple[str, ...]:
         return options[len(options) - held_out_per_concept :]
 
