@@ -477,7 +477,7 @@ class BenchRun:
         return out
 
     def _saturation(self, models: SizeModels, result: SizeResult) -> None:
-        from larr.benchmarks.inprocess import embedder_saturation, feature_texts
+        from larr.benchmarks.inprocess import embedder_saturation, feature_texts, gemm_peak
 
         size, config = result.llm_size, self.config
         task = f"{size}/saturation"
@@ -486,9 +486,13 @@ class BenchRun:
         requests = self._stream(config.headline_unseen).take(max(64, 4 * batch))
         texts = feature_texts(requests, self.pools.features)
         saturation = embedder_saturation(models.repositories[LARR], texts, batch, config.saturation_seconds)
+        # the peak again, next to the saturation run: on a shared machine the one taken at the start of a long run
+        # can be far below what the cores do minutes later (an MFU above 1 was seen); the summary takes the best
+        peak = gemm_peak(self.machine.device, config.gemm_size)
         result.saturation = {
             **saturation.to_json(),
             "flops_per_token": _flops_per_token(models, saturation.mean_padded_length),
+            "gemm_peak_flops": peak.flops,
         }
         self.progress.note(f"{saturation.tokens_per_s:,.0f} tokens/s ({saturation.texts_per_s:,.1f} texts/s)")
         self.progress.finish(task)

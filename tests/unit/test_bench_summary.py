@@ -184,6 +184,15 @@ def test_repeats_give_the_mean_and_a_students_t_interval(results):
     json.dumps(summary, allow_nan=False)
 
 
+def test_mfu_uses_the_best_peak_measured_in_the_run(results):
+    size = results["sizes"][1]
+    size["saturation"]["gemm_peak_flops"] = 4e12  # measured next to the saturation run, 4x the run's first
+    row = size_summary(size, 16, 0.1, gemm_peak_flops=1e12)
+    assert row["embedder_mfu"] == pytest.approx(1000 * 2e8 / 4e12)
+    size["saturation"]["gemm_peak_flops"] = 5e11  # lower: the first measurement stays the peak
+    assert size_summary(size, 16, 0.1, gemm_peak_flops=1e12)["embedder_mfu"] == pytest.approx(1000 * 2e8 / 1e12)
+
+
 def test_t_quantiles_match_scipy():
     from scipy import stats
 
