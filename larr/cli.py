@@ -79,6 +79,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return run_evaluate(args)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from larr.training.cli import run_predict
+
+    return run_predict(args)
+
+
 def _export(args: argparse.Namespace) -> int:
     from larr.export.cli import run_export
 
@@ -169,12 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     configure_train_parser(train)
     train.set_defaults(func=_train)
 
-    from larr.training.cli import configure_evaluate_parser
+    from larr.training.cli import configure_evaluate_parser, configure_predict_parser
 
-    evaluate = commands.add_parser("evaluate", help="score a split or a segment of users with a run's CTR models: "
-                                   "N, AUC, logloss, GAUC (larr.training.evaluate)")
+    evaluate = commands.add_parser("evaluate", aliases=["eval"], help="score a split or a segment of users with a "
+                                   "run's CTR models: N, AUC, logloss, GAUC (larr.training.evaluate)")
     configure_evaluate_parser(evaluate)
     evaluate.set_defaults(func=_evaluate)
+    predict = commands.add_parser("predict", help="write a run's click probabilities for a split or a segment to a "
+                                  "CSV (the rows `larr evaluate` would score)")
+    configure_predict_parser(predict)
+    predict.set_defaults(func=_predict)
 
     from larr.clients.cli import configure_query_parser
     from larr.export.cli import configure_export_parser

@@ -54,6 +54,21 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     """The ``larr evaluate`` flags (larr.training.evaluate)."""
+    _add_selection_flags(parser)
+    parser.add_argument("--scores", type=Path, metavar="FILE",
+                        help="also write each selected row's probability per variant (CSV)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def configure_predict_parser(parser: argparse.ArgumentParser) -> None:
+    """The ``larr predict`` flags: the rows ``larr evaluate`` would select, their probabilities to a CSV."""
+    _add_selection_flags(parser)
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE",
+                        help="CSV: row, user_id, item_id, label, one probability column per variant")
+
+
+def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    """Which run, split, variants and rows: shared by ``larr evaluate`` and ``larr predict``."""
     add = parser.add_argument
     add("--run", required=True, type=Path, help="run folder of `larr train` (config.yaml, embed/, ctr/)")
     add("--split", default="test", choices=SPLITS, help="which split to score (default: test)")
@@ -64,11 +79,15 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
         "train split, 0 = a new user) equals VALUE; repeatable (all must match)")
     add("--users", type=Path, metavar="FILE", help="keep rows of the users FILE lists (one id per line)")
     add("--data", type=Path, help="dataset folder (default: the one RUN/config.yaml names)")
-    add("--scores", type=Path, metavar="FILE", help="also write each selected row's probability per variant (CSV)")
-    add("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from larr.training.evaluate import run_evaluate as evaluate_main
 
     return evaluate_main(args)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from larr.training.evaluate import run_predict as predict_main
+
+    return predict_main(args)

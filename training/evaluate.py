@@ -165,11 +165,25 @@ def write_scores(path: Path, rows: Interactions, indices: np.ndarray, scores: di
             writer.writerow([int(index), int(rows.user_id[n]), int(rows.item_id[n]), int(rows.label[n]), *probabilities])
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def _evaluate_args(args: argparse.Namespace):
+    """``evaluate`` on what the shared selection flags (training/cli.py) ask for; returns it and the segment."""
     segment = Segment(tuple(parse_where(text) for text in args.where),
                       read_user_ids(args.users) if args.users else None)
     variants = [Variant.parse(v) for v in args.variant or ()]
-    metrics, rows, indices, scores = evaluate(args.run, args.split, segment, variants, args.data)
+    return evaluate(args.run, args.split, segment, variants, args.data), segment
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """``larr predict``: the selected rows' probabilities per variant, written to ``args.out``."""
+    (_, rows, indices, scores), segment = _evaluate_args(args)
+    write_scores(args.out, rows, indices, scores)
+    print(f"wrote {args.out}: {len(rows)} rows of the {args.split} split ({segment.describe()}), "
+          f"variants {', '.join(scores)}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    (metrics, rows, indices, scores), segment = _evaluate_args(args)
     if args.scores:
         write_scores(args.scores, rows, indices, scores)
     if args.json:

@@ -93,3 +93,22 @@ def test_bad_segments_and_missing_models_are_one_line_errors(capsys, tiny_run, a
     assert main(["evaluate", "--run", str(tiny_run.run_dir), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("larr evaluate: ") and message in err[0]
+
+
+def test_predict_writes_what_evaluate_scores_and_eval_is_evaluate(capsys, tiny_run, tmp_path):
+    """``larr predict`` writes the rows ``larr evaluate --scores`` writes; ``larr eval`` is the same command."""
+    test = read_csv(tiny_run.data_dir / "test.csv")
+    weather, _ = Counter(row["weather"] for row in test).most_common(1)[0]
+    selection = ["--run", str(tiny_run.run_dir), "--where", f"weather={weather}"]
+    assert main(["predict", *selection, "--out", str(tmp_path / "predicted.csv")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    report = evaluate_json(capsys, [*selection, "--scores", str(tmp_path / "scored.csv")])
+    predicted = read_csv(tmp_path / "predicted.csv")
+    assert predicted == read_csv(tmp_path / "scored.csv")
+    assert [int(row["row"]) for row in predicted] == [i for i, row in enumerate(test) if row["weather"] == weather]
+    labels = [int(row["label"]) for row in predicted]
+    for variant in ("larr", "id_only"):
+        auc = pairwise_auc(labels, [float(row[variant]) for row in predicted])
+        assert report["metrics"][variant]["auc"] == pytest.approx(auc, abs=2e-5)
+    assert main(["eval", *selection, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == report["metrics"]
