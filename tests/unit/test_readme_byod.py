@@ -6,14 +6,17 @@ for a shop ``shops.csv`` lacks (which the example drops)."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from larr.data.schema import load_dataset
+from larr.serving.launcher import run_triton_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +60,38 @@ def test_the_conversion_example_writes_a_valid_dataset(tmp_path):
     assert dataset.train.timestamp.max() <= dataset.valid.timestamp.min() <= dataset.test.timestamp.min()
     assert dataset.test.scene[0] == [row["weather"] for row in kept[-len(dataset.test):]]
     assert dataset.test.label.tolist() == [row["clicked"] for row in kept[-len(dataset.test):]]
+
+
+# The README trains `--config tiny`; here its stages are cut to seconds (what the test proves is the path, not a model).
+SHORT_STAGES = ("pretrain.max_steps=20", "embed.max_steps=5", "ctr.max_epochs=1", "threads=1")
+
+
+def larr(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "larr", *argv], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"larr {' '.join(argv)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.mark.integration
+def test_a_log_of_your_own_is_converted_trained_exported_served_and_queried(tmp_path):
+    """The README's path as a new user runs it, every step on the command line: convert (the example above) ->
+    validate -> train (tiny, shorter stages) -> export -> a served repository -> ``larr query`` over gRPC."""
+    write_raw_log(tmp_path)
+    subprocess.run([sys.executable, "-c", conversion_example()], cwd=tmp_path, check=True)
+    larr("data", "validate", "my_data", cwd=tmp_path)
+    sets = [arg for item in SHORT_STAGES for arg in ("--set", item)]
+    larr("train", "all", "--config", "tiny", "--data", "my_data", "--out", "runs/mine", *sets, cwd=tmp_path)
+    repository = tmp_path / "runs" / "mine" / "model_repository"
+    larr("export", "--checkpoints", "runs/mine", "--target", "cpu", "--out", str(repository), cwd=tmp_path)
+
+    with run_triton_server(repository) as server:
+        answer = larr(
+            "query", "--url", server.grpc_url, "--user-id", "0", "--items", "0,1,2",
+            "--scene", "weather=light rain", "--scene", "place=office",
+            "--model-repository", str(repository), "--json", cwd=tmp_path,
+        )
+    items = json.loads(answer.stdout)["items"]
+    assert sorted(row["item_id"] for row in items) == [0, 1, 2]
+    assert all(0.0 < row["ctr"] < 1.0 for row in items)
+    names = load_dataset(tmp_path / "my_data").items.name  # what the conversion wrote for ids 0..2
+    assert {row["item_id"]: row["name"] for row in items} == {i: names[i] for i in range(3)}
