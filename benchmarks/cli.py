@@ -114,6 +114,26 @@ def write_report(results: dict, directory: Path) -> dict:
     return summary
 
 
+def measure(config, prog: str):
+    """Run the benchmark ``config`` describes: ``(0, BenchRun, results)``, or ``(exit code, None, None)`` after one
+    line on stderr -- 2 for what the user can fix (setup, missing tools), 1 for a failed measurement."""
+    from larr.benchmarks.loadgen import LoadError
+    from larr.benchmarks.models import BenchSetupError
+    from larr.benchmarks.perf import PerfAnalyzerError
+    from larr.benchmarks.runner import BenchRun
+    from larr.serving.launcher import PerfAnalyzerNotFoundError, ServerStartError, TritonNotFoundError
+
+    try:
+        bench = BenchRun(config)
+        return 0, bench, bench.run()
+    except (BenchSetupError, TritonNotFoundError, PerfAnalyzerNotFoundError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2, None, None
+    except (ServerStartError, PerfAnalyzerError, LoadError) as error:
+        print(f"{prog}: a measurement failed: {error}", file=sys.stderr)
+        return 1, None, None
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run ``larr bench``; returns the exit code (2 with a message on stderr for a clear user error)."""
     from larr.benchmarks.runner import RESULTS_FILE
@@ -132,21 +152,9 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"larr bench: {error}", file=sys.stderr)
         return 2
 
-    from larr.benchmarks.loadgen import LoadError
-    from larr.benchmarks.models import BenchSetupError
-    from larr.benchmarks.perf import PerfAnalyzerError
-    from larr.benchmarks.runner import BenchRun
-    from larr.serving.launcher import PerfAnalyzerNotFoundError, ServerStartError, TritonNotFoundError
-
-    try:
-        bench = BenchRun(config)
-        results = bench.run()
-    except (BenchSetupError, TritonNotFoundError, PerfAnalyzerNotFoundError) as error:
-        print(f"larr bench: {error}", file=sys.stderr)
-        return 2
-    except (ServerStartError, PerfAnalyzerError, LoadError) as error:
-        print(f"larr bench: a measurement failed: {error}", file=sys.stderr)
-        return 1
+    code, bench, results = measure(config, "larr bench")
+    if bench is None:
+        return code
     write_report(results, bench.results_dir)
     print()
     print((bench.results_dir / REPORT_FILE).read_text(encoding="utf-8"))

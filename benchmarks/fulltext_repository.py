@@ -26,10 +26,8 @@ TensorRT backend anyway.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -71,6 +69,7 @@ from larr.export.repository import (
     embedder_config,
     ensemble_config,
     fresh_version_dir,
+    link_or_copy,
     validate_ensemble,
 )
 from larr.layout import RunLayout, Variant
@@ -276,12 +275,7 @@ def _link_onnx(source: Path, target: Path) -> None:
     if len(sources) > 1 and source.name != target.name:
         raise RepositoryError(f"{source} has external data: link it to a file named {source.name}, not {target.name}")
     for path, destination in zip(sources, (target, external_data_path(target))):
-        try:
-            os.link(path, destination)
-        except OSError as error:
-            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-            shutil.copy2(path, destination)
+        link_or_copy(path, destination)
 
 
 # --------------------------------------------------------------------------------------------- command line

@@ -108,27 +108,20 @@ def run_precompute(config: PrecomputeConfig) -> dict:
 
 def run_serve(args: argparse.Namespace) -> int:
     """``larr bench`` with the gpu profile's defaults; summary and tables without plots. Exit codes as larr bench's."""
-    from larr.benchmarks.cli import build_config
-    from larr.benchmarks.loadgen import LoadError
-    from larr.benchmarks.models import BenchSetupError
-    from larr.benchmarks.perf import PerfAnalyzerError
-    from larr.benchmarks.runner import BenchRun
+    from larr.benchmarks.cli import build_config, measure
     from larr.benchmarks.summary import write_outputs
-    from larr.serving.launcher import PerfAnalyzerNotFoundError, ServerStartError, TritonNotFoundError
 
     try:
         config = build_config(args)
-        if args.target_seconds is not None:  # the reduced CPU form: every point shorter than the profile's
-            grids = {size: replace(grid, target_seconds=args.target_seconds) for size, grid in config.grids.items()}
-            config = replace(config, grids=grids)
-        bench = BenchRun(config)
-        results = bench.run()  # writes OUT/<machine>/results.json
-    except (ValueError, BenchSetupError, TritonNotFoundError, PerfAnalyzerNotFoundError) as error:
+    except ValueError as error:
         print(f"gpu_check serve: {error}", file=sys.stderr)
         return 2
-    except (ServerStartError, PerfAnalyzerError, LoadError) as error:
-        print(f"gpu_check serve: a measurement failed: {error}", file=sys.stderr)
-        return 1
+    if args.target_seconds is not None:  # the reduced CPU form: every point shorter than the profile's
+        grids = {size: replace(grid, target_seconds=args.target_seconds) for size, grid in config.grids.items()}
+        config = replace(config, grids=grids)
+    code, bench, results = measure(config, "gpu_check serve")  # writes OUT/<machine>/results.json
+    if bench is None:
+        return code
     write_outputs(results, bench.results_dir)
     _echo(f"serve: {bench.results_dir / RESULTS_FILE} ({results['duration_s']:.0f} s)")
     return 0

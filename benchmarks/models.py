@@ -21,10 +21,8 @@ every model's provenance is recorded (:attr:`SizeModels.labels`) and written nex
 from __future__ import annotations
 
 import dataclasses
-import errno
 import gc
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -319,18 +317,11 @@ def write_cache_capacity(repository: Path, result, capacity: int) -> None:
 
 def _copy_with_links(source: Path, target: Path) -> None:
     """Copy a folder tree, hard-linking the files (an exported 0.5B embedder is 2 GB)."""
+    from larr.export.repository import link_or_copy
+
     if target.exists():
         shutil.rmtree(target)
-
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError as error:
-            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-            shutil.copy2(src, dst)
-
-    shutil.copytree(source, target, copy_function=link, ignore=shutil.ignore_patterns(STAMP_FILE, "__pycache__"))
+    shutil.copytree(source, target, copy_function=link_or_copy, ignore=shutil.ignore_patterns(STAMP_FILE, "__pycache__"))
 
 
 # --------------------------------------------------------------------------------------------- facts

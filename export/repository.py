@@ -27,6 +27,7 @@ included) keys the feature cache, so a new embedder never reads stale entries.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -766,7 +767,7 @@ def apply_fresh_text_policy(repository: Path, policy: FreshTextPolicy | str, rep
     embedder = _read_config(repository / EMBEDDER_MODEL / CONFIG_FILE)
     background = policy is FreshTextPolicy.ASYNC and embedder.backend == "python"
     if background:
-        shutil.copytree(repository / EMBEDDER_MODEL, background_dir, copy_function=_link_or_copy)
+        shutil.copytree(repository / EMBEDDER_MODEL, background_dir, copy_function=link_or_copy)
         config = mc.ModelConfig()
         config.CopyFrom(embedder)
         config.name = EMBEDDER_BACKGROUND_MODEL
@@ -794,11 +795,14 @@ def _rewrite_config(path: Path, config: mc.ModelConfig) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _link_or_copy(source: str, target: str) -> None:
-    """Hard-link a file (an exported 0.5B embedder is 2 GB), copying where the file system cannot."""
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link a file (an exported 0.5B embedder is 2 GB), copying where the file system cannot (another
+    device, no permission, too many links); any other error is raised."""
     try:
         os.link(source, target)
-    except OSError:
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
         shutil.copy2(source, target)
 
 
@@ -830,6 +834,7 @@ __all__ = [
     "embedder_config",
     "ensemble_config",
     "fresh_version_dir",
+    "link_or_copy",
     "validate_ensemble",
     "write_repository",
 ]
