@@ -139,8 +139,12 @@ def test_a_killed_stub_is_noticed_and_its_model_reloaded(server: RunningServer, 
     assert all(o.started - killed_at <= FAILURES_STOP_WITHIN_S for o in failures), [str(o.error) for o in failures[-3:]]
     after_heal = [o for o in seen.outcomes if o.started > healed_at]
     assert after_heal and all(o.error is None for o in after_heal)
-    # No request waited out its deadline: every failure was an answer (an error status), not silence.
-    assert not [o for o in failures if isinstance(o.error, ServerUnavailableError) and "DEADLINE" in str(o.error)]
+    # No request sent after the kill waited out its deadline: each failure was an answer (an error status), not
+    # silence. A request already inside the stub when it died is never answered by Triton 2.51 (the dead
+    # instance's unload never completes), so at most the CLIENTS requests in flight at the kill may time out.
+    timed_out = [o for o in failures if isinstance(o.error, ServerUnavailableError) and "DEADLINE" in str(o.error)]
+    assert all(o.started < killed_at for o in timed_out), [o.started - killed_at for o in timed_out]
+    assert len(timed_out) <= CLIENTS
     # Between the kill and the heal, readiness said not-ready; before the kill and after the heal, ready.
     between = [ok for t, ok in seen.readiness if killed_at < t < healed_at]
     assert False in between
