@@ -1,8 +1,10 @@
-"""The ID part of LARR's stage-3 CTR model: field embeddings (+ dense features) → DCN-V2 / DeepFM / DNN → logit.
+"""The ID part of LARR's stage-3 CTR model: field embeddings (+ dense features) → DCN-V2 / DeepFM / FinalMLP / DNN
+→ logit.
 
-One class per architecture (:class:`DCNv2Backbone`, :class:`DeepFMBackbone`, :class:`DNNBackbone`), built from
-small arch modules (:class:`FieldEmbedding`, :class:`MLP`, :class:`CrossNetV2`, :class:`FactorizationMachine`);
-:func:`build_backbone` picks the class for ``BackboneConfig.kind``.
+One class per architecture (:class:`DCNv2Backbone`, :class:`DeepFMBackbone`, :class:`FinalMLPBackbone`,
+:class:`DNNBackbone`), built from small arch modules (:class:`FieldEmbedding`, :class:`MLP`, :class:`CrossNetV2`,
+:class:`FactorizationMachine`, :class:`FeatureGate`, :class:`InteractionAggregation`); :func:`build_backbone` picks
+the class for ``BackboneConfig.kind``.
 
 Alone it is the ID-only baseline; LARR feeds the item's LLM text embedding and the aligned scene vector in as
 ``dense`` features, concatenated to the flattened field embeddings before the cross/deep towers.
@@ -33,6 +35,12 @@ Recipe that reproduces BARS Frappe_x1 with the ID-only backbone (10 categorical 
   epoch; an epoch that does not improve it multiplies the lr by 0.1 (reduce-on-plateau, which is where most of
   the last 0.005 AUC comes from) and counts towards patience 2; restore the best epoch. About 15-25 epochs.
   With ``embedding_l2_scope="batch"`` DeepFM reached only 0.9831.
+
+FinalMLP (Mao et al., AAAI 2023; the best AUC on the BARS Frappe_x1 board, 0.9861) as BARS ran it
+(``ranking/ctr/FinalMLP/FinalMLP_frappe_x1`` in reczoo/BARS, FuxiCTR 2.0.1): ``BackboneConfig(kind="finalmlp",
+embedding_dim=10, mlp_hidden=(400,), mlp2_hidden=(100,), dropout=0.4, batch_norm=True, fs_hidden=(400,),
+fs1_context=("user",), fs2_context=("item",), num_heads=5, embedding_l2=0.05)`` with the same training recipe;
+``training/configs/frappe.yaml`` names it as a comment, not yet measured here.
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ class BackboneKind(ChoiceEnum):
 
     * ``dcnv2`` — DCN-V2, parallel: full-rank cross network ‖ MLP → linear head (:class:`DCNv2Backbone`);
     * ``deepfm`` — first-order weights + FM pairwise term + MLP (:class:`DeepFMBackbone`);
+    * ``finalmlp`` — two MLP streams, each over a context-gated copy of the input, fused by multi-head bilinear
+      aggregation (:class:`FinalMLPBackbone`);
     * ``dnn`` — MLP only (:class:`DNNBackbone`).
 
     A ``str`` subclass, so ``BackboneKind.DNN == "dnn"`` and JSON writes the plain value.
@@ -61,6 +71,7 @@ class BackboneKind(ChoiceEnum):
     DCNV2 = "dcnv2"
     DEEPFM = "deepfm"
     DNN = "dnn"
+    FINALMLP = "finalmlp"
 
 
 KINDS = tuple(k.value for k in BackboneKind)
@@ -73,12 +84,33 @@ class BackboneConfig:
 
     kind: BackboneKind = field(
         default=BackboneKind.DCNV2,
-        metadata={"help": "CTR architecture: 'dcnv2' | 'deepfm' | 'dnn' (a BackboneKind; YAML gives the string)"},
+        metadata={"help": "CTR architecture: 'dcnv2' | 'deepfm' | 'finalmlp' | 'dnn' (a BackboneKind; YAML gives "
+                          "the string)"},
     )
     embedding_dim: int = field(default=16, metadata={"help": "size of every field's embedding"})
     cross_layers: int = field(default=3, metadata={"help": "dcnv2: number of full-rank cross layers"})
     mlp_hidden: tuple[int, ...] = field(
-        default=(400, 400, 400), metadata={"help": "hidden sizes of the deep tower (empty: dcnv2 cross net only)"}
+        default=(400, 400, 400),
+        metadata={"help": "hidden sizes of the deep tower (empty: dcnv2 cross net only); finalmlp: its first stream"},
+    )
+    mlp2_hidden: tuple[int, ...] = field(
+        default=(64, 64, 64), metadata={"help": "finalmlp: hidden sizes of the second stream (FuxiCTR's default)"}
+    )
+    fs_hidden: tuple[int, ...] = field(
+        default=(64,), metadata={"help": "finalmlp: hidden sizes of each stream's feature-gate MLP"}
+    )
+    fs1_context: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "finalmlp: fields whose embeddings drive the first stream's gate, e.g. [user] (empty: a "
+                          "learned constant, i.e. a per-input-unit gate shared by all rows)"},
+    )
+    fs2_context: tuple[str, ...] = field(
+        default=(), metadata={"help": "finalmlp: fields whose embeddings drive the second stream's gate, e.g. [item]"}
+    )
+    num_heads: int = field(
+        default=1,
+        metadata={"help": "finalmlp: heads of the bilinear aggregation of the two streams; must divide both streams' "
+                          "last sizes"},
     )
     dropout: float = field(default=0.2, metadata={"help": "dropout after every hidden layer of the deep tower"})
     batch_norm: bool = field(default=False, metadata={"help": "BatchNorm1d after every hidden Linear (BARS: on)"})
@@ -96,6 +128,10 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)  # YAML/JSON give lists
+        self.mlp2_hidden = tuple(int(h) for h in self.mlp2_hidden)
+        self.fs_hidden = tuple(int(h) for h in self.fs_hidden)
+        self.fs1_context = tuple(str(f) for f in self.fs1_context)
+        self.fs2_context = tuple(str(f) for f in self.fs2_context)
         try:
             self.kind = BackboneKind(self.kind)  # YAML/JSON give the string
         except ValueError:
@@ -108,6 +144,17 @@ class BackboneConfig:
             raise ValueError(f"BackboneConfig.mlp_hidden sizes must be >= 1, got {self.mlp_hidden}")
         if self.kind is BackboneKind.DNN and not self.mlp_hidden:
             raise ValueError("BackboneConfig.kind='dnn' needs a non-empty mlp_hidden")
+        if self.kind is BackboneKind.FINALMLP:
+            if not self.mlp_hidden or not self.mlp2_hidden:
+                raise ValueError("BackboneConfig.kind='finalmlp' needs non-empty mlp_hidden and mlp2_hidden")
+            if any(h < 1 for h in self.mlp2_hidden + self.fs_hidden):
+                raise ValueError(f"BackboneConfig mlp2_hidden / fs_hidden sizes must be >= 1, got "
+                                 f"{self.mlp2_hidden} / {self.fs_hidden}")
+            if self.num_heads < 1 or self.mlp_hidden[-1] % self.num_heads or self.mlp2_hidden[-1] % self.num_heads:
+                raise ValueError(
+                    f"BackboneConfig.num_heads={self.num_heads} must divide both streams' last sizes "
+                    f"({self.mlp_hidden[-1]}, {self.mlp2_hidden[-1]})"
+                )
         if self.kind is BackboneKind.DCNV2 and not self.mlp_hidden and self.cross_layers == 0:
             raise ValueError("BackboneConfig.kind='dcnv2' needs cross_layers > 0 or a non-empty mlp_hidden")
         if not 0.0 <= self.dropout < 1.0:
@@ -362,11 +409,19 @@ class Backbone(nn.Module):
             :attr:`FieldVocab.sizes`.
         dense_dim: width of the dense input (0: none), e.g. an LLM embedding.
         config: the architecture; its ``kind`` must be the subclass's.
+        field_names: the fields' names in order (:attr:`FieldVocab.field_names`); needed where the config names
+            fields (FinalMLP's gate contexts).
     """
 
     kind: ClassVar[BackboneKind]
 
-    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
+    def __init__(
+        self,
+        field_vocab_sizes: Sequence[int],
+        dense_dim: int,
+        config: BackboneConfig,
+        field_names: Sequence[str] | None = None,
+    ):
         super().__init__()
         sizes = [int(s) for s in field_vocab_sizes]
         if config.kind is not self.kind:
@@ -377,6 +432,9 @@ class Backbone(nn.Module):
             raise ValueError(f"every field vocabulary needs >= 1 row (row 0 = unseen), got {sizes}")
         if dense_dim < 0:
             raise ValueError(f"dense_dim must be >= 0, got {dense_dim}")
+        if field_names is not None and len(field_names) != len(sizes):
+            raise ValueError(f"{len(field_names)} field names for {len(sizes)} fields")
+        self.field_names = [str(n) for n in field_names] if field_names is not None else None
         self.config = config
         self.field_vocab_sizes = sizes
         self.num_fields = len(sizes)
@@ -492,8 +550,14 @@ class DNNBackbone(Backbone):
 
     kind = BackboneKind.DNN
 
-    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
-        super().__init__(field_vocab_sizes, dense_dim, config)
+    def __init__(
+        self,
+        field_vocab_sizes: Sequence[int],
+        dense_dim: int,
+        config: BackboneConfig,
+        field_names: Sequence[str] | None = None,
+    ):
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
         self.head = nn.Linear(config.mlp_hidden[-1], 1)
         self.reset_parameters()
@@ -517,8 +581,14 @@ class DCNv2Backbone(Backbone):
 
     kind = BackboneKind.DCNV2
 
-    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
-        super().__init__(field_vocab_sizes, dense_dim, config)
+    def __init__(
+        self,
+        field_vocab_sizes: Sequence[int],
+        dense_dim: int,
+        config: BackboneConfig,
+        field_names: Sequence[str] | None = None,
+    ):
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
         # deep is registered before cross: reset_parameters draws in registration order
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
         self.cross = CrossNetV2(self.input_dim, config.cross_layers) if config.cross_layers else None
@@ -552,8 +622,14 @@ class DeepFMBackbone(Backbone):
 
     kind = BackboneKind.DEEPFM
 
-    def __init__(self, field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig):
-        super().__init__(field_vocab_sizes, dense_dim, config)
+    def __init__(
+        self,
+        field_vocab_sizes: Sequence[int],
+        dense_dim: int,
+        config: BackboneConfig,
+        field_names: Sequence[str] | None = None,
+    ):
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
         self.first_order = nn.Embedding(self.embedding.weight.shape[0], 1)
         self.fm = FactorizationMachine()
@@ -578,16 +654,158 @@ class DeepFMBackbone(Backbone):
         return logit + self.bias
 
 
+class FinalMLPBackbone(Backbone):
+    """FinalMLP: two MLP streams over context-gated copies of x, fused by multi-head bilinear aggregation → (B,).
+
+    Each stream ``s`` reads ``x * gate_s`` (B, D), D = F*E + dense_dim, where ``gate_s`` = 2·sigmoid(MLP(the
+    embeddings of the ``fs{s}_context`` fields)) (B, D) — or of a learned constant when no field is named. Its own
+    small context tables (one :class:`FieldEmbedding` per stream over the named fields) follow FuxiCTR, which gives the
+    gate inputs embeddings apart from the towers'. The streams' outputs (B, H1) and (B, H2) are fused by
+    :class:`InteractionAggregation`.
+
+    Example::
+
+        config = BackboneConfig(kind="finalmlp", embedding_dim=4, mlp_hidden=(16,), mlp2_hidden=(8,),
+                                fs1_context=("user",), num_heads=2)
+        model = FinalMLPBackbone([6, 9, 4], dense_dim=0, config=config, field_names=["user", "item", "weather"])
+        model(torch.tensor([[1, 0, 3], [5, 8, 0]]))  # (2,)
+    """
+
+    kind = BackboneKind.FINALMLP
+
+    def __init__(
+        self,
+        field_vocab_sizes: Sequence[int],
+        dense_dim: int,
+        config: BackboneConfig,
+        field_names: Sequence[str] | None = None,
+    ):
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
+        self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
+        self.deep2 = MLP(self.input_dim, config.mlp2_hidden, config.dropout, config.batch_norm)
+        self.gate1 = FeatureGate(self._context_fields(config.fs1_context), self.field_vocab_sizes,
+                                 config.embedding_dim, config.fs_hidden, self.input_dim)
+        self.gate2 = FeatureGate(self._context_fields(config.fs2_context), self.field_vocab_sizes,
+                                 config.embedding_dim, config.fs_hidden, self.input_dim)
+        self.fusion = InteractionAggregation(config.mlp_hidden[-1], config.mlp2_hidden[-1], config.num_heads)
+        self.reset_parameters()
+
+    def _context_fields(self, names: Sequence[str]) -> list[int]:
+        if names and self.field_names is None:
+            raise ValueError("a finalmlp gate context names fields: build the backbone with field_names")
+        unknown = [n for n in names if n not in (self.field_names or [])]
+        if unknown:
+            raise ValueError(f"finalmlp gate context {unknown} is not a field; fields: {self.field_names}")
+        return [self.field_names.index(n) for n in names]
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # the gates' and streams' Linears: Xavier-normal
+        self.gate1.reset_parameters()  # context tables std 1e-4 (or the zero constant)
+        self.gate2.reset_parameters()
+        self.fusion.reset_parameters()
+
+    def regularization(self) -> torch.Tensor:
+        """The base L2 over :attr:`embedding` plus the same L2 over both gates' context tables (FuxiCTR puts every
+        ``nn.Embedding`` under ``embedding_regularizer``)."""
+        total = super().regularization()
+        lam = self.config.embedding_l2
+        if lam == 0:
+            return total
+        for gate in (self.gate1, self.gate2):
+            if gate.context is None:
+                continue
+            if self.config.embedding_l2_scope == "table":
+                total = total + 0.5 * lam * gate.context.weight.pow(2).sum()
+            elif gate.last_rows is not None:
+                total = total + 0.5 * lam * gate.context.weight[torch.unique(gate.last_rows)].pow(2).sum()
+        return total
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        _, _, x = self.features(sparse, dense)  # x: (B, D)
+        stream1 = self.deep(x * self.gate1(sparse))  # (B, H1)
+        stream2 = self.deep2(x * self.gate2(sparse))  # (B, H2)
+        return self.fusion(stream1, stream2)  # (B,)
+
+
+class FeatureGate(nn.Module):
+    """FinalMLP's feature selection for one stream: context field embeddings (B, C*E) → MLP → 2·sigmoid → (B, D).
+
+    With no context fields the MLP reads a learned constant (1, E), so the gate is one learned vector for all rows.
+    """
+
+    def __init__(self, fields: Sequence[int], vocab_sizes: Sequence[int], dim: int, hidden: Sequence[int], out_dim: int):
+        super().__init__()
+        self.register_buffer("fields", torch.tensor(list(fields), dtype=torch.long), persistent=False)
+        if fields:
+            self.context: FieldEmbedding | None = FieldEmbedding([vocab_sizes[f] for f in fields], dim)
+            self.bias = None
+        else:
+            self.context = None
+            self.bias = nn.Parameter(torch.zeros(1, dim))
+        self.mlp = MLP(dim * max(1, len(fields)), hidden, dropout=0.0, batch_norm=False)
+        self.out = nn.Linear(hidden[-1] if hidden else dim * max(1, len(fields)), out_dim)
+        self.last_rows: torch.Tensor | None = None
+
+    def reset_parameters(self) -> None:
+        if self.context is not None:
+            nn.init.normal_(self.context.weight, std=1e-4)
+        else:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, sparse: torch.Tensor) -> torch.Tensor:
+        """(B, F) per-field indices → (B, D) gate in (0, 2)."""
+        if self.context is None:
+            inputs = self.bias.expand(sparse.shape[0], -1)  # (B, E)
+        else:
+            rows = self.context.rows(sparse[:, self.fields])  # (B, C)
+            if self.training:
+                self.last_rows = rows
+            inputs = self.context(rows).flatten(start_dim=1)  # (B, C*E)
+        return 2.0 * torch.sigmoid(self.out(self.mlp(inputs)))
+
+
+class InteractionAggregation(nn.Module):
+    """FinalMLP's fusion of two streams x (B, X) and y (B, Y) into a logit (B,):
+    ``w_x·x + w_y·y + Σ_h x_hᵀ W_h y_h``, the bilinear term per head over X/H and Y/H slices.
+    """
+
+    def __init__(self, x_dim: int, y_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_x, self.head_y = x_dim // num_heads, y_dim // num_heads
+        self.w_x = nn.Linear(x_dim, 1)
+        self.w_y = nn.Linear(y_dim, 1)
+        # stored (H * X/H * Y/H, 1) like FuxiCTR's, so Xavier-normal draws at the same scale
+        self.w_xy = nn.Parameter(torch.empty(num_heads * self.head_x * self.head_y, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_normal_(self.w_xy)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        heads_x = x.view(-1, self.num_heads, self.head_x)  # (B, H, X/H)
+        heads_y = y.view(-1, self.num_heads, self.head_y)  # (B, H, Y/H)
+        w = self.w_xy.view(self.num_heads, self.head_x, self.head_y)  # (H, X/H, Y/H)
+        bilinear = torch.einsum("bhx,hxy,bhy->b", heads_x, w, heads_y)  # (B,)
+        return (self.w_x(x) + self.w_y(y)).squeeze(1) + bilinear
+
+
 BACKBONES: dict[BackboneKind, type[Backbone]] = {
     BackboneKind.DCNV2: DCNv2Backbone,
     BackboneKind.DEEPFM: DeepFMBackbone,
     BackboneKind.DNN: DNNBackbone,
+    BackboneKind.FINALMLP: FinalMLPBackbone,
 }
 
 
-def build_backbone(field_vocab_sizes: Sequence[int], dense_dim: int, config: BackboneConfig) -> Backbone:
+def build_backbone(
+    field_vocab_sizes: Sequence[int],
+    dense_dim: int,
+    config: BackboneConfig,
+    field_names: Sequence[str] | None = None,
+) -> Backbone:
     """The :class:`Backbone` subclass for ``config.kind``, e.g. ``build_backbone(vocab.sizes, 0, config)``."""
-    return BACKBONES[config.kind](field_vocab_sizes, dense_dim, config)
+    return BACKBONES[config.kind](field_vocab_sizes, dense_dim, config, field_names)
 
 
 __all__ = [
@@ -601,7 +819,10 @@ __all__ = [
     "DNNBackbone",
     "DeepFMBackbone",
     "FactorizationMachine",
+    "FeatureGate",
     "FieldEmbedding",
+    "FinalMLPBackbone",
+    "InteractionAggregation",
     "FieldVocab",
     "MLP",
     "build_backbone",

@@ -127,7 +127,7 @@ class LarrCTR(nn.Module):
         self.spec = spec
         config = spec.backbone_config
         dense_dim = spec.llm_dim + config.embedding_dim if spec.use_llm else 0
-        self.backbone = build_backbone(spec.field_vocab_sizes, dense_dim, config)
+        self.backbone = build_backbone(spec.field_vocab_sizes, dense_dim, config, spec.field_names)
         if spec.use_llm:
             self.aggregator = AggregationEncoder(
                 spec.llm_features, spec.llm_dim, spec.agg_dim, spec.agg_layers, spec.agg_heads, spec.agg_dropout,

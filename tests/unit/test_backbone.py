@@ -1,4 +1,4 @@
-"""The CTR backbones (dcnv2 / deepfm / dnn), their config and FieldVocab on tiny synthetic data."""
+"""The CTR backbones (dcnv2 / deepfm / dnn / finalmlp), their config and FieldVocab on tiny synthetic data."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from larr.models.backbone import (
 )
 
 SIZES = [6, 9, 4]  # rows per field, row 0 = unseen
+# kinds whose checkpoint keys and forward are written out below (finalmlp has its own formula test at the end)
+CHECKPOINT_KINDS = ("dcnv2", "deepfm", "dnn")
 
 
 def _small(kind: str, dense_dim: int = 0, **overrides) -> Backbone:
@@ -228,7 +230,7 @@ def _reference_logits(kind: str, sd: dict[str, torch.Tensor], sparse: torch.Tens
     return first_order + pairwise + linear("dense_linear", dense).squeeze(1) + linear("head", deep(x)).squeeze(1)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CHECKPOINT_KINDS)
 def test_checkpoint_keys_and_seeded_init_are_stable(kind: str) -> None:
     torch.manual_seed(3)
     model = _checkpoint_model(kind)
@@ -241,7 +243,7 @@ def test_checkpoint_keys_and_seeded_init_are_stable(kind: str) -> None:
     assert set(state) - set(expected) == {k for k in DEEP_KEYS if ".1." in k or ".5." in k}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CHECKPOINT_KINDS)
 def test_forward_matches_the_written_out_architecture(kind: str) -> None:
     model = _checkpoint_model(kind)
     g = torch.Generator().manual_seed(4)
@@ -406,3 +408,81 @@ def test_field_vocab_errors() -> None:
         FieldVocab(["f"]).fit([[1.5]])
     with pytest.raises(ValueError, match="twice"):
         FieldVocab.from_dict({"fields": ["f"], "values": [[1, 1]]})
+
+
+# --------------------------------------------------------------------------------------------- finalmlp
+
+FIELDS = ["user", "item", "weather"]
+
+
+def _finalmlp(dense_dim: int = 0, **overrides) -> Backbone:
+    settings = {"kind": "finalmlp", "embedding_dim": 4, "mlp_hidden": (6,), "mlp2_hidden": (4,), "fs_hidden": (5,),
+                "fs1_context": ("user",), "fs2_context": (), "num_heads": 2, "dropout": 0.0, **overrides}
+    return build_backbone(SIZES, dense_dim, BackboneConfig(**settings), FIELDS).eval()
+
+
+def test_finalmlp_equals_its_formula_computed_by_hand() -> None:
+    """Gate = 2·sigmoid(MLP(context)), streams over gated x, logit = w_x·h1 + w_y·h2 + Σ_heads h1_hᵀ W_h h2_h."""
+    torch.manual_seed(0)
+    model = _finalmlp(dense_dim=3)
+    for p in model.parameters():  # move every weight off its init so no term hides at zero
+        nn.init.normal_(p, std=0.5)
+    sparse, dense = _batch(5, dense_dim=3)
+    got = model(sparse, dense)
+
+    def linear(layer: nn.Linear, v: np.ndarray) -> np.ndarray:
+        return v @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+
+    def sigmoid(v: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-v))
+
+    table = model.embedding.weight.detach().numpy()
+    offsets = np.concatenate([[0], np.cumsum(SIZES)[:-1]])
+    x = np.concatenate([table[sparse.numpy() + offsets].reshape(5, -1), dense.numpy()], axis=1)  # (5, 15)
+    # stream 1's gate reads the user's own context row; stream 2's a learned constant
+    user_ctx = model.gate1.context.weight.detach().numpy()[sparse.numpy()[:, 0]]  # (5, 4)
+    g1 = 2 * sigmoid(linear(model.gate1.out, np.maximum(linear(model.gate1.mlp[0], user_ctx), 0)))
+    const = np.repeat(model.gate2.bias.detach().numpy(), 5, axis=0)
+    g2 = 2 * sigmoid(linear(model.gate2.out, np.maximum(linear(model.gate2.mlp[0], const), 0)))
+    h1 = np.maximum(linear(model.deep[0], x * g1), 0)  # (5, 6)
+    h2 = np.maximum(linear(model.deep2[0], x * g2), 0)  # (5, 4)
+    w = model.fusion.w_xy.detach().numpy().reshape(2, 3, 2)
+    bilinear = sum(np.einsum("bi,ij,bj->b", h1[:, 3 * h:3 * h + 3], w[h], h2[:, 2 * h:2 * h + 2]) for h in range(2))
+    expected = linear(model.fusion.w_x, h1)[:, 0] + linear(model.fusion.w_y, h2)[:, 0] + bilinear
+    np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_finalmlp_gate_follows_its_context_field_only() -> None:
+    """Stream 1's gate depends on the user and nothing else: two rows that differ only in the item get one gate."""
+    model = _finalmlp()
+    for p in model.gate1.parameters():
+        nn.init.normal_(p, std=0.5)
+    rows = torch.tensor([[1, 2, 3], [1, 7, 0], [4, 2, 3]])
+    gates = model.gate1(rows)
+    assert torch.equal(gates[0], gates[1]) and not torch.allclose(gates[0], gates[2])
+    assert bool(((gates > 0) & (gates < 2)).all())
+
+
+def test_finalmlp_l2_covers_the_gate_context_tables() -> None:
+    model = _finalmlp(embedding_l2=0.05)
+    expected = 0.5 * 0.05 * (model.embedding.weight.pow(2).sum() + model.gate1.context.weight.pow(2).sum())
+    torch.testing.assert_close(model.regularization(), expected)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"fs1_context": ("city",)}, "not a field"),
+        ({"num_heads": 4}, "num_heads"),
+        ({"mlp2_hidden": ()}, "mlp2_hidden"),
+    ],
+)
+def test_finalmlp_config_errors_name_the_problem(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _finalmlp(**overrides)
+
+
+def test_finalmlp_with_named_contexts_needs_field_names() -> None:
+    config = BackboneConfig(kind="finalmlp", embedding_dim=4, mlp_hidden=(4,), mlp2_hidden=(4,), fs1_context=("user",))
+    with pytest.raises(ValueError, match="field_names"):
+        build_backbone(SIZES, 0, config)
