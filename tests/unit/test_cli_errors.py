@@ -141,3 +141,25 @@ def test_export_of_an_unservable_variant_says_why(capsys, tmp_path):
     line = one_line_error(capsys, ["export", "--checkpoints", str(tmp_path), "--target", "cpu", "--out",
                                    str(tmp_path / "repo"), "--variant", "full_text"])
     assert line.startswith("larr export: variant 'full_text' cannot be served") and "whole scene" in line
+
+
+def test_serve_without_a_repository_is_one_line(capsys, tmp_path):
+    line = one_line_error(capsys, ["serve", "--model-repository", str(tmp_path / "missing")])
+    assert line == f"larr serve: model repository {tmp_path / 'missing'} is not a directory"
+
+
+def test_query_of_an_unreachable_server_is_one_line_and_exit_1(capsys):
+    """Not the user's input but the server: exit 1 (retry elsewhere), still one line and no traceback."""
+    from larr.serving.launcher import free_port
+
+    code = main(["query", "--url", f"127.0.0.1:{free_port()}", "--user-id", "1", "--items", "1,2", "--timeout", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("larr query: server error: [StatusCode.UNAVAILABLE]")
+
+
+def test_query_with_bad_items_names_the_argument(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["query", "--user-id", "1", "--items", "1,x"])
+    assert exit_info.value.code == 2
+    assert "argument --items: expected comma-separated integers, got '1,x'" in capsys.readouterr().err
