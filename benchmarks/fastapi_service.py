@@ -1,5 +1,15 @@
-"""The baseline many teams write first: a FastAPI/uvicorn service around the PyTorch models, with a dict cache.
+"""The baseline many teams write first: a FastAPI/uvicorn service around the models, with an in-process cache.
 
+Two ways to build it:
+
+* ``--repository DIR`` (what ``larr bench`` runs): the *same exported model repository and runtime* as the Triton
+  ensemble — the feature cache's store, the embedder and CTR graphs through the adapters' own runtimes (ONNX
+  Runtime by default), in one uvicorn process (:class:`RepositoryScorer`, over
+  :class:`larr.benchmarks.inprocess.InProcessPipeline`). Triton / FastAPI then compares servers, not runtimes.
+* ``--embedder DIR --ctr DIR``: the PyTorch modules in eager mode with a dict cache (:class:`TorchScorer`), the
+  version most teams write first.
+
+    python -m larr.benchmarks.fastapi_service --repository runs/demo/repository --port 8080
     python -m larr.benchmarks.fastapi_service --embedder runs/demo/run/embed/model \\
         --ctr runs/demo/run/ctr/larr --num-users 400 --num-items 192 --port 8080
 
@@ -25,6 +35,25 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 HEALTH_PATH = "/health"
+
+
+class RepositoryScorer:
+    """The LARR request path on the exported repository's own store and runtimes (the server's, without Triton)."""
+
+    def __init__(self, repository: Path):
+        from larr.benchmarks.inprocess import InProcessPipeline
+
+        self.pipeline = InProcessPipeline(repository)
+
+    def score(self, scene_text: Sequence[str], user_id: int, item_ids: Sequence[int]) -> list[float]:
+        from larr.benchmarks.workload import BenchRequest
+        from larr.serving.errors import RequestError
+
+        request = BenchRequest(tuple(scene_text), int(user_id), tuple(int(i) for i in item_ids))
+        try:
+            return self.pipeline.score(request).tolist()
+        except RequestError as error:  # the server's own request checks: a client error, 422
+            raise ValueError(str(error)) from error
 
 
 class TorchScorer:
@@ -73,7 +102,7 @@ class TorchScorer:
         return ctr.cpu().tolist()
 
 
-def create_app(scorer: TorchScorer):
+def create_app(scorer: RepositoryScorer | TorchScorer):
     from fastapi import FastAPI, HTTPException
     from pydantic import BaseModel
 
@@ -82,7 +111,7 @@ def create_app(scorer: TorchScorer):
         user_id: int
         item_ids: list[int]
 
-    app = FastAPI(title="LARR scorer (FastAPI + PyTorch baseline)")
+    app = FastAPI(title=f"LARR scorer (FastAPI baseline, {type(scorer).__name__})")
 
     @app.get(HEALTH_PATH)
     def health() -> dict:
@@ -100,18 +129,17 @@ def create_app(scorer: TorchScorer):
 
 @contextlib.contextmanager
 def run_fastapi_service(
-    embedder_dir: Path, ctr_dir: Path, num_users: int, num_items: int, *, device: str = "cpu",
-    port: int | None = None, startup_timeout_s: float = 180.0,
+    repository: Path, *, port: int | None = None, startup_timeout_s: float = 180.0,
 ) -> Iterator[str]:
-    """Start the service in a child process on loopback, wait for ``/health``, yield its base URL, stop it."""
+    """Start the service on ``repository`` (:class:`RepositoryScorer`) in a child process on loopback, wait for
+    ``/health``, yield its base URL, stop it."""
     import httpx
 
     from larr.serving.launcher import free_port
 
     port = port or free_port()
     command = [
-        sys.executable, "-m", "larr.benchmarks.fastapi_service", "--embedder", str(embedder_dir), "--ctr", str(ctr_dir),
-        "--num-users", str(num_users), "--num-items", str(num_items), "--device", device, "--port", str(port),
+        sys.executable, "-m", "larr.benchmarks.fastapi_service", "--repository", str(repository), "--port", str(port),
     ]
     # A file, not a pipe: nobody reads a pipe while the benchmark runs, and a full one would block the service.
     log = tempfile.NamedTemporaryFile(prefix="larr-fastapi-", suffix=".log", delete=False)
@@ -146,18 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m larr.benchmarks.fastapi_service", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--embedder", required=True, type=Path, help="TextEmbedder folder (embed/model)")
-    parser.add_argument("--ctr", required=True, type=Path, help="LarrCTR folder (ctr/larr)")
-    parser.add_argument("--num-users", required=True, type=int)
-    parser.add_argument("--num-items", required=True, type=int)
-    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--repository", type=Path,
+                        help="exported model repository: serve its store and runtimes (the Triton ensemble's)")
+    parser.add_argument("--embedder", type=Path, help="without --repository: TextEmbedder folder (embed/model)")
+    parser.add_argument("--ctr", type=Path, help="without --repository: LarrCTR folder (ctr/larr)")
+    parser.add_argument("--num-users", type=int, help="without --repository: the trained user range")
+    parser.add_argument("--num-items", type=int, help="without --repository: the trained item range")
+    parser.add_argument("--device", default="cpu", help="without --repository: cpu | cuda")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
+    eager = (args.embedder, args.ctr, args.num_users, args.num_items)
+    if (args.repository is None) == (None in eager):
+        parser.error("give --repository, or all of --embedder, --ctr, --num-users and --num-items (not both)")
 
     import uvicorn
 
-    scorer = TorchScorer(args.embedder, args.ctr, args.num_users, args.num_items, args.device)
+    scorer = (RepositoryScorer(args.repository) if args.repository is not None
+              else TorchScorer(args.embedder, args.ctr, args.num_users, args.num_items, args.device))
     uvicorn.run(create_app(scorer), host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
     return 0
 

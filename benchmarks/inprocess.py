@@ -16,6 +16,7 @@ machine's fp32 matmul peak.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -57,7 +58,12 @@ def model_config(repository: Path, model: str) -> dict[str, Any]:
 
 
 class InProcessPipeline:
-    """The LARR ensemble's work for one request, in this process: cache -> embedder (misses) -> CTR."""
+    """The LARR ensemble's work for one request, in this process: cache -> embedder (misses) -> CTR.
+
+    Safe to call from several threads (the FastAPI baseline does): the store is touched under one lock, the
+    embedder and CTR runtimes (ONNX Runtime sessions release the GIL) run outside it. Two threads that miss the
+    same text both embed it, as two Triton instances would.
+    """
 
     def __init__(self, repository: Path):
         repository = Path(repository)
@@ -78,6 +84,7 @@ class InProcessPipeline:
         self.ctr_limits = CTRLimits.from_model_config(ctr_config)
         extra = (ITEM_REQUEST,) if self.ctr_batched else ()
         self.ctr = load_runtime(repository / CTR_MODEL / VERSION, ctr_config, extra_inputs=extra)
+        self._store_lock = threading.Lock()
 
     def score(self, request: BenchRequest) -> np.ndarray:
         """CTR (N,) float32 of one request; raises the request's RequestError if it is invalid."""
@@ -88,16 +95,21 @@ class InProcessPipeline:
         """CTRs of a batch of requests, computed as one execute of each served step computes them: one store
         lookup, ONE embedder call for the misses of all (split at its max batch), one run of the batched ctr
         graph. Raises the first invalid request's RequestError."""
-        batch = self.cache.begin([self.cache.parse(list(request.scene)) for request in requests])
+        parsed = [self.cache.parse(list(request.scene)) for request in requests]
+        with self._store_lock:
+            batch = self.cache.begin(parsed)
         if batch.missing:
             input_ids, attention_mask = self.cache.tokenize(batch.missing)  # (M, T) each
             parts = [
                 np.asarray(self.embedder.run([input_ids[part], attention_mask[part]])[0])
                 for part in (slice(s, s + self.max_batch) for s in range(0, len(input_ids), self.max_batch))
             ]
-            self.cache.complete(batch, np.concatenate(parts))  # (M, D)
+            with self._store_lock:
+                self.cache.complete(batch, np.concatenate(parts))  # (M, D)
+        with self._store_lock:
+            results = batch.results()
         scored: list[CTRRequest] = []
-        for request, result in zip(requests, batch.results()):
+        for request, result in zip(requests, results):
             if isinstance(result, RequestError):
                 raise result
             scene_emb, scene_ids = result  # (K, D), (K,)

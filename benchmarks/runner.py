@@ -12,7 +12,7 @@ Order per LLM size (each Triton variant on a fresh server; nothing is shared bet
 2. In-process: the same repository's models called in this process on the same requests (the same
    warm-up, every segment replayed in order, the concurrency-1 and headline segments timed), for the
    serving overhead.
-3. FastAPI + PyTorch vs the Triton ensemble, each fresh, both driven by the same Python closed-loop
+3. FastAPI (same repository and runtime) vs the Triton ensemble, each fresh, both driven by the same Python closed-loop
    generator with the same warm-up and the same requests.
 4. The embedder at saturation (tokens/s) for the MFU against the fp32 GEMM peak measured at the start.
 """
@@ -411,7 +411,7 @@ class BenchRun:
         self.progress.finish(task)
 
     def _loadgen(self, models: SizeModels, result: SizeResult, repeat: int) -> None:
-        """FastAPI + PyTorch and the Triton ensemble, each fresh, driven by the same Python generator."""
+        """FastAPI (the same repository and runtime) and the Triton ensemble, each fresh, driven by the same Python generator."""
         from larr.benchmarks.fastapi_service import run_fastapi_service
         from larr.benchmarks.loadgen import HttpTransport, TritonTransport, run_closed_loop
         from larr.serving.launcher import run_triton_server
@@ -419,7 +419,7 @@ class BenchRun:
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config
         task = f"{_task_prefix(size, repeat)}/loadgen"
         share = config.headline_unseen
-        self.progress.task(task, f"{size}: FastAPI + PyTorch vs Triton, same Python load generator, "
+        self.progress.task(task, f"{size}: FastAPI vs Triton (same repository and runtime), same Python load generator, "
                                  f"concurrency {list(grid.loadgen_concurrency)}")
         # as many requests per level as perf_analyzer sent to the LARR ensemble at that concurrency
         segments = result.segments[segment_key(repeat, LARR, share)][1:]
@@ -443,8 +443,8 @@ class BenchRun:
                     f"p99 {row['p99_us'] / 1e3:9.1f} ms"
                 )
 
-        with run_fastapi_service(models.embedder_dir, models.ctr_dirs[CTR_LARR], self.base.num_users, self.base.num_items,
-                                 device=self.machine.device) as url:
+        # the same repository (store, runtime) as the Triton ensemble below: the ratio compares servers
+        with run_fastapi_service(models.repositories[LARR]) as url:
             drive(FASTAPI, lambda: HttpTransport(url))
         log = self.work / size / "logs" / f"{LARR_LOADGEN}.log"
         with run_triton_server(models.repositories[LARR], log_path=log) as server:

@@ -48,3 +48,18 @@ def test_segment_timing_scores_every_request_in_batches(repository, requests):
     assert pipeline.cache.stats().misses == before
     with pytest.raises(ValueError, match="batch"):
         time_segment(pipeline, requests, batch=0)
+
+
+def test_threads_score_like_one_thread(repository, requests):
+    """The FastAPI baseline calls the pipeline from its thread pool: same scores, and every text ends up stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = [InProcessPipeline(repository).score(request) for request in requests]
+    shared = InProcessPipeline(repository)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(shared.score, requests * 3))
+    for served, reference in zip(got, expected * 3):
+        np.testing.assert_allclose(served, reference, rtol=0, atol=1e-5)
+    before = shared.cache.stats().misses
+    shared.score_many(requests)
+    assert shared.cache.stats().misses == before
