@@ -119,6 +119,11 @@ class CTRConfig:
     grad_clip: float = field(default=10.0, metadata={"help": "gradient-norm clipping (0 = off)"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (what --resume restarts from)"})
     embed_batch_size: int = field(default=256, metadata={"help": "texts per frozen-embedder forward"})
+    read_test: bool = field(
+        default=True,
+        metadata={"help": "score the test split after training; false for model-selection runs (tuning on "
+                  "validation), whose result.json then holds validation numbers only, so no test number is seen"},
+    )
     variants: tuple[Variant, ...] = field(
         default=ALL_VARIANTS,
         metadata={"help": "which models to train and report (larr and id_only are the headline pair); "

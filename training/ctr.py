@@ -276,7 +276,9 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: 
     bar.close()
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    test = ctr_metrics(data["test"].users, data["test"].labels.numpy(), predict(model, data["test"], table))
+    # model selection (cfg.read_test false) never scores the test split: its result has validation numbers only
+    test = (ctr_metrics(data["test"].users, data["test"].labels.numpy(), predict(model, data["test"], table))
+            if cfg.read_test else {})
     result = {**test, "best_valid_auc": state["best_auc"], "steps": step, "history": state["history"]}
     if ctx.is_main:
         save_checkpoint(stage_dir, step, model, optimizer, state)

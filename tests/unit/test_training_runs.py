@@ -273,3 +273,19 @@ def test_two_processes_train_the_loss_curve_of_one_on_the_same_global_batch(tiny
     for variant in variants:
         assert (tmp_path / "two_ctr" / "ctr" / variant / "model.safetensors").exists()
         assert not np.isnan(metrics["two_ctr"]["ctr"][variant]["logloss"])
+
+
+def test_a_model_selection_run_never_scores_the_test_split(tiny_run, tmp_path):
+    """ctr.read_test false: the same training (same seed, same validation AUC), no test number in the result."""
+    from larr.training.config import load_config
+    from larr.training.ctr import run as run_ctr
+
+    results = {}
+    for read_test in (True, False):
+        out = tmp_path / f"read_test_{read_test}"
+        config = load_config(str(tiny_run.run_dir / "config.yaml"),
+                             {"ctr.variants": ["id_only"], "ctr.read_test": read_test})
+        results[read_test] = run_ctr(config, out)["id_only"]
+    assert "auc" in results[True] and not {"auc", "logloss", "gauc"} & set(results[False])
+    assert results[False]["best_valid_auc"] == results[True]["best_valid_auc"]
+    assert results[False]["steps"] == results[True]["steps"]
