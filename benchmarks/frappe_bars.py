@@ -157,6 +157,9 @@ def pin_setup(plan: BenchmarkPlan, config: TrainConfig) -> None:
     path = plan.out / PIN_FILE
     if path.exists():
         before = json.loads(path.read_text(encoding="utf-8"))
+        # a config key added to the code after the run was pinned counts as unchanged while it has its default
+        defaults = to_dict(TrainConfig())
+        before["config"] = _with_new_defaults(before.get("config", {}), pinned["config"], defaults)
         if before != pinned:
             changed = sorted(k for k in pinned if before.get(k) != pinned[k])
             raise ValueError(
@@ -166,6 +169,18 @@ def pin_setup(plan: BenchmarkPlan, config: TrainConfig) -> None:
         return
     plan.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(pinned, indent=2) + "\n", encoding="utf-8")
+
+
+def _with_new_defaults(before: dict, now: dict, defaults: dict) -> dict:
+    """``before`` plus every key of ``now`` it lacks whose value in ``now`` is the default (recursively)."""
+    merged = dict(before)
+    for key, value in now.items():
+        if key not in before:
+            if key in defaults and defaults[key] == value:
+                merged[key] = value
+        elif isinstance(value, dict) and isinstance(before[key], dict):
+            merged[key] = _with_new_defaults(before[key], value, defaults.get(key, {}) or {})
+    return merged
 
 
 def add_timing(plan: BenchmarkPlan, key: str, seconds: float) -> None:
@@ -374,8 +389,10 @@ def render_markdown(report: dict) -> str:
         "decoded exactly" + (" (here only its rows of the user subset)" if setup["limit_users"] else "")
         + "; model selection (early stopping, best epoch) on the validation split only.",
         "",
-        f"Seeds (stage 3): {', '.join(map(str, setup['seeds']))}. Stages 1-2 ran once with seed {setup['llm_seed']}; "
-        f"the train negatives were re-sampled once with seed {setup['convert_seed']}"
+        f"Seeds (stage 3): {', '.join(map(str, setup['seeds']))}. "
+        + (f"Stages 1-2 ran once with seed {setup['llm_seed']}; " if set(variants) - {Variant.ID_ONLY.value}
+           else "No LLM stages (ID-only only); ")
+        + f"the train negatives were re-sampled once with seed {setup['convert_seed']}"
         + (f"; **subset: users < {setup['limit_users']}**" if setup["limit_users"] else "") + ".",
         "",
         "## Ours (mean ± sample std over seeds)",

@@ -129,3 +129,21 @@ def test_frappe_bars_smoke_run_end_to_end_and_resume(tmp_path: Path, capsys: pyt
     # a different set-up in the same folder is refused, not mixed into the table
     with pytest.raises(ValueError, match="different config"):
         main([*argv, "--set", "ctr.max_epochs=3"])
+
+
+def test_a_config_key_added_after_the_pin_counts_as_unchanged_only_at_its_default(tmp_path):
+    import json as _json
+
+    from larr.benchmarks.frappe_bars import BenchmarkPlan, PIN_FILE, base_config, pin_setup
+
+    plan = BenchmarkPlan(raw=tmp_path, out=tmp_path / "out", results=tmp_path / "results", variants=("id_only",))
+    pin_setup(plan, base_config(plan))
+    path = plan.out / PIN_FILE
+    pinned = _json.loads(path.read_text())
+    del pinned["config"]["ctr"]["read_test"]  # as a run pinned before the key existed
+    path.write_text(_json.dumps(pinned))
+    pin_setup(plan, base_config(plan))  # the key at its default: the same set-up
+    changed = BenchmarkPlan(raw=tmp_path, out=plan.out, results=plan.results, variants=("id_only",),
+                            overrides={"ctr.read_test": False})
+    with pytest.raises(ValueError, match="different config"):
+        pin_setup(changed, base_config(changed))
