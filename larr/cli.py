@@ -23,7 +23,7 @@ def _data_synth(args: argparse.Namespace) -> int:
     from larr.data.schema import write_dataset
     from larr.data.synth import SynthConfig, generate, held_out_share
 
-    config = SynthConfig(seed=args.seed, strict_knowledge=args.strict_knowledge)
+    config = SynthConfig(seed=args.seed, strict_knowledge=args.strict_knowledge, history_length=args.history_length)
     if args.scale != 1.0:
         config.train_rows = int(config.train_rows * args.scale)
         config.valid_rows = int(config.valid_rows * args.scale)
@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--strict-knowledge", action="store_true",
                        help="knowledge.txt (the stage-1 corpus's general text) leaves out the held-out paraphrases, "
                             "so no stage reads a test-only string; every other file is unchanged")
+    synth.add_argument("--history-length", type=int, default=0,
+                       help="also write history.csv: this many past choices per user, in varied contexts, with "
+                            "context-dependent taste (also changes the labels; 0: today's data)")
     synth.set_defaults(func=_data_synth)
     frappe = data.add_parser("frappe", help="convert raw Frappe + the BARS Frappe_x1 split into the schema")
     frappe.add_argument("--raw", default="../shared/data/frappe", help="folder with frappe.csv, meta.csv, nfm_split/")

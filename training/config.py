@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from larr.data.subsequence import HistoryMode
 from larr.errors import ConfigError
 from larr.layout import ALL_VARIANTS, Variant
 from larr.models.backbone import BackboneConfig
@@ -129,10 +130,34 @@ class CTRConfig:
         metadata={"help": "which models to train and report (larr and id_only are the headline pair); "
                   "YAML lists their names"},
     )
+    history: HistoryMode = field(
+        default=HistoryMode.OFF,
+        metadata={"help": "user-history sub-sequence a target-attention layer in the backbone reads (needs the "
+                  "dataset's history.csv): 'off' (no layer, today's model) | 'full' (last history_length events) | "
+                  "'last_k' (last history_recent events) | 'context' (events whose context is in the request "
+                  "context's prototype + the last history_recent, at most history_length). Training and offline "
+                  "evaluation only: the serving model has no history input"},
+    )
+    history_length: int = field(default=50, metadata={"help": "most history events one request reads ('full', 'context')"})
+    history_recent: int = field(
+        default=10, metadata={"help": "the last events kept for short-term preference ('context'; all of 'last_k')"}
+    )
+    prototypes: int = field(
+        default=4,
+        metadata={"help": "'context': k of the k-medoids that groups the history's contexts into prototypes by the "
+                  "Jensen-Shannon divergence of the categories chosen in them"},
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.scene_dropout <= 1.0:
             raise ConfigError(f"ctr.scene_dropout must be in [0, 1], got {self.scene_dropout}")
+        try:
+            self.history = HistoryMode.parse(self.history)
+        except ValueError as error:
+            raise ConfigError(f"ctr.history: {error}") from None
+        for name in ("history_length", "history_recent", "prototypes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ctr.{name} must be >= 1, got {getattr(self, name)}")
         # YAML and --set give names; everything downstream compares Variant members
         try:
             self.variants = tuple(Variant.parse(v) for v in self.variants)

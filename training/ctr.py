@@ -15,7 +15,9 @@ Variants (``ctr.variants`` in the config):
 ===============  =====================================================================================
 
 The LLM is frozen: every distinct (feature, text) is embedded **once** into a table (the same idea as
-the server's feature cache) and batches gather from it. Per variant, ``RunLayout.ctr_dir(variant)`` holds the
+the server's feature cache) and batches gather from it. With ``ctr.history`` on, every row also carries the
+item ids of its selected history sub-sequence (:mod:`larr.data.subsequence`, one selection per (user, context
+prototype)), which the backbone's target attention reads. Per variant, ``RunLayout.ctr_dir(variant)`` holds the
 model (``ctr.json``, ``model.safetensors``, ``vocab.json``), ``steps.csv`` and ``result.json``.
 """
 
@@ -33,10 +35,18 @@ from transformers import AutoModel, AutoTokenizer
 
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.data.schema import Dataset, Interactions, load_dataset
+from larr.data.subsequence import (
+    PADDING,
+    ContextPrototypes,
+    HistoryMode,
+    UserEvents,
+    history_matrix,
+    request_contexts,
+)
 from larr.errors import MissingInputError
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.backbone import FieldVocab
-from larr.models.ctr_model import CTRModelSpec, LarrCTR
+from larr.models.ctr_model import CTRModelSpec, LarrCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
@@ -146,6 +156,38 @@ def sparse_features(vocab: FieldVocab, rows: Interactions) -> np.ndarray:
     return vocab.transform([rows.user_id, rows.item_id, *rows.scene])  # (N, F)
 
 
+# --------------------------------------------------------------------------------------------- history
+
+
+def history_items(config: TrainConfig, dataset: Dataset) -> dict[str, np.ndarray] | None:
+    """split -> (N, L) item ids of each row's selected history events (PADDING after); None when history is off.
+
+    The prototypes are fitted on the whole history.csv: it is the users' past, before every split."""
+    cfg = config.ctr
+    if cfg.history is HistoryMode.OFF:
+        return None
+    history = dataset.history
+    if history is None:
+        raise MissingInputError(
+            f"ctr.history={cfg.history} needs {config.data}/history.csv (e.g. `larr data synth --history-length 50`)"
+        )
+    categories = sorted(set(dataset.items.category))
+    item_category = np.array([categories.index(c) for c in dataset.items.category])  # (I,)
+    prototypes = ContextPrototypes.fit(history, item_category, cfg.prototypes)
+    events = UserEvents.build(history, prototypes, dataset.info.num_users)
+    out = {}
+    for split, rows in dataset.splits.items():
+        targets = np.array([prototypes.of(c) for c in request_contexts(history, rows, dataset.info.scene_features)])
+        out[split] = history_matrix(events, rows.user_id, targets, cfg.history, cfg.history_length, cfg.history_recent)
+    return out
+
+
+def history_field_indices(vocab: FieldVocab, items: np.ndarray, num_items: int) -> np.ndarray:
+    """(N, L) item ids (PADDING kept) -> the item field's vocabulary indices (0 = an item train never showed)."""
+    table = index_table(vocab.to_dict()["values"][vocab.field_names.index("item")], num_items).numpy()
+    return np.where(items == PADDING, PADDING, table[np.maximum(items, 0)])
+
+
 # --------------------------------------------------------------------------------------------- training
 
 
@@ -156,15 +198,18 @@ class SplitTensors:
     codes: torch.Tensor | None  # (N, K') rows of the LLM feature table
     labels: torch.Tensor  # (N,)
     users: np.ndarray  # (N,)
+    history: torch.Tensor | None = None  # (N, L) item field indices of the selected history, -1 = padding
 
 
-def split_tensors(vocab: FieldVocab, rows: Interactions, codes: np.ndarray | None) -> SplitTensors:
+def split_tensors(vocab: FieldVocab, rows: Interactions, codes: np.ndarray | None,
+                  history: np.ndarray | None = None) -> SplitTensors:
     return SplitTensors(
         sparse=torch.from_numpy(sparse_features(vocab, rows)),
         item_rows=torch.from_numpy(rows.item_id + 1),
         codes=None if codes is None else torch.from_numpy(codes),
         labels=torch.from_numpy(rows.label),
         users=rows.user_id,
+        history=None if history is None else torch.from_numpy(history),
     )
 
 
@@ -188,7 +233,8 @@ def forward_rows(model, data: SplitTensors, rows, table: torch.Tensor | None, dr
     scene = None if data.codes is None else table[data.codes[rows]]  # (B, K', D)
     if scene is not None and dropped is not None:
         scene = scene.masked_fill(dropped[..., None], UNSEEN_SCENE_FILL)
-    return model(data.sparse[rows], scene, data.item_rows[rows])
+    history = None if data.history is None else data.history[rows]  # (B, L)
+    return model(data.sparse[rows], scene, data.item_rows[rows], history)
 
 
 @torch.no_grad()
@@ -203,11 +249,15 @@ def predict(model: LarrCTR, data: SplitTensors, table: torch.Tensor | None, batc
 
 
 def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: Path, llm: LLMFeatures | None,
-                  vocab: FieldVocab, ctx: DistContext, resume: bool) -> dict:
+                  vocab: FieldVocab, ctx: DistContext, resume: bool, history: dict[str, np.ndarray] | None = None) -> dict:
+    """``history``: split -> (N, L) item field indices of the selected history events (see :func:`history_items`)."""
     cfg = config.ctr
     stage_dir = RunLayout(out).ctr_dir(variant)
     use_llm = llm is not None
-    data = {split: split_tensors(vocab, rows, llm.codes[split] if use_llm else None) for split, rows in dataset.splits.items()}
+    data = {
+        split: split_tensors(vocab, rows, llm.codes[split] if use_llm else None, None if history is None else history[split])
+        for split, rows in dataset.splits.items()
+    }
     table = llm.table if use_llm else None
     spec = CTRModelSpec(
         variant=variant.value,
@@ -223,6 +273,7 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: 
         agg_heads=cfg.agg_heads,
         agg_dropout=cfg.agg_dropout,
         llm_input_scale=cfg.llm_input_scale,
+        history=cfg.history.value,
     )
     seed_everything(config.seed)
     model = LarrCTR(spec, llm.item_embeddings if use_llm else None)
@@ -294,6 +345,10 @@ def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
     cfg = config.ctr  # its variants are Variant members (CTRConfig checks the names)
     dataset = load_dataset(config.data)
     vocab = fit_vocab(dataset)
+    selected = history_items(config, dataset)
+    history = None if selected is None else {
+        split: history_field_indices(vocab, items, dataset.info.num_items) for split, items in selected.items()
+    }
     features_by_source: dict[tuple[Variant, bool], LLMFeatures] = {}
     results = {}
     for variant in cfg.variants:
@@ -308,7 +363,7 @@ def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
                 embedder, tokenizer = load_frozen_embedder(layout.root, variant.embedder_source)
                 features_by_source[key] = build_llm_features(dataset, embedder, tokenizer, key[1], cfg.embed_batch_size, ctx)
             llm = features_by_source[key]
-        results[variant] = train_variant(config, dataset, variant, layout.root, llm, vocab, ctx, resume)
+        results[variant] = train_variant(config, dataset, variant, layout.root, llm, vocab, ctx, resume, history)
     ctx.barrier()
     return {variant.value: {k: v for k, v in result.items() if k != "history"} for variant, result in results.items()}
 

@@ -8,6 +8,11 @@ A dataset is a folder::
     valid.csv           same columns as train.csv
     test.csv            same columns as train.csv
     knowledge.txt       optional: extra plain-text documents for the stage-1 corpus, one per line
+    history.csv         optional: user_id,position,item_id,<context feature 1>,... — each user's past choices
+                        (position 0 = oldest) and the context value of each; the context features are a subset of
+                        the scene features, spelled as canonical values (e.g. weather "rain"), not paraphrases
+    context_lexicon.csv optional, with history.csv: feature,text,value — the canonical context value of a scene
+                        text (a scene text it does not list is its own value)
 
 Rules (checked on load, errors name the file, line and column):
 
@@ -39,6 +44,10 @@ SPLITS = ("train", "valid", "test")
 INTERACTION_ID_COLUMNS = ("user_id", "item_id", "label", "timestamp")
 ITEM_COLUMNS = ("item_id", "name", "category", "description")
 ITEMS_FILE = "items.csv"
+HISTORY_FILE = "history.csv"
+LEXICON_FILE = "context_lexicon.csv"
+HISTORY_ID_COLUMNS = ("user_id", "position", "item_id")
+LEXICON_COLUMNS = ("feature", "text", "value")
 
 
 @dataclass(frozen=True)
@@ -96,11 +105,36 @@ class Interactions:
 
 
 @dataclass
+class History:
+    """Every user's long history of past choices (``history.csv``), rows sorted by (user, position).
+
+    ``context[k][n]`` is the canonical value of context feature ``context_features[k]`` at event ``n``;
+    ``lexicon[(feature, text)]`` maps a scene text of the interaction splits to such a value (see
+    :meth:`context_value`).
+    """
+
+    user_id: np.ndarray  # (H,) int64
+    position: np.ndarray  # (H,) int64, 0 = the user's oldest event
+    item_id: np.ndarray  # (H,) int64
+    context_features: tuple[str, ...]
+    context: list[list[str]]  # len(context_features) lists of H values
+    lexicon: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+    def context_value(self, feature: str, text: str) -> str:
+        """The canonical value of a scene text; a text the lexicon does not list is its own value."""
+        return self.lexicon.get((feature, text), text)
+
+
+@dataclass
 class Dataset:
     info: DatasetInfo
     items: Items
     splits: dict[str, Interactions]
     knowledge: list[str] = field(default_factory=list)
+    history: History | None = None  # only when the folder has history.csv
 
     @property
     def train(self) -> Interactions:
@@ -165,7 +199,39 @@ def load_dataset(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
     knowledge = []
     if knowledge_path.exists():
         knowledge = [line.strip() for line in knowledge_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return Dataset(info=info, items=items, splits=loaded, knowledge=knowledge)
+    history = load_history(root, info) if (root / HISTORY_FILE).exists() else None
+    return Dataset(info=info, items=items, splits=loaded, knowledge=knowledge, history=history)
+
+
+def load_history(root: Path, info: DatasetInfo) -> History:
+    """``history.csv`` (and ``context_lexicon.csv`` when present); its context columns are the scene features
+    its header names, in dataset.json's order."""
+    path = root / HISTORY_FILE
+    with path.open(newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), None) or []
+    features = tuple(f for f in info.scene_features if f in header)
+    if not features:
+        raise DataValidationError(f"{path}: line 1: no context column; name at least one of {list(info.scene_features)}")
+    users, positions, items = [], [], []
+    context: list[list[str]] = [[] for _ in features]
+    for line, row in _read_rows(path, [*HISTORY_ID_COLUMNS, *features]):
+        users.append(_parse_int(path, line, "user_id", row["user_id"], 0, info.num_users))
+        positions.append(_parse_int(path, line, "position", row["position"], 0, None))
+        items.append(_parse_int(path, line, "item_id", row["item_id"], 0, info.num_items))
+        for k, feature in enumerate(features):
+            context[k].append(row[feature])
+    order = np.lexsort((np.asarray(positions), np.asarray(users)))  # by user, then position
+    lexicon = {}
+    if (root / LEXICON_FILE).exists():
+        lexicon = {(row["feature"], row["text"]): row["value"] for _, row in _read_rows(root / LEXICON_FILE, list(LEXICON_COLUMNS))}
+    return History(
+        user_id=np.asarray(users, dtype=np.int64)[order],
+        position=np.asarray(positions, dtype=np.int64)[order],
+        item_id=np.asarray(items, dtype=np.int64)[order],
+        context_features=features,
+        context=[[column[i] for i in order] for column in context],
+        lexicon=lexicon,
+    )
 
 
 def _read_rows(path: Path, expected_columns: list[str]):
@@ -288,3 +354,20 @@ def write_dataset(root: str | Path, dataset: Dataset) -> None:
                 )
     if dataset.knowledge:
         (root / "knowledge.txt").write_text("\n".join(dataset.knowledge) + "\n", encoding="utf-8")
+    if dataset.history is not None:
+        _write_history(root, dataset.history)
+
+
+def _write_history(root: Path, history: History) -> None:
+    with (root / HISTORY_FILE).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*HISTORY_ID_COLUMNS, *history.context_features])
+        for n in range(len(history)):
+            values = [column[n] for column in history.context]
+            writer.writerow([int(history.user_id[n]), int(history.position[n]), int(history.item_id[n]), *values])
+    if history.lexicon:
+        with (root / LEXICON_FILE).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(LEXICON_COLUMNS)
+            for (feature, text), value in history.lexicon.items():
+                writer.writerow([feature, text, value])

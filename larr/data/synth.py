@@ -25,6 +25,14 @@ The world
   read every held-out paraphrase before stage 3 — a stand-in for a pretrained LLM's world knowledge.
   ``strict_knowledge`` leaves the held-out paraphrases and search queries out of it (every other output
   byte-identical), so the test split's held-out strings are ones no stage has read.
+* **Long histories** (``history_length`` > 0, off by default): every user gets that many past choices in
+  ``history.csv``, each made in a context (``time_slot``, ``weather``, ``place`` concepts). The 125 contexts
+  fall into ``history_prototypes`` hidden prototypes, and a user's taste gains a context-dependent part
+  ``context_taste[user, prototype, category]`` (a shared per-prototype mean + a per-user deviation). It drives
+  the history's choices and adds a term to every click logit, so a user's history says most about a request
+  when read by the request's context. ``context_lexicon.csv`` maps every paraphrase (held-out ones included,
+  like knowledge.txt) to its concept. Everything it draws comes from its own stream (seed, 17); with it off
+  every output is byte-identical to before, and with it on only the labels (and the two new files) change.
 
 :func:`held_out_share` measures how often the test split really uses a held-out text, per feature.
 """
@@ -35,9 +43,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from larr.data.schema import Dataset, DatasetInfo, Interactions, Items
+from larr.data.schema import Dataset, DatasetInfo, History, Interactions, Items
 
 SCENE_FEATURES = ("time_slot", "weather", "place", "recent_search", "recent_clicks")
+HISTORY_CONTEXT = ("time_slot", "weather", "place")  # the scene features a history event records
+HISTORY_STREAM = 17  # the history's random stream is default_rng((seed, HISTORY_STREAM))
 
 # category -> traits
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -216,6 +226,15 @@ class SynthConfig:
         default=0.4, metadata={"help": "share of impressions drawn from the user's favourite shops (a candidate generator's bias)"}
     )
     favorites_per_user: int = field(default=12, metadata={"help": "size of each user's favourite-shop pool"})
+    history_length: int = field(
+        default=0, metadata={"help": "past choices per user in history.csv, with context-dependent taste (0: none)"}
+    )
+    history_prototypes: int = field(default=4, metadata={"help": "hidden context prototypes the context taste depends on"})
+    prototype_taste_scale: float = field(
+        default=3.0,
+        metadata={"help": "std of the shared prototype x category taste (3: k-medoids on the JS matrix recovers the prototypes)"},
+    )
+    context_taste_scale: float = field(default=1.0, metadata={"help": "std of the user x prototype x category taste"})
 
 
 @dataclass
@@ -264,6 +283,62 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     )
 
 
+@dataclass
+class _ContextTaste:
+    """The long-history world's hidden part: which prototype each context is, and the taste it implies."""
+
+    prototype: np.ndarray  # (5, 5, 5) prototype of each (time_slot, weather, place) concept triple
+    taste: np.ndarray  # (U, P, C) user x prototype x category logit term
+
+    def term(self, users: np.ndarray, concepts: np.ndarray, categories: np.ndarray) -> np.ndarray:
+        """(N,) users, (N, 3) concept indices of HISTORY_CONTEXT, (N,) categories -> (N,) logit term."""
+        prototypes = self.prototype[concepts[:, 0], concepts[:, 1], concepts[:, 2]]
+        return self.taste[users, prototypes, categories]
+
+
+def _context_taste(config: SynthConfig, rng: np.random.Generator) -> _ContextTaste:
+    shape = tuple(len(SCENE_CONCEPTS[f]) for f in HISTORY_CONTEXT)
+    # every prototype gets at least one context, the rest at random
+    prototype = rng.permutation(np.resize(np.arange(config.history_prototypes), int(np.prod(shape)))).reshape(shape)
+    shared = rng.normal(0.0, config.prototype_taste_scale, size=(config.history_prototypes, len(CATEGORIES)))
+    own = rng.normal(0.0, config.context_taste_scale, size=(config.num_users, config.history_prototypes, len(CATEGORIES)))
+    return _ContextTaste(prototype=prototype, taste=shared[None] + own)
+
+
+def _history(config: SynthConfig, world: "_World", context: _ContextTaste, rng: np.random.Generator) -> History:
+    """``history_length`` past choices per user: a uniform context, then a shop by softmax over the utility
+    taste + context taste + the context's scene effect + latent affinity + quality (Gumbel-max)."""
+    effects = _concept_category_effect()
+    users = np.repeat(np.arange(config.num_users), config.history_length)  # (H,)
+    concepts = np.stack([rng.integers(len(SCENE_CONCEPTS[f]), size=len(users)) for f in HISTORY_CONTEXT], axis=1)  # (H, 3)
+    categories = world.shop_category  # (I,)
+    prototypes = context.prototype[concepts[:, 0], concepts[:, 1], concepts[:, 2]]  # (H,)
+    scene = sum(effects[f][concepts[:, k]] for k, f in enumerate(HISTORY_CONTEXT))  # (H, C)
+    utility = (
+        world.taste[users][:, categories]
+        + context.taste[users, prototypes][:, categories]
+        + config.scene_strength * scene[:, categories]
+        + config.latent_scale * world.user_latent[users] @ world.shop_latent.T
+        + world.quality
+    )  # (H, I)
+    chosen = np.argmax(utility + rng.gumbel(size=utility.shape), axis=1)
+    names = [list(SCENE_CONCEPTS[f]) for f in HISTORY_CONTEXT]
+    lexicon = {
+        (feature, text): concept
+        for feature in HISTORY_CONTEXT
+        for concept, (_, options) in SCENE_CONCEPTS[feature].items()
+        for text in options
+    }
+    return History(
+        user_id=users.astype(np.int64),
+        position=np.tile(np.arange(config.history_length), config.num_users).astype(np.int64),
+        item_id=chosen.astype(np.int64),
+        context_features=HISTORY_CONTEXT,
+        context=[[names[k][c] for c in concepts[:, k]] for k in range(len(HISTORY_CONTEXT))],
+        lexicon=lexicon,
+    )
+
+
 def _concept_category_effect() -> dict[str, np.ndarray]:
     """feature -> (num_concepts, C) logit effect of each concept on each category."""
     traits = list(TRAIT_PHRASES)
@@ -305,7 +380,8 @@ def _paraphrase(options: tuple[str, ...], held_out: int, use_held_out: bool, rng
 
 
 def _sample_split(
-    rows: int, unseen_rate: float, world: _World, config: SynthConfig, rng: np.random.Generator
+    rows: int, unseen_rate: float, world: _World, config: SynthConfig, rng: np.random.Generator,
+    context: _ContextTaste | None = None,
 ) -> Interactions:
     categories = list(CATEGORIES)
     effects = _concept_category_effect()
@@ -321,6 +397,7 @@ def _sample_split(
     items[from_favorites] = favorites[users[from_favorites], rng.integers(0, config.favorites_per_user, size=from_favorites.sum())]
     scene: list[list[str]] = [[] for _ in SCENE_FEATURES]
     logits = np.empty(rows)
+    concepts = np.zeros((rows, len(concept_features)), dtype=np.int64)  # the drawn concepts, for the context term
     for n in range(rows):
         user, item = users[n], items[n]
         category = world.shop_category[item]
@@ -328,6 +405,7 @@ def _sample_split(
         for k, feature in enumerate(concept_features):
             concept_names = list(SCENE_CONCEPTS[feature])
             concept = int(rng.integers(len(concept_names)))
+            concepts[n, k] = concept
             scene_term += effects[feature][concept, category]
             options = SCENE_CONCEPTS[feature][concept_names[concept]][1]
             held = rng.random() < unseen_rate
@@ -358,6 +436,8 @@ def _sample_split(
             + config.search_bonus * (searched == category)
             + config.click_bonus * (category in clicked_categories)
         )
+    if context is not None:  # computed outside the loop: the main stream's draws stay the same
+        logits += context.term(users, concepts, world.shop_category[items])
     labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
     return Interactions(
         user_id=users.astype(np.int64),
@@ -410,14 +490,17 @@ def generate(config: SynthConfig) -> Dataset:
         category=[categories[c] for c in world.shop_category],
         description=world.descriptions,
     )
+    history_rng = np.random.default_rng((config.seed, HISTORY_STREAM))
+    context = _context_taste(config, history_rng) if config.history_length > 0 else None
     splits = {
-        "train": _sample_split(config.train_rows, 0.0, world, config, rng),
-        "valid": _sample_split(config.valid_rows, 0.0, world, config, rng),
-        "test": _sample_split(config.test_rows, config.unseen_paraphrase_rate, world, config, rng),
+        "train": _sample_split(config.train_rows, 0.0, world, config, rng, context),
+        "valid": _sample_split(config.valid_rows, 0.0, world, config, rng, context),
+        "test": _sample_split(config.test_rows, config.unseen_paraphrase_rate, world, config, rng, context),
     }
     info = DatasetInfo(
         name="synth", scene_features=SCENE_FEATURES, num_users=config.num_users, num_items=len(world.names)
     )
     # drawn last, so the strict variant changes knowledge.txt and nothing else
     knowledge = _knowledge(rng, config.held_out_per_concept, config.strict_knowledge)
-    return Dataset(info=info, items=items, splits=splits, knowledge=knowledge)
+    history = _history(config, world, context, history_rng) if context is not None else None
+    return Dataset(info=info, items=items, splits=splits, knowledge=knowledge, history=history)

@@ -7,7 +7,10 @@ One class per architecture (:class:`DCNv2Backbone`, :class:`DeepFMBackbone`, :cl
 the class for ``BackboneConfig.kind``.
 
 Alone it is the ID-only baseline; LARR feeds the item's LLM text embedding and the aligned scene vector in as
-``dense`` features, concatenated to the flattened field embeddings before the cross/deep towers.
+``dense`` features, concatenated to the flattened field embeddings before the cross/deep towers. With
+``history_field`` set, a :class:`TargetAttention` layer reads a user-history sequence of that field's values
+(the items of a selected sub-sequence, ``ctr.history``) with the candidate's embedding as the query, and its
+output joins the towers' input too.
 
     from larr.models.backbone import BackboneConfig, FieldVocab, build_backbone
 
@@ -380,6 +383,31 @@ class CrossNetV2(nn.Module):
         return x
 
 
+class TargetAttention(nn.Module):
+    """DIN-style target attention: the candidate's embedding scores every history event, the softmax-weighted sum
+    of the events' embeddings is the candidate-specific interest; (B, E), (B, L, E), (B, L) bool -> (B, E).
+
+    The score of an event is a small MLP on ``[q, k, q - k, q * k]`` (DIN's activation unit). Padded events
+    (``valid`` False) get weight exactly 0, so they change nothing; a row with no valid event gives 0.
+
+    Example::
+
+        attend = TargetAttention(8)
+        attend(torch.randn(2, 8), torch.randn(2, 5, 8), torch.tensor([[True] * 5, [True, True] + [False] * 3]))  # (2, 8)
+    """
+
+    def __init__(self, dim: int, hidden: int = 32):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        q = query[:, None, :].expand_as(keys)  # (B, L, E)
+        scores = self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)  # (B, L)
+        # -1e4 underflows to an exact 0 weight in the softmax; the product zeroes rows with no valid event
+        weights = scores.masked_fill(~valid, -1e4).softmax(dim=-1) * valid.to(scores.dtype)  # (B, L)
+        return (weights[..., None] * keys).sum(dim=1)  # (B, E)
+
+
 class FactorizationMachine(nn.Module):
     """The FM's pairwise term ``sum_{i<j} <e_i, e_j>`` over the fields, in O(F·E); (B, F, E) → (B,).
 
@@ -403,6 +431,7 @@ class Backbone(nn.Module):
     Subclasses (one per :class:`BackboneKind`) add their towers and ``forward``; build one with
     :func:`build_backbone`. Every tower reads ``x`` = flattened field embeddings ‖ dense features,
     (B, F*E + dense_dim), which :meth:`features` returns with the embeddings (B, F, E) and table rows (B, F).
+    With ``history_field`` the attention's output (B, E) sits between the two: (B, F*E + E + dense_dim).
 
     Args:
         field_vocab_sizes: rows of each field's embedding table (row 0 = out-of-vocabulary), e.g.
@@ -411,6 +440,8 @@ class Backbone(nn.Module):
         config: the architecture; its ``kind`` must be the subclass's.
         field_names: the fields' names in order (:attr:`FieldVocab.field_names`); needed where the config names
             fields (FinalMLP's gate contexts).
+        history_field: the field whose values a history sequence holds (the item field); ``None``: no history
+            input and no attention layer (today's model, parameter for parameter).
     """
 
     kind: ClassVar[BackboneKind]
@@ -420,7 +451,9 @@ class Backbone(nn.Module):
         field_vocab_sizes: Sequence[int],
         dense_dim: int,
         config: BackboneConfig,
+        *,
         field_names: Sequence[str] | None = None,
+        history_field: int | None = None,
     ):
         super().__init__()
         sizes = [int(s) for s in field_vocab_sizes]
@@ -441,6 +474,13 @@ class Backbone(nn.Module):
         self.dense_dim = int(dense_dim)
         self.input_dim = self.num_fields * config.embedding_dim + self.dense_dim
         self.embedding = FieldEmbedding(sizes, config.embedding_dim)
+        self.history_field = history_field
+        self.target_attention = None
+        if history_field is not None:
+            if not 0 <= history_field < self.num_fields:
+                raise ValueError(f"history_field must be a field index in [0, {self.num_fields}), got {history_field}")
+            self.target_attention = TargetAttention(config.embedding_dim)
+            self.input_dim += config.embedding_dim
         self._last_rows: torch.Tensor | None = None
 
     def reset_parameters(self) -> None:
@@ -488,27 +528,42 @@ class Backbone(nn.Module):
                     f"[0, {self.field_vocab_sizes[col]}) (use 0 for unseen values)"
                 )
 
+    def attend_history(self, emb: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+        """(B, F, E) field embeddings, (B, L) history values of ``history_field`` (vocabulary indices, -1 = padding)
+        -> (B, E) the candidate's target attention over its history."""
+        if history is None:
+            raise ValueError("this backbone has a target-attention layer: pass history (B, L), -1 = padding")
+        valid = history >= 0  # (B, L)
+        field_sizes = self.embedding.sizes[self.history_field]
+        index = torch.where(valid & (history < field_sizes), history, torch.zeros_like(history))
+        keys = self.embedding(index + self.embedding.offsets[self.history_field])  # (B, L, E)
+        return self.target_attention(emb[:, self.history_field], keys, valid)
+
     def features(
-        self, sparse: torch.Tensor, dense: torch.Tensor | None
+        self, sparse: torch.Tensor, dense: torch.Tensor | None, history: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Checked inputs → table rows (B, F), embeddings (B, F, E) and the towers' input x (B, F*E + dense_dim)."""
+        """Checked inputs → table rows (B, F), embeddings (B, F, E) and the towers' input x (B, F*E [+ E] + dense_dim)."""
         self._check_inputs(sparse, dense)
         rows = self.embedding.rows(sparse)  # (B, F)
         if self.training:
             self._last_rows = rows
         emb = self.embedding(rows)  # (B, F, E)
         x = emb.flatten(start_dim=1)  # (B, F*E)
+        if self.target_attention is not None:
+            x = torch.cat([x, self.attend_history(emb, history.long() if history is not None else None)], dim=1)
         if self.dense_dim:
             x = torch.cat([x, dense.to(x.dtype)], dim=1)  # (B, F*E + dense_dim)
         return rows, emb, x
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
+                history: torch.Tensor | None = None) -> torch.Tensor:
         """Score a batch.
 
         Args:
             sparse: (B, F) int64 per-field indices, 0 = the field's out-of-vocabulary row.
             dense: (B, dense_dim) float features concatenated to the flattened field embeddings before the
                 towers; ``None`` when ``dense_dim == 0``.
+            history: (B, L) int64 indices of ``history_field`` values, -1 = padding; only with ``history_field``.
 
         Returns:
             (B,) logits.
@@ -555,15 +610,18 @@ class DNNBackbone(Backbone):
         field_vocab_sizes: Sequence[int],
         dense_dim: int,
         config: BackboneConfig,
+        *,
         field_names: Sequence[str] | None = None,
+        history_field: int | None = None,
     ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
         self.head = nn.Linear(config.mlp_hidden[-1], 1)
         self.reset_parameters()
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
-        _, _, x = self.features(sparse, dense)
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
+                history: torch.Tensor | None = None) -> torch.Tensor:
+        _, _, x = self.features(sparse, dense, history)
         return self.head(self.deep(x)).squeeze(1)  # (B,)
 
 
@@ -586,9 +644,11 @@ class DCNv2Backbone(Backbone):
         field_vocab_sizes: Sequence[int],
         dense_dim: int,
         config: BackboneConfig,
+        *,
         field_names: Sequence[str] | None = None,
+        history_field: int | None = None,
     ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
         # deep is registered before cross: reset_parameters draws in registration order
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
         self.cross = CrossNetV2(self.input_dim, config.cross_layers) if config.cross_layers else None
@@ -596,8 +656,9 @@ class DCNv2Backbone(Backbone):
         self.head = nn.Linear(head_in, 1)
         self.reset_parameters()
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
-        _, _, x = self.features(sparse, dense)
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
+                history: torch.Tensor | None = None) -> torch.Tensor:
+        _, _, x = self.features(sparse, dense, history)
         parts = []
         if self.cross is not None:
             parts.append(self.cross(x))  # (B, D)
@@ -627,9 +688,11 @@ class DeepFMBackbone(Backbone):
         field_vocab_sizes: Sequence[int],
         dense_dim: int,
         config: BackboneConfig,
+        *,
         field_names: Sequence[str] | None = None,
+        history_field: int | None = None,
     ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
         self.first_order = nn.Embedding(self.embedding.weight.shape[0], 1)
         self.fm = FactorizationMachine()
@@ -643,8 +706,9 @@ class DeepFMBackbone(Backbone):
     def embedding_tables(self) -> list[nn.Module]:
         return [self.embedding, self.first_order]
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
-        rows, emb, x = self.features(sparse, dense)
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
+                history: torch.Tensor | None = None) -> torch.Tensor:
+        rows, emb, x = self.features(sparse, dense, history)
         logit = self.first_order(rows).sum(dim=(1, 2))  # (B,)
         logit = logit + self.fm(emb)
         if self.dense_linear is not None:
@@ -678,9 +742,11 @@ class FinalMLPBackbone(Backbone):
         field_vocab_sizes: Sequence[int],
         dense_dim: int,
         config: BackboneConfig,
+        *,
         field_names: Sequence[str] | None = None,
+        history_field: int | None = None,
     ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names)
+        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
         self.deep2 = MLP(self.input_dim, config.mlp2_hidden, config.dropout, config.batch_norm)
         self.gate1 = FeatureGate(self._context_fields(config.fs1_context), self.field_vocab_sizes,
@@ -720,8 +786,9 @@ class FinalMLPBackbone(Backbone):
                 total = total + 0.5 * lam * gate.context.weight[torch.unique(gate.last_rows)].pow(2).sum()
         return total
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
-        _, _, x = self.features(sparse, dense)  # x: (B, D)
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
+                history: torch.Tensor | None = None) -> torch.Tensor:
+        _, _, x = self.features(sparse, dense, history)  # x: (B, D)
         stream1 = self.deep(x * self.gate1(sparse))  # (B, H1)
         stream2 = self.deep2(x * self.gate2(sparse))  # (B, H2)
         return self.fusion(stream1, stream2)  # (B,)
@@ -802,10 +869,13 @@ def build_backbone(
     field_vocab_sizes: Sequence[int],
     dense_dim: int,
     config: BackboneConfig,
+    *,
     field_names: Sequence[str] | None = None,
+    history_field: int | None = None,
 ) -> Backbone:
     """The :class:`Backbone` subclass for ``config.kind``, e.g. ``build_backbone(vocab.sizes, 0, config)``."""
-    return BACKBONES[config.kind](field_vocab_sizes, dense_dim, config, field_names)
+    return BACKBONES[config.kind](field_vocab_sizes, dense_dim, config, field_names=field_names,
+                                  history_field=history_field)
 
 
 __all__ = [
@@ -825,5 +895,6 @@ __all__ = [
     "InteractionAggregation",
     "FieldVocab",
     "MLP",
+    "TargetAttention",
     "build_backbone",
 ]

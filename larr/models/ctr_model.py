@@ -2,7 +2,9 @@
 
 Field layout of the ID part (both LARR and the ID-only baseline): ``[user, item, scene_1 … scene_K]``,
 each a :class:`~larr.models.backbone.FieldVocab` index (0 = unseen). LARR adds, as dense inputs to the
-same backbone, the item's static LLM text embedding and the *aligned* scene vector.
+same backbone, the item's static LLM text embedding and the *aligned* scene vector. With ``ctr.history`` on,
+the backbone's target attention reads a selected sub-sequence of the user's history (item field indices,
+-1 = padding); that is a training / offline-evaluation option for now: the serving forms refuse such a model.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from larr.data.subsequence import HistoryMode
 from larr.models.backbone import BackboneConfig, build_backbone
 
 SPEC_FILE = "ctr.json"
@@ -107,6 +110,8 @@ class CTRModelSpec:
     # factor on the dense LLM inputs (item text, aligned scene); < 1 keeps them from drowning out tiny-initialised,
     # L2-regularised ID embeddings (CTRConfig.llm_input_scale)
     llm_input_scale: float = 1.0
+    # which history events the backbone's target attention reads (a HistoryMode value); "off": no attention layer
+    history: str = HistoryMode.OFF.value
 
     @property
     def backbone_config(self) -> BackboneConfig:
@@ -127,7 +132,9 @@ class LarrCTR(nn.Module):
         self.spec = spec
         config = spec.backbone_config
         dense_dim = spec.llm_dim + config.embedding_dim if spec.use_llm else 0
-        self.backbone = build_backbone(spec.field_vocab_sizes, dense_dim, config, spec.field_names)
+        history_field = None if HistoryMode.parse(spec.history) is HistoryMode.OFF else ITEM_FIELD
+        self.backbone = build_backbone(spec.field_vocab_sizes, dense_dim, config, field_names=spec.field_names,
+                                       history_field=history_field)
         if spec.use_llm:
             self.aggregator = AggregationEncoder(
                 spec.llm_features, spec.llm_dim, spec.agg_dim, spec.agg_layers, spec.agg_heads, spec.agg_dropout,
@@ -143,15 +150,17 @@ class LarrCTR(nn.Module):
         embedding = self.backbone.embedding
         return embedding(embedding.rows(sparse)[:, USER_FIELD])
 
-    def forward(self, sparse: torch.Tensor, scene: torch.Tensor | None = None, item_rows: torch.Tensor | None = None) -> CTROutput:
+    def forward(self, sparse: torch.Tensor, scene: torch.Tensor | None = None, item_rows: torch.Tensor | None = None,
+                history: torch.Tensor | None = None) -> CTROutput:
         """sparse (B, F) field indices; scene (B, K', D) frozen per-feature embeddings; item_rows (B,) row of
-        ``item_text`` (item id + 1, 0 = unknown)."""
+        ``item_text`` (item id + 1, 0 = unknown); history (B, L) item field indices of the selected history
+        events, -1 = padding (only when ``spec.history`` is not off)."""
         if not self.spec.use_llm:
-            return CTROutput(self.backbone(sparse, None), None, None)
+            return CTROutput(self.backbone(sparse, None, history), None, None)
         _, aligned = self.aggregator(scene)  # (B, E)
         dense = torch.cat([self.item_text[item_rows], self.scene_input(aligned)], dim=1)  # (B, D + E)
         dense = dense * self.spec.llm_input_scale
-        return CTROutput(self.backbone(sparse, dense), aligned, self.collaborative_user(sparse))
+        return CTROutput(self.backbone(sparse, dense, history), aligned, self.collaborative_user(sparse))
 
     @staticmethod
     def scene_input(aligned: torch.Tensor) -> torch.Tensor:
@@ -198,6 +207,11 @@ class ServingCTR(nn.Module):
 
     def __init__(self, model: LarrCTR, user_index: torch.Tensor, item_index: torch.Tensor):
         super().__init__()
+        if HistoryMode.parse(model.spec.history) is not HistoryMode.OFF:
+            raise NotImplementedError(
+                f"ctr.history={model.spec.history} is a training / offline-evaluation option for now: the serving "
+                "model has no history input"
+            )
         self.model = model
         self.register_buffer("user_index", user_index.long())  # (num_users,)
         self.register_buffer("item_index", item_index.long())  # (num_items,)

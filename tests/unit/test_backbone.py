@@ -418,7 +418,7 @@ FIELDS = ["user", "item", "weather"]
 def _finalmlp(dense_dim: int = 0, **overrides) -> Backbone:
     settings = {"kind": "finalmlp", "embedding_dim": 4, "mlp_hidden": (6,), "mlp2_hidden": (4,), "fs_hidden": (5,),
                 "fs1_context": ("user",), "fs2_context": (), "num_heads": 2, "dropout": 0.0, **overrides}
-    return build_backbone(SIZES, dense_dim, BackboneConfig(**settings), FIELDS).eval()
+    return build_backbone(SIZES, dense_dim, BackboneConfig(**settings), field_names=FIELDS).eval()
 
 
 def test_finalmlp_equals_its_formula_computed_by_hand() -> None:
