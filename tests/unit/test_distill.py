@@ -276,3 +276,11 @@ def test_width_ratio_flag_sets_the_config():
 
     args = build_parser().parse_args(["train", "distill", "--config", "quick", "--out", "x", "--width-ratio", "0.25"])
     assert config_from_args(args).distill.width_ratio == 0.25
+
+
+def test_speed_interval_is_the_t_interval_of_the_mean():
+    from larr.benchmarks.distill_speed import interval
+
+    result = interval([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321
+    assert result["mean"] == 2.0 and result["n"] == 3
+    assert result["ci95"] == pytest.approx([2.0 - 2.4841, 2.0 + 2.4841], abs=1e-3)
