@@ -47,7 +47,8 @@ def interval(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     half = float(stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / np.sqrt(len(array))) if len(array) > 1 else 0.0
     mean = float(array.mean())
-    return {"mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": len(array)}
+    return {"mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)],
+            "median": round(float(np.median(array)), 4), "n": len(array)}
 
 
 def build_models(run: Path, shape_name: str, width_ratio: float, seed: int) -> dict[str, TextEmbedder]:
