@@ -270,7 +270,7 @@ class CheckpointPaths:
         layout = RunLayout(checkpoints)
         if not layout.root.is_dir():
             raise RepositoryError(f"{checkpoints}: no such run folder; make one with `larr train all --out {checkpoints}`")
-        embedder_dir = layout.embedder_dir(variant)
+        embedder_dir = layout.embedder_dir(variant, layout.ctr_embedder_source())  # the one stage 3 trained on
         ctr_dir = layout.ctr_dir(variant)
         if not (embedder_dir / EMBEDDER_FILE).exists():
             raise RepositoryError(f"{embedder_dir}: no trained embedder; run `larr train embed --out {checkpoints}`")

@@ -380,7 +380,7 @@ def run_embed_scenes(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, device=args.device, dtype=args.dtype, measure_peak=not args.no_peak
         )
         layout = RunLayout(args.checkpoints)
-        embedder_dir = layout.embedder_dir(Variant.parse(args.variant))
+        embedder_dir = layout.embedder_dir(Variant.parse(args.variant), layout.ctr_embedder_source())
         data = args.data or layout.dataset_dir()
         if not (embedder_dir / "embedder.json").exists():
             raise SceneTableError(f"{embedder_dir}: no trained embedder; run `larr train embed --out {args.checkpoints}`")

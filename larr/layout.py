@@ -15,6 +15,7 @@ Run folder (``larr train all --out RUN``)::
     RUN/pretrain/model/             stage 1: the continually pretrained causal LM (HF folder)
     RUN/embed/model/                stage 2: the text embedder (TextEmbedder folder)
     RUN/embed_no_stage1/model/      stage 2 started from the base model (the no_stage1 ablation)
+    RUN/distill/model/              `larr train distill`: the stage-2 embedder pruned to a narrower width (optional)
     RUN/ctr/<variant>/              stage 3: one CTR model per variant
 
 Layer 1: no torch, no other larr module.
@@ -37,11 +38,25 @@ BASE_MODEL_DIR = "init"  # inside pretrain/: the base LM as it was before stage 
 
 
 class Stage(ChoiceEnum):
-    """The three training stages, by the folder (and CLI name) each writes."""
+    """The training stages, by the folder (and CLI name) each writes: the three of the method, and the optional
+    distillation of the stage-2 embedder (``larr train distill``), which runs between stages 2 and 3."""
 
     PRETRAIN = "pretrain"
     EMBED = "embed"
+    DISTILL = "distill"
     CTR = "ctr"
+
+
+class EmbedderSource(ChoiceEnum):
+    """Which TextEmbedder stage 3 and the export read for the variants whose features are LARR's own
+    (``Variant.embedder_source`` is ``larr``): stage 2's, or its distilled copy (``larr train distill``)."""
+
+    STAGE2 = "stage2"
+    DISTILLED = "distilled"
+
+    @classmethod
+    def choice_name(cls) -> str:
+        return "ctr.embedder"
 
 
 class Variant(ChoiceEnum):
@@ -127,14 +142,37 @@ class RunLayout:
             return self.root / f"{Stage.EMBED.value}_{Variant.NO_STAGE1.value}"
         return self.stage_dir(Stage.EMBED)
 
-    def embedder_dir(self, variant: Variant = Variant.LARR) -> Path:
-        """The trained TextEmbedder folder ``variant`` reads its features from."""
+    def embedder_dir(self, variant: Variant = Variant.LARR, source: EmbedderSource = EmbedderSource.STAGE2) -> Path:
+        """The trained TextEmbedder folder ``variant`` reads its features from: stage 2's, or with ``source``
+        ``distilled`` the distilled copy for the variants whose embedder is LARR's (the ablated embedders of
+        ``no_stage1`` / ``no_stage2`` are never distilled)."""
+        variant = Variant.parse(variant)
+        if EmbedderSource.parse(source) is EmbedderSource.DISTILLED and variant.embedder_source is Variant.LARR:
+            return self.distilled_embedder_dir
         return self.embed_dir(variant) / MODEL_DIR
 
     @property
+    def distill_dir(self) -> Path:
+        """``larr train distill``'s output folder (steps.csv, model/)."""
+        return self.stage_dir(Stage.DISTILL)
+
+    @property
+    def distilled_embedder_dir(self) -> Path:
+        """The distilled TextEmbedder (a normal TextEmbedder folder, narrower)."""
+        return self.distill_dir / MODEL_DIR
+
+    def ctr_embedder_source(self) -> EmbedderSource:
+        """The ``ctr.embedder`` of the run's ``config.yaml`` (stage2 when the file or the key is absent): which
+        embedder the run's CTR models were trained on, hence which one the export serves with them."""
+        if not self.config_file.exists():
+            return EmbedderSource.STAGE2
+        ctr = (yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}).get(Stage.CTR.value) or {}
+        return EmbedderSource.parse(ctr.get("embedder", EmbedderSource.STAGE2.value))
+
+    @property
     def llm_stage_dirs(self) -> tuple[Path, ...]:
-        """Every folder stages 1 and 2 write: what stage 3 reads its frozen LLM features from."""
-        return self.pretrain_dir, self.embed_dir(Variant.LARR), self.embed_dir(Variant.NO_STAGE1)
+        """Every folder stages 1 and 2 (and the distillation) write: what stage 3 reads its frozen LLM features from."""
+        return self.pretrain_dir, self.embed_dir(Variant.LARR), self.embed_dir(Variant.NO_STAGE1), self.distill_dir
 
     def ctr_dir(self, variant: Variant) -> Path:
         return self.stage_dir(Stage.CTR) / Variant.parse(variant).value

@@ -1,4 +1,7 @@
-"""``larr train pretrain|embed|ctr|all``: the stages in order, each through :mod:`larr.training.runner`.
+"""``larr train pretrain|embed|distill|ctr|all``: the stages in order, each through :mod:`larr.training.runner`.
+
+``distill`` (optional, training/distill.py) narrows the stage-2 embedder; ``all`` runs it between stages 2 and 3
+when ``ctr.embedder`` is ``distilled`` (stage 3 then reads it), and skips it otherwise.
 
 Each stage module is also runnable under torchrun (``python -m larr.training.<stage>``) with the same
 arguments. ``DIR/metrics.json`` collects every stage's results; ``DIR/config.yaml`` the resolved config.
@@ -29,23 +32,32 @@ __all__ = [
 def run_stage(stage: str | Stage, config, out: Path, resume: bool) -> dict:
     """Run one stage (its ``train``: stage 2 includes the no_stage1 embedder when that variant is configured)
     and merge its results into ``out/metrics.json``; returns them."""
-    from larr.training import ctr, embed, pretrain
+    from larr.training import ctr, distill, embed, pretrain
 
     try:
         stage = Stage(stage)
     except ValueError:
         raise ValueError(f"unknown stage {stage!r}; one of {STAGES}") from None
-    train = {Stage.PRETRAIN: pretrain.train, Stage.EMBED: embed.train, Stage.CTR: ctr.train}[stage]
+    train = {Stage.PRETRAIN: pretrain.train, Stage.EMBED: embed.train, Stage.DISTILL: distill.train,
+             Stage.CTR: ctr.train}[stage]
     return run_with_bookkeeping(stage, train, config, out, resume)
 
 
+def pipeline(config) -> tuple[str, ...]:
+    """The stages ``larr train all`` runs: 1 -> 2 -> 3, with the distillation before 3 when stage 3 reads it."""
+    from larr.layout import EmbedderSource
+
+    distilled = config.ctr.embedder is EmbedderSource.DISTILLED
+    return tuple(s for s in STAGES if s != Stage.DISTILL.value or distilled)
+
+
 def run_all(config, out: Path, resume: bool) -> dict:
-    return {stage: run_stage(stage, config, out, resume) for stage in STAGES}
+    return {stage: run_stage(stage, config, out, resume) for stage in pipeline(config)}
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    stages = STAGES if args.stage == "all" else (args.stage,)
+    stages = pipeline(config) if args.stage == "all" else (args.stage,)
     for stage in stages:
         run_stage(stage, config, args.out, args.resume)
     print_metrics(args.out)

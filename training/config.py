@@ -1,4 +1,4 @@
-"""Typed configs for the three training stages, loadable from YAML (unknown keys are errors).
+"""Typed configs for the training stages (the three of the method and the optional distillation), loadable from YAML (unknown keys are errors).
 
 Shipped configs live in ``training/configs/``; ``--config tiny`` names ``training/configs/tiny.yaml``. A config file
 may start from another with ``base: NAME_OR_PATH`` and then set only the keys it changes (``quick.yaml`` is ``tiny``
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from larr.choices import ChoiceEnum
 from larr.data.subsequence import HistoryMode
 from larr.errors import ConfigError
-from larr.layout import ALL_VARIANTS, Variant
+from larr.layout import ALL_VARIANTS, EmbedderSource, Variant
 from larr.models.backbone import BackboneConfig
 from larr.tokenization import DEFAULT_MAX_LENGTH
 
@@ -84,6 +85,64 @@ class EmbedConfig:
     checkpoint_every: int = field(default=100, metadata={"help": "steps between checkpoints (what --resume restarts from)"})
 
 
+class DistillLoss(ChoiceEnum):
+    """What the student matches of the teacher's embedding of each text (training/losses/distillation.py)."""
+
+    COSINE = "cosine"  # 1 - cos of the served, unit-norm embeddings: only their direction matters downstream
+    MSE = "mse"  # mean squared error of the projection outputs before the L2 norm (direction and length)
+
+    @classmethod
+    def choice_name(cls) -> str:
+        return "distill.loss"
+
+
+class PruneImportance(ChoiceEnum):
+    """How a channel's importance is scored before each pruning step (training/prune.py)."""
+
+    TAYLOR = "taylor"  # sum of |w * dL/dw| over the channel's weights, accumulated since the last pruning (HomoDistil)
+    MAGNITUDE = "magnitude"  # sum of |w| over the channel's weights at the pruning step
+
+    @classmethod
+    def choice_name(cls) -> str:
+        return "distill.importance"
+
+
+@dataclass
+class DistillConfig:
+    """``larr train distill``: a narrower copy of the stage-2 embedder (HomoDistil: the student starts as the teacher
+    and is pruned step by step to the target width while it learns to reproduce the teacher's embeddings).
+
+    The student's hidden size, every MLP's intermediate size and the query heads per key/value group shrink together
+    to ``width_ratio`` of the teacher's over ``prune_steps`` pruning steps, ``prune_every`` training steps apart; the
+    remaining steps train at the final width. Texts: stage 2's training pairs (both sides of every kind). Written to
+    ``RUN/distill/model/``; stage 3 and the export read it when ``ctr.embedder`` is ``distilled``.
+    """
+
+    width_ratio: float = field(default=0.5, metadata={"help": "final widths / the teacher's (hidden, intermediate, query heads per group); in (0, 1]"})
+    steps: int = field(default=400, metadata={"help": "optimiser steps of the distillation (pruning included)"})
+    prune_steps: int = field(default=4, metadata={"help": "pruning steps from the teacher's widths to width_ratio (equal steps)"})
+    prune_every: int = field(default=50, metadata={"help": "training steps between pruning steps (the first is at step prune_every)"})
+    importance: PruneImportance = field(default=PruneImportance.TAYLOR, metadata={"help": "channel importance: taylor (|w*grad|, accumulated) or magnitude (|w|)"})
+    loss: DistillLoss = field(default=DistillLoss.COSINE, metadata={"help": "cosine (unit-norm embeddings) or mse (pre-norm projection outputs)"})
+    batch_size: int = field(default=256, metadata={"help": "texts per step"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "peak AdamW learning rate (linear warm-up, then cosine decay to 10 %)"})
+    warmup_steps: int = field(default=20, metadata={"help": "steps of linear learning-rate warm-up"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.width_ratio <= 1.0:
+            raise ConfigError(f"distill.width_ratio must be in (0, 1], got {self.width_ratio}")
+        if self.prune_steps < 1 or self.prune_every < 1:
+            raise ConfigError("distill.prune_steps and distill.prune_every must be >= 1")
+        if self.prune_steps * self.prune_every > self.steps:
+            raise ConfigError(f"distill: the last pruning step ({self.prune_steps} x {self.prune_every}) comes after "
+                              f"distill.steps ({self.steps})")
+        try:
+            self.importance = PruneImportance.parse(self.importance)
+            self.loss = DistillLoss.parse(self.loss)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
 @dataclass
 class CTRConfig:
     """Stage 3: frozen LLM features -> aggregation encoder (+ alignment) -> CTR backbone."""
@@ -125,6 +184,12 @@ class CTRConfig:
         metadata={"help": "score the test split after training; false for model-selection runs (tuning on "
                   "validation), whose result.json then holds validation numbers only, so no test number is seen"},
     )
+    embedder: EmbedderSource = field(
+        default=EmbedderSource.STAGE2,
+        metadata={"help": "the frozen embedder of larr, no_alignment and full_text: stage2 (RUN/embed/model) or "
+                  "distilled (RUN/distill/model, `larr train distill`; `larr train all` then runs it before stage 3). "
+                  "The export serves the embedder the run's config.yaml names here"},
+    )
     variants: tuple[Variant, ...] = field(
         default=ALL_VARIANTS,
         metadata={"help": "which models to train and report (larr and id_only are the headline pair); "
@@ -158,6 +223,10 @@ class CTRConfig:
         for name in ("history_length", "history_recent", "prototypes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ctr.{name} must be >= 1, got {getattr(self, name)}")
+        try:
+            self.embedder = EmbedderSource.parse(self.embedder)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         # YAML and --set give names; everything downstream compares Variant members
         try:
             self.variants = tuple(Variant.parse(v) for v in self.variants)
@@ -178,6 +247,7 @@ class TrainConfig:
     threads: int = field(default=0, metadata={"help": "torch intra-op threads; 0 = torch's default"})
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     ctr: CTRConfig = field(default_factory=CTRConfig)
 
 

@@ -44,7 +44,7 @@ from larr.data.subsequence import (
     request_contexts,
 )
 from larr.errors import MissingInputError
-from larr.layout import RunLayout, Stage, Variant
+from larr.layout import EmbedderSource, RunLayout, Stage, Variant
 from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import CTRModelSpec, LarrCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
@@ -75,8 +75,11 @@ RESULT_FILE = "result.json"
 # --------------------------------------------------------------------------------------------- frozen LLM features
 
 
-def load_frozen_embedder(out: Path, variant: Variant) -> tuple[TextEmbedder, EmbeddingTokenizer]:
-    """The frozen text embedder a variant reads its features from (see ``Variant.embedder_source``)."""
+def load_frozen_embedder(
+    out: Path, variant: Variant, source: EmbedderSource = EmbedderSource.STAGE2
+) -> tuple[TextEmbedder, EmbeddingTokenizer]:
+    """The frozen text embedder a variant reads its features from (see ``Variant.embedder_source``; ``source``
+    picks stage 2's or the distilled one for LARR's, ``ctr.embedder``)."""
     layout = RunLayout(out)
     variant = Variant.parse(variant)
     if variant.embedder_source is Variant.NO_STAGE2:
@@ -86,9 +89,10 @@ def load_frozen_embedder(out: Path, variant: Variant) -> tuple[TextEmbedder, Emb
         max_length = EmbeddingInputConfig.load(layout.embedder_dir(Variant.LARR)).max_length
         hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
         return embedder, EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, EmbeddingInputConfig(max_length=max_length))
-    model_dir = layout.embedder_dir(variant)
+    model_dir = layout.embedder_dir(variant, source)
     if not model_dir.exists():
-        raise MissingInputError(f"{model_dir}: missing; run `larr train embed --out {out}` first (variant {variant})")
+        command = "distill" if model_dir == layout.distilled_embedder_dir else "embed"
+        raise MissingInputError(f"{model_dir}: missing; run `larr train {command} --out {out}` first (variant {variant})")
     return TextEmbedder.from_pretrained(model_dir), EmbeddingTokenizer.from_directory(model_dir)
 
 
@@ -360,7 +364,7 @@ def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
         if variant.uses_llm:
             key = (variant.embedder_source, variant.whole_scene)
             if key not in features_by_source:
-                embedder, tokenizer = load_frozen_embedder(layout.root, variant.embedder_source)
+                embedder, tokenizer = load_frozen_embedder(layout.root, variant.embedder_source, cfg.embedder)
                 features_by_source[key] = build_llm_features(dataset, embedder, tokenizer, key[1], cfg.embed_batch_size, ctx)
             llm = features_by_source[key]
         results[variant] = train_variant(config, dataset, variant, layout.root, llm, vocab, ctx, resume, history)

@@ -26,12 +26,16 @@ from larr.layout import RunLayout, Stage
 def configure_train_parser(parser: argparse.ArgumentParser, with_stage: bool = True) -> None:
     if with_stage:
         stages = tuple(stage.value for stage in Stage)
-        parser.add_argument("stage", choices=(*stages, "all"), help="which stage to run ('all': 1 -> 2 -> 3)")
+        parser.add_argument("stage", choices=(*stages, "all"),
+                            help="which stage to run ('all': 1 -> 2 -> 3, with distill before 3 when ctr.embedder is "
+                            "distilled)")
     parser.add_argument("--config", default="tiny", help="YAML config file, or a shipped config name (default: tiny)")
     parser.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, models, metrics.json")
     parser.add_argument("--data", help="dataset folder (overrides the config's `data`)")
     parser.add_argument("--base-model", help="local Hugging Face causal-LM folder for stage 1 (default: tiny from scratch)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--width-ratio", type=float, metavar="R",
+                        help="distill: the student's widths / the teacher's (overrides distill.width_ratio)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set ctr.max_epochs=2 (YAML value syntax); repeatable",
@@ -54,6 +58,8 @@ def config_from_args(args: argparse.Namespace):
         overrides["data"] = args.data
     if args.base_model:
         overrides["pretrain.base_model"] = args.base_model
+    if getattr(args, "width_ratio", None) is not None:
+        overrides["distill.width_ratio"] = args.width_ratio
     return load_config(args.config, overrides)
 
 

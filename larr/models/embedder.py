@@ -62,9 +62,13 @@ class TextEmbedder(nn.Module):
         return self.projection_dim or self.hidden_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.project(input_ids, attention_mask), dim=-1)  # (B, D)
+
+    def project(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The embedding before the L2 norm, (B, D): what a distillation loss that also matches lengths compares."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         pooled = last_token_pool(hidden, attention_mask)  # (B, H)
-        return F.normalize(self.projection(pooled), dim=-1)  # (B, D)
+        return self.projection(pooled)
 
     # ------------------------------------------------------------------------------------ persistence
 
