@@ -13,9 +13,11 @@ its ID field -- the OOV row when train never had it -- and the frozen embedder's
 * **another meaning** otherwise ("blizzard" -> "heatwave").
 
 Reports mean |delta CTR| over (request, replacement) pairs of both kinds, per feature and overall, and their ratio:
-a model that reads meaning moves the CTR for another meaning and hardly for a paraphrase. ``id_only`` moves only
-through the ID fields, a reference for how much of the movement the text embedding adds. Requests whose text has
-no known meaning are skipped. No Triton: the run's files through larr.models, deterministic.
+a model that reads meaning moves the CTR for another meaning and hardly for a paraphrase. Twice: ``served`` (the
+replacement goes into the ID field and the embedder, as a request would) and ``text_only`` (the ID field keeps the
+request's text; only the embedder reads the replacement: how much the model listens to the LLM's scene vector).
+``id_only`` moves only through the ID fields, a reference for the served numbers. Requests whose text has no known
+meaning are skipped. No Triton: the run's files through larr.models, deterministic.
 """
 
 from __future__ import annotations
@@ -90,10 +92,13 @@ class SensitivityModel:
         return torch.from_numpy(embed_texts(self.embedder, self.tokenizer, texts))
 
     @torch.no_grad()
-    def score(self, rows: Interactions, scene: list[list[str]], table: torch.Tensor, index: dict[str, int]) -> np.ndarray:
-        """Click probabilities (N,) of ``rows`` with scene texts ``scene`` (K columns of N raw texts)."""
+    def score(self, rows: Interactions, scene: list[list[str]], table: torch.Tensor, index: dict[str, int],
+              id_scene: list[list[str]] | None = None) -> np.ndarray:
+        """Click probabilities (N,) of ``rows`` with scene texts ``scene`` (K columns of N raw texts) for the
+        embedder and ``id_scene`` (default: the same) for the scene ID fields."""
         features = self.dataset.info.scene_features
-        sparse = torch.from_numpy(self.vocab.transform([rows.user_id, rows.item_id, *scene]))  # (N, F)
+        ids = id_scene if id_scene is not None else scene
+        sparse = torch.from_numpy(self.vocab.transform([rows.user_id, rows.item_id, *ids]))  # (N, F)
         codes = np.array([[index[format_scene_feature(f, text)] for text in column] for f, column in zip(features, scene)]).T
         embeddings = table[torch.from_numpy(codes)]  # (N, K, D)
         item_rows = torch.from_numpy(rows.item_id + 1)  # (N,) row of item_text, 0 = unknown
@@ -101,8 +106,12 @@ class SensitivityModel:
         return torch.sigmoid(logits).numpy()
 
 
-def measure(model: SensitivityModel, rows: int = DEFAULT_ROWS, meanings: dict | None = None) -> dict[str, Sensitivity]:
-    """Per feature with known meanings, and ``"all"``: mean |delta CTR| for paraphrases and other meanings."""
+MODES = ("served", "text_only")  # the replacement reaches the ID field and the embedder / the embedder only
+
+
+def measure(model: SensitivityModel, rows: int = DEFAULT_ROWS, meanings: dict | None = None) -> dict[str, dict[str, Sensitivity]]:
+    """Per mode (:data:`MODES`), per feature with known meanings and ``"all"``: mean |delta CTR| for paraphrases
+    and other meanings."""
     meanings = meanings or synth_meanings()
     test = model.dataset.test
     test = test.subset(np.arange(min(rows, len(test))))
@@ -117,6 +126,11 @@ def measure(model: SensitivityModel, rows: int = DEFAULT_ROWS, meanings: dict | 
     table = model.embed(texts)
     original = [list(column) for column in test.scene]
     base = model.score(test, original, table, index)  # (N,)
+    return {mode: _measure_mode(model, test, original, studied, meanings, table, index, base, mode) for mode in MODES}
+
+
+def _measure_mode(model, test, original, studied, meanings, table, index, base, mode: str) -> dict[str, Sensitivity]:
+    features = model.dataset.info.scene_features
     sums: dict[str, dict[bool, list[float]]] = {}
     for f in studied:
         k = features.index(f)
@@ -126,7 +140,8 @@ def measure(model: SensitivityModel, rows: int = DEFAULT_ROWS, meanings: dict | 
         for name, group in meanings[f].items():
             for text in group:
                 swapped = [*original[:k], [text] * len(test), *original[k + 1 :]]
-                delta = np.abs(model.score(test, swapped, table, index) - base)  # (N,)
+                id_scene = original if mode == "text_only" else swapped
+                delta = np.abs(model.score(test, swapped, table, index, id_scene) - base)  # (N,)
                 known = own != None  # noqa: E711 -- elementwise on an object array
                 changed = np.array(original[k], dtype=object) != text
                 for same in (True, False):
@@ -160,12 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"scene_sensitivity: {error}", file=sys.stderr)
         return 2
-    for feature, s in result.items():
-        print(f"{feature:>12}  paraphrase {s.paraphrase:.5f} ({s.paraphrase_pairs} pairs)   other meaning "
-              f"{s.other_meaning:.5f} ({s.other_meaning_pairs} pairs)   ratio {s.ratio:.2f}")
+    for mode, per_feature in result.items():
+        for feature, s in per_feature.items():
+            print(f"{mode:>9} {feature:>12}  paraphrase {s.paraphrase:.5f} ({s.paraphrase_pairs} pairs)   other meaning "
+                  f"{s.other_meaning:.5f} ({s.other_meaning_pairs} pairs)   ratio {s.ratio:.2f}")
     if args.out:
         payload = {"run": str(args.run), "variant": Variant.parse(args.variant).value, "rows": args.rows,
-                   "mean_abs_delta_ctr": {f: s.to_dict() for f, s in result.items()}}
+                   "mean_abs_delta_ctr": {f: s.to_dict() for f, s in result["served"].items()},
+                   "mean_abs_delta_ctr_text_only": {f: s.to_dict() for f, s in result["text_only"].items()}}
         args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return 0
 

@@ -74,25 +74,28 @@ def main() -> int:
         }
     sensitivity = {}
     for name, pattern in SENSITIVITY.items():
-        found = {}
-        for seed in SEEDS:
-            path = args.root / "minilm" / "sens" / pattern.format(seed=seed)
-            if path.exists():
-                found[str(seed)] = json.loads(path.read_text())["mean_abs_delta_ctr"]["all"]
-        if found:
-            sensitivity[name] = {
-                "per_seed": found,
-                "paraphrase_mean": round(statistics.mean(v["paraphrase"] for v in found.values()), 5),
-                "other_meaning_mean": round(statistics.mean(v["other_meaning"] for v in found.values()), 5),
-                "ratio_mean": round(statistics.mean(v["ratio"] for v in found.values()), 3),
-            }
+        for mode, key in (("served", "mean_abs_delta_ctr"), ("text_only", "mean_abs_delta_ctr_text_only")):
+            found = {}
+            for seed in SEEDS:
+                path = args.root / "minilm" / "sens" / pattern.format(seed=seed)
+                if path.exists() and key in json.loads(path.read_text()):
+                    found[str(seed)] = json.loads(path.read_text())[key]["all"]
+            if found:
+                sensitivity.setdefault(name, {})[mode] = {
+                    "per_seed": found,
+                    "paraphrase_mean": round(statistics.mean(v["paraphrase"] for v in found.values()), 5),
+                    "other_meaning_mean": round(statistics.mean(v["other_meaning"] for v in found.values()), 5),
+                    "ratio_mean": round(statistics.mean(v["ratio"] for v in found.values()), 3),
+                }
     out = {"data": "/work/c17/data (larr data synth, seed 2024)", "seeds": list(SEEDS), "test_auc_rows": rows,
            "scene_sensitivity": {"command": SENSITIVITY_COMMAND, "what": "mean |delta CTR| over (request, replacement) "
-                                 "pairs, first 2000 test rows, features time_slot/weather/place", "rows": sensitivity}}
+                                 "pairs, first 2000 test rows, features time_slot/weather/place; served: the replacement "
+                                 "reaches the scene ID field and the embedder; text_only: the embedder only", "rows": sensitivity}}
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: (v["test_auc"], v["paired_delta_summary"]) for k, v in rows.items()}, indent=1))
-    for k, v in sensitivity.items():
-        print(k, v["paraphrase_mean"], v["other_meaning_mean"], v["ratio_mean"])
+    for k, modes in sensitivity.items():
+        for mode, v in modes.items():
+            print(k, mode, v["paraphrase_mean"], v["other_meaning_mean"], v["ratio_mean"], sorted(v["per_seed"]))
     return 0
 
 
