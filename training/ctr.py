@@ -9,7 +9,7 @@ Variants (``ctr.variants`` in the config):
 ``larr``         stage-2 embedder, per-feature embeddings -> aggregation encoder, alignment loss on
 ``id_only``      the same backbone over the same ID fields, no LLM input at all
 ``no_stage1``    like larr, but stage 2 started from the base model as it was *before* stage 1
-``no_stage2``    like larr, but the stage-1 LM with last-token pooling and no contrastive tuning
+``no_stage2``    like larr, but the stage-1 LM pooled as its checkpoint says (last token for a causal LM), no stage 2
 ``no_alignment`` like larr with ``align_weight = 0``
 ``full_text``    like larr, but the whole scene is one text embedded per example (K' = 1)
 ===============  =====================================================================================
@@ -47,7 +47,7 @@ from larr.errors import MissingInputError
 from larr.layout import EmbedderSource, RunLayout, Stage, Variant
 from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import CTRModelSpec, LarrCTR, index_table
-from larr.models.embedder import TextEmbedder, embed_texts
+from larr.models.embedder import TextEmbedder, checkpoint_pooling, embed_texts
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.config import TrainConfig
@@ -83,12 +83,13 @@ def load_frozen_embedder(
     layout = RunLayout(out)
     variant = Variant.parse(variant)
     if variant.embedder_source is Variant.NO_STAGE2:
-        # the stage-1 LM itself, last-token pooled, with stage 2's input length
+        # the stage-1 LM itself, pooled as its checkpoint says, with stage 2's inputs (length and template)
         lm_dir = layout.pretrained_lm_dir
-        embedder = TextEmbedder(AutoModel.from_pretrained(lm_dir, local_files_only=True), projection_dim=None).eval()
-        max_length = EmbeddingInputConfig.load(layout.embedder_dir(Variant.LARR)).max_length
+        encoder = AutoModel.from_pretrained(lm_dir, local_files_only=True)
+        embedder = TextEmbedder(encoder, projection_dim=None, pooling=checkpoint_pooling(lm_dir)).eval()
+        input_config = EmbeddingInputConfig.load(layout.embedder_dir(Variant.LARR))
         hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
-        return embedder, EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, EmbeddingInputConfig(max_length=max_length))
+        return embedder, EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, input_config)
     model_dir = layout.embedder_dir(variant, source)
     if not model_dir.exists():
         command = "distill" if model_dir == layout.distilled_embedder_dir else "embed"

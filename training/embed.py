@@ -6,8 +6,9 @@
 Every step draws ``batch_size`` pairs of each kind (user–user, item–item, user–item, see
 :mod:`larr.training.pairs`); each kind's InfoNCE uses the other pairs of the batch as negatives and the
 three losses are summed with their weights. Writes ``OUT/embed/model/`` (a :class:`TextEmbedder`),
-``OUT/embed/steps.csv`` and recall@10 on held-out pairs for the stage-1 model (same last-token pooling,
-no projection) and the stage-2 embedder.
+``OUT/embed/steps.csv`` and recall@10 on held-out pairs for the stage-1 model (same pooling, no projection)
+and the stage-2 embedder. The pooling and the input template are the stage-1 folder's
+(:func:`larr.models.embedder.checkpoint_pooling`): last token for a causal LM, mean for all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers import AutoModel, AutoTokenizer
 from larr.data.schema import load_dataset
 from larr.errors import MissingInputError
 from larr.layout import RunLayout, Stage, Variant
-from larr.models.embedder import TextEmbedder, embed_texts
+from larr.models.embedder import TextEmbedder, checkpoint_pooling, embed_texts, input_template
 from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.config import TrainConfig
 from larr.training.loop import (
@@ -88,16 +89,17 @@ def run(config: TrainConfig, out: Path, resume: bool = False, variant: Variant =
     if not (lm_dir / TOKENIZER_FILE).exists():
         raise MissingInputError(f"{lm_dir}: no stage-1 model; run `larr train pretrain --out {out}` first")
     dataset = load_dataset(config.data, splits=("train", "valid"))
-    input_config = EmbeddingInputConfig(max_length=cfg.max_length)
+    pooling = checkpoint_pooling(lm_dir)
     hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
+    input_config = EmbeddingInputConfig(max_length=cfg.max_length, **input_template(pooling, hf_tokenizer))
     tokenizer = EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, input_config)
     train_pairs = build_pairs(dataset, "train", TRAIN_PAIRS_PER_KIND, config.seed, cfg.history_length)
     eval_pairs = build_pairs(dataset, "valid", cfg.eval_pairs, config.seed, cfg.history_length, scene_keep=1.0)
 
     seed_everything(config.seed)
-    stage1 = TextEmbedder(AutoModel.from_pretrained(lm_dir, local_files_only=True), projection_dim=None)
+    stage1 = TextEmbedder(AutoModel.from_pretrained(lm_dir, local_files_only=True), projection_dim=None, pooling=pooling)
     recall_before = evaluate(stage1, tokenizer, eval_pairs) if ctx.is_main else {}
-    embedder = TextEmbedder(stage1.encoder, cfg.projection_dim)
+    embedder = TextEmbedder(stage1.encoder, cfg.projection_dim, pooling)
     temperature = Temperature(cfg.temperature, cfg.learn_temperature)
     model = ContrastiveModel(embedder, temperature)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)

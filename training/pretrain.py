@@ -1,4 +1,5 @@
-"""Stage 1 — continual pretraining of a causal LM on the recommendation corpus (next-token loss).
+"""Stage 1 — continual pretraining of the LM on the recommendation corpus: next-token loss for a causal LM,
+masked-LM loss (BERT's 15 % / 80-10-10 masking, as transformers' DataCollatorForLanguageModeling) for an encoder base.
 
     larr train pretrain --config tiny --out runs/tiny
     torchrun --nproc_per_node 2 -m larr.training.pretrain --config tiny --out runs/tiny   # DDP, gloo on CPU
@@ -10,6 +11,7 @@ and ``OUT/pretrain/checkpoint.pt`` (atomic; what ``--resume`` continues from).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,15 @@ from larr.errors import DataValidationError
 from larr.layout import RunLayout, Stage, Variant
 from larr.training.config import TrainConfig
 from larr.training.corpus import build_corpus
-from larr.training.llm import build_tiny_model, load_base_model, train_bpe_tokenizer
+from larr.training.llm import (
+    BaseKind,
+    base_kind,
+    build_tiny_model,
+    copy_pooling_config,
+    document_separator,
+    load_base_model,
+    train_bpe_tokenizer,
+)
 from larr.training.loop import (
     DistContext,
     StepLogger,
@@ -35,7 +45,11 @@ from larr.training.loop import (
     seed_step,
     wrap_ddp,
 )
+from larr.training.packaged_base import resolve_base_model
 from larr.training.runner import stage_main
+
+IGNORE_INDEX = -100  # cross-entropy ignores these labels (tokens masked-LM does not predict)
+MLM_EVAL_SEED = 1  # eval blocks are masked the same way before and after stage 1
 
 
 @dataclass
@@ -45,7 +59,8 @@ class PackedCorpus:
 
 
 def pack_documents(token_ids: list[list[int]], eos_id: int, block_size: int, eval_fraction: float, seed: int) -> PackedCorpus:
-    """Concatenate documents (EOS-separated) and cut ``block_size + 1`` windows, nanoGPT style."""
+    """Concatenate documents (separated by ``eos_id``: SEP for an encoder) and cut ``block_size + 1`` windows,
+    nanoGPT style."""
     stream = np.fromiter((t for ids in token_ids for t in (*ids, eos_id)), dtype=np.int64)
     window = block_size + 1
     count = len(stream) // window
@@ -61,39 +76,105 @@ def pack_documents(token_ids: list[list[int]], eos_id: int, block_size: int, eva
 
 
 @torch.no_grad()
-def eval_loss(model: torch.nn.Module, blocks: torch.Tensor, batch_size: int = 32) -> float:
+def eval_loss(model: torch.nn.Module, blocks: torch.Tensor, batch_size: int = 32, loss_fn: Callable | None = None) -> float:
+    """Mean loss over ``blocks``; ``loss_fn(model, batch, generator)`` (default: next-token) gets one generator
+    seeded the same on every call, so masked-LM eval masks the same tokens before and after training."""
+    loss_fn = loss_fn or _lm_loss
+    generator = torch.Generator().manual_seed(MLM_EVAL_SEED)
     model.eval()
     losses = []
     for start in range(0, len(blocks), batch_size):
         batch = blocks[start : start + batch_size]
-        losses.append(_lm_loss(model, batch).item())
+        losses.append(loss_fn(model, batch, generator).item())
     model.train()
     return float(np.mean(losses))
 
 
-def _lm_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+def _lm_loss(model: torch.nn.Module, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
 
 
-def prepare(config: TrainConfig, ctx: DistContext):
-    """Model + tokenizer + packed corpus (every rank builds the same, from the same seed)."""
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special_ids: torch.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    probability: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking (transformers' DataCollatorForLanguageModeling): ``(inputs, labels)``, both (B, T).
+
+    Each non-special token is picked with ``probability``; a picked token becomes ``mask_id`` (80 %), a random id
+    (10 %) or stays (10 %), and only picked tokens have a label (the rest are IGNORE_INDEX).
+    """
+    def draw(p: float) -> torch.Tensor:
+        return torch.bernoulli(torch.full(input_ids.shape, p), generator=generator).bool()
+
+    picked = draw(probability) & ~torch.isin(input_ids, special_ids)  # (B, T)
+    labels = input_ids.masked_fill(~picked, IGNORE_INDEX)
+    masked = picked & draw(0.8)
+    randomised = picked & ~masked & draw(0.5)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    inputs = input_ids.masked_fill(masked, mask_id).where(~randomised, random_ids)
+    return inputs, labels
+
+
+def masked_lm_loss(tokenizer, probability: float) -> Callable:
+    """``loss(model, batch (B, block_size + 1), generator)``: masked-LM cross-entropy on the block's first
+    ``block_size`` tokens (the same tokens next-token loss reads) with every special token left unmasked."""
+    special_ids = torch.tensor(sorted(tokenizer.all_special_ids))
+    mask_id, vocab_size = tokenizer.mask_token_id, len(tokenizer)
+
+    def loss(model: torch.nn.Module, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        inputs, labels = mask_tokens(batch[:, :-1], special_ids, mask_id, vocab_size, probability, generator)
+        logits = model(input_ids=inputs).logits  # (B, T, V)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+    return loss
+
+
+@dataclass
+class Stage1Setup:
+    model: torch.nn.Module
+    tokenizer: object  # PreTrainedTokenizerFast
+    corpus: PackedCorpus
+    loss_fn: Callable  # (model, batch, generator) -> scalar loss
+    base_dir: Path | None  # the base checkpoint folder (None: the tiny model built from scratch)
+
+
+def prepare(config: TrainConfig, ctx: DistContext) -> Stage1Setup:
+    """Model + tokenizer + packed corpus + loss (every rank builds the same, from the same seed)."""
     dataset = load_dataset(config.data, splits=("train",))
     features = dataset.info.scene_features
     documents = build_corpus(
         dataset, config.seed, config.pretrain.records_per_user_cap, knowledge_repeats=config.pretrain.knowledge_repeats
     )
+    kind, base_dir = BaseKind.CAUSAL, None
     if config.pretrain.base_model:
-        model, tokenizer = load_base_model(config.pretrain.base_model, features)
+        base_dir = resolve_base_model(config.pretrain.base_model)
+        kind = base_kind(base_dir)
+        seed_everything(config.seed)  # resizing draws the added tokens' embeddings (mean-and-covariance init)
+        model, tokenizer = load_base_model(base_dir, features)
     else:
         tokenizer = train_bpe_tokenizer(documents, config.pretrain.model.vocab_size, features)
         seed_everything(config.seed)
         model = build_tiny_model(config.pretrain.model, tokenizer)
     token_ids = tokenizer(documents, add_special_tokens=False)["input_ids"]
     corpus = pack_documents(
-        token_ids, tokenizer.eos_token_id, config.pretrain.block_size, config.pretrain.eval_fraction, config.seed
+        token_ids, document_separator(tokenizer, kind), config.pretrain.block_size, config.pretrain.eval_fraction,
+        config.seed,
     )
-    return model, tokenizer, corpus
+    loss_fn = _lm_loss if kind is BaseKind.CAUSAL else masked_lm_loss(tokenizer, config.pretrain.mlm_probability)
+    return Stage1Setup(model, tokenizer, corpus, loss_fn, base_dir)
+
+
+def save_lm(setup: Stage1Setup, directory: Path) -> None:
+    """The LM (its stage-1 head too), its tokenizer and the base's pooling config, as one HF folder."""
+    setup.model.save_pretrained(directory, safe_serialization=True)
+    setup.tokenizer.save_pretrained(directory)
+    if setup.base_dir is not None:
+        copy_pooling_config(setup.base_dir, directory)
 
 
 def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = False) -> dict:
@@ -103,17 +184,17 @@ def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = 
     layout = RunLayout(out)
     stage_dir = layout.pretrain_dir
     cfg = config.pretrain
-    model, tokenizer, corpus = prepare(config, ctx)
+    setup = prepare(config, ctx)
+    model, corpus, loss_fn = setup.model, setup.corpus, setup.loss_fn
     if save_init and ctx.is_main and not (resume and layout.base_lm_dir.exists()):
-        model.save_pretrained(layout.base_lm_dir, safe_serialization=True)
-        tokenizer.save_pretrained(layout.base_lm_dir)
+        save_lm(setup, layout.base_lm_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     start_step, extra = 0, {}
     if resume and (stage_dir / "checkpoint.pt").exists():
         start_step, extra = load_checkpoint(stage_dir, model, optimizer)
     loss_before = extra.get("eval_loss_before")
     if loss_before is None:
-        loss_before = eval_loss(model, corpus.eval_blocks)
+        loss_before = eval_loss(model, corpus.eval_blocks, loss_fn=loss_fn)
     ddp_model = wrap_ddp(model, ctx)
     logger = StepLogger(stage_dir, ctx, resume_from_step=start_step)
     model.train()
@@ -124,7 +205,7 @@ def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = 
         lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, cfg.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = _lm_loss(ddp_model, corpus.train_blocks[rows])
+        loss = loss_fn(ddp_model, corpus.train_blocks[rows])  # masks (encoder) from the step-seeded global RNG
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -138,7 +219,7 @@ def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = 
     bar.close()
     result = {
         "eval_loss_before": round(loss_before, 4),
-        "eval_loss_after": round(eval_loss(model, corpus.eval_blocks), 4),
+        "eval_loss_after": round(eval_loss(model, corpus.eval_blocks, loss_fn=loss_fn), 4),
         "steps": cfg.max_steps,
         "train_blocks": len(corpus.train_blocks),
         "block_size": cfg.block_size,
@@ -146,8 +227,7 @@ def run(config: TrainConfig, out: Path, resume: bool = False, save_init: bool = 
     }
     if ctx.is_main:
         save_checkpoint(stage_dir, cfg.max_steps, model, optimizer, {"eval_loss_before": loss_before})
-        model.save_pretrained(layout.pretrained_lm_dir, safe_serialization=True)
-        tokenizer.save_pretrained(layout.pretrained_lm_dir)
+        save_lm(setup, layout.pretrained_lm_dir)
     ctx.barrier()
     return result
 

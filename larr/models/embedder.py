@@ -1,13 +1,17 @@
-"""The LLM text embedder: causal LM body -> hidden state at the trailing ``<emb>`` token -> MLP -> L2 norm.
+"""The LLM text embedder: LM body -> pooled hidden state -> MLP -> L2 norm.
 
-Inputs are right-padded (see :mod:`larr.tokenization`), so the ``<emb>`` token of row ``b`` sits at
-``attention_mask[b].sum() - 1``; a causal model's state there has read the whole text and no padding.
+Pooling is what the base checkpoint says (:func:`checkpoint_pooling`): a causal LM (and any checkpoint without a
+sentence-transformers pooling config) is read at the trailing ``<emb>`` token. Inputs are right-padded (see
+:mod:`larr.tokenization`), so that token of row ``b`` sits at ``attention_mask[b].sum() - 1``; a causal
+model's state there has read the whole text and no padding. A bidirectional encoder shipped with a
+sentence-transformers ``1_Pooling/config.json`` (all-MiniLM-L6-v2: mean over tokens) is pooled that way, with the
+input template it was trained with (:func:`input_template`).
 
 On disk (``save_pretrained``)::
 
     DIR/encoder/            Hugging Face base model (safetensors), e.g. LlamaModel
     DIR/projection.safetensors
-    DIR/embedder.json       {"hidden_size": H, "projection_dim": D | null}
+    DIR/embedder.json       {"hidden_size": H, "projection_dim": D | null, "pooling": "last_token" | "mean" | "cls"}
     DIR/tokenizer.json …    the tokenizer, plus embedding_config.json (max_length, padding multiple)
 """
 
@@ -25,11 +29,58 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel
 
+from larr.choices import ChoiceEnum
+from larr.errors import ConfigError
+from larr.text import EMB_TOKEN
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 
 EMBEDDER_FILE = "embedder.json"
 PROJECTION_FILE = "projection.safetensors"
 ENCODER_DIR = "encoder"
+# sentence-transformers' pooling module config inside a checkpoint folder; stage 1 copies it to the folders it
+# writes, so every later stage reads the base's pooling from the LM folder it starts from
+POOLING_CONFIG = Path("1_Pooling") / "config.json"
+
+
+class Pooling(ChoiceEnum):
+    """How token states become one text vector."""
+
+    LAST_TOKEN = "last_token"  # the state at the appended last token (<emb>); a causal LM's only choice
+    MEAN = "mean"  # the mean over real (attention_mask = 1) tokens: sentence-transformers' pooling_mode_mean_tokens
+    CLS = "cls"  # the state at the first token: pooling_mode_cls_token
+
+    @classmethod
+    def choice_name(cls) -> str:
+        return "pooling"
+
+
+# sentence-transformers pooling-config key -> ours; its other modes (max, mean_sqrt_len, weighted) are not built
+_SENTENCE_TRANSFORMERS_MODES = {"pooling_mode_mean_tokens": Pooling.MEAN, "pooling_mode_cls_token": Pooling.CLS}
+
+
+def checkpoint_pooling(lm_dir: str | Path) -> Pooling:
+    """The pooling an HF checkpoint folder asks for: its ``1_Pooling/config.json`` if present, else the last token."""
+    path = Path(lm_dir) / POOLING_CONFIG
+    if not path.exists():
+        return Pooling.LAST_TOKEN
+    modes = {key for key, on in json.loads(path.read_text(encoding="utf-8")).items() if key.startswith("pooling_mode") and on}
+    known = [mode for key, mode in _SENTENCE_TRANSFORMERS_MODES.items() if key in modes]
+    if len(known) != 1 or len(modes) != 1:
+        raise ConfigError(f"{path}: pooling modes {sorted(modes)}; supported: exactly one of {sorted(_SENTENCE_TRANSFORMERS_MODES)}")
+    return known[0]
+
+
+def input_template(pooling: Pooling, tokenizer) -> dict[str, str | None]:
+    """``EmbeddingInputConfig`` first/last tokens for ``pooling`` (``tokenizer``: the HF tokenizer of the LM).
+
+    Last-token pooling reads the appended ``<emb>``; mean or CLS pooling keeps the base's own sentence template
+    (``[CLS] text [SEP]`` for BERT), so the frozen base embeds a text exactly as sentence-transformers does.
+    """
+    if pooling is Pooling.LAST_TOKEN:
+        return {"first_token": None, "last_token": EMB_TOKEN}
+    if tokenizer.cls_token is None or tokenizer.sep_token is None:
+        raise ConfigError(f"{pooling} pooling needs a tokenizer with a CLS and a SEP token (a BERT-style encoder)")
+    return {"first_token": tokenizer.cls_token, "last_token": tokenizer.sep_token}
 
 
 def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -39,6 +90,21 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return hidden.gather(1, index).squeeze(1)
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """hidden (B, T, H), attention_mask (B, T) -> (B, H): the mean of the real tokens' states."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """hidden (B, T, H) -> (B, H) as ``pooling`` says."""
+    if pooling is Pooling.MEAN:
+        return mean_pool(hidden, attention_mask)
+    if pooling is Pooling.CLS:
+        return hidden[:, 0]
+    return last_token_pool(hidden, attention_mask)
+
+
 class TextEmbedder(nn.Module):
     """``(input_ids, attention_mask) (B, T) -> (B, D)`` unit-norm text embeddings.
 
@@ -46,12 +112,13 @@ class TextEmbedder(nn.Module):
     no-stage-2 ablation); then D = H.
     """
 
-    def __init__(self, encoder: PreTrainedModel, projection_dim: int | None):
+    def __init__(self, encoder: PreTrainedModel, projection_dim: int | None, pooling: Pooling = Pooling.LAST_TOKEN):
         super().__init__()
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         self.hidden_size = hidden
         self.projection_dim = projection_dim
+        self.pooling = Pooling.parse(pooling)
         if projection_dim is None:
             self.projection = nn.Identity()
         else:
@@ -67,7 +134,7 @@ class TextEmbedder(nn.Module):
     def project(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The embedding before the L2 norm, (B, D): what a distillation loss that also matches lengths compares."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        pooled = last_token_pool(hidden, attention_mask)  # (B, H)
+        pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
         return self.projection(pooled)
 
     # ------------------------------------------------------------------------------------ persistence
@@ -78,7 +145,7 @@ class TextEmbedder(nn.Module):
         self.encoder.save_pretrained(directory / ENCODER_DIR, safe_serialization=True)
         if self.projection_dim is not None:
             save_file({k: v.contiguous() for k, v in self.projection.state_dict().items()}, directory / PROJECTION_FILE)
-        meta = {"hidden_size": self.hidden_size, "projection_dim": self.projection_dim}
+        meta = {"hidden_size": self.hidden_size, "projection_dim": self.projection_dim, "pooling": self.pooling.value}
         (directory / EMBEDDER_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         tokenizer.save_pretrained(directory)
         input_config.save(directory)
@@ -88,7 +155,8 @@ class TextEmbedder(nn.Module):
         directory = Path(directory)
         meta = json.loads((directory / EMBEDDER_FILE).read_text(encoding="utf-8"))
         encoder = AutoModel.from_pretrained(directory / ENCODER_DIR, local_files_only=True, **model_kwargs)
-        embedder = cls(encoder, meta["projection_dim"])
+        # folders written before pooling was recorded are last-token pooled
+        embedder = cls(encoder, meta["projection_dim"], meta.get("pooling", Pooling.LAST_TOKEN))
         if meta["projection_dim"] is not None:
             embedder.projection.load_state_dict(load_file(directory / PROJECTION_FILE))
         return embedder.eval()
