@@ -81,7 +81,11 @@ def prepare(config: TrainConfig, ctx: DistContext):
     dataset = load_dataset(config.data, splits=("train",))
     features = dataset.info.scene_features
     documents = build_corpus(
-        dataset, config.seed, config.pretrain.records_per_user_cap, knowledge_repeats=config.pretrain.knowledge_repeats
+        dataset,
+        config.seed,
+        config.pretrain.records_per_user_cap,
+        knowledge_repeats=config.pretrain.knowledge_repeats,
+        behaviour=config.pretrain.behaviour,
     )
     if config.pretrain.base_model:
         model, tokenizer = load_base_model(config.pretrain.base_model, features)
