@@ -43,11 +43,24 @@ def wrap(field: str, text: str) -> str:
     return f"{open_tag(field)}{text}{close_tag(field)}"
 
 
+def _short_description(description: str, max_words: int) -> str:
+    return " ".join(description.split()[:max_words])
+
+
 def format_item(name: str, category: str, description: str, max_description_words: int = 48) -> str:
     """``<item><item_name>…</item_name><item_cat>…</item_cat><item_desc>…</item_desc></item>``."""
-    words = description.split()
-    short = " ".join(words[:max_description_words])
+    short = _short_description(description, max_description_words)
     return wrap("item", wrap("item_name", name) + wrap("item_cat", category) + wrap("item_desc", short))
+
+
+def format_item_name_view(name: str) -> str:
+    """One view of an item, its name alone: ``<item><item_name>…</item_name></item>`` (stage 2's item-views pairs)."""
+    return wrap("item", wrap("item_name", name))
+
+
+def format_item_description_view(description: str, max_description_words: int = 48) -> str:
+    """The other view, its description alone: ``<item><item_desc>…</item_desc></item>``."""
+    return wrap("item", wrap("item_desc", _short_description(description, max_description_words)))
 
 
 def format_scene_feature(feature: str, text: str) -> str:
@@ -63,3 +76,13 @@ def format_scene(features: Sequence[str], texts: Sequence[str]) -> str:
 def format_user(clicked_item_names: Sequence[str]) -> str:
     """A user as the history of what they clicked: ``<user><click>A</click><click>B</click></user>``."""
     return wrap("user", "".join(wrap("click", name) for name in clicked_item_names))
+
+
+def format_persona(categories: Sequence[str]) -> str:
+    """An explicit persona, a user as the categories they click most: ``<user><item_cat>A</item_cat>…</user>``."""
+    return wrap("user", "".join(wrap("item_cat", category) for category in categories))
+
+
+def format_click_in_scene(item_name: str, features: Sequence[str], texts: Sequence[str]) -> str:
+    """One click with where/when it happened: ``<scene>…</scene><click>A</click>`` (stage 1's behaviour records)."""
+    return format_scene(features, texts) + wrap("click", item_name)

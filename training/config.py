@@ -44,6 +44,34 @@ class ModelConfig:
 
 
 @dataclass
+class BehaviourConfig:
+    """Stage-1 heterogeneous-behaviour records (issue 17, point 2): per user, a window of their train-split searches
+    and clicks in time order, then ``<emb>`` and the behaviour that followed, so the LM learns how searches and
+    clicks relate. Off by default (``records_per_user: 0``)."""
+
+    records_per_user: int = field(
+        default=0, metadata={"help": "behaviour records per user in the stage-1 corpus (0 = none, today's corpus)"}
+    )
+    window: int = field(default=6, metadata={"help": "behaviours before the predicted next one in each record"})
+    search_feature: str = field(
+        default="recent_search",
+        metadata={"help": "the scene feature holding the query each row's user searched (a search behaviour before "
+                  "that row's click, if any); empty: clicks only (a dataset without searches)"},
+    )
+    click_context: tuple[str, ...] = field(
+        default=("time_slot", "weather", "place"),
+        metadata={"help": "scene features written with each click (when and where it happened); YAML lists names"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.records_per_user < 0 or self.window < 1:
+            raise ConfigError(
+                f"pretrain.behaviour: records_per_user must be >= 0 and window >= 1, got "
+                f"{self.records_per_user} and {self.window}"
+            )
+
+
+@dataclass
 class PretrainConfig:
     """Stage 1: continual pretraining (next-token loss; masked-LM loss for an encoder base) on the recommendation corpus."""
 
@@ -69,6 +97,7 @@ class PretrainConfig:
     knowledge_repeats: int = field(
         default=20, metadata={"help": "copies of knowledge.txt in the corpus (it is small next to the records)"}
     )
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (what --resume restarts from)"})
     eval_fraction: float = field(default=0.05, metadata={"help": "share of blocks held out for eval loss"})
 
@@ -88,6 +117,18 @@ class EmbedConfig:
     weight_user_user: float = field(default=1.0, metadata={"help": "weight of the user-user InfoNCE loss"})
     weight_item_item: float = field(default=1.0, metadata={"help": "weight of the item-item InfoNCE loss"})
     weight_user_item: float = field(default=1.0, metadata={"help": "weight of the user-item InfoNCE loss"})
+    weight_item_views: float = field(
+        default=0.0,
+        metadata={"help": "weight of the item-views InfoNCE loss, an item's name <-> its description (PerCoNet's two "
+                  "views of one item); 0 = off, the pairs are not built"},
+    )
+    weight_persona: float = field(
+        default=0.0,
+        metadata={"help": "weight of the persona InfoNCE loss, a user's explicit persona (the categories they click "
+                  "most) <-> their history text; 0 = off, the pairs are not built"},
+    )
+    persona_top_k: int = field(default=3, metadata={"help": "categories in a persona text"})
+    persona_recent: int = field(default=20, metadata={"help": "a persona counts the categories of this many latest clicks"})
     history_length: int = field(default=6, metadata={"help": "clicked items in a user-history text"})
     eval_pairs: int = field(default=300, metadata={"help": "held-out pairs per kind for recall@10"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between checkpoints (what --resume restarts from)"})

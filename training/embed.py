@@ -4,11 +4,12 @@
     torchrun --nproc_per_node 2 -m larr.training.embed --config tiny --out runs/tiny
 
 Every step draws ``batch_size`` pairs of each kind (user–user, item–item, user–item, see
-:mod:`larr.training.pairs`); each kind's InfoNCE uses the other pairs of the batch as negatives and the
-three losses are summed with their weights. Writes ``OUT/embed/model/`` (a :class:`TextEmbedder`),
-``OUT/embed/steps.csv`` and recall@10 on held-out pairs for the stage-1 model (same pooling, no projection)
-and the stage-2 embedder. The pooling and the input template are the stage-1 folder's
-(:func:`larr.models.embedder.checkpoint_pooling`): last token for a causal LM, mean for all-MiniLM-L6-v2.
+:mod:`larr.training.pairs`, plus the optional item-views and persona kinds whose weight is above 0); each kind's
+InfoNCE uses the other pairs of the batch as negatives and the losses are summed with their weights. Writes
+``OUT/embed/model/`` (a :class:`TextEmbedder`), ``OUT/embed/steps.csv`` and recall@10 on held-out pairs for the
+stage-1 model (same pooling, no projection) and the stage-2 embedder. The pooling and the input template are the
+stage-1 folder's (:func:`larr.models.embedder.checkpoint_pooling`): last token for a causal LM, mean for
+all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from larr.training.loop import (
     wrap_ddp,
 )
 from larr.training.losses.info_nce import Temperature, info_nce
-from larr.training.pairs import PAIR_KINDS, Pairs, build_pairs
+from larr.training.config import EmbedConfig
+from larr.training.pairs import PAIR_KINDS, VIEW_KINDS, Pairs, build_pairs
 from larr.training.runner import stage_main
 
 TRAIN_PAIRS_PER_KIND = 20_000
@@ -55,7 +57,16 @@ def recall_at_k(embedder: TextEmbedder, tokenizer: EmbeddingTokenizer, pairs: Pa
 
 
 def evaluate(embedder: TextEmbedder, tokenizer: EmbeddingTokenizer, eval_pairs: dict[str, Pairs]) -> dict[str, float]:
-    return {kind: round(recall_at_k(embedder, tokenizer, eval_pairs[kind]), 4) for kind in PAIR_KINDS}
+    return {kind: round(recall_at_k(embedder, tokenizer, pairs), 4) for kind, pairs in eval_pairs.items()}
+
+
+def loss_weights(cfg: EmbedConfig) -> dict[str, float]:
+    """Each trained pair kind's loss weight, in forward order: the three kinds always (today's loss), a view kind
+    only when its weight is above 0 (at 0 its pairs are neither built nor embedded, so the run is today's)."""
+    weights = {"user_user": cfg.weight_user_user, "item_item": cfg.weight_item_item, "user_item": cfg.weight_user_item}
+    views = {"item_views": cfg.weight_item_views, "persona": cfg.weight_persona}
+    assert tuple(weights) == PAIR_KINDS and tuple(views) == VIEW_KINDS
+    return weights | {kind: weight for kind, weight in views.items() if weight > 0}
 
 
 class ContrastiveModel(torch.nn.Module):
@@ -93,8 +104,15 @@ def run(config: TrainConfig, out: Path, resume: bool = False, variant: Variant =
     hf_tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
     input_config = EmbeddingInputConfig(max_length=cfg.max_length, **input_template(pooling, hf_tokenizer))
     tokenizer = EmbeddingTokenizer(hf_tokenizer.backend_tokenizer, input_config)
-    train_pairs = build_pairs(dataset, "train", TRAIN_PAIRS_PER_KIND, config.seed, cfg.history_length)
-    eval_pairs = build_pairs(dataset, "valid", cfg.eval_pairs, config.seed, cfg.history_length, scene_keep=1.0)
+    weights = loss_weights(cfg)
+    views = tuple(kind for kind in weights if kind in VIEW_KINDS)
+    persona = {"persona_top_k": cfg.persona_top_k, "persona_recent": cfg.persona_recent}
+    train_pairs = build_pairs(
+        dataset, "train", TRAIN_PAIRS_PER_KIND, config.seed, cfg.history_length, views=views, **persona
+    )
+    eval_pairs = build_pairs(
+        dataset, "valid", cfg.eval_pairs, config.seed, cfg.history_length, scene_keep=1.0, views=views, **persona
+    )
 
     seed_everything(config.seed)
     stage1 = TextEmbedder(AutoModel.from_pretrained(lm_dir, local_files_only=True), projection_dim=None, pooling=pooling)
@@ -107,7 +125,6 @@ def run(config: TrainConfig, out: Path, resume: bool = False, variant: Variant =
     if resume and (stage_dir / "checkpoint.pt").exists():
         start_step, _ = load_checkpoint(stage_dir, model, optimizer)
     ddp_model = wrap_ddp(model, ctx)
-    weights = {"user_user": cfg.weight_user_user, "item_item": cfg.weight_item_item, "user_item": cfg.weight_user_item}
     logger = StepLogger(stage_dir, ctx, resume_from_step=start_step)
     embedder.train()
     bar = progress(cfg.max_steps, start_step, f"stage 2 {stage_dir.name}", ctx)
@@ -116,10 +133,10 @@ def run(config: TrainConfig, out: Path, resume: bool = False, variant: Variant =
         lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, cfg.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        # one forward over all three kinds (DDP wants one forward per backward): for each kind, its
+        # one forward over all kinds (DDP wants one forward per backward): for each kind, its
         # b left texts then its b right texts
         texts, spans = [], []
-        for kind_index, kind in enumerate(PAIR_KINDS):
+        for kind_index, kind in enumerate(weights):
             pairs = train_pairs[kind]
             rows = ctx.shard(batch_indices(step, len(pairs), cfg.batch_size, config.seed + kind_index))
             spans.append((kind, len(texts), len(rows)))

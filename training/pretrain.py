@@ -148,7 +148,11 @@ def prepare(config: TrainConfig, ctx: DistContext) -> Stage1Setup:
     dataset = load_dataset(config.data, splits=("train",))
     features = dataset.info.scene_features
     documents = build_corpus(
-        dataset, config.seed, config.pretrain.records_per_user_cap, knowledge_repeats=config.pretrain.knowledge_repeats
+        dataset,
+        config.seed,
+        config.pretrain.records_per_user_cap,
+        knowledge_repeats=config.pretrain.knowledge_repeats,
+        behaviour=config.pretrain.behaviour,
     )
     kind, base_dir = BaseKind.CAUSAL, None
     if config.pretrain.base_model:

@@ -289,3 +289,26 @@ def test_a_model_selection_run_never_scores_the_test_split(tiny_run, tmp_path):
     assert "auc" in results[True] and not {"auc", "logloss", "gauc"} & set(results[False])
     assert results[False]["best_valid_auc"] == results[True]["best_valid_auc"]
     assert results[False]["steps"] == results[True]["steps"]
+
+
+def test_stage2_view_kinds_at_weight_zero_reproduce_todays_run_and_report_recall_when_on(tiny_setup, llm_run, tmp_path):
+    """Issue 17 point 3: explicit zero weights give llm_run's stage 2 bit for bit; weights above zero train and
+    report the item-views and persona kinds next to the three others."""
+    _, config = tiny_setup
+    only_larr = ("--set", "ctr.variants=[larr]")
+    zero, on = tmp_path / "zero", tmp_path / "on"
+    for out, weights in ((zero, "0"), (on, "1")):
+        copy_stages(llm_run, out, "pretrain")
+        run_ok(stage_cmd("embed", config, out, *only_larr, "--set", f"embed.weight_item_views={weights}",
+                         "--set", f"embed.weight_persona={weights}"))
+    def without_time(run: Path) -> list[dict[str, str]]:
+        with (run / "embed" / "steps.csv").open() as handle:
+            return [{k: v for k, v in row.items() if k != "time"} for row in csv.DictReader(handle)]
+
+    assert without_time(zero) == without_time(llm_run)
+    assert_same_weights(checkpoint_state(zero / "embed")[1], checkpoint_state(llm_run / "embed")[1])
+    recall = json.loads((on / "metrics.json").read_text())["embed"]["recall@10"]
+    for model in ("stage1", "stage2"):
+        assert sorted(recall[model]) == ["item_item", "item_views", "persona", "user_item", "user_user"]
+    with (on / "embed" / "steps.csv").open() as handle:
+        assert {"loss_item_views", "loss_persona"} <= set(next(csv.DictReader(handle)))
