@@ -57,9 +57,11 @@ class EmbeddingTokenizer:
         if config.max_length < len(self.first_ids) + 2:
             raise ValueError(f"max_length must leave room for one text token, got {config.max_length}")
         tokenizer.no_padding()  # rows are padded below, to the batch's longest (a BERT file pads to 128)
-        tokenizer.no_truncation()  # and cut below, before last_token
         self.tokenizer = tokenizer
         self.config = config
+        # cut to the text's budget inside the tokenizer (a BERT file's own limit is 128): without a limit, a text
+        # of max_text_chars encodes to every one of its tokens first, which costs the serving stub ~16 MiB of RSS
+        tokenizer.enable_truncation(max_length=self.text_budget)
         self.last_id = self._token_id(tokenizer, config.last_token)
         self.pad_id = self._token_id(tokenizer, PAD_TOKEN)
 
