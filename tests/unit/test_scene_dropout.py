@@ -14,8 +14,8 @@ from larr.training.ctr import SplitTensors, forward_rows, scene_dropout_mask
 class RecordingModel:
     """Stands in for LarrCTR: keeps the inputs of the last call."""
 
-    def __call__(self, sparse, scene, item_rows):
-        self.sparse, self.scene = sparse, scene
+    def __call__(self, sparse, scene, item_rows, history=None):
+        self.sparse, self.scene, self.history = sparse, scene, history
         return None
 
 
