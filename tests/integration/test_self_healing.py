@@ -35,11 +35,23 @@ FRESH_EVERY = 4  # one request in four carries a never-seen text, so the embedde
 
 
 @pytest.fixture(scope="module")
-def server(tiny_run, tmp_path_factory) -> RunningServer:
-    repository = tmp_path_factory.mktemp("healing_repository")
-    write_repository(tiny_run.run_dir, repository, RepositoryOptions(target="cpu", runtime="onnxruntime", device="cpu"))
+def repository(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("healing_repository")
+    write_repository(tiny_run.run_dir, out, RepositoryOptions(target="cpu", runtime="onnxruntime", device="cpu"))
+    return out
+
+
+@pytest.fixture
+def server(repository: Path) -> RunningServer:
+    """A fresh server per victim: one fault cannot leak into the next case."""
     with run_triton_server(repository, supervisor_poll_s=0.25) as running:
         yield running
+
+
+# Triton 2.51's python backend aborts the whole server (boost::interprocess::lock_exception, signal 6) when a stub
+# is SIGKILLed while it holds the shared-memory lock; no in-server supervisor can heal that — the container's
+# restart policy does (docker/compose.yaml, k8s). Seen in CI once in many runs.
+TRITON_ABORT = "boost::interprocess::lock_exception"
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +144,9 @@ def test_a_killed_stub_is_noticed_and_its_model_reloaded(server: RunningServer, 
         stop.set()
         load.join()
 
+    if server.process.poll() is not None and TRITON_ABORT in server.log_tail(400):
+        pytest.xfail(f"tritonserver itself aborted ({TRITON_ABORT}) when the {victim} stub was killed: Triton 2.51's "
+                     "python backend, healed by a process restart, not by the supervisor")
     assert supervisor.restarts(victim) == restarts_before + 1, server.log_tail()
     assert supervisor.degraded() == {}
     failures = [o for o in seen.outcomes if o.error is not None]
