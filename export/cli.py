@@ -51,7 +51,8 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
         "row (zeros) now, embed it in the background (model-config parameter fresh_text_policy)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
-        help="feature cache bound, in bytes of cached texts + vectors (0 = no byte bound)")
+        help="feature cache bound, in bytes: each entry counts its vector + the Python objects around it; "
+        "the process holds about twice this (README) (0 = no byte bound)")
     add("--batch-requests", type=int, default=defaults.batch_requests,
         help="cpu target: requests one execute of feature_cache and ctr may serve (the ensemble's max_batch_size); "
         "0 = one request per execute")

@@ -156,7 +156,8 @@ class RepositoryOptions:
     cache_capacity: int = field(default=DEFAULT_CACHE_CAPACITY, metadata={"help": "feature cache bound, in entries"})
     cache_max_bytes: int = field(
         default=DEFAULT_CACHE_MAX_BYTES,
-        metadata={"help": "feature cache bound, in bytes of cached texts (UTF-8) + vectors; 0 = no byte bound"},
+        metadata={"help": "feature cache bound, in bytes: each entry counts its vector + the Python objects around it "
+                          "(larr.serving.lru.entry_bytes); 0 = no byte bound"},
     )
     max_candidates: int = field(default=1000, metadata={"help": "most candidate items per request"})
     embedder_max_batch: int = field(default=64, metadata={"help": "embedder max_batch_size (texts per call)"})

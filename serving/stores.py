@@ -48,7 +48,7 @@ from larr.serving.tiered_store import TieredStats, TieredStore
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_CAPACITY = 100_000  # entries; the one default of export, write_repository and the benchmarks
-DEFAULT_CACHE_MAX_BYTES = 256 * 2**20  # the LRU's bound in bytes of texts + vectors; 0 = entries alone
+DEFAULT_CACHE_MAX_BYTES = 256 * 2**20  # the LRU's bound in bytes (lru.entry_bytes); 0 = entries alone
 
 
 class StoreKind(ChoiceEnum):

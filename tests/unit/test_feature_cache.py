@@ -128,7 +128,8 @@ def test_huge_text_is_truncated_and_keyed_bounded(tokenizer):
     results, _ = run_batch(cache, [[huge, b"office"], [huge[: cache.max_text_chars], b"office"]])
     np.testing.assert_array_equal(results[0][0], results[1][0])  # same clipped text -> same entry
     assert cache.stats().misses == 2
-    assert all(len(key.text) <= cache.max_text_chars for key in cache.store.keys())
+    clipped = huge.decode()[: cache.max_text_chars]
+    assert SceneKey("v1", 0, clipped) in cache.store and len(cache.store) == 2  # keyed by the clipped text
 
 
 def test_cache_stays_within_bound_under_unique_texts(tokenizer):
@@ -142,7 +143,7 @@ def test_cache_stays_within_bound_under_unique_texts(tokenizer):
 def test_embedder_version_keys_entries(tokenizer):
     first = make_cache(tokenizer, version="v1")
     run_batch(first, [[b"sunny", b"office"]])
-    assert all(key.embedder_version == "v1" for key in first.store.keys())
+    assert SceneKey("v1", 0, "sunny") in first.store and SceneKey("v2", 0, "sunny") not in first.store
 
 
 def test_complete_checks_embedder_rows(tokenizer):
