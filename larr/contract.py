@@ -52,7 +52,7 @@ PARAM_CACHE_CAPACITY = "cache_capacity"  # feature_cache: store bound, in entrie
 PARAM_REDIS_URL = "redis_url"  # feature_cache, scene_store redis: read by larr.serving.redis_store (redis_*)
 PARAM_REDIS_SOCKET_TIMEOUT_MS = "redis_socket_timeout_ms"  # feature_cache, scene_store redis: longest Redis wait
 PARAM_REDIS_RETRY_AFTER_S = "redis_retry_after_s"  # feature_cache, scene_store redis: skip Redis this long after a failure
-PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: store bound, in bytes of texts + vectors (0 = none)
+PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: LRU bound, in bytes (serving.lru.entry_bytes; 0 = none)
 PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS calls go to
 PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)
 PARAM_FRESH_TEXT_POLICY = "fresh_text_policy"  # feature_cache: "strict" | "async" (larr.serving.fresh_text.FreshTextPolicy)
