@@ -24,7 +24,6 @@ import xxhash
 
 from larr.serving.store import SceneKey, StoreStats
 
-
 # Python memory per entry beyond the vector's data, measured with tracemalloc (CPython 3.11, NumPy 1.26/2):
 # the digest (a 16-byte bytes object, 56 B), the vector's ndarray object and shape (~130 B) and the
 # OrderedDict's slots, which grow to ~170 B per entry once eviction has turned the LRU over.
