@@ -102,8 +102,8 @@ TORCH_DIR = "torch"  # runtime "torch": the PyTorch artifacts, named by the mode
 # Every model `larr export` writes, whatever the target (the deployment manifests check for these folders).
 REPOSITORY_MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
 PYTHON_MODELS = {"cpu": (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL), "gpu": (FEATURE_CACHE_MODEL,)}
-# Niceness of the embedder_background stub (fresh_text_policy async): the lowest priority there is, so the
-# background embedding of fresh texts runs on cores the request path leaves idle.
+# Niceness of the embedder_background stub (fresh_text_policy async): the lowest priority there is (with it the
+# stub takes SCHED_IDLE, larr.serving.model_config), so background embedding runs on cores the request path leaves idle.
 BACKGROUND_NICE = 19
 TRT_OPT_BATCH = 16  # TensorRT profiles: the shapes to tune for (typical embedder batch, sequence, candidates)
 TRT_OPT_SEQUENCE = 16

@@ -25,7 +25,7 @@ from larr.errors import MissingInputError
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.embedder import TextEmbedder, checkpoint_pooling, embed_texts, input_template
 from larr.tokenization import TOKENIZER_FILE, EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.config import TrainConfig
+from larr.training.config import EmbedConfig, TrainConfig
 from larr.training.loop import (
     StepLogger,
     batch_indices,
@@ -39,7 +39,6 @@ from larr.training.loop import (
     wrap_ddp,
 )
 from larr.training.losses.info_nce import Temperature, info_nce
-from larr.training.config import EmbedConfig
 from larr.training.pairs import PAIR_KINDS, VIEW_KINDS, Pairs, build_pairs
 from larr.training.runner import stage_main
 

@@ -25,7 +25,6 @@ import re
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from larr.models.embedder import TextEmbedder
 

@@ -134,7 +134,7 @@ def test_frappe_bars_smoke_run_end_to_end_and_resume(tmp_path: Path, capsys: pyt
 def test_a_config_key_added_after_the_pin_counts_as_unchanged_only_at_its_default(tmp_path):
     import json as _json
 
-    from larr.benchmarks.frappe_bars import BenchmarkPlan, PIN_FILE, base_config, pin_setup
+    from larr.benchmarks.frappe_bars import PIN_FILE, BenchmarkPlan, base_config, pin_setup
 
     plan = BenchmarkPlan(raw=tmp_path, out=tmp_path / "out", results=tmp_path / "results", variants=("id_only",))
     pin_setup(plan, base_config(plan))
