@@ -428,7 +428,7 @@ class FactorizationMachine(nn.Module):
 class Backbone(nn.Module):
     """What every architecture shares: the field embedding, the dense input, input checks, init and the L2 term.
 
-    Subclasses (one per :class:`BackboneKind`) add their towers and ``forward``; build one with
+    Subclasses (one per :class:`BackboneKind`) add their towers (:meth:`build_towers`) and ``forward``; build one with
     :func:`build_backbone`. Every tower reads ``x`` = flattened field embeddings ‖ dense features,
     (B, F*E + dense_dim), which :meth:`features` returns with the embeddings (B, F, E) and table rows (B, F).
     With ``history_field`` the attention's output (B, E) sits between the two: (B, F*E + E + dense_dim).
@@ -482,11 +482,17 @@ class Backbone(nn.Module):
             self.target_attention = TargetAttention(config.embedding_dim)
             self.input_dim += config.embedding_dim
         self._last_rows: torch.Tensor | None = None
+        self.build_towers(config)
+        self.reset_parameters()
+
+    def build_towers(self, config: BackboneConfig) -> None:
+        """Register the architecture's towers (each subclass's one method of set-up); ``input_dim`` is known."""
+        raise NotImplementedError
 
     def reset_parameters(self) -> None:
         """FuxiCTR's initialisation: tiny embeddings (the towers start near-linear), Xavier-normal Linear layers.
 
-        Subclasses call it last in ``__init__``; it draws in table order, then in Linear registration order,
+        ``__init__`` calls it after :meth:`build_towers`; it draws in table order, then in Linear registration order,
         which is what makes a seed give the weights of checkpoints saved before the per-kind classes.
         """
         for table in self.embedding_tables():
@@ -605,19 +611,9 @@ class DNNBackbone(Backbone):
 
     kind = BackboneKind.DNN
 
-    def __init__(
-        self,
-        field_vocab_sizes: Sequence[int],
-        dense_dim: int,
-        config: BackboneConfig,
-        *,
-        field_names: Sequence[str] | None = None,
-        history_field: int | None = None,
-    ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
+    def build_towers(self, config: BackboneConfig) -> None:
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
         self.head = nn.Linear(config.mlp_hidden[-1], 1)
-        self.reset_parameters()
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
                 history: torch.Tensor | None = None) -> torch.Tensor:
@@ -639,22 +635,12 @@ class DCNv2Backbone(Backbone):
 
     kind = BackboneKind.DCNV2
 
-    def __init__(
-        self,
-        field_vocab_sizes: Sequence[int],
-        dense_dim: int,
-        config: BackboneConfig,
-        *,
-        field_names: Sequence[str] | None = None,
-        history_field: int | None = None,
-    ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
+    def build_towers(self, config: BackboneConfig) -> None:
         # deep is registered before cross: reset_parameters draws in registration order
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
         self.cross = CrossNetV2(self.input_dim, config.cross_layers) if config.cross_layers else None
         head_in = (self.input_dim if self.cross is not None else 0) + (config.mlp_hidden[-1] if self.deep is not None else 0)
         self.head = nn.Linear(head_in, 1)
-        self.reset_parameters()
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
                 history: torch.Tensor | None = None) -> torch.Tensor:
@@ -683,16 +669,7 @@ class DeepFMBackbone(Backbone):
 
     kind = BackboneKind.DEEPFM
 
-    def __init__(
-        self,
-        field_vocab_sizes: Sequence[int],
-        dense_dim: int,
-        config: BackboneConfig,
-        *,
-        field_names: Sequence[str] | None = None,
-        history_field: int | None = None,
-    ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
+    def build_towers(self, config: BackboneConfig) -> None:
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm) if config.mlp_hidden else None
         self.first_order = nn.Embedding(self.embedding.weight.shape[0], 1)
         self.fm = FactorizationMachine()
@@ -701,7 +678,6 @@ class DeepFMBackbone(Backbone):
             self.head = nn.Linear(config.mlp_hidden[-1], 1)  # its bias is the model's global bias
         else:
             self.bias = nn.Parameter(torch.zeros(1))
-        self.reset_parameters()
 
     def embedding_tables(self) -> list[nn.Module]:
         return [self.embedding, self.first_order]
@@ -737,16 +713,7 @@ class FinalMLPBackbone(Backbone):
 
     kind = BackboneKind.FINALMLP
 
-    def __init__(
-        self,
-        field_vocab_sizes: Sequence[int],
-        dense_dim: int,
-        config: BackboneConfig,
-        *,
-        field_names: Sequence[str] | None = None,
-        history_field: int | None = None,
-    ):
-        super().__init__(field_vocab_sizes, dense_dim, config, field_names=field_names, history_field=history_field)
+    def build_towers(self, config: BackboneConfig) -> None:
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
         self.deep2 = MLP(self.input_dim, config.mlp2_hidden, config.dropout, config.batch_norm)
         self.gate1 = FeatureGate(self._context_fields(config.fs1_context), self.field_vocab_sizes,
@@ -754,7 +721,6 @@ class FinalMLPBackbone(Backbone):
         self.gate2 = FeatureGate(self._context_fields(config.fs2_context), self.field_vocab_sizes,
                                  config.embedding_dim, config.fs_hidden, self.input_dim)
         self.fusion = InteractionAggregation(config.mlp_hidden[-1], config.mlp2_hidden[-1], config.num_heads)
-        self.reset_parameters()
 
     def _context_fields(self, names: Sequence[str]) -> list[int]:
         if names and self.field_names is None:
