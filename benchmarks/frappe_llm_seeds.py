@@ -1,0 +1,139 @@
+"""LARR over several stages-1/2 seeds on Frappe: the pre-registered plan's two-level summary (issue 15).
+
+Each ``frappe_bars`` results file holds one stages-1/2 seed (``setup.llm_seed``) and stage-3 seeds paired with
+the ID-only model (same seed: same batch order). The LARR − ID-only gap varies at two levels: between stage-3
+seeds, and between the LLMs that stages 1-2 trained. Averaging a gap over the stage-3 seeds of one LLM and taking
+the interval over those per-LLM means counts both; an interval over stage-3 seeds of one LLM counts only the
+first, so it is reported beside but never as the verdict::
+
+    python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/larr/results.json [more ...] \\
+        --out benchmarks/results/frappe-finalmlp/llm-seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from larr.benchmarks.frappe_bars import BEST_BARS
+from larr.benchmarks.summary import mean_ci95
+from larr.layout import Variant
+
+
+@dataclass(frozen=True)
+class LlmSeedGap:
+    """One stages-1/2 seed: its LARR runs and their paired gaps over the ID-only runs of the same stage-3 seeds."""
+
+    llm_seed: int
+    stage3_seeds: list[int]
+    larr_auc: list[float]  # per stage-3 seed, in stage3_seeds' order
+    gaps: list[float]  # LARR − ID-only test AUC, same order
+
+    @property
+    def mean_gap(self) -> float:
+        return statistics.fmean(self.gaps)
+
+
+@dataclass(frozen=True)
+class TwoLevelSummary:
+    llm_seeds: list[LlmSeedGap]
+    larr_mean: float  # over every LARR run
+    larr_std: float | None
+    gap_mean: float  # mean of the per-LLM-seed mean gaps
+    gap_ci95: float | None  # t-interval over the per-LLM-seed means (df = LLM seeds − 1); None for one LLM seed
+    stage3_only_ci95: float | None  # t-interval over all paired gaps as if independent: stage-3 variance only
+    target: float  # the board's best test AUC
+
+    @property
+    def goal_met(self) -> bool:
+        """LARR's mean above the board's best, and the gap's interval (counting LLM seeds) above 0."""
+        return self.larr_mean > self.target and self.gap_ci95 is not None and self.gap_mean - self.gap_ci95 > 0
+
+
+def read_llm_seed(results_file: Path) -> LlmSeedGap:
+    """The paired LARR and ID-only runs of one ``frappe_bars`` results file."""
+    report = json.loads(results_file.read_text(encoding="utf-8"))
+    per_seed = report["per_seed"]
+    missing = [v.value for v in (Variant.LARR, Variant.ID_ONLY) if v.value not in per_seed]
+    if missing:
+        raise ValueError(f"{results_file}: no {missing} runs; it needs both LARR and ID-only")
+    larr, base = per_seed[Variant.LARR.value], per_seed[Variant.ID_ONLY.value]
+    seeds = sorted(set(larr) & set(base), key=int)
+    if not seeds:
+        raise ValueError(f"{results_file}: no stage-3 seed has both a LARR and an ID-only run")
+    return LlmSeedGap(
+        llm_seed=int(report["setup"]["llm_seed"]),
+        stage3_seeds=[int(s) for s in seeds],
+        larr_auc=[larr[s]["auc"] for s in seeds],
+        gaps=[larr[s]["auc"] - base[s]["auc"] for s in seeds],
+    )
+
+
+def summarise(groups: list[LlmSeedGap], target: float = BEST_BARS[1]) -> TwoLevelSummary:
+    llm_seeds = [g.llm_seed for g in groups]
+    if len(set(llm_seeds)) != len(llm_seeds):
+        raise ValueError(f"stages-1/2 seeds repeat: {llm_seeds}; give one results file per seed")
+    runs = [auc for g in groups for auc in g.larr_auc]
+    gap_mean, gap_ci95 = mean_ci95([g.mean_gap for g in groups])
+    _, stage3_only = mean_ci95([gap for g in groups for gap in g.gaps])
+    return TwoLevelSummary(
+        llm_seeds=groups,
+        larr_mean=statistics.fmean(runs),
+        larr_std=statistics.stdev(runs) if len(runs) > 1 else None,
+        gap_mean=gap_mean,
+        gap_ci95=gap_ci95,
+        stage3_only_ci95=stage3_only,
+        target=target,
+    )
+
+
+def render_markdown(summary: TwoLevelSummary) -> str:
+    runs = sum(len(g.gaps) for g in summary.llm_seeds)
+    lines = [
+        f"# LARR over {len(summary.llm_seeds)} stages-1/2 seed(s), {runs} paired runs",
+        "",
+        "| stages-1/2 seed | stage-3 seeds | LARR test AUC (mean) | paired gap over ID-only (mean) | ahead |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for g in summary.llm_seeds:
+        ahead = sum(d > 0 for d in g.gaps)
+        lines.append(f"| {g.llm_seed} | {', '.join(map(str, g.stage3_seeds))} | {statistics.fmean(g.larr_auc):.4f} "
+                     f"| {g.mean_gap:+.4f} | {ahead} of {len(g.gaps)} |")
+    std = "" if summary.larr_std is None else f" ± {summary.larr_std:.4f} (std over runs)"
+    lines += ["", f"- LARR mean test AUC {summary.larr_mean:.4f}{std}; the board's best {summary.target:.4f}."]
+    if summary.gap_ci95 is None:
+        lines.append(f"- Paired gap {summary.gap_mean:+.4f}: **no interval that counts the LLM stages yet** (one "
+                     "stages-1/2 seed; the plan needs its three).")
+    else:
+        low, high = summary.gap_mean - summary.gap_ci95, summary.gap_mean + summary.gap_ci95
+        lines.append(f"- Paired gap {summary.gap_mean:+.4f}, 95 % interval over the stages-1/2 seeds "
+                     f"[{low:+.4f}, {high:+.4f}].")
+    if summary.stage3_only_ci95 is not None:
+        lines.append(f"- For comparison only, the interval over stage-3 seeds alone (LLM-stage variance not counted): "
+                     f"±{summary.stage3_only_ci95:.4f}.")
+    lines.append(f"- Goal (LARR mean > {summary.target:.4f} and the counted interval above 0): "
+                 f"**{'met' if summary.goal_met else 'not met'}**.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.frappe_llm_seeds", description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="frappe_bars results.json files, one per stages-1/2 seed")
+    parser.add_argument("--out", type=Path, help="write OUT/summary.json and OUT/summary.md (default: print only)")
+    args = parser.parse_args(argv)
+    summary = summarise([read_llm_seed(path) for path in args.results])
+    text = render_markdown(summary)
+    print(text, end="")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        data = {**asdict(summary), "goal_met": summary.goal_met, "sources": [str(p) for p in args.results]}
+        (args.out / "summary.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        (args.out / "summary.md").write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""larr.benchmarks.frappe_llm_seeds: the two-level interval counts the stages-1/2 seeds, checked by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from larr.benchmarks.frappe_llm_seeds import main, read_llm_seed, summarise
+
+
+def write_results(path, llm_seed: int, larr: dict[int, float], id_only: dict[int, float]):
+    per_seed = {"larr": {str(s): {"auc": a} for s, a in larr.items()},
+                "id_only": {str(s): {"auc": a} for s, a in id_only.items()}}
+    path.write_text(json.dumps({"per_seed": per_seed, "setup": {"llm_seed": llm_seed}}))
+    return path
+
+
+def three_llm_seeds(tmp_path):
+    # ID-only 0.9850 on both stage-3 seeds; LARR gaps per LLM seed: (+0.0005, +0.0015) -> mean +0.001,
+    # (+0.002, +0.002) -> +0.002, (+0.003, +0.003) -> +0.003 (seed 2023 unpaired in the last file: ignored)
+    base = {2021: 0.9850, 2022: 0.9850}
+    return [
+        write_results(tmp_path / "a.json", 2024, {2021: 0.9855, 2022: 0.9865}, base),
+        write_results(tmp_path / "b.json", 2025, {2021: 0.9870, 2022: 0.9870}, base),
+        write_results(tmp_path / "c.json", 2026, {2021: 0.9880, 2022: 0.9880, 2023: 0.9990}, base),
+    ]
+
+
+def test_interval_is_over_the_per_llm_seed_means(tmp_path):
+    summary = summarise([read_llm_seed(p) for p in three_llm_seeds(tmp_path)], target=0.9861)
+    # by hand: means 0.001, 0.002, 0.003 -> mean 0.002, sample std 0.001, t(0.975, 2) = 4.303 -> 0.002484
+    assert summary.gap_mean == pytest.approx(0.002)
+    assert summary.gap_ci95 == pytest.approx(4.303 * 0.001 / 3**0.5, rel=1e-3)
+    # the six LARR runs: 0.9855, 0.9865, 0.9870, 0.9870, 0.9880, 0.9880 -> mean 0.98700
+    assert summary.larr_mean == pytest.approx(0.98700)
+    assert not summary.goal_met  # the mean is above 0.9861, but the interval [-0.0005, +0.0045] holds 0
+
+
+def test_goal_needs_the_mean_above_the_board_and_the_counted_interval_above_zero(tmp_path):
+    base = {2021: 0.9850}
+    files = [write_results(tmp_path / f"{s}.json", s, {2021: 0.9850 + gap}, base)
+             for s, gap in ((2024, 0.0019), (2025, 0.0020), (2026, 0.0021))]
+    groups = [read_llm_seed(p) for p in files]
+    # gaps 0.0019, 0.0020, 0.0021: std 0.0001, half-width 4.303 * 0.0001 / sqrt(3) = 0.000248 > 0 from 0.0020
+    assert summarise(groups, target=0.9861).goal_met  # LARR mean 0.9870
+    assert not summarise(groups, target=0.9875).goal_met  # ... but not above a higher board
+
+def test_one_llm_seed_gives_no_counted_interval(tmp_path):
+    first = three_llm_seeds(tmp_path)[0]
+    summary = summarise([read_llm_seed(first)], target=0.9861)
+    assert summary.gap_ci95 is None and not summary.goal_met  # whatever the stage-3 interval says
+    assert summary.stage3_only_ci95 == pytest.approx(12.706 * 0.000707107 / 2**0.5, rel=1e-3)
+
+
+def test_cli_writes_the_summary_and_refuses_repeated_llm_seeds(tmp_path, capsys):
+    files = three_llm_seeds(tmp_path)
+    assert main([*map(str, files), "--out", str(tmp_path / "out")]) == 0
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [g["llm_seed"] for g in written["llm_seeds"]] == [2024, 2025, 2026]
+    assert "over the stages-1/2 seeds" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="repeat"):
+        summarise([read_llm_seed(files[0]), read_llm_seed(files[0])])
