@@ -40,6 +40,7 @@ from larr.serving.store import SceneKey, SceneStore
 log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]  # M embedder input texts -> (M, D) float32
+QUEUE_BATCHES = 16  # the background queue's default bound, in embedder batches (1,024 texts at batch 64)
 
 
 class FreshTextPolicy(ChoiceEnum):
@@ -60,19 +61,30 @@ class BackgroundEmbedder:
     one batch of at most ``max_batch`` texts is embedded at a time with ONE call of ``embed`` (the
     embedder's max batch size, so one BLS request), and written through to ``store``. A failed batch
     is dropped and counted: its texts are still misses, so the next request that needs one queues it again.
+
+    The queue holds at most ``max_queued`` texts (default ``QUEUE_BATCHES`` batches). When fresh texts arrive
+    faster than the embedder takes them -- at 10 % fresh, a SmolLM-135M-shaped embedder on 2 CPU cores embeds
+    ~50 texts/s while ~900/s arrive -- an unbounded queue grows by the difference for as long as the load
+    lasts. Full, it drops its oldest texts (counted in ``dropped``): like a failed batch's, they are still misses,
+    and queued again when a request needs them again; the newest texts, the likeliest to recur, stay.
     """
 
-    def __init__(self, embed: EmbedFn, store: SceneStore, max_batch: int, on_batch: Callable[[], None] | None = None):
+    def __init__(self, embed: EmbedFn, store: SceneStore, max_batch: int, on_batch: Callable[[], None] | None = None,
+                 max_queued: int | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_queued = QUEUE_BATCHES * max_batch if max_queued is None else max_queued
+        if self.max_queued < 1:
+            raise ValueError(f"max_queued must be >= 1, got {self.max_queued}")
         self.embed = embed
         self.store = store
         self.max_batch = max_batch
         self.on_batch = on_batch  # called after every batch (e.g. to report metrics)
-        self.queued: dict[SceneKey, str] = {}  # key -> embedder input text, in first-seen order
+        self.queued: dict[SceneKey, str] = {}  # key -> embedder input text, oldest first; at most max_queued
         self.in_flight: dict[SceneKey, str] = {}  # the one batch being embedded now
         self.embedded = 0  # texts embedded and written to the store (monotone: a counter)
         self.failed = 0  # texts whose batch failed (monotone)
+        self.dropped = 0  # texts dropped from a full queue, oldest first (monotone)
         self.batches = 0  # embedder calls made
         self._task: asyncio.Task | None = None
 
@@ -82,13 +94,17 @@ class BackgroundEmbedder:
         return set(self.queued) | set(self.in_flight)
 
     def submit(self, keys: Sequence[SceneKey], texts: Sequence[str]) -> int:
-        """Queue the (key, embedder input text) pairs not pending already and make sure a drain task runs on
-        the running event loop. Returns how many were queued."""
+        """Queue the (key, embedder input text) pairs not pending already (dropping the oldest queued texts
+        beyond ``max_queued``) and make sure a drain task runs on the running event loop. Returns how many were
+        queued."""
         added = 0
         for key, text in zip(keys, texts, strict=True):
             if key not in self.queued and key not in self.in_flight:
                 self.queued[key] = text
                 added += 1
+        while len(self.queued) > self.max_queued:
+            del self.queued[next(iter(self.queued))]  # the oldest (dicts keep insertion order)
+            self.dropped += 1
         if self.queued and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self.drain())
         return added

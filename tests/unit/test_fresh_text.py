@@ -9,8 +9,9 @@ import pytest
 
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
-from larr.serving.fresh_text import BackgroundEmbedder, FreshTextPolicy
+from larr.serving.fresh_text import QUEUE_BATCHES, BackgroundEmbedder, FreshTextPolicy
 from larr.serving.lru import LRUStore
+from larr.serving.store import SceneKey
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
 
@@ -119,3 +120,38 @@ def test_background_batches_are_bounded_and_failures_counted(tokenizer) -> None:
         assert background.embedded == 2 and cache.store.stats().entries == 2
 
     asyncio.run(scenario())
+
+
+def test_a_full_queue_drops_its_oldest_texts_which_a_later_miss_queues_again(tokenizer) -> None:
+    async def scenario():
+        gate = asyncio.Event()
+        embed = FakeEmbedder(gate=gate)
+        vocab = SceneVocab(FEATURES, ({}, {}))
+        cache = SceneFeatureCache(FEATURES, tokenizer, vocab, LRUStore(100), "v1")
+        background = BackgroundEmbedder(embed, cache.store, max_batch=2, max_queued=3)
+        execute(cache, background, [[b"w0", b"p0"]])  # both go in flight at once (the drain task starts)...
+        await asyncio.sleep(0)
+        assert len(embed.calls) == 1 and len(background.in_flight) == 2  # ... and wait at the gate
+        # 8 more texts arrive while the embedder is busy: the queue keeps the newest 3, drops the oldest 5
+        execute(cache, background, [[f"w{i}".encode(), f"p{i}".encode()] for i in range(1, 5)])
+        assert background.dropped == 5 and len(background.queued) == 3
+        assert [key.text for key in background.queued] == ["p3", "w4", "p4"]  # newest kept, in arrival order
+        gate.set()
+        await background.wait_idle()
+        assert background.embedded == 2 + 3 and [len(call) for call in embed.calls] == [2, 2, 1]
+        stored = [SceneKey("v1", f, t) in cache.store for f, t in ((1, "p3"), (0, "w4"), (1, "p4"), (0, "w1"))]
+        assert stored == [True, True, True, False]  # the kept three, not the dropped
+        # a dropped text is still a miss: asked for again, it is queued again and embedded
+        results = execute(cache, background, [[b"w1", b"p4"]])
+        assert np.all(results[0][0][0] == UNSEEN_SCENE_FILL) and not np.all(results[0][0][1] == UNSEEN_SCENE_FILL)
+        await background.wait_idle()
+        assert len(embed.calls[-1]) == 1 and "w1" in embed.calls[-1][0] and SceneKey("v1", 0, "w1") in cache.store
+
+    asyncio.run(scenario())
+
+
+def test_the_queue_bound_defaults_to_a_number_of_batches_and_must_be_positive() -> None:
+    store = LRUStore(10)
+    assert BackgroundEmbedder(FakeEmbedder(), store, max_batch=64).max_queued == QUEUE_BATCHES * 64
+    with pytest.raises(ValueError, match="max_queued"):
+        BackgroundEmbedder(FakeEmbedder(), store, max_batch=4, max_queued=0)
