@@ -514,6 +514,8 @@ def parse_args(argv: list[str] | None) -> BenchmarkPlan:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where results.json/.md go")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file or shipped config name")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="stage-3 seeds")
+    parser.add_argument("--llm-seed", type=int,
+                        help="seed of stages 1-2 (default: the config's seed); one --out per stages-1/2 seed")
     parser.add_argument("--variants", nargs="+", help="stage-3 variants (default: the config's ctr.variants)")
     parser.add_argument("--limit-users", type=int, help="keep users 0..N-1 only (smoke runs)")
     parser.add_argument("--convert-seed", type=int, default=CONVERT_SEED, help="seed of the train-negative sampler")
@@ -529,7 +531,9 @@ def parse_args(argv: list[str] | None) -> BenchmarkPlan:
             parser.error(f"--set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = yaml.safe_load(value)
     if "seed" in overrides or "data" in overrides:
-        parser.error("--set seed/data: the runner sets these (use --seeds, and --raw/--out)")
+        parser.error("--set seed/data: the runner sets these (use --seeds and --llm-seed, and --raw/--out)")
+    if args.llm_seed is not None:
+        overrides["seed"] = args.llm_seed  # stages 1-2 run with it; stage 3 replaces it per --seeds
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeat: {args.seeds}")
     return BenchmarkPlan(

@@ -147,3 +147,17 @@ def test_a_config_key_added_after_the_pin_counts_as_unchanged_only_at_its_defaul
                             overrides={"ctr.read_test": False})
     with pytest.raises(ValueError, match="different config"):
         pin_setup(changed, base_config(changed))
+
+
+def test_llm_seed_sets_the_stages_1_2_seed_and_one_out_holds_one(tmp_path):
+    from larr.benchmarks.frappe_bars import BenchmarkPlan, base_config, parse_args, pin_setup
+
+    plan = parse_args(["--out", str(tmp_path / "out"), "--variants", "id_only", "--llm-seed", "2025"])
+    assert base_config(plan).seed == 2025  # what stages 1-2 train with and the pin records as llm_seed
+    assert base_config(parse_args(["--variants", "id_only"])).seed != 2025  # the config's own seed otherwise
+    pin_setup(plan, base_config(plan))
+    other = BenchmarkPlan(raw=plan.raw, out=plan.out, results=plan.results, variants=("id_only",), overrides={"seed": 2026})
+    with pytest.raises(ValueError, match="llm_seed"):
+        pin_setup(other, base_config(other))
+    with pytest.raises(SystemExit):
+        parse_args(["--set", "seed=1"])  # the runner owns seeds

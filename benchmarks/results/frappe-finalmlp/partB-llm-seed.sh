@@ -1,6 +1,6 @@
 #!/bin/bash
 # The pre-registered plan's part B (PLAN.md) for one more stages-1/2 seed (2025 or 2026): frappe_bars trains
-# stages 1-2 with that seed (--set seed; stage 3 replaces it per stage-3 seed) into OUT/llm, then LARR stage 3 on
+# stages 1-2 with that seed (--llm-seed; stage 3 replaces it per stage-3 seed) into OUT/llm, then LARR stage 3 on
 # the 5 stage-3 seeds, paired with part A's ID-only runs, at the hyperparameters tuning chose with stages-1/2 seed
 # 2024 (tune.json; not re-tuned per seed). Resumable: rerun after an interruption.
 # Then: python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/larr*/results.json \
@@ -17,5 +17,5 @@ for s in 2021 2022 2023 2024 2025; do
 done
 nice -n 15 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$B" \
   --results "benchmarks/results/frappe-finalmlp/larr-llm$LLM_SEED" --variants id_only larr \
-  --seeds 2021 2022 2023 2024 2025 --set seed="$LLM_SEED" \
+  --seeds 2021 2022 2023 2024 2025 --llm-seed "$LLM_SEED" \
   --set ctr.llm_input_scale="$SCALE" --set ctr.align_weight="$ALIGN"
