@@ -83,12 +83,22 @@ def run_stage(stage: Stage, train: StageTrain, config, out: Path, resume: bool) 
     if ctx.is_main:
         layout.root.mkdir(parents=True, exist_ok=True)
         save_config(config, layout.config_file)
+    # a resumed stage adds its time to what the finished run before it recorded (a rerun of a finished stage
+    # takes seconds, and its own time alone would replace the stage's real cost)
+    before = stage_wall_seconds(layout.metrics_file, stage) if resume else 0.0
     started = time.perf_counter()
     result = train(config, layout.root, resume)
     if ctx.is_main:
-        result = {**result, "wall_seconds": round(time.perf_counter() - started, 1)}
+        result = {**result, "wall_seconds": round(before + time.perf_counter() - started, 1)}
         update_metrics_json(layout.metrics_file, stage.value, result)
     return result
+
+
+def stage_wall_seconds(metrics_file: Path, stage: Stage) -> float:
+    """The ``wall_seconds`` ``metrics.json`` holds for ``stage`` (0 when none: a first or interrupted run)."""
+    if not metrics_file.exists():
+        return 0.0
+    return float(json.loads(metrics_file.read_text()).get(stage.value, {}).get("wall_seconds", 0.0))
 
 
 def print_metrics(out: Path) -> None:
