@@ -10,5 +10,5 @@ for s in 2021 2022 2023; do
 done
 nice -n 15 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$B" \
   --results benchmarks/results/frappe-minilm/frozen --variants id_only no_stage2 --seeds 2021 2022 2023 \
-  --set base_model=minilm --set pretrain.max_steps=0 --set pretrain.eval_fraction=0.01 \
+  --set pretrain.base_model=minilm --set pretrain.max_steps=0 --set pretrain.eval_fraction=0.01 \
   --set embed.max_steps=0 --set embed.eval_pairs=20 --set ctr.llm_input_scale=0.01 --set ctr.align_weight=0.1
