@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from larr.serving.runtime import RUNTIMES
+from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY
 
 TINY = "tiny"
@@ -121,7 +121,7 @@ class BenchConfig:
     fresh_text_policy: str = field(default="strict", metadata={
         "help": "strict | async: how the LARR ensemble answers texts no store holds (larr.serving.fresh_text)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    runtime: str = field(default="onnxruntime", metadata={
+    runtime: str = field(default=ONNX_RUNTIME, metadata={
         "help": "onnxruntime | torch: what the python backends run the embedder and CTR heads with (torch: a CUDA "
                 "host needs no onnxruntime-gpu); the full-text baseline is served by the same embedder model"})
     seed: int = 2024

@@ -74,7 +74,7 @@ from larr.export.repository import (
     validate_ensemble,
 )
 from larr.layout import RunLayout, Variant
-from larr.serving.runtime import RUNTIMES
+from larr.serving.runtime import RUNTIMES, TORCH_RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,12 @@ def write_fulltext_repository(
     else:
         _link_onnx(Path(embedder_onnx), target_onnx)
         report(f"embedder: {target_onnx} (linked from {embedder_onnx})")
-    if runtime == "torch" and not shared_embedder:
+    if runtime == TORCH_RUNTIME and not shared_embedder:
         copy_embedder_torch(embedder_dir, version_dirs[EMBEDDER_MODEL], report)
     ctr_onnx = version_dirs[FULLTEXT_CTR_MODEL] / ONNX_FILE
     export_ctr(ctr_dir, dataset.num_users, dataset.num_items, ctr_onnx, scene_dim=dim, batched=options.request_batch > 0)
     report(f"{FULLTEXT_CTR_MODEL}: {ctr_onnx} (from {ctr_dir})")
-    if runtime == "torch":
+    if runtime == TORCH_RUNTIME:
         copy_ctr_torch(ctr_dir, dataset, version_dirs[FULLTEXT_CTR_MODEL], report)
     facts = ModelFacts(
         scene_features=scene_features,

@@ -38,17 +38,23 @@ from larr.contract import (
     PARAM_EMBEDDER_VERSION,
     PARAM_SCENE_FEATURES,
 )
+from larr.export.repository import CONFIG_FILE, VERSION
 from larr.serving.ctr_batch import score_batch
 from larr.serving.ctr_request import CTRLimits, CTRRequest
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import SceneFeatureCache
-from larr.serving.runtime import load_runtime, model_parameters
+from larr.serving.runtime import (
+    ONNX_RUNTIME,
+    OnnxRuntime,
+    Runtime,
+    RuntimeSpec,
+    load_runtime,
+    model_parameters,
+    tensor_names,
+)
 from larr.serving.stores import make_store
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
-
-VERSION = "1"
-CONFIG_FILE = "config.pbtxt"
 
 
 def model_config(repository: Path, model: str) -> dict[str, Any]:
@@ -212,14 +218,18 @@ def feature_texts(requests: Sequence[BenchRequest], features: Sequence[str]) -> 
     return list(seen)
 
 
-def embedder_saturation(repository: Path, texts: Sequence[str], batch: int, seconds: float) -> Saturation:
+def embedder_saturation(
+    repository: Path, texts: Sequence[str], batch: int, seconds: float, graph: Path | None = None
+) -> Saturation:
     """Embed ``texts`` in consecutive batches of ``batch`` (cycling) until ``seconds`` have passed (at least
-    two timed calls, after one untimed warm-up call), with the repository's embedder and tokenizer."""
+    two timed calls, after one untimed warm-up call), with the repository's embedder and tokenizer.
+
+    ``graph``: another ONNX file of the same embedder (e.g. its int8 conversion) run in place of the
+    repository's, in a session configured as the repository's config says."""
     if len(texts) < batch:
         raise ValueError(f"need at least {batch} texts for a batch, got {len(texts)}")
-    repository = Path(repository)
-    runtime = load_runtime(repository / EMBEDDER_MODEL / VERSION, model_config(repository, EMBEDDER_MODEL))
-    tokenizer = EmbeddingTokenizer.from_directory(repository / FEATURE_CACHE_MODEL / VERSION)
+    runtime = _embedder_runtime(Path(repository), graph)
+    tokenizer = EmbeddingTokenizer.from_directory(Path(repository) / FEATURE_CACHE_MODEL / VERSION)
     batches = [tokenizer(texts[s : s + batch]) for s in range(0, len(texts) - batch + 1, batch)]  # (B, T) pairs
     # run_numpy: the result on the host, so a CUDA runtime (torch launches asynchronously) is timed to the end
     runtime.run_numpy(list(batches[0]))  # warm-up: allocations, thread pools
@@ -235,6 +245,23 @@ def embedder_saturation(repository: Path, texts: Sequence[str], batch: int, seco
         if elapsed >= seconds and calls >= 2:
             break
     return Saturation(batch, calls, elapsed, tokens, padded, padded / (calls * batch))
+
+
+def _embedder_runtime(repository: Path, graph: Path | None) -> Runtime:
+    config = model_config(repository, EMBEDDER_MODEL)
+    if graph is None:
+        return load_runtime(repository / EMBEDDER_MODEL / VERSION, config)
+    spec = RuntimeSpec.from_model_config(config)
+    if spec.runtime != ONNX_RUNTIME:
+        raise ValueError(f"{graph}: an ONNX graph needs runtime {ONNX_RUNTIME!r}, the repository's embedder runs {spec.runtime!r}")
+    return OnnxRuntime(graph, *tensor_names(config), spec)
+
+
+def saturation_sum(runs: Sequence[Saturation]) -> Saturation:
+    """Several saturation runs of one graph (same batch) counted as one."""
+    calls, padded = sum(r.calls for r in runs), sum(r.padded_tokens for r in runs)
+    return Saturation(runs[0].batch, calls, sum(r.seconds for r in runs), sum(r.tokens for r in runs), padded,
+                      padded / (calls * runs[0].batch))
 
 
 def forward_flops_per_token(parameters: ParameterCount, encoder: EncoderShape, context: float) -> float:

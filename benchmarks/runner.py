@@ -55,15 +55,17 @@ from larr.benchmarks.workload import (
     WorkloadSpec,
     write_perf_analyzer_data,
 )
-from larr.contract import CTR_MODEL, ENSEMBLE_NAME, FEATURE_CACHE_MODEL, SCENE_TABLE_INDEX_FILE
-from larr.export.repository import apply_fresh_text_policy
+from larr.contract import CTR_MODEL, EMBEDDER_MODEL, ENSEMBLE_NAME, FEATURE_CACHE_MODEL, SCENE_TABLE_INDEX_FILE
+from larr.export.repository import ONNX_FILE, VERSION, apply_fresh_text_policy
 from larr.layout import RunLayout
+from larr.serving.runtime import ONNX_RUNTIME
 
 RESULTS_FILE = "results.json"
 MODEL_OF_VARIANT = {LARR: ENSEMBLE_NAME, CACHE_OFF: ENSEMBLE_NAME, FULLTEXT: FULLTEXT_ENSEMBLE_NAME}
 PERF_ANALYZER, LOADGEN, IN_PROCESS = "perf_analyzer", "loadgen", "inprocess"
 MAX_RATE_GROWTH = 4.0  # data files are sized for up to this throughput gain over the previous level
 LONG_RUN_REQUESTS = 20_000  # the simulated long-running server of the hit-rate plot
+SATURATION_ROUNDS = 4  # fp32 / int8 turns at saturation, alternating which goes first
 
 
 @dataclass
@@ -478,15 +480,28 @@ class BenchRun:
         return out
 
     def _saturation(self, models: SizeModels, result: SizeResult) -> None:
-        from larr.benchmarks.inprocess import embedder_saturation, feature_texts, gemm_peak
+        """The embedder kept busy with full batches: the repository's fp32 graph and, where it runs on ONNX
+        Runtime's CPU provider, its int8 conversion (``larr export --embedder-precision int8``'s recipe) on the
+        same batches, the two interleaved in SATURATION_ROUNDS rounds so that load changes hit both alike."""
+        from larr.benchmarks.inprocess import embedder_saturation, feature_texts, gemm_peak, saturation_sum
 
         size, config = result.llm_size, self.config
         task = f"{size}/saturation"
         batch = config.saturation_batch
-        self.progress.task(task, f"{size}: embedder at saturation (batches of {batch} scene-feature texts)")
+        repository = models.repositories[LARR]
+        int8 = self._int8_embedder(models) if (config.runtime, self.machine.device) == (ONNX_RUNTIME, "cpu") else None
+        self.progress.task(task, f"{size}: embedder at saturation (batches of {batch} scene-feature texts"
+                                 f"{', fp32 and int8 interleaved' if int8 else ''})")
         requests = self._stream(config.headline_unseen).take(max(64, 4 * batch))
         texts = feature_texts(requests, self.pools.features)
-        saturation = embedder_saturation(models.repositories[LARR], texts, batch, config.saturation_seconds)
+        graphs = {"fp32": None, **({"int8": int8} if int8 else {})}  # name -> graph (None: the repository's)
+        seconds = config.saturation_seconds / SATURATION_ROUNDS
+        runs: dict[str, list] = {name: [] for name in graphs}
+        for round_ in range(SATURATION_ROUNDS):
+            order = list(graphs) if round_ % 2 == 0 else list(graphs)[::-1]
+            for name in order:
+                runs[name].append(embedder_saturation(repository, texts, batch, seconds, graphs[name]))
+        saturation = saturation_sum(runs["fp32"])
         # the peak again, next to the saturation run: on a shared machine the one taken at the start of a long run
         # can be far below what the cores do minutes later (an MFU above 1 was seen); the summary takes the best
         peak = gemm_peak(self.machine.device, config.gemm_size)
@@ -494,9 +509,28 @@ class BenchRun:
             **saturation.to_json(),
             "flops_per_token": _flops_per_token(models, saturation.mean_padded_length),
             "gemm_peak_flops": peak.flops,
+            "rounds": SATURATION_ROUNDS,
         }
         self.progress.note(f"{saturation.tokens_per_s:,.0f} tokens/s ({saturation.texts_per_s:,.1f} texts/s)")
+        if int8:
+            int8_saturation = saturation_sum(runs["int8"])
+            # per round: int8 tokens/s / fp32 tokens/s of the same round (paired)
+            speedups = [i.tokens_per_s / f.tokens_per_s for f, i in zip(runs["fp32"], runs["int8"])]
+            result.saturation["int8"] = {**int8_saturation.to_json(), "speedup_by_round": speedups, "graph": str(int8)}
+            self.progress.note(f"int8: {int8_saturation.tokens_per_s:,.0f} tokens/s, "
+                               f"{int8_saturation.tokens_per_s / saturation.tokens_per_s:.2f}x fp32")
         self.progress.finish(task)
+
+    def _int8_embedder(self, models: SizeModels) -> Path:
+        """The int8 conversion of the LARR repository's embedder graph, made once per export (kept beside it)."""
+        from larr.export.embedder_precision import quantize_int8
+
+        fp32 = models.repositories[LARR] / EMBEDDER_MODEL / VERSION / ONNX_FILE
+        int8 = models.run_dir.parent / "int8" / "embedder.onnx"
+        if not int8.exists() or int8.stat().st_mtime < fp32.stat().st_mtime:
+            self.progress.note(f"quantising {fp32} to int8 -> {int8}")
+            quantize_int8(fp32, int8)
+        return int8
 
 
 def _served_batch(result: SizeResult, share: float, concurrency: int, repeat: int) -> int:

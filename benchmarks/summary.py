@@ -45,6 +45,8 @@ EXTRA_KEYS = (
     "overhead_us_per_request_c1",
     "p99_ratio_vs_fastapi",
     "embedder_tokens_per_s",
+    "embedder_tokens_per_s_int8",
+    "embedder_int8_speedup",
     "larr_throughput",
     "fulltext_throughput",
     "cache_off_throughput",
@@ -76,6 +78,11 @@ DEFINITIONS = {
     "closed-loop generator (not perf_analyzer) with the same warm-up and requests",
     "p99_ratio_vs_fastapi": "Triton LARR p99 / FastAPI p99, same generator",
     "embedder_tokens_per_s": "embedder tokens/s at saturation, in-process, batches of scene-feature texts",
+    "embedder_tokens_per_s_int8": "the same batches through the embedder's int8 conversion (larr export "
+    "--embedder-precision int8's recipe), interleaved with the fp32 graph in rounds; null where the embedder does not "
+    "run on ONNX Runtime's CPU provider",
+    "embedder_int8_speedup": "int8 tokens/s / fp32 tokens/s of the same round, mean over the rounds (ci95: over the "
+    "rounds); its parity to fp32 is measured by larr.benchmarks.embedder_precision",
     "embedder_mfu": "embedder_tokens_per_s x forward FLOPs per token (2 N_non-embedding + 2 n_layer n_ctx d_attn) / "
     "fp32 GEMM peak: the best of the measurements in the same run (at its start and next to the saturation run)",
     "throughput_ratio_vs_fulltext_by_fresh_share": "per fresh-text share: LARR requests/s at that share / full-text "
@@ -93,7 +100,9 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 # Keys that name the point rather than measure it: never averaged.
 _IDENTITY_KEYS = frozenset({"label", "parameters", "non_embedding_parameters", "concurrency", "unseen_share", "models"})
 # Measured once per size, not per repeat (the embedder at saturation, the precompute at export): no interval.
-_ONCE_KEYS = frozenset({"embedder_tokens_per_s", "embedder_mfu", "embedder_mfu_precompute"})
+# The int8 speedup's interval, where given, is over the rounds of that one run.
+_ONCE_KEYS = frozenset({"embedder_tokens_per_s", "embedder_mfu", "embedder_mfu_precompute", "embedder_tokens_per_s_int8",
+                        "embedder_int8_speedup"})
 
 
 def find_point(points: Iterable[dict], variant: str, method: str, concurrency: int, unseen_share: float) -> dict | None:
@@ -153,6 +162,8 @@ def size_summary(size: dict, concurrency: int, unseen_share: float, gemm_peak_fl
     peak = max(gemm_peak_flops or 0.0, saturation.get("gemm_peak_flops") or 0.0)  # the best measured in the run
     if tokens_per_s and peak:
         mfu = tokens_per_s * saturation["flops_per_token"] / peak
+    int8 = saturation.get("int8") or {}
+    int8_speedup, int8_speedup_ci95 = mean_ci95(int8.get("speedup_by_round") or [])
     overhead = None
     if per_request_us(larr) is not None and per_request_us(inprocess) is not None:
         overhead = per_request_us(larr) - per_request_us(inprocess)
@@ -177,6 +188,9 @@ def size_summary(size: dict, concurrency: int, unseen_share: float, gemm_peak_fl
         "throughput_ratio_vs_fastapi": ratio(value(triton_lg, "throughput"), value(fastapi, "throughput")),
         "p99_ratio_vs_fastapi": ratio(value(triton_lg, "p99_us"), value(fastapi, "p99_us")),
         "embedder_tokens_per_s": tokens_per_s,
+        "embedder_tokens_per_s_int8": int8.get("tokens_per_s"),
+        "embedder_int8_speedup": int8_speedup,
+        "embedder_int8_speedup_ci95": int8_speedup_ci95,
         "embedder_mfu": mfu,
         "embedder_mfu_precompute": (size.get("precompute") or {}).get("mfu"),
         "larr_throughput": value(larr, "throughput"),
@@ -231,10 +245,12 @@ def aggregate_repeats(rows: Sequence[dict]) -> dict:
     first, out = rows[0], {"repeats": len(rows)}
     for key, value in first.items():
         values = [row.get(key) for row in rows]
+        if key.endswith("_ci95") and key.removesuffix("_ci95") in _ONCE_KEYS:
+            continue  # a once-measured key's own interval: taken with its key below
         if key in _IDENTITY_KEYS or not (value is None or _is_number(value) or isinstance(value, dict)):
             out[key] = value
         elif key in _ONCE_KEYS:
-            out[key], out[f"{key}_ci95"] = value, None
+            out[key], out[f"{key}_ci95"] = value, first.get(f"{key}_ci95")
         elif isinstance(value, dict):  # e.g. {fresh share: ratio}
             shares = {inner: mean_ci95([(row.get(key) or {}).get(inner) for row in rows]) for inner in value}
             out[key] = {inner: mean for inner, (mean, _) in shares.items()}

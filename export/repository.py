@@ -86,7 +86,7 @@ from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.redis_store import RedisStoreConfig
-from larr.serving.runtime import RUNTIMES, SERVING_META_FILE
+from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES, SERVING_META_FILE, TORCH_RUNTIME
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class RepositoryOptions:
     )
     embedder_instances: int = field(default=1, metadata={"help": "embedder model instances"})
     ctr_instances: int = field(default=1, metadata={"help": "ctr model instances"})
-    runtime: str = field(default="onnxruntime", metadata={"help": "cpu target: 'onnxruntime' or 'torch'"})
+    runtime: str = field(default=ONNX_RUNTIME, metadata={"help": "cpu target: 'onnxruntime' or 'torch'"})
     embedder_precision: EmbedderPrecision = field(
         default=EmbedderPrecision.FP32,
         metadata={"help": "runtime onnxruntime: the embedder graph's precision: 'fp32'; 'int8' = dynamic int8 "
@@ -205,10 +205,10 @@ class RepositoryOptions:
         object.__setattr__(self, "variant", variant)  # frozen: normalised once, here
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
-        if self.target == "gpu" and self.runtime != "onnxruntime":
+        if self.target == "gpu" and self.runtime != ONNX_RUNTIME:
             raise ValueError("runtime applies to the python models of --target cpu; --target gpu serves TensorRT plans")
         object.__setattr__(self, "embedder_precision", EmbedderPrecision.parse(self.embedder_precision))
-        if self.embedder_precision is not EmbedderPrecision.FP32 and (self.target == "gpu" or self.runtime != "onnxruntime"):
+        if self.embedder_precision is not EmbedderPrecision.FP32 and (self.target == "gpu" or self.runtime != ONNX_RUNTIME):
             raise ValueError(
                 f"embedder_precision {self.embedder_precision.value!r} applies to the ONNX Runtime embedder of "
                 "--target cpu --runtime onnxruntime; --target gpu builds TensorRT FP16 engines from the fp32 graph, "
@@ -420,7 +420,7 @@ def _runtime_parameters(options: RepositoryOptions) -> dict[str, object]:
     return {
         PARAM_RUNTIME: options.runtime,
         PARAM_DEVICE: options.device,
-        PARAM_MODEL_FILE: TORCH_DIR if options.runtime == "torch" else ONNX_FILE,
+        PARAM_MODEL_FILE: TORCH_DIR if options.runtime == TORCH_RUNTIME else ONNX_FILE,
         PARAM_INTRA_OP_THREADS: options.intra_op_threads,
     }
 
@@ -612,7 +612,7 @@ def write_repository(
         if options.target == "gpu":
             _build_plans(options, facts, embedder_onnx, ctr_onnx, version_dirs, report)
 
-    if options.runtime == "torch":
+    if options.runtime == TORCH_RUNTIME:
         _copy_torch_artifacts(paths, dataset, version_dirs, report)
     _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
     _write_item_names(checkpoints, out / ITEM_NAMES_PATH, report)

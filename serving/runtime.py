@@ -19,13 +19,14 @@ import numpy as np
 from larr.contract import PARAM_DEVICE, PARAM_INTRA_OP_THREADS, PARAM_MODEL_FILE, PARAM_RUNTIME
 from larr.serving.model_config import model_parameters, tensor_names  # the adapters import them from here too
 
-RUNTIMES = ("onnxruntime", "torch")
+ONNX_RUNTIME, TORCH_RUNTIME = "onnxruntime", "torch"
+RUNTIMES = (ONNX_RUNTIME, TORCH_RUNTIME)
 SERVING_META_FILE = "serving.json"  # ctr torch artifacts: {"num_users": U, "num_items": I}
 
 
 @dataclass(frozen=True)
 class RuntimeSpec:
-    runtime: str = "onnxruntime"
+    runtime: str = ONNX_RUNTIME
     device: str = "cpu"
     model_file: str = "model.onnx"
     intra_op_threads: int = 0
@@ -156,7 +157,7 @@ def load_runtime(version_dir: Path, config: Mapping[str, Any], extra_inputs: Seq
     path = Path(version_dir) / spec.model_file
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; export the model repository with `larr export`")
-    if spec.runtime == "torch":
+    if spec.runtime == TORCH_RUNTIME:
         return TorchRuntime(path, spec, batched=bool(extra_inputs))
     inputs, outputs = tensor_names(config)
     return OnnxRuntime(path, (*inputs, *extra_inputs), outputs, spec)

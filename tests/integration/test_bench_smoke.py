@@ -67,6 +67,23 @@ def test_summary_has_every_headline_number(bench, tiny_run):
     assert ("trained" if trained else "random") in summary["by_llm_size"]["tiny"]["models"]["fulltext_ctr"]
 
 
+def test_the_int8_embedder_ran_interleaved_with_fp32_on_the_same_batches(bench):
+    """On CPU + ONNX Runtime the saturation run also times the int8 conversion of the served embedder: a
+    quantised graph (integer MatMuls), on the same batches, its speedup the mean of the paired rounds."""
+    import onnx
+
+    results = json.loads((bench / "results.json").read_text(encoding="utf-8"))
+    saturation = results["sizes"][0]["saturation"]
+    int8 = saturation["int8"]
+    ops = {node.op_type for node in onnx.load(int8["graph"], load_external_data=False).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert int8["batch"] == saturation["batch"]
+    assert len(int8["speedup_by_round"]) == saturation["rounds"]
+    summary = json.loads((bench / "summary.json").read_text(encoding="utf-8"))
+    assert summary["embedder_tokens_per_s_int8"] == pytest.approx(int8["tokens"] / int8["seconds"])
+    assert summary["embedder_int8_speedup"] == pytest.approx(sum(int8["speedup_by_round"]) / saturation["rounds"])
+
+
 def test_every_variant_was_measured_on_what_was_sent(bench):
     results = json.loads((bench / "results.json").read_text(encoding="utf-8"))
     (size,) = results["sizes"]

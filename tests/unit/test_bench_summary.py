@@ -203,3 +203,23 @@ def test_t_quantiles_match_scipy():
     assert t975(12) >= stats.t.ppf(0.975, 12)  # between table rows: conservative
     with pytest.raises(ValueError):
         t975(0)
+
+
+def test_int8_saturation_gives_tokens_per_s_and_the_mean_paired_speedup_over_rounds(results):
+    """The int8 graph's tokens/s as measured, its speedup the mean of the per-round paired ratios with a
+    Student's t interval over the rounds (not the ratio of totals), kept through the aggregation of repeats."""
+    from scipy import stats
+
+    rounds = [2.0, 2.6, 2.3, 2.9]
+    results["sizes"][1]["saturation"]["int8"] = {"tokens_per_s": 2500.0, "speedup_by_round": rounds}
+    summary = build_summary(results)
+    assert summary["embedder_tokens_per_s_int8"] == 2500.0
+    assert summary["embedder_int8_speedup"] == pytest.approx(np.mean(rounds))
+    half_width = stats.t.ppf(0.975, df=3) * np.std(rounds, ddof=1) / 2
+    assert summary["embedder_int8_speedup_ci95"] == pytest.approx(half_width, rel=1e-3)
+    assert "embedder_int8_speedup_ci95_ci95" not in summary["by_llm_size"]["b"]
+    # no int8 run (GPU, torch runtime): null, not zero
+    del results["sizes"][1]["saturation"]["int8"]
+    summary = build_summary(results)
+    assert summary["embedder_tokens_per_s_int8"] is None and summary["embedder_int8_speedup"] is None
+    json.dumps(summary, allow_nan=False)
