@@ -16,6 +16,7 @@ machine's fp32 matmul peak.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -141,7 +142,7 @@ class InProcessPipeline:
 
 @dataclass(frozen=True)
 class SegmentTiming:
-    """Sequential in-process scoring of one segment of requests, ``batch`` requests per call."""
+    """In-process scoring of one segment of requests, ``batch`` requests per call, ``workers`` calls at a time."""
 
     requests: int
     batch: int
@@ -149,6 +150,7 @@ class SegmentTiming:
     mean_latency_us: float
     p50_us: float
     p99_us: float
+    workers: int = 1
 
     @property
     def throughput(self) -> float:
@@ -158,21 +160,45 @@ class SegmentTiming:
         return {**asdict(self), "throughput": self.throughput}
 
 
-def time_segment(pipeline: InProcessPipeline, requests: Sequence[BenchRequest], batch: int = 1) -> SegmentTiming:
-    """Score ``requests`` in consecutive batches of ``batch`` (the last may be shorter); every request's
-    latency is its batch's time (it waits for the whole batch, as in a served execute)."""
+def workers_for(concurrency: int, batch: int) -> int:
+    """Calls in flight when ``concurrency`` requests are outstanding in batches of ``batch``: what the
+    in-process replay runs at once, so that it keeps as many requests in flight as the served point."""
+    return max(1, math.ceil(concurrency / max(1, batch)))
+
+
+def time_segment(pipeline: InProcessPipeline, requests: Sequence[BenchRequest], batch: int = 1, workers: int = 1) -> SegmentTiming:
+    """Score ``requests`` in consecutive batches of ``batch`` (the last may be shorter), ``workers`` threads
+    each taking the next batch when done with one (ONNX Runtime releases the GIL, so they overlap on the
+    cores as Triton's model instances do); every request's latency is its batch's time (it waits for the
+    whole batch, as in a served execute)."""
     if not requests:
         raise ValueError("no requests to time")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    if batch < 1 or workers < 1:
+        raise ValueError(f"batch and workers must be >= 1, got {batch} and {workers}")
+    firsts = list(range(0, len(requests), batch))
     latencies = np.empty(len(requests))
+    next_batch = iter(firsts)  # shared: next() on a list iterator is atomic under the GIL
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for first in next_batch:
+                chunk = requests[first : first + batch]
+                t0 = time.perf_counter()
+                pipeline.score_many(chunk)
+                latencies[first : first + len(chunk)] = time.perf_counter() - t0
+        except BaseException as error:  # surfaced in the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, name=f"inprocess-{n}") for n in range(min(workers, len(firsts)))]
     start = time.perf_counter()
-    for first in range(0, len(requests), batch):
-        chunk = requests[first : first + batch]
-        t0 = time.perf_counter()
-        pipeline.score_many(chunk)
-        latencies[first : first + len(chunk)] = time.perf_counter() - t0
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     seconds = time.perf_counter() - start
+    if errors:
+        raise errors[0]
     return SegmentTiming(
         requests=len(requests),
         batch=batch,
@@ -180,6 +206,7 @@ def time_segment(pipeline: InProcessPipeline, requests: Sequence[BenchRequest], 
         mean_latency_us=float(latencies.mean() * 1e6),
         p50_us=float(np.percentile(latencies, 50) * 1e6),
         p99_us=float(np.percentile(latencies, 99) * 1e6),
+        workers=len(threads),
     )
 
 

@@ -93,6 +93,7 @@ class Point:
     history: int | None = None  # requests this server had answered before the point (warm-up included)
     repeat: int = 0  # which of the config's independent repeats (fresh server, stream seeded seed + repeat)
     batch: int | None = None  # in-process points: requests per call (Triton's mean ctr batch at the same point)
+    workers: int | None = None  # in-process points: calls in flight (threads), ceil(concurrency / batch)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -382,7 +383,7 @@ class BenchRun:
     def _inprocess(self, models: SizeModels, result: SizeResult, repeat: int) -> None:
         """Replays the LARR headline stream (warm-up and every segment, in order) through the same models
         in-process; times the segments of concurrency 1 and the headline concurrency."""
-        from larr.benchmarks.inprocess import InProcessPipeline, time_segment
+        from larr.benchmarks.inprocess import InProcessPipeline, time_segment, workers_for
 
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config
         task = f"{_task_prefix(size, repeat)}/{INPROCESS}"
@@ -400,15 +401,15 @@ class BenchRun:
                 pipeline.advance(requests)
                 continue
             batch = _served_batch(result, share, concurrency, repeat)
-            timing = time_segment(pipeline, requests, batch)
+            timing = time_segment(pipeline, requests, batch, workers_for(concurrency, batch))
             result.points.append(Point(
                 llm_size=size, variant=INPROCESS, method=IN_PROCESS, unseen_share=share, concurrency=concurrency,
                 requests=timing.requests, seconds=timing.seconds, throughput=timing.throughput,
                 avg_latency_us=timing.mean_latency_us, p50_us=timing.p50_us, p90_us=None, p95_us=None,
-                p99_us=timing.p99_us, repeat=repeat, batch=batch,
+                p99_us=timing.p99_us, repeat=repeat, batch=batch, workers=timing.workers,
             ))
             self.progress.note(
-                f"segment of c={concurrency}: {timing.throughput:9.1f} req/s in batches of {batch}, "
+                f"segment of c={concurrency}: {timing.throughput:9.1f} req/s in batches of {batch} x {timing.workers} threads, "
                 f"mean {timing.mean_latency_us / 1e3:.2f} ms"
             )
         self.progress.finish(task)

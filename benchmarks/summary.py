@@ -70,7 +70,8 @@ DEFINITIONS = {
     "server's instances each keep their own LRU, so its measured rate is at most this",
     "overhead_us_per_request": "Triton's time per request at the point (1e6 / throughput) minus the in-process time "
     "per request of the same models on the same requests, same cache state, in batches of the size Triton's ctr "
-    "step formed at that point (ONNX Runtime, one batch at a time); what serving adds beyond the models' work",
+    "step formed at that point, ceil(concurrency / batch) batches in flight on as many threads (ONNX Runtime releases "
+    "the GIL): what serving adds beyond the models' work",
     "overhead_us_per_request_c1": "Triton mean latency at concurrency 1 minus the in-process mean latency of the same "
     "requests",
     "throughput_ratio_vs_fastapi": "Triton LARR requests/s / FastAPI + PyTorch requests/s, both driven by the same "
@@ -350,7 +351,7 @@ def build_summary(results: dict) -> dict:
 POINT_COLUMNS = (
     "llm_size", "variant", "method", "unseen_share", "concurrency", "requests", "seconds", "throughput",
     "avg_latency_us", "p50_us", "p90_us", "p95_us", "p99_us", "cache_hit_rate", "simulated_hit_rate",
-    "miss_tokens_per_request", "fulltext_tokens_per_request", "cache_off_tokens_per_request",
+    "miss_tokens_per_request", "fulltext_tokens_per_request", "cache_off_tokens_per_request", "repeat", "batch", "workers",
 )
 BREAKDOWN_COLUMNS = (
     "llm_size", "variant", "unseen_share", "concurrency", "model", "requests", "executions", "avg_batch", "queue_us",

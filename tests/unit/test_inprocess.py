@@ -63,3 +63,50 @@ def test_threads_score_like_one_thread(repository, requests):
     before = shared.cache.stats().misses
     shared.score_many(requests)
     assert shared.cache.stats().misses == before
+
+
+class CountingPipeline:
+    """Stands in for InProcessPipeline: records which requests each call scored and how many calls overlapped."""
+
+    def __init__(self, seconds: float):
+        import threading
+
+        self.seconds, self.lock = seconds, threading.Lock()
+        self.scored: list[int] = []
+        self.running = self.most_running = 0
+
+    def score_many(self, chunk):
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        time.sleep(self.seconds)  # releases the GIL, as an ONNX Runtime call does
+        with self.lock:
+            self.running -= 1
+            self.scored.extend(chunk)
+        return [None] * len(chunk)
+
+
+def test_workers_score_every_request_once_with_that_many_calls_in_flight():
+    from larr.benchmarks.inprocess import workers_for
+
+    pipeline = CountingPipeline(seconds=0.2)  # long enough that all six threads overlap on a loaded machine
+    timing = time_segment(pipeline, list(range(23)), batch=3, workers=workers_for(16, 3))  # 8 batches, 6 threads
+    assert sorted(pipeline.scored) == list(range(23))
+    assert timing.workers == 6 and pipeline.most_running == 6
+    assert timing.requests == 23 and timing.p50_us >= 0.2 * 1e6
+    # fewer batches than workers: one thread per batch
+    assert time_segment(CountingPipeline(0.0), list(range(4)), batch=2, workers=8).workers == 2
+    assert (workers_for(1, 1), workers_for(16, 1), workers_for(16, 5), workers_for(4, 9)) == (1, 16, 4, 1)
+
+
+def test_an_error_in_a_worker_reaches_the_caller():
+    class Failing(CountingPipeline):
+        def score_many(self, chunk):
+            if 7 in chunk:
+                raise RuntimeError("bad request 7")
+            return super().score_many(chunk)
+
+    with pytest.raises(RuntimeError, match="bad request 7"):
+        time_segment(Failing(0.0), list(range(10)), batch=2, workers=3)
