@@ -60,6 +60,7 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
     add("--fresh-text-policy", choices=("strict", "async"), default=defaults.fresh_text_policy,
         help=_help("fresh_text_policy"))
+    add("--background-busy-share", type=float, default=defaults.background_busy_share, help=_help("background_busy_share"))
     add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
     add("--skip", type=_names, help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)} (default: the "
         "profile's; '' leaves out none)")
@@ -92,7 +93,7 @@ def build_config(args: argparse.Namespace):
         checkpoints=args.checkpoints, out=args.out, work=args.work, llm_sizes=tuple(sizes), headline_size=headline,
         grids=grids, device=args.device or base.device, runtime=args.runtime or base.runtime, candidates=args.candidates,
         skip=tuple(skip), rebuild=args.rebuild,
-        fresh_text_policy=args.fresh_text_policy,
+        fresh_text_policy=args.fresh_text_policy, background_busy_share=args.background_busy_share,
     )
     if args.warmup is not None:
         if args.warmup < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY
 
@@ -120,6 +121,9 @@ class BenchConfig:
     cache_capacity: int = DEFAULT_CACHE_CAPACITY
     fresh_text_policy: str = field(default="strict", metadata={
         "help": "strict | async: how the LARR ensemble answers texts no store holds (larr.serving.fresh_text)"})
+    background_busy_share: float = field(default=DEFAULT_BUSY_SHARE, metadata={
+        "help": "async: the largest share of wall time the background embedder may spend embedding (larr export "
+                "--background-busy-share)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     runtime: str = field(default=ONNX_RUNTIME, metadata={
         "help": "onnxruntime | torch: what the python backends run the embedder and CTR heads with (torch: a CUDA "

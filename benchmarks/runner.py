@@ -257,7 +257,8 @@ class BenchRun:
             seed=config.seed, rebuild=config.rebuild, progress=self.progress.note,
         )
         # a serving-time choice: the reused repository is switched, not exported again (its scene table took minutes)
-        apply_fresh_text_policy(models.repositories[LARR], config.fresh_text_policy)
+        apply_fresh_text_policy(models.repositories[LARR], config.fresh_text_policy,
+                                busy_share=config.background_busy_share)
         self.progress.finish(f"{size}/setup")
         result = SizeResult(
             llm_size=size, label=shape.label, labels=models.labels, parameters=models.parameters.total,

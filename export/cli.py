@@ -49,6 +49,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--fresh-text-policy", default=defaults.fresh_text_policy.value, choices=[p.value for p in FreshTextPolicy],
         help="a scene text no store holds: strict = embed it before answering; async = score with the unseen-text "
         "row (zeros) now, embed it in the background (model-config parameter fresh_text_policy)")
+    add("--background-busy-share", type=float, default=defaults.background_busy_share,
+        help="fresh-text-policy async: the largest share of wall time the background embedder may spend embedding "
+        "(below 1 it pauses between batches: shorter request tails, new texts learned later)")
     add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
     add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
         help="feature cache bound, in bytes: each entry counts its vector + the Python objects around it; "
@@ -82,7 +85,7 @@ def run_export(args: argparse.Namespace) -> int:
             embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
             feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
             cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts, batch_requests=args.batch_requests,
-            fresh_text_policy=args.fresh_text_policy,
+            fresh_text_policy=args.fresh_text_policy, background_busy_share=args.background_busy_share,
             redis_socket_timeout_ms=args.redis_socket_timeout_ms, redis_retry_after_s=args.redis_retry_after_s,
             device=args.device, intra_op_threads=args.intra_op_threads, embedder_precision=args.embedder_precision,
         )

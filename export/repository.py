@@ -54,6 +54,7 @@ from larr.contract import (
     INPUT_IDS,
     ITEM_IDS,
     ITEM_NAMES_PATH,
+    PARAM_BACKGROUND_BUSY_SHARE,
     PARAM_BACKGROUND_EMBEDDER_MODEL,
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
@@ -84,7 +85,7 @@ from larr.contract import (
 from larr.errors import UserError
 from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
-from larr.serving.fresh_text import FreshTextPolicy
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
 from larr.serving.redis_store import RedisStoreConfig
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES, SERVING_META_FILE, TORCH_RUNTIME
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
@@ -153,6 +154,12 @@ class RepositoryOptions:
         metadata={"help": "a scene text no store holds: 'strict' embeds it before answering; 'async' answers with the "
                           "unseen-text row (zeros) now and embeds it in the background (larr.serving.fresh_text)"},
     )
+    background_busy_share: float = field(
+        default=DEFAULT_BUSY_SHARE,
+        metadata={"help": "fresh_text_policy async: the largest share of wall time the background embedder may spend "
+                          "embedding; below 1 it pauses between batches (shorter request tails, slower to learn new "
+                          "texts: larr.serving.fresh_text.BackgroundEmbedder)"},
+    )
     cache_capacity: int = field(default=DEFAULT_CACHE_CAPACITY, metadata={"help": "feature cache bound, in entries"})
     cache_max_bytes: int = field(
         default=DEFAULT_CACHE_MAX_BYTES,
@@ -188,6 +195,8 @@ class RepositoryOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
         object.__setattr__(self, "fresh_text_policy", FreshTextPolicy.parse(self.fresh_text_policy))
+        if not 0.0 < self.background_busy_share <= 1.0:
+            raise ValueError(f"background_busy_share must be in (0, 1], got {self.background_busy_share}")
         if self.scene_store is StoreKind.REDIS and not self.redis_url:
             raise ValueError("scene_store 'redis' needs redis_url (--redis-url redis://host:port/db)")
         if self.scene_store is StoreKind.REDIS:  # the store's own checks, at export rather than at server start
@@ -369,6 +378,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_EMBEDDER_VERSION: facts.embedder_version,
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
         PARAM_BACKGROUND_EMBEDDER_MODEL: background_embedder_model(options),
+        PARAM_BACKGROUND_BUSY_SHARE: options.background_busy_share,
         PARAM_MAX_CANDIDATES: options.max_candidates,
     })
     if options.request_batch:
@@ -750,7 +760,9 @@ def _write_feature_cache_files(embedder_dir: Path, vocab: dict, version_dir: Pat
     report(f"feature_cache: {version_dir} ({TOKENIZER_FILE}, {EMBEDDING_CONFIG_FILE}, {SCENE_VOCAB_FILE})")
 
 
-def apply_fresh_text_policy(repository: Path, policy: FreshTextPolicy | str, report=None) -> None:
+def apply_fresh_text_policy(
+    repository: Path, policy: FreshTextPolicy | str, report=None, busy_share: float | None = None
+) -> None:
     """Make an exported repository answer fresh texts by ``policy``: a serving-time choice, so a repository can
     be switched without exporting it again (the benchmarks do).
 
@@ -759,8 +771,11 @@ def apply_fresh_text_policy(repository: Path, policy: FreshTextPolicy | str, rep
     BLS calls there, so embedding fresh texts takes a core only when the request path leaves one idle (on two
     cores, a background batch at normal priority halved the CPU of every request behind it). ``strict``
     removes it. A TensorRT embedder (gpu target) has no stub process to renice: the embedder itself is used.
+    ``busy_share``, when given, replaces the feature_cache's ``background_busy_share``.
     """
     policy = FreshTextPolicy.parse(policy)
+    if busy_share is not None and not 0.0 < busy_share <= 1.0:
+        raise ValueError(f"background busy share must be in (0, 1], got {busy_share}")
     repository = Path(repository)
     background_dir = repository / EMBEDDER_BACKGROUND_MODEL
     if background_dir.exists():
@@ -778,6 +793,8 @@ def apply_fresh_text_policy(repository: Path, policy: FreshTextPolicy | str, rep
         _rewrite_config(background_dir / CONFIG_FILE, config)
     feature_cache = _read_config(repository / FEATURE_CACHE_MODEL / CONFIG_FILE)
     feature_cache.parameters[PARAM_FRESH_TEXT_POLICY].string_value = policy.value
+    if busy_share is not None:
+        feature_cache.parameters[PARAM_BACKGROUND_BUSY_SHARE].string_value = str(busy_share)
     feature_cache.parameters[PARAM_BACKGROUND_EMBEDDER_MODEL].string_value = (
         EMBEDDER_BACKGROUND_MODEL if background else EMBEDDER_MODEL
     )

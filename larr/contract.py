@@ -57,6 +57,8 @@ PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS call
 PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)
 PARAM_FRESH_TEXT_POLICY = "fresh_text_policy"  # feature_cache: "strict" | "async" (larr.serving.fresh_text.FreshTextPolicy)
 PARAM_BACKGROUND_EMBEDDER_MODEL = "background_embedder_model"  # feature_cache: where background (async) BLS calls go
+# feature_cache, async: the largest share of wall time the background embedder spends embedding (1 = no pause)
+PARAM_BACKGROUND_BUSY_SHARE = "background_busy_share"
 PARAM_PROCESS_NICE = "process_nice"  # embedder: added to the stub process's niceness at start (0 = unchanged)
 PARAM_RUNTIME = "runtime"  # embedder / ctr: "onnxruntime" | "torch"
 PARAM_DEVICE = "device"  # embedder / ctr: "cpu" | "cuda" (| "cuda:N")

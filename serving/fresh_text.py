@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]  # M embedder input texts -> (M, D) float32
 QUEUE_BATCHES = 16  # the background queue's default bound, in embedder batches (1,024 texts at batch 64)
+DEFAULT_BUSY_SHARE = 1.0  # the background embedder runs batch after batch while texts are queued
 
 
 class FreshTextPolicy(ChoiceEnum):
@@ -67,12 +69,20 @@ class BackgroundEmbedder:
     ~50 texts/s while ~900/s arrive -- an unbounded queue grows by the difference for as long as the load
     lasts. Full, it drops its oldest texts (counted in ``dropped``): like a failed batch's, they are still misses,
     and queued again when a request needs them again; the newest texts, the likeliest to recur, stay.
+
+    ``busy_share`` < 1 paces the drain: after a batch that took t seconds it pauses t (1 - s) / s, so the
+    background embedder computes at most that share of the wall time. Fresh texts then wait longer (more drop
+    from a full queue) and the request path meets a background batch less often: on a machine without a core
+    to spare for it, that is what bounds the tail the background work adds to requests.
     """
 
     def __init__(self, embed: EmbedFn, store: SceneStore, max_batch: int, on_batch: Callable[[], None] | None = None,
-                 max_queued: int | None = None):
+                 max_queued: int | None = None, busy_share: float = DEFAULT_BUSY_SHARE,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.monotonic):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not 0.0 < busy_share <= 1.0:
+            raise ValueError(f"busy_share must be in (0, 1], got {busy_share}")
         self.max_queued = QUEUE_BATCHES * max_batch if max_queued is None else max_queued
         if self.max_queued < 1:
             raise ValueError(f"max_queued must be >= 1, got {self.max_queued}")
@@ -86,6 +96,9 @@ class BackgroundEmbedder:
         self.failed = 0  # texts whose batch failed (monotone)
         self.dropped = 0  # texts dropped from a full queue, oldest first (monotone)
         self.batches = 0  # embedder calls made
+        self.busy_share = busy_share
+        self.paused_s = 0.0  # seconds the drain paused to keep to busy_share (monotone)
+        self._sleep, self._clock = sleep, clock
         self._task: asyncio.Task | None = None
 
     @property
@@ -112,7 +125,12 @@ class BackgroundEmbedder:
     async def drain(self) -> None:
         """Embed batches until the queue is empty (texts queued meanwhile are taken by the next batch)."""
         while self.queued:
+            started = self._clock()
             await self.embed_next()
+            if self.busy_share < 1.0:
+                pause = (self._clock() - started) * (1.0 - self.busy_share) / self.busy_share
+                self.paused_s += pause
+                await self._sleep(pause)
 
     async def embed_next(self) -> int:
         """One background batch: the first ``max_batch`` queued texts, one ``embed`` call, write-through.

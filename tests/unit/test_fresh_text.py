@@ -155,3 +155,41 @@ def test_the_queue_bound_defaults_to_a_number_of_batches_and_must_be_positive() 
     assert BackgroundEmbedder(FakeEmbedder(), store, max_batch=64).max_queued == QUEUE_BATCHES * 64
     with pytest.raises(ValueError, match="max_queued"):
         BackgroundEmbedder(FakeEmbedder(), store, max_batch=4, max_queued=0)
+
+
+def test_busy_share_pauses_after_each_batch_for_its_time_times_idle_over_busy() -> None:
+    """busy_share 0.25: a batch that took 0.4 s (on the fake clock) is followed by a 1.2 s pause, so the embedder
+    computes a quarter of the wall time; at 1 (the default) it never pauses."""
+    clock = [100.0]
+    pauses: list[float] = []
+
+    async def embed(texts):  # each call 'takes' 0.1 s per text on the fake clock
+        clock[0] += 0.1 * len(texts)
+        return np.ones((len(texts), DIM), dtype=np.float32)
+
+    async def sleep(seconds):
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    async def scenario(busy_share):
+        store = LRUStore(100)
+        background = BackgroundEmbedder(embed, store, max_batch=4, busy_share=busy_share, sleep=sleep, clock=lambda: clock[0])
+        keys = [SceneKey("v1", "weather", f"t{i}") for i in range(6)]
+        background.submit(keys, [f"t{i}" for i in range(6)])  # batches of 4 and 2
+        await background.wait_idle()
+        return background, store
+
+    background, store = asyncio.run(scenario(0.25))
+    assert pauses == pytest.approx([0.4 * 3, 0.2 * 3])
+    assert background.paused_s == pytest.approx(1.8) and background.embedded == 6 and len(store) == 6
+    busy = 0.4 + 0.2
+    assert busy / (busy + background.paused_s) == pytest.approx(0.25)
+    pauses.clear()
+    background, _ = asyncio.run(scenario(1.0))
+    assert pauses == [] and background.paused_s == 0.0 and background.embedded == 6
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_busy_share_must_be_a_share(share) -> None:
+    with pytest.raises(ValueError, match="busy_share"):
+        BackgroundEmbedder(FakeEmbedder(), LRUStore(10), 4, busy_share=share)

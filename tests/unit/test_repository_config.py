@@ -33,6 +33,7 @@ from larr.contract import (
     INPUT_IDS,
     ITEM_IDS,
     ITEM_NAMES_PATH,
+    PARAM_BACKGROUND_BUSY_SHARE,
     PARAM_BACKGROUND_EMBEDDER_MODEL,
     PARAM_CACHE_CAPACITY,
     PARAM_CACHE_MAX_BYTES,
@@ -318,6 +319,14 @@ def test_async_adds_an_idle_priority_background_embedder_and_strict_removes_it(c
     assert params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))[PARAM_BACKGROUND_EMBEDDER_MODEL] == (
         EMBEDDER_BACKGROUND_MODEL
     )
+    # the export wrote the default busy share; a switch may replace it, within (0, 1]
+    assert float(params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))[PARAM_BACKGROUND_BUSY_SHARE]) == 1.0
+    apply_fresh_text_policy(out, "async", busy_share=0.25)
+    assert params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))[PARAM_BACKGROUND_BUSY_SHARE] == "0.25"
+    with pytest.raises(ValueError, match="busy share"):
+        apply_fresh_text_policy(out, "async", busy_share=0.0)
+    with pytest.raises(ValueError, match="background_busy_share"):
+        RepositoryOptions(fresh_text_policy="async", background_busy_share=1.5)
 
 
 def test_embedder_version_keys_every_cache_parameter(cpu_repository):

@@ -20,6 +20,7 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from larr.contract import (
+    PARAM_BACKGROUND_BUSY_SHARE,
     PARAM_BACKGROUND_EMBEDDER_MODEL,
     PARAM_EMBEDDER_MAX_BATCH,
     PARAM_EMBEDDER_MODEL,
@@ -31,7 +32,7 @@ from larr.contract import (
 from larr.serving.bls import embed_via_bls, scene_responses, send_responses
 from larr.serving.cache_metrics import FeatureCacheMetrics
 from larr.serving.feature_cache import SceneFeatureCache
-from larr.serving.fresh_text import BackgroundEmbedder, FreshTextPolicy
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, BackgroundEmbedder, FreshTextPolicy
 from larr.serving.miss_embedder import MissEmbedder
 from larr.serving.runtime import model_parameters, tensor_names
 from larr.serving.stores import make_store
@@ -65,7 +66,8 @@ class TritonPythonModel:
         # one store per instance (instances are processes): the instance label keeps their counts apart
         labels = {"model": args["model_name"], "instance": args["model_instance_name"], "embedder_version": version}
         self.background = BackgroundEmbedder(
-            self._embed_in_background, self.cache.store, self.embedder_max_batch, on_batch=self._report_metrics
+            self._embed_in_background, self.cache.store, self.embedder_max_batch, on_batch=self._report_metrics,
+            busy_share=float(params.get(PARAM_BACKGROUND_BUSY_SHARE, DEFAULT_BUSY_SHARE)),
         )
         self.misses = MissEmbedder(self.cache, self._embed)
         self.metrics = FeatureCacheMetrics(pb_utils, labels, self.cache)
