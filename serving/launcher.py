@@ -34,13 +34,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from larr.serving.supervisor import DEFAULT_POLL_S, StubSupervisor
+from larr.serving.supervisor import DEFAULT_POLL_S, STUB_EXECUTABLE, Stub, StubSupervisor, find_stubs, remove_regions
 
 SERVE_HINT = (
     "install the serving extra (pip install 'larr[serve]': nvidia-pytriton==0.7.0 bundles tritonserver 2.51 "
@@ -72,6 +73,11 @@ DEFAULT_METRICS_PORT = 8002
 # model is loaded and healthy (route requests to it only then).
 HEALTH_LIVE_PATH = "/v2/health/live"
 HEALTH_READY_PATH = "/v2/health/ready"
+# `larr serve` starts a server that died unasked again after this pause, doubled (up to the maximum) while it keeps
+# dying within SERVER_STABLE_S of being ready.
+SERVER_RESTART_BACKOFF_S = 1.0
+SERVER_RESTART_MAX_BACKOFF_S = 60.0
+SERVER_STABLE_S = 60.0
 
 
 class TritonNotFoundError(RuntimeError):
@@ -534,19 +540,24 @@ def _wait_ready(
 
 @contextlib.contextmanager
 def supervising(
-    options: ServerOptions, process: subprocess.Popen[bytes], poll_s: float = DEFAULT_POLL_S
+    options: ServerOptions, process: subprocess.Popen[bytes], poll_s: float = DEFAULT_POLL_S, server_restarts: int = 0
 ) -> Iterator[StubSupervisor | None]:
     """Watch a ready server's stubs and serve the supervisor's metrics while the block runs (None when
-    ``options.supervise`` is off). Leave the block before stopping the server: its stubs exit then."""
+    ``options.supervise`` is off). Leave the block before stopping the server: its stubs exit then.
+    ``server_restarts``: how often ``larr serve`` started this server again after it died
+    (``larr_server_restarts_total``)."""
     if not options.supervise:
         yield None
         return
+    from prometheus_client import Counter as PromCounter
     from prometheus_client import start_http_server
 
     control = _local_grpc_client(options)
     supervisor = StubSupervisor(
         process.pid, control, options.admin_headers_grpc, poll_s=poll_s, log=lambda line: print(line, file=sys.stderr, flush=True)
     )
+    PromCounter("larr_server_restarts", "times larr serve started tritonserver again after it died unasked",
+                registry=supervisor.registry).inc(server_restarts)
     metrics_http, _ = start_http_server(options.supervisor_port, addr=options.host, registry=supervisor.registry)
     supervisor.start()
     try:
@@ -709,34 +720,75 @@ def serve_main(
         f"'{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}' over gRPC, '{ADMIN_KEY_HEADER}' over HTTP)",
         flush=True,
     )
-    process = subprocess.Popen(build_command(options, install), env=server_env(install))
-    running: list[StubSupervisor] = []  # the supervisor, once the server is ready
+    stopping = threading.Event()
+    current: list[subprocess.Popen[bytes]] = []  # the tritonserver process of this round
+    running: list[StubSupervisor] = []  # its supervisor, once it is ready
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        for supervisor in running:  # first, so that the stubs' planned exit is not "healed"
+        stopping.set()  # first, so that neither the stubs' planned exit nor the server's is "healed"
+        for supervisor in running:
             supervisor.request_stop()
-        if process.poll() is None:
-            process.send_signal(signum)
+        for process in current:
+            if process.poll() is None:
+                process.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            _wait_ready(options, process, startup_timeout_s, lambda: "its log is above")
-        except ServerStartError as error:
-            code = process.poll()
-            if code == 0:  # it was asked to stop (a forwarded signal) before it was ready
-                return 0
-            print(f"larr serve: {error}", file=sys.stderr)
-            if code is None:  # not ready in time
-                _stop(process, grace_s=options.exit_timeout_s + 5)
-                return 1
-            return code
-        with supervising(options, process) as supervisor:
-            running.extend([supervisor] if supervisor is not None else [])
-            return process.wait()
+        restarts, backoff_s = 0, SERVER_RESTART_BACKOFF_S
+        while True:
+            current[:] = [subprocess.Popen(build_command(options, install), env=server_env(install))]
+            process = current[0]
+            try:
+                _wait_ready(options, process, startup_timeout_s, lambda: "its log is above")
+            except ServerStartError as error:
+                code = process.poll()
+                if code == 0 or stopping.is_set():  # it was asked to stop (a forwarded signal) before it was ready
+                    _stop(process, grace_s=options.exit_timeout_s + 5)
+                    return 0
+                print(f"larr serve: {error}", file=sys.stderr)
+                if code is None:  # not ready in time
+                    _stop(process, grace_s=options.exit_timeout_s + 5)
+                    return 1
+                return code  # a server that cannot start is not restarted: the same start would fail again
+            ready_at, stubs = time.monotonic(), find_stubs(process.pid)
+            with supervising(options, process, server_restarts=restarts) as supervisor:
+                running[:] = [supervisor] if supervisor is not None else []
+                code = process.wait()
+                running.clear()
+            if stopping.is_set() or code == 0 or not options.supervise:
+                return code
+            # The server died unasked (Triton 2.51's python backend can abort the whole process when a stub
+            # dies): start it again, as a container restart policy would, without dropping the endpoints for
+            # longer than a start. Crashing again soon after a start backs off, up to SERVER_RESTART_MAX_BACKOFF_S.
+            _reap(stubs)
+            backoff_s = SERVER_RESTART_BACKOFF_S if time.monotonic() - ready_at > SERVER_STABLE_S else (
+                min(2 * backoff_s, SERVER_RESTART_MAX_BACKOFF_S))
+            restarts += 1
+            print(f"larr serve: tritonserver exited unasked ({_describe_exit(code)}); starting it again in "
+                  f"{backoff_s:.0f} s (server restart {restarts})", file=sys.stderr, flush=True)
+            if stopping.wait(backoff_s):
+                return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _describe_exit(code: int) -> str:
+    """``-6`` -> "signal SIGABRT"; ``3`` -> "exit code 3"."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _reap(stubs: Sequence[Stub]) -> None:
+    """After a server died: SIGKILL its stubs still running (orphans now) and unlink their shared memory, which
+    a new server would not reuse (each stub region is named per process)."""
+    for stub in stubs:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{stub.pid}/cmdline").read_bytes().split(b"\0")[0].endswith(STUB_EXECUTABLE.encode()):
+                os.kill(stub.pid, signal.SIGKILL)
+    remove_regions(stub.shm_region for stub in stubs)
 
 
 def exit_cleanly_on_sigterm() -> None:

@@ -26,7 +26,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ from prometheus_client import Counter as PromCounter
 from larr.choices import ChoiceEnum
 
 STUB_EXECUTABLE = "triton_python_backend_stub"
+SHM_DIR = Path("/dev/shm")  # where the stubs' shared-memory regions live
 DEFAULT_POLL_S = 0.5
 # A reload that keeps failing (e.g. the model's files were removed) is retried at most this often.
 MAX_BACKOFF_S = 30.0
@@ -86,6 +87,14 @@ def find_stubs(server_pid: int, proc: Path = Path("/proc")) -> list[Stub]:
     return [stub for stub in stubs if stub is not None]
 
 
+def remove_regions(regions: Iterable[str], shm_dir: Path = SHM_DIR) -> None:
+    """Unlink stubs' shared-memory regions: bare names under ``shm_dir``, never a path elsewhere."""
+    for region in regions:
+        if region and "/" not in region:
+            with contextlib.suppress(FileNotFoundError):
+                (shm_dir / region).unlink()
+
+
 class ModelControl(Protocol):
     """The part of ``tritonclient.grpc.InferenceServerClient`` the supervisor uses."""
 
@@ -122,7 +131,7 @@ class StubSupervisor:
         list_stubs: Callable[[int], list[Stub]] = find_stubs,
         log: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
-        shm_dir: Path = Path("/dev/shm"),
+        shm_dir: Path = SHM_DIR,
     ) -> None:
         if poll_s <= 0:
             raise ValueError(f"poll_s must be > 0, got {poll_s}")
@@ -249,10 +258,7 @@ class StubSupervisor:
     def _remove_dead_regions(self) -> None:
         """Unlink dead stubs' shared memory (1 MiB or more each): Triton 2.51 never finishes unloading an
         instance whose stub died, so nothing else would. The hung instance keeps its mapping until exit."""
-        for region in self._dead_regions:
-            if region and "/" not in region:  # a bare name under shm_dir, never a path elsewhere
-                with contextlib.suppress(FileNotFoundError):
-                    (self._shm_dir / region).unlink()
+        remove_regions(self._dead_regions, self._shm_dir)
         self._dead_regions.clear()
 
     def _mark(self, model: str, reason: DegradedReason, healing: _Healing) -> None:

@@ -252,6 +252,53 @@ def test_larr_serve_heals_a_killed_stub_and_stops_on_sigterm(tmp_path: Path, toy
     assert not [pid for pid in survivors if Path(f"/proc/{pid}").exists()]  # the server and its stubs are gone
 
 
+def test_larr_serve_starts_a_server_that_died_unasked_again(tmp_path: Path, toy: Any) -> None:
+    """Triton 2.51 can abort the whole server when a stub dies (seen in the self-healing tests): `larr serve`
+    notices, clears what the dead server left (its stubs and their shared memory), starts it again on the
+    same ports and says so in its output and in ``larr_server_restarts_total``; readiness fails in between."""
+    repo = toy.write(tmp_path / "repo")
+    grpc_port, http_port, metrics_port, supervisor_port = (launcher.free_port() for _ in range(4))
+    command = [
+        sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+        "--supervisor-port", str(supervisor_port),
+    ]
+    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics_url = f"http://127.0.0.1:{supervisor_port}/metrics"
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        _wait_until(lambda: "larr_server_restarts_total 0.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
+                    "the first server is ready and supervised")
+        first = _child_named(serve.pid, "tritonserver")
+        old_stubs = find_stubs(first)
+        assert old_stubs and all(Path("/dev/shm", stub.shm_region).exists() for stub in old_stubs)
+        os.kill(first, signal.SIGABRT)
+
+        def ready() -> bool:
+            try:
+                return client.is_server_ready()
+            except InferenceServerException:  # nothing listens: not ready
+                return False
+
+        _wait_until(lambda: not ready(), "readiness fails while no server runs")
+        _wait_until(lambda: "larr_server_restarts_total 1.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
+                    "a second server is ready and supervised")
+        second = _child_named(serve.pid, "tritonserver")
+        assert second != first
+        _wait_until(ready, "the client's channel reconnects (gRPC backs off after refused connections)")
+        result = client.infer(ENSEMBLE_NAME, _inputs(["rain", "night"], 7, [1, 2]))
+        np.testing.assert_allclose(result.as_numpy(CTR), toy.ctr(["rain", "night"], 7, [1, 2]), rtol=1e-6)
+        # the dead server's stubs are gone and their shared memory unlinked
+        assert not [s.pid for s in old_stubs if Path(f"/proc/{s.pid}").exists()]
+        assert not [s.shm_region for s in old_stubs if Path("/dev/shm", s.shm_region).exists()]
+    finally:
+        client.close()
+        serve.send_signal(signal.SIGTERM)
+        output, _ = serve.communicate(timeout=120)
+    assert serve.returncode == 0, output  # a requested stop is not restarted
+    assert "tritonserver exited unasked (signal SIGABRT)" in output and "server restart 1" in output
+
+
 def _child_named(parent: int, name: str) -> int:
     """The pid of ``parent``'s child process whose command name is ``name``."""
     for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -146,7 +146,8 @@ def test_a_killed_stub_is_noticed_and_its_model_reloaded(server: RunningServer, 
 
     if server.process.poll() is not None and TRITON_ABORT in server.log_tail(400):
         pytest.xfail(f"tritonserver itself aborted ({TRITON_ABORT}) when the {victim} stub was killed: Triton 2.51's "
-                     "python backend, healed by a process restart, not by the supervisor")
+                     "python backend; this fixture's run_triton_server does not restart it, `larr serve` does "
+                     "(test_launcher.py::test_larr_serve_starts_a_server_that_died_unasked_again)")
     assert supervisor.restarts(victim) == restarts_before + 1, server.log_tail()
     assert supervisor.degraded() == {}
     failures = [o for o in seen.outcomes if o.error is not None]
