@@ -12,14 +12,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 
-from larr.export.embedder_precision import EmbedderPrecision
 from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions, not_servable_reason
 from larr.layout import SERVABLE_VARIANTS, Variant
-from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES
-from larr.serving.stores import StoreKind
+
+_HAND_WRITTEN = ("target", "variant")  # RepositoryOptions fields whose flags say more than the field's help
+
+
+def _flag(name: str, default: object, help_text: str) -> dict:
+    """argparse keywords of a RepositoryOptions field's flag: an enum or the runtime offers its values."""
+    keywords: dict = {"help": help_text.replace("%", "%%")}  # argparse formats help strings with %
+    if isinstance(default, Enum):
+        keywords.update(default=default.value, choices=[member.value for member in type(default)])
+    elif name == "runtime":
+        keywords.update(default=default, choices=RUNTIMES)
+    else:
+        keywords.update(default=default, type=type(default))
+    return keywords
 
 
 def configure_export_parser(parser: argparse.ArgumentParser) -> None:
@@ -37,40 +50,10 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     add("--variant", default=defaults.variant.value, choices=[v.value for v in Variant],
         help=f"which trained CTR model to serve: one of {[v.value for v in SERVABLE_VARIANTS]}. Not servable by the "
         f"ensemble ({unservable}); score those offline with `larr evaluate`")
-    add("--scene-store", default=defaults.scene_store.value, choices=[k.value for k in StoreKind],
-        help="where feature_cache keeps scene vectors (model-config parameter scene_store)")
-    add("--redis-url", default=defaults.redis_url, help="scene store redis: redis://host:port/db shared by the replicas")
-    add("--redis-socket-timeout-ms", type=float, default=defaults.redis_socket_timeout_ms,
-        help="scene store redis: longest wait for one Redis read/write before it counts as a miss")
-    add("--redis-retry-after-s", type=float, default=defaults.redis_retry_after_s,
-        help="scene store redis: after a failure, skip Redis this long, then reconnect by itself")
-    add("--extra-texts", default=defaults.extra_texts,
-        help="JSON lines {\"feature\": name, \"text\": ...} to embed into the scene table beside the dataset's texts")
-    add("--fresh-text-policy", default=defaults.fresh_text_policy.value, choices=[p.value for p in FreshTextPolicy],
-        help="a scene text no store holds: strict = embed it before answering; async = score with the unseen-text "
-        "row (zeros) now, embed it in the background (model-config parameter fresh_text_policy)")
-    add("--background-busy-share", type=float, default=defaults.background_busy_share,
-        help="fresh-text-policy async: the largest share of wall time the background embedder may spend embedding "
-        "(below 1 it pauses between batches: shorter request tails, new texts learned later)")
-    add("--cache-capacity", type=int, default=defaults.cache_capacity, help="feature cache bound, in entries")
-    add("--cache-max-bytes", type=int, default=defaults.cache_max_bytes,
-        help="feature cache bound, in bytes: each entry counts its vector + the Python objects around it; "
-        "the process holds about twice this (README) (0 = no byte bound)")
-    add("--batch-requests", type=int, default=defaults.batch_requests,
-        help="cpu target: requests one execute of feature_cache and ctr may serve (the ensemble's max_batch_size); "
-        "0 = one request per execute")
-    add("--max-candidates", type=int, default=defaults.max_candidates, help="most candidate items per request")
-    add("--embedder-max-batch", type=int, default=defaults.embedder_max_batch, help="texts per embedder batch")
-    add("--feature-cache-instances", type=int, default=defaults.feature_cache_instances,
-        help="feature_cache instances (processes; each has its own in-process tiers)")
-    add("--embedder-instances", type=int, default=defaults.embedder_instances, help="embedder model instances")
-    add("--ctr-instances", type=int, default=defaults.ctr_instances, help="ctr model instances")
-    add("--runtime", default=defaults.runtime, choices=RUNTIMES, help="cpu target: what runs the models")
-    add("--embedder-precision", default=defaults.embedder_precision.value, choices=[p.value for p in EmbedderPrecision],
-        help="cpu target, onnxruntime: the embedder graph's precision (int8: dynamic quantisation for CPU; fp16: for "
-        "--device cuda); the scene table is embedded by the same graph")
-    add("--device", default=defaults.device, help="cpu target: 'cpu' or 'cuda[:N]' for the embedder and ctr")
-    add("--intra-op-threads", type=int, default=defaults.intra_op_threads, help="threads per model, 0 = default")
+    # every other option is a RepositoryOptions field: flag, default, type and help come from the field
+    for option in fields(RepositoryOptions):
+        if option.name not in _HAND_WRITTEN:
+            add(f"--{option.name.replace('_', '-')}", **_flag(option.name, getattr(defaults, option.name), option.metadata["help"]))
     add("--num-users", type=int, help="user id range (default: from the run's dataset)")
     add("--num-items", type=int, help="item id range (default: from the run's dataset)")
     add("--adapters", type=Path, help="folder with <model>/1/model.py adapters (default: the repo's model_repository/)")
@@ -79,16 +62,7 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Run ``larr export``; returns the exit code (2 with a message on stderr for a clear user error)."""
     try:  # the flags alone, before anything heavy is imported
-        options = RepositoryOptions(
-            target=args.target, variant=args.variant, cache_capacity=args.cache_capacity,
-            max_candidates=args.max_candidates, embedder_max_batch=args.embedder_max_batch,
-            embedder_instances=args.embedder_instances, ctr_instances=args.ctr_instances, runtime=args.runtime,
-            feature_cache_instances=args.feature_cache_instances, scene_store=args.scene_store,
-            cache_max_bytes=args.cache_max_bytes, redis_url=args.redis_url, extra_texts=args.extra_texts, batch_requests=args.batch_requests,
-            fresh_text_policy=args.fresh_text_policy, background_busy_share=args.background_busy_share,
-            redis_socket_timeout_ms=args.redis_socket_timeout_ms, redis_retry_after_s=args.redis_retry_after_s,
-            device=args.device, intra_op_threads=args.intra_op_threads, embedder_precision=args.embedder_precision,
-        )
+        options = RepositoryOptions(**{option.name: getattr(args, option.name) for option in fields(RepositoryOptions)})
     except ValueError as error:
         print(f"larr export: {error}", file=sys.stderr)
         return 2

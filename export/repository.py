@@ -133,7 +133,7 @@ class RepositoryOptions:
                           "an in-process LRU; 'redis' = those + Redis shared by replicas (--redis-url); 'lru' = the LRU "
                           "alone (starts cold)"},
     )
-    redis_url: str = field(default="", metadata={"help": "scene_store redis: the Redis every replica shares"})
+    redis_url: str = field(default="", metadata={"help": "scene_store redis: the Redis every replica shares, redis://host:port/db"})
     redis_socket_timeout_ms: float = field(
         default=RedisStoreConfig.socket_timeout_ms,
         metadata={"help": "scene_store redis: the longest one Redis read/write may block a request before it counts "
@@ -164,7 +164,7 @@ class RepositoryOptions:
     cache_max_bytes: int = field(
         default=DEFAULT_CACHE_MAX_BYTES,
         metadata={"help": "feature cache bound, in bytes: each entry counts its vector + the Python objects around it "
-                          "(larr.serving.lru.entry_bytes); 0 = no byte bound"},
+                          "(larr.serving.lru.entry_bytes); the process holds about twice this (README); 0 = no byte bound"},
     )
     max_candidates: int = field(default=1000, metadata={"help": "most candidate items per request"})
     embedder_max_batch: int = field(default=64, metadata={"help": "embedder max_batch_size (texts per call)"})

@@ -165,6 +165,7 @@ def check_configs(
         # async on cpu: background embedding goes to the reniced copy of the embedder
         PARAM_BACKGROUND_EMBEDDER_MODEL: EMBEDDER_BACKGROUND_MODEL
         if (target, options.fresh_text_policy.value) == ("cpu", "async") else EMBEDDER_MODEL,
+        PARAM_BACKGROUND_BUSY_SHARE: str(options.background_busy_share),
         PARAM_MAX_CANDIDATES: str(options.max_candidates),
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
