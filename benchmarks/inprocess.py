@@ -75,10 +75,12 @@ class InProcessPipeline:
     def __init__(self, repository: Path):
         repository = Path(repository)
         params = model_parameters(model_config(repository, FEATURE_CACHE_MODEL))
+        version_dir = repository / FEATURE_CACHE_MODEL / VERSION
         self.cache = SceneFeatureCache.from_directory(
-            repository / FEATURE_CACHE_MODEL / VERSION,
+            version_dir,
             json.loads(params[PARAM_SCENE_FEATURES]),
-            make_store(params),  # the store the server builds from the same config
+            # the store the server builds from the same config and folder: warm from the scene table, as it is
+            make_store(params, version_dir, EmbeddingTokenizer.from_directory(version_dir).max_text_chars),
             params[PARAM_EMBEDDER_VERSION],
         )
         self.max_batch = int(params[PARAM_EMBEDDER_MAX_BATCH])

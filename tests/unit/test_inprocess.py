@@ -110,3 +110,15 @@ def test_an_error_in_a_worker_reaches_the_caller():
 
     with pytest.raises(RuntimeError, match="bad request 7"):
         time_segment(Failing(0.0), list(range(10)), batch=2, workers=3)
+
+
+def test_the_pipeline_starts_warm_from_the_repositorys_scene_table_as_the_server_does(repository, tiny_run):
+    """Same cache state as the server: texts seen in training are in the exported scene table, so a fresh pipeline
+    answers requests made only of them without a single miss (a cold store would miss every first text)."""
+    pools = ScenePools.from_dataset(load_dataset(tiny_run.data_dir, splits=("train",)))
+    seen_only = RequestStream(pools, WorkloadSpec(unseen_share=0.0, candidates=7, seed=11)).take(8)
+    pipeline = InProcessPipeline(repository)
+    pipeline.score_many(seen_only)
+    stats = pipeline.cache.stats()
+    distinct = {(feature, text) for request in seen_only for feature, text in zip(pools.features, request.scene)}
+    assert stats.misses == 0 and stats.hits == len(distinct)  # one lookup per distinct text of the batch
