@@ -767,7 +767,7 @@ def serve_main(
             print(f"larr serve: tritonserver exited unasked ({_describe_exit(code)}); starting it again in "
                   f"{backoff_s:.0f} s (server restart {restarts})", file=sys.stderr, flush=True)
             if stopping.wait(backoff_s):
-                return code
+                return 0  # asked to stop while nothing ran: a clean stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
