@@ -44,7 +44,6 @@ the truth). ``redis`` is imported when a store is built, so this module imports 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import threading
@@ -54,20 +53,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from larr.serving.store import SceneKey, StoreStats
 
-try:  # xxh3 is ~3x faster than BLAKE2b on short texts; either is fine, the text is verified anyway
-    import xxhash
 
-    def text_digest(text: bytes) -> str:
-        """128-bit hex digest of a key's text (xxh3-128)."""
-        return xxhash.xxh3_128_hexdigest(text)
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def text_digest(text: bytes) -> str:
-        """128-bit hex digest of a key's text (BLAKE2b-128; ``xxhash`` is not installed)."""
-        return hashlib.blake2b(text, digest_size=16).hexdigest()
+def text_digest(text: bytes) -> str:
+    """128-bit hex digest of a key's text (xxh3-128, a dependency the LRU and the scene table use too; the Redis
+    tier keeps the text beside the vector and verifies it, so a collision is a miss, never a wrong vector)."""
+    return xxhash.xxh3_128_hexdigest(text)
 
 
 ROW_DTYPE = np.dtype("<f2")  # what Redis holds; reads come back as float32
