@@ -372,7 +372,8 @@ VARIANT_NOTES = {
     Variant.LARR: "LARR: stage-2 embedder, per-feature scene embeddings → aggregation encoder + alignment, item text",
     Variant.ID_ONLY: "ID-only backbone (the same backbone, no LLM input)",
     Variant.NO_STAGE1: "LARR, stage 2 started from the LM before stage 1",
-    Variant.NO_STAGE2: "LARR on the stage-1 LM (last-token pooling, no contrastive tuning)",
+    Variant.NO_STAGE2: "LARR on the stage-1 LM pooled as its checkpoint says (last token for a causal LM, mean for an "
+    "encoder such as MiniLM), no contrastive tuning",
     Variant.NO_ALIGNMENT: "LARR with align_weight 0",
     Variant.FULL_TEXT: "LARR, the whole scene embedded as one text",
 }
