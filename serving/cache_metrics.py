@@ -4,7 +4,7 @@
 
     counters  hits_total, misses_total (lookups no store had), coalesced_total (repeats of a text within
               one batch), joined_total (misses that waited for another batch's embedder call), evictions_total, fresh_fallbacks_total, background_embedded_total,
-              background_failed_total, background_dropped_total; with a Redis tier also redis_hits_total, redis_errors_total
+              background_failed_total, background_dropped_total, background_paused_seconds_total; with a Redis tier also redis_hits_total, redis_errors_total
     gauges    entries, bytes (all tiers); tier_entries / tier_bytes {tier="table"|"lru"|"redis"};
               with a Redis tier redis_degraded (1 while Redis is skipped after a failure)
 
@@ -34,6 +34,8 @@ CACHE_METRICS: tuple[CacheMetric, ...] = (
     CacheMetric("background_embedded_total", "scene texts embedded in the background and stored", True),
     CacheMetric("background_failed_total", "scene texts whose background embedding failed", True),
     CacheMetric("background_dropped_total", "scene texts dropped from the full background queue, oldest first", True),
+    CacheMetric("background_paused_seconds_total", "seconds the background embedder paused between batches to keep to "
+                "background_busy_share", True),
     CacheMetric("entries", "entries in the cache now, all tiers", False),
     CacheMetric("bytes", "bytes of the cached texts and vectors now, all tiers", False),
 )
@@ -53,7 +55,7 @@ def metric_values(
         "joined_total": misses.joined,
         "evictions_total": stats.evictions, "fresh_fallbacks_total": cache.fresh_fallbacks,
         "background_embedded_total": background.embedded, "background_failed_total": background.failed,
-        "background_dropped_total": background.dropped,
+        "background_dropped_total": background.dropped, "background_paused_seconds_total": background.paused_s,
         "entries": stats.entries, "bytes": stats.bytes, **redis_metric_values(stats),
     }
 

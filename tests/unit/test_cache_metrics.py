@@ -84,3 +84,10 @@ def test_counters_are_sent_as_increases_and_gauges_as_levels():
     tiers = [(s["tier_entries"].labels["tier"], s["tier_entries"].value) for s in metrics.tiers]
     assert tiers == [("lru", 1), ("lru", 3)]  # per tier, fastest first; the labels keep the instance
     assert all(s["tier_entries"].labels["instance"] == "i0" for s in metrics.tiers)
+    # the background embedder's pacing is counted in seconds, sent as increases like the other counters
+    assert metrics.series["background_paused_seconds_total"].increments == []
+    background.paused_s = 1.5
+    metrics.report(cache, background, misses)
+    background.paused_s = 2.0
+    metrics.report(cache, background, misses)
+    assert metrics.series["background_paused_seconds_total"].increments == [1.5, 0.5]
