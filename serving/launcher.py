@@ -761,8 +761,7 @@ def serve_main(
             # dies): start it again, as a container restart policy would, without dropping the endpoints for
             # longer than a start. Crashing again soon after a start backs off, up to SERVER_RESTART_MAX_BACKOFF_S.
             _reap(stubs)
-            backoff_s = SERVER_RESTART_BACKOFF_S if time.monotonic() - ready_at > SERVER_STABLE_S else (
-                min(2 * backoff_s, SERVER_RESTART_MAX_BACKOFF_S))
+            backoff_s = restart_pause(restarts, time.monotonic() - ready_at, backoff_s)
             restarts += 1
             print(f"larr serve: tritonserver exited unasked ({_describe_exit(code)}); starting it again in "
                   f"{backoff_s:.0f} s (server restart {restarts})", file=sys.stderr, flush=True)
@@ -771,6 +770,15 @@ def serve_main(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def restart_pause(restarts: int, uptime_s: float, previous_s: float) -> float:
+    """Seconds before `larr serve` starts a dead server again: SERVER_RESTART_BACKOFF_S, doubled (up to
+    SERVER_RESTART_MAX_BACKOFF_S) each time a restarted server dies again within SERVER_STABLE_S of being ready.
+    ``restarts``: restarts so far; ``uptime_s``: how long the dead server had been ready."""
+    if restarts > 0 and uptime_s < SERVER_STABLE_S:
+        return min(2 * previous_s, SERVER_RESTART_MAX_BACKOFF_S)
+    return SERVER_RESTART_BACKOFF_S
 
 
 def _describe_exit(code: int) -> str:

@@ -513,3 +513,24 @@ def test_sigterm_unwinds_with_blocks_so_started_servers_are_stopped(tmp_path: Pa
     child.terminate()
     assert child.wait(timeout=30) == 128 + 15
     assert marker.exists()
+
+
+def test_a_dead_server_is_restarted_after_a_pause_that_doubles_while_it_keeps_dying_soon():
+    from larr.serving.launcher import (
+        SERVER_RESTART_BACKOFF_S,
+        SERVER_RESTART_MAX_BACKOFF_S,
+        SERVER_STABLE_S,
+        _describe_exit,
+        restart_pause,
+    )
+
+    soon, later = SERVER_STABLE_S / 10, SERVER_STABLE_S * 2
+    pause, pauses = SERVER_RESTART_BACKOFF_S, []
+    for restarts in range(9):  # a server that dies within a minute of every start
+        pause = restart_pause(restarts, soon, pause)
+        pauses.append(pause)
+    base = SERVER_RESTART_BACKOFF_S
+    assert pauses[:4] == [base, 2 * base, 4 * base, 8 * base]  # the first death is not a crash loop yet
+    assert max(pauses) == SERVER_RESTART_MAX_BACKOFF_S == pauses[-1]
+    assert restart_pause(5, later, SERVER_RESTART_MAX_BACKOFF_S) == base  # ran long enough: back to the first pause
+    assert _describe_exit(-6) == "signal SIGABRT" and _describe_exit(3) == "exit code 3"
