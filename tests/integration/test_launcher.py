@@ -221,14 +221,7 @@ def _wait_until(condition: Callable[[], bool], what: str, polls: int = 1200) -> 
 
 def test_larr_serve_heals_a_killed_stub_and_stops_on_sigterm(tmp_path: Path, toy: Any) -> None:
     """The foreground command (the container entrypoint) supervises too, and a SIGTERM stops it all."""
-    repo = toy.write(tmp_path / "repo")
-    grpc_port, http_port, metrics_port, supervisor_port = (launcher.free_port() for _ in range(4))
-    command = [
-        sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,
-        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-        "--supervisor-port", str(supervisor_port),
-    ]
-    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve, grpc_port, supervisor_port = _start_larr_serve(toy.write(tmp_path / "repo"))
     metrics_url = f"http://127.0.0.1:{supervisor_port}/metrics"
     restarts = f'larr_stub_restarts_total{{model="{toy.step_model}"}}'
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
@@ -256,14 +249,7 @@ def test_larr_serve_starts_a_server_that_died_unasked_again(tmp_path: Path, toy:
     """Triton 2.51 can abort the whole server when a stub dies (seen in the self-healing tests): `larr serve`
     notices, clears what the dead server left (its stubs and their shared memory), starts it again on the
     same ports and says so in its output and in ``larr_server_restarts_total``; readiness fails in between."""
-    repo = toy.write(tmp_path / "repo")
-    grpc_port, http_port, metrics_port, supervisor_port = (launcher.free_port() for _ in range(4))
-    command = [
-        sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,
-        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-        "--supervisor-port", str(supervisor_port),
-    ]
-    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve, grpc_port, supervisor_port = _start_larr_serve(toy.write(tmp_path / "repo"))
     metrics_url = f"http://127.0.0.1:{supervisor_port}/metrics"
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     try:
@@ -297,6 +283,18 @@ def test_larr_serve_starts_a_server_that_died_unasked_again(tmp_path: Path, toy:
         output, _ = serve.communicate(timeout=120)
     assert serve.returncode == 0, output  # a requested stop is not restarted
     assert "tritonserver exited unasked (signal SIGABRT)" in output and "server restart 1" in output
+
+
+def _start_larr_serve(repo: Path) -> tuple[subprocess.Popen[str], int, int]:
+    """`larr serve` on ``repo`` in a child process, on free ports; returns it, its gRPC and supervisor ports."""
+    grpc_port, http_port, metrics_port, supervisor_port = (launcher.free_port() for _ in range(4))
+    command = [
+        sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+        "--supervisor-port", str(supervisor_port),
+    ]
+    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return serve, grpc_port, supervisor_port
 
 
 def _child_named(parent: int, name: str) -> int:
