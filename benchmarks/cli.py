@@ -57,10 +57,14 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     add("--device", choices=("auto", "cpu", "cuda"), help="where the models run (default: the profile's)")
     add("--runtime", choices=RUNTIMES, help="default: the profile's; " + _help("runtime"))
     add("--candidates", type=int, default=defaults.candidates, help="candidate items per request (N)")
+    add("--headline-concurrency", type=int, help="measure the headline (and every sweep's level that stands for it) "
+        "at this concurrency instead of the profile's (16 for store)")
     add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
     add("--fresh-text-policy", choices=("strict", "async"), default=defaults.fresh_text_policy,
         help=_help("fresh_text_policy"))
     add("--background-busy-share", type=float, default=defaults.background_busy_share, help=_help("background_busy_share"))
+    add("--embedder-precision", choices=("fp32", "int8"), default=defaults.embedder_precision,
+        help=_help("embedder_precision"))
     add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
     add("--skip", type=_names, help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)} (default: the "
         "profile's; '' leaves out none)")
@@ -70,7 +74,7 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The BenchConfig the flags describe (ValueError for inconsistent flags)."""
-    from larr.benchmarks.config import profile
+    from larr.benchmarks.config import profile, with_headline_concurrency
 
     base = PROFILES[args.profile]
     sizes = args.llm_sizes or base.llm_sizes
@@ -89,11 +93,19 @@ def build_config(args: argparse.Namespace):
         grids.setdefault(size, base.grids[base.llm_sizes[-1]])
     if args.candidates < 1:
         raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
+    headline_concurrency = base.headline_concurrency
+    if args.headline_concurrency is not None:
+        if args.headline_concurrency < 2:
+            raise ValueError(f"--headline-concurrency must be >= 2 (1 is always measured), got {args.headline_concurrency}")
+        grids = {size: with_headline_concurrency(grid, base.headline_concurrency, args.headline_concurrency)
+                 for size, grid in grids.items()}
+        headline_concurrency = args.headline_concurrency
     overrides = dict(
         checkpoints=args.checkpoints, out=args.out, work=args.work, llm_sizes=tuple(sizes), headline_size=headline,
-        grids=grids, device=args.device or base.device, runtime=args.runtime or base.runtime, candidates=args.candidates,
+        grids=grids, headline_concurrency=headline_concurrency, device=args.device or base.device, runtime=args.runtime or base.runtime, candidates=args.candidates,
         skip=tuple(skip), rebuild=args.rebuild,
         fresh_text_policy=args.fresh_text_policy, background_busy_share=args.background_busy_share,
+        embedder_precision=args.embedder_precision,
     )
     if args.warmup is not None:
         if args.warmup < 1:

@@ -124,6 +124,9 @@ class BenchConfig:
     background_busy_share: float = field(default=DEFAULT_BUSY_SHARE, metadata={
         "help": "async: the largest share of wall time the background embedder may spend embedding (larr export "
                 "--background-busy-share)"})
+    embedder_precision: str = field(default="fp32", metadata={
+        "help": "fp32 | int8: the served embedder graph of LARR and of the full-text baseline alike (larr export "
+                "--embedder-precision; int8 needs runtime onnxruntime on a CPU)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     runtime: str = field(default=ONNX_RUNTIME, metadata={
         "help": "onnxruntime | torch: what the python backends run the embedder and CTR heads with (torch: a CUDA "
@@ -204,6 +207,16 @@ PROFILES: dict[str, BenchConfig] = {
 }
 
 
+def with_headline_concurrency(grid: SizeGrid, old: int, new: int) -> SizeGrid:
+    """``grid`` with the headline concurrency level ``old`` replaced by ``new`` in every sweep (concurrency 1, the
+    latency floor, stays): how ``larr bench --headline-concurrency`` measures the headline at another load."""
+    def swap(levels: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted({new if level == old else level for level in levels}))
+
+    return replace(grid, **{name: swap(getattr(grid, name)) for name in (
+        "concurrency", "baseline_concurrency", "share_concurrency", "loadgen_concurrency")})
+
+
 def profile(name: str, **overrides) -> BenchConfig:
     """The named profile with ``overrides`` (BenchConfig field -> value) applied."""
     if name not in PROFILES:
@@ -214,6 +227,8 @@ def profile(name: str, **overrides) -> BenchConfig:
         raise ValueError(f"unknown LLM size(s) {unknown}; known: {sorted(LLM_SHAPES)}")
     if config.runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {config.runtime!r}")
+    if config.embedder_precision not in ("fp32", "int8"):
+        raise ValueError(f"embedder_precision must be fp32 or int8, got {config.embedder_precision!r}")
     if config.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {config.repeats}")
     if config.headline_size not in config.llm_sizes:

@@ -132,6 +132,7 @@ def prepare_size(
     max_candidates: int,
     fulltext_max_length: int,
     seed: int,
+    embedder_precision: str = "fp32",
     rebuild: bool = False,
     progress: Callable[[str], None] = print,
 ) -> SizeModels:
@@ -164,12 +165,15 @@ def prepare_size(
         labels["fulltext_ctr"] = "random weights, the LARR head's shape with one scene embedding (K' = 1)"
     embedder_dir = layout.embedder_dir(CTR_LARR)
 
-    repositories = {name: size_dir / "repos" / name for name in (LARR, CACHE_OFF, FULLTEXT)}
+    # another precision gets its own folder: switching back and forth would otherwise re-export each time
+    repos_dir = size_dir / ("repos" if embedder_precision == "fp32" else f"repos-{embedder_precision}")
+    repositories = {name: repos_dir / name for name in (LARR, CACHE_OFF, FULLTEXT)}
     stamp = {
         "shape": dataclasses.asdict(shape),
         "sources": _fingerprint([embedder_dir, *ctr_dirs.values()]),
         "device": device,
         "runtime": runtime,
+        **({} if embedder_precision == "fp32" else {"embedder_precision": embedder_precision}),
         "cache_capacity": cache_capacity,
         "max_candidates": max_candidates,
         "fulltext_max_length": fulltext_max_length,
@@ -178,8 +182,8 @@ def prepare_size(
         # would serve the code of an earlier checkout
         "serving_code": _content_digest(_serving_code()),
     }
-    _build_repositories(base, run_dir, ctr_dirs, repositories, stamp, device, runtime, cache_capacity, max_candidates,
-                        fulltext_max_length, rebuild, progress)
+    _build_repositories(base, run_dir, ctr_dirs, repositories, stamp, device, runtime, embedder_precision,
+                        cache_capacity, max_candidates, fulltext_max_length, rebuild, progress)
     return SizeModels(
         shape=shape,
         run_dir=run_dir,
@@ -263,7 +267,8 @@ def _build_random_ctr(base: BaseRun, out: Path, llm_features: int | None, seed: 
 
 def _build_repositories(
     base: BaseRun, run_dir: Path, ctr_dirs: dict[str, Path], repositories: dict[str, Path], stamp: dict, device: str,
-    runtime: str, cache_capacity: int, max_candidates: int, fulltext_max_length: int, rebuild: bool, progress,
+    runtime: str, embedder_precision: str, cache_capacity: int, max_candidates: int, fulltext_max_length: int,
+    rebuild: bool, progress,
 ) -> None:
     from larr.benchmarks.fulltext_repository import write_fulltext_repository
     from larr.contract import CTR_MODEL, EMBEDDER_MODEL, ENSEMBLE_NAME
@@ -273,9 +278,11 @@ def _build_repositories(
         progress(f"reusing the repositories in {repositories[LARR].parent} (stamps match)")
         return
     quiet = lambda line: None  # noqa: E731 -- the exporters' per-file lines would drown the progress
-    progress(f"exporting {repositories[LARR]} (ONNX, parity-checked; served by {runtime} on {device})")
+    progress(f"exporting {repositories[LARR]} (ONNX, parity-checked; {embedder_precision} embedder served by "
+             f"{runtime} on {device})")
     options = RepositoryOptions(
-        target="cpu", device=device, runtime=runtime, cache_capacity=cache_capacity, max_candidates=max_candidates,
+        target="cpu", device=device, runtime=runtime, embedder_precision=embedder_precision,
+        cache_capacity=cache_capacity, max_candidates=max_candidates,
     )
     result = write_repository(
         run_dir, repositories[LARR], options, num_users=base.num_users, num_items=base.num_items, progress=quiet

@@ -252,7 +252,7 @@ class BenchRun:
         self.progress.task(f"{size}/setup", f"{size}: models and repositories ({shape.label})")
         models = prepare_size(
             shape, self.base, self.work, device=self.machine.device, runtime=config.runtime,
-            cache_capacity=config.cache_capacity,
+            cache_capacity=config.cache_capacity, embedder_precision=config.embedder_precision,
             max_candidates=max(1000, config.candidates), fulltext_max_length=config.fulltext_max_length,
             seed=config.seed, rebuild=config.rebuild, progress=self.progress.note,
         )

@@ -11,7 +11,7 @@ import pytest
 from larr.benchmarks import runner
 from larr.benchmarks.carry_wheels import slim_wheel, unused_of
 from larr.benchmarks.cli import build_config, configure_bench_parser
-from larr.benchmarks.config import LLM_SHAPES, QWEN25_05B, profile
+from larr.benchmarks.config import LLM_SHAPES, QWEN25_05B, SMOLLM_135M, TINY, profile
 from larr.benchmarks.gpu_check import Step, read_steps, write_readme
 from larr.benchmarks.machine import Machine
 from larr.benchmarks.models import BenchSetupError
@@ -46,6 +46,26 @@ def test_runtime_device_and_skip_come_from_the_profile_unless_given(tmp_path):
     assert (config.runtime, config.device, config.skip) == ("onnxruntime", "auto", ())
     with pytest.raises(ValueError, match="runtime"):
         profile("smoke", runtime="tensorrt")
+
+
+def test_headline_concurrency_replaces_the_profiles_level_in_every_sweep_and_keeps_concurrency_1():
+    config = build_config(parse("--profile", "store", "--headline-concurrency", "64"))
+    grid = config.grid(SMOLLM_135M)
+    assert config.headline_concurrency == 64
+    assert (grid.concurrency, grid.baseline_concurrency, grid.share_concurrency, grid.loadgen_concurrency) == (
+        (1, 64), (1, 64), (64,), (64,))
+    assert build_config(parse("--profile", "store")).grid(SMOLLM_135M).concurrency == (1, 16)
+    full = build_config(parse("--profile", "full", "--headline-concurrency", "32")).grid(TINY)
+    assert full.concurrency == (1, 2, 4, 8, 32, 64)  # 16 became 32; the other levels stay
+    with pytest.raises(ValueError, match="headline-concurrency"):
+        build_config(parse("--profile", "store", "--headline-concurrency", "1"))
+
+
+def test_embedder_precision_reaches_the_config_and_only_fp32_or_int8_pass():
+    assert build_config(parse("--profile", "store", "--embedder-precision", "int8")).embedder_precision == "int8"
+    assert build_config(parse("--profile", "store")).embedder_precision == "fp32"
+    with pytest.raises(ValueError, match="embedder_precision"):
+        profile("smoke", embedder_precision="fp16")
 
 
 def test_onnxruntime_gpu_is_required_only_for_runtime_onnxruntime_on_cuda(monkeypatch, tmp_path):
