@@ -247,33 +247,46 @@ def feature_texts(requests: Sequence[BenchRequest], features: Sequence[str]) -> 
     return list(seen)
 
 
+class SaturationProbe:
+    """One embedder graph, loaded once, and ``texts`` tokenised into consecutive batches of ``batch``: each
+    :meth:`measure` keeps it busy for a while (interleaved rounds reuse the loaded session).
+
+    ``graph``: another ONNX file of the same embedder (e.g. its int8 conversion) run in place of the
+    repository's, in a session configured as the repository's config says."""
+
+    def __init__(self, repository: Path, texts: Sequence[str], batch: int, graph: Path | None = None):
+        if len(texts) < batch:
+            raise ValueError(f"need at least {batch} texts for a batch, got {len(texts)}")
+        self.batch = batch
+        self.runtime = _embedder_runtime(Path(repository), graph)
+        tokenizer = EmbeddingTokenizer.from_directory(Path(repository) / FEATURE_CACHE_MODEL / VERSION)
+        self.batches = [tokenizer(texts[s : s + batch]) for s in range(0, len(texts) - batch + 1, batch)]  # (B, T) pairs
+        # run_numpy: the result on the host, so a CUDA runtime (torch launches asynchronously) is timed to the end
+        self.runtime.run_numpy(list(self.batches[0]))  # warm-up: allocations, thread pools
+
+    def measure(self, seconds: float) -> Saturation:
+        """Embed the batches (cycling) until ``seconds`` have passed, at least two timed calls."""
+        calls = tokens = padded = 0
+        start = time.perf_counter()
+        while True:
+            input_ids, attention_mask = self.batches[calls % len(self.batches)]
+            self.runtime.run_numpy([input_ids, attention_mask])
+            calls += 1
+            tokens += int(attention_mask.sum())
+            padded += int(attention_mask.size)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds and calls >= 2:
+                break
+        return Saturation(self.batch, calls, elapsed, tokens, padded, padded / (calls * self.batch))
+
+
 def embedder_saturation(
     repository: Path, texts: Sequence[str], batch: int, seconds: float, graph: Path | None = None
 ) -> Saturation:
     """Embed ``texts`` in consecutive batches of ``batch`` (cycling) until ``seconds`` have passed (at least
-    two timed calls, after one untimed warm-up call), with the repository's embedder and tokenizer.
-
-    ``graph``: another ONNX file of the same embedder (e.g. its int8 conversion) run in place of the
-    repository's, in a session configured as the repository's config says."""
-    if len(texts) < batch:
-        raise ValueError(f"need at least {batch} texts for a batch, got {len(texts)}")
-    runtime = _embedder_runtime(Path(repository), graph)
-    tokenizer = EmbeddingTokenizer.from_directory(Path(repository) / FEATURE_CACHE_MODEL / VERSION)
-    batches = [tokenizer(texts[s : s + batch]) for s in range(0, len(texts) - batch + 1, batch)]  # (B, T) pairs
-    # run_numpy: the result on the host, so a CUDA runtime (torch launches asynchronously) is timed to the end
-    runtime.run_numpy(list(batches[0]))  # warm-up: allocations, thread pools
-    calls = tokens = padded = 0
-    start = time.perf_counter()
-    while True:
-        input_ids, attention_mask = batches[calls % len(batches)]
-        runtime.run_numpy([input_ids, attention_mask])
-        calls += 1
-        tokens += int(attention_mask.sum())
-        padded += int(attention_mask.size)
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and calls >= 2:
-            break
-    return Saturation(batch, calls, elapsed, tokens, padded, padded / (calls * batch))
+    two timed calls, after one untimed warm-up call), with the repository's embedder and tokenizer (or
+    ``graph``, see :class:`SaturationProbe`)."""
+    return SaturationProbe(repository, texts, batch, graph).measure(seconds)
 
 
 def _embedder_runtime(repository: Path, graph: Path | None) -> Runtime:

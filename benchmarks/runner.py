@@ -485,7 +485,7 @@ class BenchRun:
         """The embedder kept busy with full batches: the repository's fp32 graph and, where it runs on ONNX
         Runtime's CPU provider, its int8 conversion (``larr export --embedder-precision int8``'s recipe) on the
         same batches, the two interleaved in SATURATION_ROUNDS rounds so that load changes hit both alike."""
-        from larr.benchmarks.inprocess import embedder_saturation, feature_texts, gemm_peak, saturation_sum
+        from larr.benchmarks.inprocess import SaturationProbe, feature_texts, gemm_peak, saturation_sum
 
         size, config = result.llm_size, self.config
         task = f"{size}/saturation"
@@ -497,12 +497,15 @@ class BenchRun:
         requests = self._stream(config.headline_unseen).take(max(64, 4 * batch))
         texts = feature_texts(requests, self.pools.features)
         graphs = {"fp32": None, **({"int8": int8} if int8 else {})}  # name -> graph (None: the repository's)
+        # each graph loaded once (the 135M shape's fp32 session alone is ~540 MB), then measured in turns
+        probes = {name: SaturationProbe(repository, texts, batch, graph) for name, graph in graphs.items()}
         seconds = config.saturation_seconds / SATURATION_ROUNDS
         runs: dict[str, list] = {name: [] for name in graphs}
         for round_ in range(SATURATION_ROUNDS):
             order = list(graphs) if round_ % 2 == 0 else list(graphs)[::-1]
             for name in order:
-                runs[name].append(embedder_saturation(repository, texts, batch, seconds, graphs[name]))
+                runs[name].append(probes[name].measure(seconds))
+        del probes
         saturation = saturation_sum(runs["fp32"])
         # the peak again, next to the saturation run: on a shared machine the one taken at the start of a long run
         # can be far below what the cores do minutes later (an MFU above 1 was seen); the summary takes the best
