@@ -26,7 +26,6 @@ TensorRT backend anyway.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shutil
@@ -71,6 +70,7 @@ from larr.export.repository import (
     ensemble_config,
     fresh_version_dir,
     link_or_copy,
+    served_input_config,
     validate_ensemble,
 )
 from larr.layout import RunLayout, Variant
@@ -176,7 +176,6 @@ def write_fulltext_repository(
     )
     from larr.models.ctr_model import SPEC_FILE, VOCAB_FILE
     from larr.models.embedder import EMBEDDER_FILE
-    from larr.tokenization import EmbeddingInputConfig
 
     report = progress or log.info
     options = RepositoryOptions(
@@ -239,9 +238,8 @@ def write_fulltext_repository(
 
     embed_dir = version_dirs[FULLTEXT_EMBED_MODEL]
     shutil.copy2(embedder_dir / TOKENIZER_FILE, embed_dir / TOKENIZER_FILE)
-    per_feature = EmbeddingInputConfig.load(embedder_dir)
-    # Same tokenizer, padding and template as the embedder's training inputs; only the length fits a whole scene.
-    dataclasses.replace(per_feature, max_length=max_length).save(embed_dir)
+    # Same tokenizer, padding and template as the served per-feature inputs; only the length fits a whole scene.
+    served_input_config(embedder_dir, options, max_length=max_length).save(embed_dir)
     scene_vocab = {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
     (embed_dir / SCENE_VOCAB_FILE).write_text(json.dumps(scene_vocab, ensure_ascii=False) + "\n", encoding="utf-8")
     report(f"{FULLTEXT_EMBED_MODEL}: {embed_dir} ({TOKENIZER_FILE}, {EMBEDDING_CONFIG_FILE}, {SCENE_VOCAB_FILE})")

@@ -27,6 +27,7 @@ included) keys the feature cache, so a new embedder never reads stale entries.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -37,6 +38,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -89,6 +91,9 @@ from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
 from larr.serving.redis_store import RedisStoreConfig
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES, SERVING_META_FILE, TORCH_RUNTIME
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
+
+if TYPE_CHECKING:
+    from larr.tokenization import EmbeddingInputConfig
 
 log = logging.getLogger(__name__)
 
@@ -397,8 +402,12 @@ def background_embedder_model(options: RepositoryOptions) -> str:
 def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelConfig:
     """Batched over texts: dims exclude the batch axis, so ids are ``[-1]`` (T) and the output ``[D]``."""
     config = mc.ModelConfig(name=EMBEDDER_MODEL, max_batch_size=options.embedder_max_batch)
-    config.input.add(name=INPUT_IDS, data_type=mc.TYPE_INT64, dims=[-1])
-    config.input.add(name=ATTENTION_MASK, data_type=mc.TYPE_INT64, dims=[-1])
+    # Ragged on the python backend: Triton batches only requests of equal shapes unless told otherwise, and each
+    # call's texts are padded to its own longest (T varies); the adapter re-pads the batch to the longest T
+    # (larr.serving.embedder_batch). A TensorRT plan would need the inputs concatenated flat, so not there.
+    ragged = options.target != "gpu"
+    config.input.add(name=INPUT_IDS, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=ragged)
+    config.input.add(name=ATTENTION_MASK, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=ragged)
     config.output.add(name=EMBEDDING, data_type=mc.TYPE_FP32, dims=[facts.embedding_dim])
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
     _set_backend(config, options, {**_runtime_parameters(options), PARAM_VOCAB_SIZE: facts.vocab_size})
@@ -624,7 +633,7 @@ def write_repository(
 
     if options.runtime == TORCH_RUNTIME:
         _copy_torch_artifacts(paths, dataset, version_dirs, report)
-    _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], report)
+    _write_feature_cache_files(paths.embedder_dir, vocab, version_dirs[FEATURE_CACHE_MODEL], options, report)
     _write_item_names(checkpoints, out / ITEM_NAMES_PATH, report)
     if options.scene_store is not StoreKind.LRU:
         _write_scene_table(checkpoints, paths, options, facts, version_dirs[FEATURE_CACHE_MODEL],
@@ -752,9 +761,26 @@ def copy_ctr_torch(ctr_dir: Path, dataset: DatasetFacts, version_dir: Path, repo
     report(f"{version_dir.parent.name}: {ctr_torch} (PyTorch)")
 
 
-def _write_feature_cache_files(embedder_dir: Path, vocab: dict, version_dir: Path, report) -> None:
-    for name in (TOKENIZER_FILE, EMBEDDING_CONFIG_FILE):
-        shutil.copy2(embedder_dir / name, version_dir / name)
+def served_input_config(embedder_dir: Path, options: RepositoryOptions, **changes) -> "EmbeddingInputConfig":
+    """The embedder's input config as the served tokenizers use it (``changes``: e.g. another max_length).
+
+    On the cpu target the embedder batches ragged requests (:func:`embedder_config`), so a text is padded only to
+    the longest of its call: measured on the SmolLM-135M shape at 10 % fresh texts, concurrency 64, padding to
+    multiples of 8 cost LARR ~20 % of its requests/s (benchmarks/results/cpu-2core-amd-epyc-store-ragged/).
+    A TensorRT embedder batches equal shapes only, so there the trained multiple stays."""
+    from larr.tokenization import EmbeddingInputConfig
+
+    config = EmbeddingInputConfig.load(embedder_dir)
+    if options.target != "gpu":
+        changes = {"pad_to_multiple_of": 1, **changes}
+    return dataclasses.replace(config, **changes)
+
+
+def _write_feature_cache_files(
+    embedder_dir: Path, vocab: dict, version_dir: Path, options: RepositoryOptions, report
+) -> None:
+    shutil.copy2(embedder_dir / TOKENIZER_FILE, version_dir / TOKENIZER_FILE)
+    served_input_config(embedder_dir, options).save(version_dir)
     scene_vocab = {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
     (version_dir / SCENE_VOCAB_FILE).write_text(json.dumps(scene_vocab, ensure_ascii=False) + "\n", encoding="utf-8")
     report(f"feature_cache: {version_dir} ({TOKENIZER_FILE}, {EMBEDDING_CONFIG_FILE}, {SCENE_VOCAB_FILE})")

@@ -72,11 +72,13 @@ from larr.export.repository import (
     build_configs,
     dataset_facts,
     feature_cache_config,
+    served_input_config,
     validate_ensemble,
     write_repository,
 )
 from larr.serving.redis_store import RedisStoreConfig
 from larr.serving.runtime import SERVING_META_FILE
+from larr.tokenization import EmbeddingInputConfig
 
 MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
 COMMITTED_REPOSITORY = Path(larr.__file__).resolve().parents[1] / "model_repository"
@@ -174,6 +176,8 @@ def check_configs(
     assert embedder.max_batch_size == options.embedder_max_batch
     assert embedder.dynamic_batching.max_queue_delay_microseconds == options.max_queue_delay_us
     assert tensors(embedder.input) == {INPUT_IDS: (mc.TYPE_INT64, [-1]), ATTENTION_MASK: (mc.TYPE_INT64, [-1])}
+    # the python adapter re-pads calls of different lengths into one run; a TensorRT plan batches equal shapes only
+    assert [t.allow_ragged_batch for t in embedder.input] == [target == "cpu"] * 2
     assert tensors(embedder.output) == {EMBEDDING: (mc.TYPE_FP32, [d])}
 
     ctr = configs[CTR_MODEL]
@@ -289,8 +293,11 @@ def test_cpu_repository_files(cpu_repository, tiny_run, adapters):
     cache_dir = out / FEATURE_CACHE_MODEL / "1"
     for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
         assert (out / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
-    for name in (TOKENIZER_FILE, EMBEDDING_CONFIG_FILE):
-        assert (cache_dir / name).read_bytes() == (tiny_run.embedder_dir / name).read_bytes()
+    assert (cache_dir / TOKENIZER_FILE).read_bytes() == (tiny_run.embedder_dir / TOKENIZER_FILE).read_bytes()
+    # served texts are padded to their call's longest (the embedder batches ragged calls), the rest as trained
+    trained = json.loads((tiny_run.embedder_dir / EMBEDDING_CONFIG_FILE).read_text())
+    assert trained["pad_to_multiple_of"] > 1
+    assert json.loads((cache_dir / EMBEDDING_CONFIG_FILE).read_text()) == {**trained, "pad_to_multiple_of": 1}
     vocab = json.loads((tiny_run.ctr_dir() / "vocab.json").read_text())
     scene_vocab = json.loads((cache_dir / SCENE_VOCAB_FILE).read_text())
     assert scene_vocab == {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
@@ -512,3 +519,13 @@ def test_committed_configs_parse_and_fit_together():
         validate_ensemble(configs[ENSEMBLE_NAME], configs)
         assert_schedulable(configs[ENSEMBLE_NAME], configs)
     assert len(configs) == len(paths)
+
+
+def test_served_padding_is_the_calls_longest_on_cpu_and_the_trained_multiple_for_tensorrt(tmp_path):
+    EmbeddingInputConfig(max_length=40, pad_to_multiple_of=8).save(tmp_path)
+    cpu = served_input_config(tmp_path, RepositoryOptions(target="cpu"))
+    assert (cpu.max_length, cpu.pad_to_multiple_of) == (40, 1)
+    gpu = served_input_config(tmp_path, RepositoryOptions(target="gpu", max_candidates=8))
+    assert (gpu.max_length, gpu.pad_to_multiple_of) == (40, 8)
+    whole_scene = served_input_config(tmp_path, RepositoryOptions(target="cpu"), max_length=160)
+    assert (whole_scene.max_length, whole_scene.pad_to_multiple_of, whole_scene.last_token) == (160, 1, cpu.last_token)
