@@ -765,8 +765,8 @@ def served_input_config(embedder_dir: Path, options: RepositoryOptions, **change
     """The embedder's input config as the served tokenizers use it (``changes``: e.g. another max_length).
 
     On the cpu target the embedder batches ragged requests (:func:`embedder_config`), so a text is padded only to
-    the longest of its call: measured on the SmolLM-135M shape at 10 % fresh texts, concurrency 64, padding to
-    multiples of 8 cost LARR ~20 % of its requests/s (benchmarks/results/cpu-2core-amd-epyc-store-ragged/).
+    the longest of its call: on the SmolLM-135M shape at 10 % fresh texts, padding to multiples of 8 (and
+    batching equal shapes only) cost LARR 20-24 % of its requests/s (benchmarks/results/cpu-2core-amd-epyc-store-ragged/).
     A TensorRT embedder batches equal shapes only, so there the trained multiple stays."""
     from larr.tokenization import EmbeddingInputConfig
 
