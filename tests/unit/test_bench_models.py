@@ -13,6 +13,7 @@ from larr.benchmarks.models import (
     BenchSetupError,
     EncoderShape,
     ParameterCount,
+    _content_digest,
     count_parameters,
     encoder_shape,
     find_base_run,
@@ -65,3 +66,15 @@ def test_random_shapes_have_the_real_models_size(name):
     non_embedding, embedding = shape.approximate_parameters()
     assert total == pytest.approx(non_embedding + embedding, rel=0.01)
     assert total / 1e6 == pytest.approx({SMOLLM_135M: 134.5, QWEN25_05B: 494.0}[name], rel=0.01)
+
+
+def test_the_serving_code_digest_ignores_docstrings_and_comments_but_not_code(tmp_path):
+    original = 'def f(x):\n    """Say what f does."""\n    return x + 1  # one more\n'
+    reworded = 'def f(x):\n    """Say it otherwise,\n    over two lines."""\n    # a new comment\n    return x + 1\n'
+    changed = 'def f(x):\n    """Say what f does."""\n    return x + 2  # one more\n'
+    digests = []
+    for n, text in enumerate((original, reworded, changed)):
+        path = tmp_path / f"m{n}.py"
+        path.write_text(text, encoding="utf-8")
+        digests.append(_content_digest([path]))
+    assert digests[0] == digests[1] != digests[2]
