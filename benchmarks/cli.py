@@ -26,7 +26,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from larr.benchmarks.config import LLM_SHAPES, PROFILES, BenchConfig
+from larr.benchmarks.config import BENCH_PRECISIONS, LLM_SHAPES, PROFILES, BenchConfig
 from larr.serving.launcher import exit_cleanly_on_sigterm
 from larr.serving.runtime import RUNTIMES
 
@@ -58,12 +58,12 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     add("--runtime", choices=RUNTIMES, help="default: the profile's; " + _help("runtime"))
     add("--candidates", type=int, default=defaults.candidates, help="candidate items per request (N)")
     add("--headline-concurrency", type=int, help="measure the headline (and every sweep's level that stands for it) "
-        "at this concurrency instead of the profile's (16 for store)")
+        "at this concurrency instead of the profile's; concurrency 1 is measured still")
     add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
     add("--fresh-text-policy", choices=("strict", "async"), default=defaults.fresh_text_policy,
         help=_help("fresh_text_policy"))
     add("--background-busy-share", type=float, default=defaults.background_busy_share, help=_help("background_busy_share"))
-    add("--embedder-precision", choices=("fp32", "int8"), default=defaults.embedder_precision,
+    add("--embedder-precision", choices=BENCH_PRECISIONS, default=defaults.embedder_precision,
         help=_help("embedder_precision"))
     add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
     add("--skip", type=_names, help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)} (default: the "
@@ -102,7 +102,8 @@ def build_config(args: argparse.Namespace):
         headline_concurrency = args.headline_concurrency
     overrides = dict(
         checkpoints=args.checkpoints, out=args.out, work=args.work, llm_sizes=tuple(sizes), headline_size=headline,
-        grids=grids, headline_concurrency=headline_concurrency, device=args.device or base.device, runtime=args.runtime or base.runtime, candidates=args.candidates,
+        grids=grids, headline_concurrency=headline_concurrency, device=args.device or base.device,
+        runtime=args.runtime or base.runtime, candidates=args.candidates,
         skip=tuple(skip), rebuild=args.rebuild,
         fresh_text_policy=args.fresh_text_policy, background_busy_share=args.background_busy_share,
         embedder_precision=args.embedder_precision,

@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from larr.export.embedder_precision import EmbedderPrecision
 from larr.serving.fresh_text import DEFAULT_BUSY_SHARE
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES
 from larr.serving.stores import DEFAULT_CACHE_CAPACITY
+
+# The embedder precisions the CPU bench can serve (fp16 is a GPU graph); fp32 is the export's own graph.
+BENCH_PRECISIONS = (EmbedderPrecision.FP32.value, EmbedderPrecision.INT8.value)
 
 TINY = "tiny"
 SMOLLM_135M = "smollm-135m"
@@ -124,7 +128,7 @@ class BenchConfig:
     background_busy_share: float = field(default=DEFAULT_BUSY_SHARE, metadata={
         "help": "async: the largest share of wall time the background embedder may spend embedding (larr export "
                 "--background-busy-share)"})
-    embedder_precision: str = field(default="fp32", metadata={
+    embedder_precision: str = field(default=EmbedderPrecision.FP32.value, metadata={
         "help": "fp32 | int8: the served embedder graph of LARR and of the full-text baseline alike (larr export "
                 "--embedder-precision; int8 needs runtime onnxruntime on a CPU)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
@@ -227,8 +231,8 @@ def profile(name: str, **overrides) -> BenchConfig:
         raise ValueError(f"unknown LLM size(s) {unknown}; known: {sorted(LLM_SHAPES)}")
     if config.runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {config.runtime!r}")
-    if config.embedder_precision not in ("fp32", "int8"):
-        raise ValueError(f"embedder_precision must be fp32 or int8, got {config.embedder_precision!r}")
+    if config.embedder_precision not in BENCH_PRECISIONS:
+        raise ValueError(f"embedder_precision must be one of {BENCH_PRECISIONS}, got {config.embedder_precision!r}")
     if config.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {config.repeats}")
     if config.headline_size not in config.llm_sizes:

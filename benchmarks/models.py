@@ -31,6 +31,7 @@ from pathlib import Path
 from larr.benchmarks.config import CACHE_OFF, FULLTEXT, LARR, LLMShape
 from larr.contract import FEATURE_CACHE_MODEL
 from larr.errors import UserError
+from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import RunLayout, Variant
 
 STAMP_FILE = "bench_stamp.json"
@@ -132,7 +133,7 @@ def prepare_size(
     max_candidates: int,
     fulltext_max_length: int,
     seed: int,
-    embedder_precision: str = "fp32",
+    embedder_precision: str = EmbedderPrecision.FP32.value,
     rebuild: bool = False,
     progress: Callable[[str], None] = print,
 ) -> SizeModels:
@@ -166,14 +167,15 @@ def prepare_size(
     embedder_dir = layout.embedder_dir(CTR_LARR)
 
     # another precision gets its own folder: switching back and forth would otherwise re-export each time
-    repos_dir = size_dir / ("repos" if embedder_precision == "fp32" else f"repos-{embedder_precision}")
+    fp32 = embedder_precision == EmbedderPrecision.FP32.value
+    repos_dir = size_dir / ("repos" if fp32 else f"repos-{embedder_precision}")
     repositories = {name: repos_dir / name for name in (LARR, CACHE_OFF, FULLTEXT)}
     stamp = {
         "shape": dataclasses.asdict(shape),
         "sources": _fingerprint([embedder_dir, *ctr_dirs.values()]),
         "device": device,
         "runtime": runtime,
-        **({} if embedder_precision == "fp32" else {"embedder_precision": embedder_precision}),
+        **({} if fp32 else {"embedder_precision": embedder_precision}),  # fp32: the stamps of earlier runs hold
         "cache_capacity": cache_capacity,
         "max_candidates": max_candidates,
         "fulltext_max_length": fulltext_max_length,
