@@ -270,12 +270,9 @@ def _parameters(config: Any) -> dict[str, str]:
     return {key: value.string_value for key, value in config.config.parameters.items()}
 
 
-class LarrClient:
-    """Blocking client of the ``larr`` ensemble over gRPC. Thread-safe; one per process is enough.
-
-    ``schema`` can be given to skip the model-config lookup (tests, or a client pinned to a schema);
-    otherwise it is fetched from the server on first use. ``ssl`` and the PEM files: see :func:`tls_arguments`.
-    """
+class _ClientSettings:
+    """What :class:`LarrClient` and :class:`AsyncLarrClient` are constructed with, checked once; and how both turn
+    the ensemble's model config into its :class:`SceneSchema`."""
 
     def __init__(
         self,
@@ -300,9 +297,28 @@ class LarrClient:
         self.max_in_flight = max_in_flight
         self._headers = dict(headers) if headers else None
         self._schema = schema
+        self._open()
+
+    def _open(self) -> None:
+        """The client's own lock and channel (blocking or asyncio)."""
+        raise NotImplementedError
+
+    def _schema_of(self, config: Any) -> SceneSchema:
+        """The schema a ``get_model_config`` answer publishes (its parameters and batching)."""
+        return SceneSchema.from_parameters(_parameters(config), self.model_name, batched=config.config.max_batch_size > 0)
+
+
+class LarrClient(_ClientSettings):
+    """Blocking client of the ``larr`` ensemble over gRPC. Thread-safe; one per process is enough.
+
+    ``schema`` can be given to skip the model-config lookup (tests, or a client pinned to a schema);
+    otherwise it is fetched from the server on first use. ``ssl`` and the PEM files: see :func:`tls_arguments`.
+    """
+
+    def _open(self) -> None:
         self._schema_lock = threading.Lock()
         # Creating the channel does not connect; the first call does.
-        self._grpc = grpcclient.InferenceServerClient(url, **self._tls)
+        self._grpc = grpcclient.InferenceServerClient(self.url, **self._tls)
 
     @property
     def schema(self) -> SceneSchema:
@@ -316,9 +332,7 @@ class LarrClient:
                         )
                     except InferenceServerException as error:
                         raise _wrap(error, not self._tls) from error
-                    self._schema = SceneSchema.from_parameters(
-                        _parameters(config), self.model_name, batched=config.config.max_batch_size > 0
-                    )
+                    self._schema = self._schema_of(config)
         return self._schema
 
     def score(self, scene: Mapping[str, str], user_id: int, item_ids: Sequence[int]) -> np.ndarray:
@@ -398,33 +412,11 @@ class LarrClient:
         self.close()
 
 
-class AsyncLarrClient:
+class AsyncLarrClient(_ClientSettings):
     """asyncio client of the ``larr`` ensemble over ``tritonclient.grpc.aio``; same API as :class:`LarrClient`,
     with coroutines. Use it from one event loop."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        model_name: str = ENSEMBLE_NAME,
-        timeout_s: float | None = DEFAULT_TIMEOUT_S,
-        headers: Mapping[str, str] | None = None,
-        *,
-        schema: SceneSchema | None = None,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        ssl: bool = False,
-        root_certificates: PathArg | None = None,
-        private_key: PathArg | None = None,
-        certificate_chain: PathArg | None = None,
-    ) -> None:
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        self._tls = tls_arguments(ssl, root_certificates, private_key, certificate_chain)
-        self.url = url
-        self.model_name = model_name
-        self.timeout_s = timeout_s
-        self.max_in_flight = max_in_flight
-        self._headers = dict(headers) if headers else None
-        self._schema = schema
+    def _open(self) -> None:
         self._schema_lock = asyncio.Lock()
         # Created on first use, inside the event loop that will drive it.
         self._grpc: grpcclient_aio.InferenceServerClient | None = None
@@ -445,9 +437,7 @@ class AsyncLarrClient:
                         )
                     except InferenceServerException as error:
                         raise _wrap(error, not self._tls) from error
-                    self._schema = SceneSchema.from_parameters(
-                        _parameters(config), self.model_name, batched=config.config.max_batch_size > 0
-                    )
+                    self._schema = self._schema_of(config)
         return self._schema
 
     async def _infer(self, encoded: EncodedRequest) -> np.ndarray:
