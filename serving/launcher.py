@@ -583,6 +583,16 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float) -> None:
         process.wait()
 
 
+def _stop_and_clear(process: subprocess.Popen[bytes], grace_s: float, known_stubs: Sequence[Stub]) -> None:
+    """:func:`_stop`, then clear what a server that died unasked (Triton 2.51 can abort when a stub is killed)
+    leaves behind: stubs still running in its process group (re-parented, so only the group finds them), and the
+    shared-memory regions of ``known_stubs``, those seen while it ran (a stub that noticed its server's death
+    exits by itself, but leaves its region). A server that exited cleanly has removed both itself."""
+    _stop(process, grace_s)
+    _reap(find_stubs(process.pid, by_group=True))
+    remove_regions(stub.shm_region for stub in known_stubs)  # the server is gone: nothing maps them any more
+
+
 @contextlib.contextmanager
 def run_triton_server(
     model_repository: str | os.PathLike[str],
@@ -648,11 +658,13 @@ def run_triton_server(
     except BaseException:
         _stop(process, shutdown_grace_s)  # the log stays, since the error message points at it
         raise
+    known_stubs, supervisor = find_stubs(process.pid), None
     try:
         with supervising(options, process, supervisor_poll_s) as supervisor:
             yield RunningServer(options=options, process=process, log_path=log_file, supervisor=supervisor)
     finally:
-        _stop(process, shutdown_grace_s)
+        # the stubs at start and, when supervised, those of the last check (a healed model's stubs are new ones)
+        _stop_and_clear(process, shutdown_grace_s, [*known_stubs, *(supervisor.seen_stubs if supervisor else ())])
         if own_log:
             log_file.unlink(missing_ok=True)
 

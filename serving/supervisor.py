@@ -61,17 +61,18 @@ class Stub:
     shm_region: str  # name under /dev/shm; Triton never removes a dead stub's region (the unload hangs)
 
 
-def _stub_of(pid_dir: Path, server_pid: int) -> Stub | None:
-    """The stub running as ``/proc/<pid>``, if it is a live child stub of ``server_pid``."""
+def _stub_of(pid_dir: Path, server_pid: int, by_group: bool = False) -> Stub | None:
+    """The stub running as ``/proc/<pid>``, if it is a live child stub of ``server_pid`` (``by_group``: a live stub in
+    the process group that ``server_pid`` leads, which still holds the stubs once that server has died)."""
     try:
         stat = (pid_dir / "stat").read_text()
         cmdline = (pid_dir / "cmdline").read_bytes()
     except OSError:  # the process is gone, or not ours to read
         return None
     # stat: "pid (comm) state ppid ..."; comm may contain spaces or ')', so split after the last ')'.
-    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    state, ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
     argv = cmdline.split(b"\0")
-    if int(ppid) != server_pid or state in ("Z", "X") or len(argv) < 2:
+    if int(pgrp if by_group else ppid) != server_pid or state in ("Z", "X") or len(argv) < 2:
         return None
     if not argv[0].decode(errors="replace").endswith(STUB_EXECUTABLE):
         return None
@@ -81,9 +82,11 @@ def _stub_of(pid_dir: Path, server_pid: int) -> Stub | None:
     return Stub(pid=int(pid_dir.name), model=model, shm_region=shm_region)
 
 
-def find_stubs(server_pid: int, proc: Path = Path("/proc")) -> list[Stub]:
-    """The live python-backend stubs that ``server_pid`` started (Linux ``/proc``)."""
-    stubs = (_stub_of(entry, server_pid) for entry in proc.iterdir() if entry.name.isdigit())
+def find_stubs(server_pid: int, proc: Path = Path("/proc"), *, by_group: bool = False) -> list[Stub]:
+    """The live python-backend stubs that ``server_pid`` started (Linux ``/proc``). ``by_group``: those in the process
+    group ``server_pid`` leads instead of its children -- a server started in a session of its own (the launcher's
+    ``run_triton_server``) that died unasked leaves its stubs there, re-parented and still running."""
+    stubs = (_stub_of(entry, server_pid, by_group) for entry in proc.iterdir() if entry.name.isdigit())
     return [stub for stub in stubs if stub is not None]
 
 
@@ -162,6 +165,11 @@ class StubSupervisor:
         self._healing: dict[str, _Healing] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def seen_stubs(self) -> list[Stub]:
+        """The stubs alive at the last check (after ``stop()``: the last ones the server had)."""
+        return list(self._alive.values())
 
     @property
     def expected(self) -> Mapping[str, int]:

@@ -194,6 +194,30 @@ def test_teardown_stops_the_server_cleanly(tmp_path: Path, toy: Any) -> None:
         client.close()
 
 
+def _running(pid: int) -> bool:
+    """``pid`` is a process that has not exited (a zombie has: this container's init may reap it late)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_teardown_after_the_server_aborted_reaps_its_stubs_and_their_shared_memory(tmp_path: Path, toy: Any) -> None:
+    """Triton 2.51 can abort the whole server when a stub dies (the self-healing tests see it): its stubs live on,
+    re-parented, holding their shared memory. Leaving run_triton_server's ``with`` must clear them, as `larr serve`
+    does before a restart, or every aborted test or benchmark server leaks processes and /dev/shm."""
+    repo = toy.write(tmp_path / "repo")
+    with run_triton_server(repo) as running:
+        stubs = find_stubs(running.process.pid)
+        assert stubs and all(Path("/dev/shm", stub.shm_region).exists() for stub in stubs)
+        os.kill(running.process.pid, signal.SIGABRT)  # the server alone, as the abort does
+        running.process.wait(timeout=60)
+        assert [s.pid for s in stubs if _running(s.pid)]  # orphaned, still running
+    assert not [s.pid for s in stubs if _running(s.pid)]
+    assert not [s.shm_region for s in stubs if Path("/dev/shm", s.shm_region).exists()]
+
+
 def test_startup_failure_raises_with_the_log_tail_and_keeps_the_log(tmp_path: Path, toy: Any) -> None:
     repo = toy.write(tmp_path / "repo")
     (repo / toy.step_model / "1" / "model.py").write_text("raise ImportError('toy model is broken on purpose')\n")

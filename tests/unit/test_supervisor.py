@@ -12,10 +12,11 @@ SERVER_PID = 4242
 STUB_BIN = f"/opt/tritonserver/backends/python/{STUB_EXECUTABLE}"
 
 
-def _process(proc: Path, pid: int, ppid: int, argv: list[str], comm: str = "triton_python_b", state: str = "S") -> None:
+def _process(proc: Path, pid: int, ppid: int, argv: list[str], comm: str = "triton_python_b", state: str = "S",
+             pgrp: int | None = None) -> None:
     folder = proc / str(pid)
     folder.mkdir(parents=True)
-    (folder / "stat").write_text(f"{pid} ({comm}) {state} {ppid} {pid} 0 0 -1 4194304 100 0")
+    (folder / "stat").write_text(f"{pid} ({comm}) {state} {ppid} {pgrp or pid} 0 0 -1 4194304 100 0")
     (folder / "cmdline").write_bytes(b"\0".join(arg.encode() for arg in argv) + b"\0")
 
 
@@ -36,6 +37,21 @@ def test_find_stubs_keeps_only_live_stub_children_of_the_server(tmp_path: Path) 
     stubs = sorted(find_stubs(SERVER_PID, proc), key=lambda stub: stub.pid)
 
     assert stubs == [Stub(10, "feature_cache", "region_a"), Stub(11, "ctr", "region_b")]
+
+
+def test_find_stubs_by_group_finds_the_stubs_a_dead_server_left(tmp_path: Path) -> None:
+    """Once the server died its stubs are re-parented (ppid 1) but stay in the process group it led."""
+    proc = tmp_path / "proc"
+    _process(proc, 10, 1, _stub_argv("feature_cache", "region_a"), pgrp=SERVER_PID)  # orphaned, in the group
+    _process(proc, 11, SERVER_PID, _stub_argv("ctr", "region_b"), pgrp=SERVER_PID)  # still a child, in the group
+    _process(proc, 12, 1, _stub_argv("embedder", "region_c"), pgrp=999)  # another group's orphan
+    _process(proc, 13, 1, _stub_argv("embedder", "region_d"), pgrp=SERVER_PID, state="Z")  # dead
+    _process(proc, 14, 1, ["/usr/bin/python3", "x.py", "y"], pgrp=SERVER_PID)  # not a stub
+
+    by_group = sorted(find_stubs(SERVER_PID, proc, by_group=True), key=lambda stub: stub.pid)
+
+    assert by_group == [Stub(10, "feature_cache", "region_a"), Stub(11, "ctr", "region_b")]
+    assert find_stubs(SERVER_PID, proc) == [Stub(11, "ctr", "region_b")]  # children only
 
 
 class FakeServer:
