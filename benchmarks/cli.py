@@ -65,6 +65,7 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     add("--background-busy-share", type=float, default=defaults.background_busy_share, help=_help("background_busy_share"))
     add("--embedder-precision", choices=BENCH_PRECISIONS, default=defaults.embedder_precision,
         help=_help("embedder_precision"))
+    add("--embedder-width-ratio", type=float, default=defaults.embedder_width_ratio, help=_help("embedder_width_ratio"))
     add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
     add("--skip", type=_names, help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)} (default: the "
         "profile's; '' leaves out none)")
@@ -106,7 +107,7 @@ def build_config(args: argparse.Namespace):
         runtime=args.runtime or base.runtime, candidates=args.candidates,
         skip=tuple(skip), rebuild=args.rebuild,
         fresh_text_policy=args.fresh_text_policy, background_busy_share=args.background_busy_share,
-        embedder_precision=args.embedder_precision,
+        embedder_precision=args.embedder_precision, embedder_width_ratio=args.embedder_width_ratio,
     )
     if args.warmup is not None:
         if args.warmup < 1:

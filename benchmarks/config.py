@@ -131,6 +131,10 @@ class BenchConfig:
     embedder_precision: str = field(default=EmbedderPrecision.FP32.value, metadata={
         "help": "fp32 | int8: the served embedder graph of LARR and of the full-text baseline alike (larr export "
                 "--embedder-precision; int8 needs runtime onnxruntime on a CPU)"})
+    embedder_width_ratio: float = field(default=1.0, metadata={
+        "help": "random-weight sizes: serve the embedder pruned in one shot to this share of its widths (hidden, "
+                "MLP, query heads; training/prune.py), the cost of what `larr train distill --width-ratio` makes; "
+                "LARR and the full-text baseline alike, in folders of their own; 1 = unpruned"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     runtime: str = field(default=ONNX_RUNTIME, metadata={
         "help": "onnxruntime | torch: what the python backends run the embedder and CTR heads with (torch: a CUDA "
@@ -233,6 +237,12 @@ def profile(name: str, **overrides) -> BenchConfig:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {config.runtime!r}")
     if config.embedder_precision not in BENCH_PRECISIONS:
         raise ValueError(f"embedder_precision must be one of {BENCH_PRECISIONS}, got {config.embedder_precision!r}")
+    if not 0.0 < config.embedder_width_ratio <= 1.0:
+        raise ValueError(f"embedder_width_ratio must be in (0, 1], got {config.embedder_width_ratio}")
+    trained = [size for size in config.llm_sizes if LLM_SHAPES[size].trained]
+    if config.embedder_width_ratio != 1.0 and trained:
+        raise ValueError(f"embedder_width_ratio applies to random-weight sizes; {trained} is the trained run "
+                         "(`larr train distill` makes its narrower embedder): choose --llm-sizes without it")
     if config.repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {config.repeats}")
     if config.headline_size not in config.llm_sizes:

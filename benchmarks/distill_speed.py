@@ -58,14 +58,7 @@ def build_models(run: Path, shape_name: str, width_ratio: float, seed: int) -> d
                 "student": TextEmbedder.from_pretrained(layout.distilled_embedder_dir)}
     from transformers import AutoModel, LlamaConfig, Qwen2Config
 
-    from larr.training.prune import (
-        ImportanceTracker,
-        channel_scores,
-        prune_embedder,
-        select_channels,
-        width_schedule,
-        widths_of,
-    )
+    from larr.training.prune import prune_in_one_shot
 
     shape = LLM_SHAPES[shape_name]
     # the run's vocabulary: its token ids must index the table, and a table's size does not change a gather's cost
@@ -73,10 +66,7 @@ def build_models(run: Path, shape_name: str, width_ratio: float, seed: int) -> d
     config = (Qwen2Config if shape.architecture == "qwen2" else LlamaConfig)(**kwargs)
     torch.manual_seed(seed)
     teacher = TextEmbedder(AutoModel.from_config(config), projection_dim=shape.projection_dim).eval()
-    (final,) = width_schedule(widths_of(teacher), width_ratio, 1)
-    scores = channel_scores(teacher, ImportanceTracker("magnitude").scores(teacher))
-    kept = select_channels(scores, final, groups=config.num_key_value_heads)
-    return {"teacher": teacher, "student": prune_embedder(teacher, kept).eval()}
+    return {"teacher": teacher, "student": prune_in_one_shot(teacher, width_ratio).eval()}
 
 
 @torch.no_grad()

@@ -134,16 +134,18 @@ def prepare_size(
     fulltext_max_length: int,
     seed: int,
     embedder_precision: str = EmbedderPrecision.FP32.value,
+    embedder_width_ratio: float = 1.0,
     rebuild: bool = False,
     progress: Callable[[str], None] = print,
 ) -> SizeModels:
     """Build (or reuse) the checkpoints and the three repositories of one LLM size (``runtime``: how their
-    python models run the embedder and the CTR heads, "onnxruntime" or "torch")."""
-    size_dir = Path(work).resolve() / shape.name
+    python models run the embedder and the CTR heads, "onnxruntime" or "torch"; ``embedder_width_ratio`` < 1: a
+    random-weight shape's embedder pruned to that share of its widths, in a folder of its own)."""
+    size_dir = Path(work).resolve() / size_folder(shape, embedder_width_ratio)
     labels: dict[str, str] = {}
-    run_dir = size_run_dir(shape, base, work)
+    run_dir = size_run_dir(shape, base, work, embedder_width_ratio)
     layout = RunLayout(run_dir)
-    build_embedder(shape, base, work, seed, rebuild, progress)
+    build_embedder(shape, base, work, seed, rebuild, progress, embedder_width_ratio)
     if shape.trained:
         labels["embedder"] = f"trained ({display_path(layout.embedder_dir(CTR_LARR))})"
         labels["ctr"] = f"trained ({display_path(layout.ctr_dir(CTR_LARR))})"
@@ -155,6 +157,8 @@ def prepare_size(
             layout.config_file.write_text(base_config.read_text(encoding="utf-8"), encoding="utf-8")
         labels["embedder"] = (
             f"{shape.label} ({shape.architecture}, hidden {shape.hidden_size}, {shape.num_hidden_layers} layers)"
+            + ("" if embedder_width_ratio == 1.0 else
+               f", pruned in one shot to {embedder_width_ratio:g} of its widths (what `larr train distill` makes)")
         )
         labels["ctr"] = "random weights, the trained LARR head's shape"
     ctr_dirs = {CTR_LARR: layout.ctr_dir(CTR_LARR), CTR_FULLTEXT: layout.ctr_dir(CTR_FULLTEXT)}
@@ -198,26 +202,39 @@ def prepare_size(
     )
 
 
-def size_run_dir(shape: LLMShape, base: BaseRun, work: Path) -> Path:
-    """The run folder of a size's models: the trained run itself, or ``WORK/<size>/run`` for a random-weight
+def size_folder(shape: LLMShape, width_ratio: float = 1.0) -> str:
+    """``WORK/<this>`` holds a size's models: its name, or e.g. ``smollm-135m-w0.5`` for its embedder pruned to half
+    its widths (so switching back and forth does not rebuild either)."""
+    return shape.name if width_ratio == 1.0 else f"{shape.name}-w{width_ratio:g}"
+
+
+def size_run_dir(shape: LLMShape, base: BaseRun, work: Path, width_ratio: float = 1.0) -> Path:
+    """The run folder of a size's models: the trained run itself, or ``WORK/<size folder>/run`` for a random-weight
     shape (laid out like a trained run)."""
-    return base.checkpoints if shape.trained else Path(work).resolve() / shape.name / "run"
+    if shape.trained and width_ratio != 1.0:
+        raise ValueError(f"a width ratio applies to random-weight shapes; {shape.name} is the trained run "
+                         "(`larr train distill` makes its narrower embedder)")
+    return base.checkpoints if shape.trained else Path(work).resolve() / size_folder(shape, width_ratio) / "run"
 
 
 def build_embedder(
     shape: LLMShape, base: BaseRun, work: Path, seed: int, rebuild: bool = False, progress: Callable[[str], None] = print,
+    width_ratio: float = 1.0,
 ) -> Path:
     """The TextEmbedder folder of ``shape``: the trained run's, or a random-weight one built (or reused while its
     stamp matches) under ``work``, where :func:`prepare_size` finds it."""
-    embedder_dir = RunLayout(size_run_dir(shape, base, work)).embedder_dir(CTR_LARR)
+    embedder_dir = RunLayout(size_run_dir(shape, base, work, width_ratio)).embedder_dir(CTR_LARR)
     if not shape.trained:
-        _build_random_embedder(shape, base, embedder_dir, seed, rebuild, progress)
+        _build_random_embedder(shape, base, embedder_dir, seed, rebuild, progress, width_ratio)
     return embedder_dir
 
 
-def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int, rebuild: bool, progress) -> None:
+def _build_random_embedder(
+    shape: LLMShape, base: BaseRun, out: Path, seed: int, rebuild: bool, progress, width_ratio: float = 1.0
+) -> None:
     tokenizer_file = RunLayout(base.checkpoints).embedder_dir(CTR_LARR) / "tokenizer.json"
-    stamp = {"shape": dataclasses.asdict(shape), "seed": seed, "tokenizer": _fingerprint([tokenizer_file])}
+    stamp = {"shape": dataclasses.asdict(shape), "seed": seed, "tokenizer": _fingerprint([tokenizer_file]),
+             **({} if width_ratio == 1.0 else {"width_ratio": width_ratio})}  # 1: the stamps of earlier runs hold
     if not rebuild and _stamp_matches(out, stamp):
         return
     import torch
@@ -236,6 +253,10 @@ def _build_random_embedder(shape: LLMShape, base: BaseRun, out: Path, seed: int,
     )
     torch.manual_seed(seed)
     embedder = TextEmbedder(AutoModel.from_config(config), projection_dim=shape.projection_dim).eval()
+    if width_ratio != 1.0:
+        from larr.training.prune import prune_in_one_shot
+
+        embedder = prune_in_one_shot(embedder, width_ratio).eval()
     if out.exists():
         shutil.rmtree(out)
     embedder.save_pretrained(out, tokenizer, EmbeddingInputConfig.load(source))

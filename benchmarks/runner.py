@@ -253,6 +253,7 @@ class BenchRun:
         models = prepare_size(
             shape, self.base, self.work, device=self.machine.device, runtime=config.runtime,
             cache_capacity=config.cache_capacity, embedder_precision=config.embedder_precision,
+            embedder_width_ratio=config.embedder_width_ratio,
             max_candidates=max(1000, config.candidates), fulltext_max_length=config.fulltext_max_length,
             seed=config.seed, rebuild=config.rebuild, progress=self.progress.note,
         )

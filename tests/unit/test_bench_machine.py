@@ -9,7 +9,8 @@ import pytest
 
 from larr.benchmarks import machine
 from larr.benchmarks.cli import build_config, configure_bench_parser
-from larr.benchmarks.config import PROFILES, QWEN25_05B, SMOLLM_135M, TINY, profile
+from larr.benchmarks.config import LLM_SHAPES, PROFILES, QWEN25_05B, SMOLLM_135M, TINY, profile
+from larr.benchmarks.models import BaseRun, size_run_dir
 from larr.benchmarks.runner import Progress, sent_requests, window_requests
 
 CPUINFO = """processor\t: 0
@@ -77,6 +78,10 @@ def test_profile_errors():
     grid = dataclasses.replace(PROFILES["smoke"].grid(TINY), concurrency=(4,))
     with pytest.raises(ValueError, match="concurrency 1"):
         profile("smoke", grids={TINY: grid})
+    with pytest.raises(ValueError, match=r"embedder_width_ratio must be in \(0, 1\]"):
+        profile("store", embedder_width_ratio=1.5)
+    with pytest.raises(ValueError, match="random-weight sizes"):  # the trained tiny LM is distilled, not pruned here
+        profile("smoke", embedder_width_ratio=0.5)
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -99,6 +104,16 @@ def test_repeats_and_the_fresh_text_policy_come_from_the_flags_or_the_profile(tm
     assert config.repeats == PROFILES["store"].repeats == 3 and config.fresh_text_policy == "strict"
     config = build_config(parse("--profile", "smoke", "--repeats", "2", "--fresh-text-policy", "async"))
     assert config.repeats == 2 and config.fresh_text_policy == "async"
+
+
+def test_the_embedder_width_ratio_flag_reaches_the_config_and_its_own_folders(tmp_path):
+    config = build_config(parse("--profile", "store", "--embedder-width-ratio", "0.5"))
+    assert config.embedder_width_ratio == 0.5 and build_config(parse("--profile", "store")).embedder_width_ratio == 1.0
+    shape, base = LLM_SHAPES[SMOLLM_135M], BaseRun(tmp_path / "trained", tmp_path / "data", 1, 1)
+    assert size_run_dir(shape, base, tmp_path) == tmp_path.resolve() / "smollm-135m" / "run"  # today's folder
+    assert size_run_dir(shape, base, tmp_path, 0.5) == tmp_path.resolve() / "smollm-135m-w0.5" / "run"
+    with pytest.raises(ValueError, match="random-weight shapes"):
+        size_run_dir(LLM_SHAPES[TINY], base, tmp_path, 0.5)
 
 
 def test_help_renders():

@@ -32,6 +32,7 @@ from larr.training.prune import (
     Widths,
     channel_scores,
     prune_embedder,
+    prune_in_one_shot,
     select_channels,
     top_channels,
     width_schedule,
@@ -181,6 +182,18 @@ def test_hidden_pruning_gives_a_working_narrower_model():
     out = pruned(*batch())
     assert out.shape == (2, 8) and torch.isfinite(out).all()
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
+
+
+def test_one_shot_pruning_has_the_distillation_end_widths_and_the_magnitude_choice():
+    """What `larr bench --embedder-width-ratio` serves: the last widths of the distillation's schedule, the channels
+    a magnitude selection keeps, and no training."""
+    embedder = tiny_embedder()
+    pruned = prune_in_one_shot(embedder, 0.5)
+    assert widths_of(pruned) == width_schedule(widths_of(embedder), 0.5, 4)[-1] == Widths(8, 12, 1)
+    scores = channel_scores(embedder, ImportanceTracker("magnitude").scores(embedder))
+    by_hand = prune_embedder(embedder, select_channels(scores, Widths(8, 12, 1), groups=2))
+    for (name, weight), (_, expected) in zip(pruned.state_dict().items(), by_hand.state_dict().items(), strict=True):
+        torch.testing.assert_close(weight, expected, msg=name)
 
 
 def test_pruned_embedder_survives_a_save_load_round_trip(fake_run):
