@@ -585,12 +585,19 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float) -> None:
 
 def _stop_and_clear(process: subprocess.Popen[bytes], grace_s: float, known_stubs: Sequence[Stub]) -> None:
     """:func:`_stop`, then clear what a server that died unasked (Triton 2.51 can abort when a stub is killed)
-    leaves behind: stubs still running in its process group (re-parented, so only the group finds them), and the
-    shared-memory regions of ``known_stubs``, those seen while it ran (a stub that noticed its server's death
-    exits by itself, but leaves its region). A server that exited cleanly has removed both itself."""
+    leaves behind: stubs still running in its process group (re-parented, so only the group finds them; only those
+    are killed, since a pid seen earlier may belong to another server's stub by now), and the shared memory of
+    ``known_stubs`` (:func:`_seen_stubs`: a stub that noticed its server's death exits by itself, but leaves its
+    region). A server that exited cleanly has removed both itself."""
     _stop(process, grace_s)
     _reap(find_stubs(process.pid, by_group=True))
     remove_regions(stub.shm_region for stub in known_stubs)  # the server is gone: nothing maps them any more
+
+
+def _seen_stubs(at_ready: Sequence[Stub], supervisor: StubSupervisor | None) -> list[Stub]:
+    """The stubs a server had when it became ready and, when supervised, every one the supervisor saw since
+    (a healed model's stubs are new processes with new shared memory)."""
+    return [*at_ready, *(supervisor.known_stubs if supervisor else ())]
 
 
 @contextlib.contextmanager
@@ -658,13 +665,12 @@ def run_triton_server(
     except BaseException:
         _stop(process, shutdown_grace_s)  # the log stays, since the error message points at it
         raise
-    known_stubs, supervisor = find_stubs(process.pid), None
+    at_ready, supervisor = find_stubs(process.pid), None
     try:
         with supervising(options, process, supervisor_poll_s) as supervisor:
             yield RunningServer(options=options, process=process, log_path=log_file, supervisor=supervisor)
     finally:
-        # the stubs at start and, when supervised, those of the last check (a healed model's stubs are new ones)
-        _stop_and_clear(process, shutdown_grace_s, [*known_stubs, *(supervisor.seen_stubs if supervisor else ())])
+        _stop_and_clear(process, shutdown_grace_s, _seen_stubs(at_ready, supervisor))
         if own_log:
             log_file.unlink(missing_ok=True)
 
@@ -762,7 +768,7 @@ def serve_main(
                     _stop(process, grace_s=options.exit_timeout_s + 5)
                     return 1
                 return code  # a server that cannot start is not restarted: the same start would fail again
-            ready_at, stubs = time.monotonic(), find_stubs(process.pid)
+            ready_at, at_ready = time.monotonic(), find_stubs(process.pid)
             with supervising(options, process, server_restarts=restarts) as supervisor:
                 running[:] = [supervisor] if supervisor is not None else []
                 code = process.wait()
@@ -772,7 +778,7 @@ def serve_main(
             # The server died unasked (Triton 2.51's python backend can abort the whole process when a stub
             # dies): start it again, as a container restart policy would, without dropping the endpoints for
             # longer than a start. Crashing again soon after a start backs off, up to SERVER_RESTART_MAX_BACKOFF_S.
-            _reap(stubs)
+            _reap(_seen_stubs(at_ready, supervisor))
             backoff_s = restart_pause(restarts, time.monotonic() - ready_at, backoff_s)
             restarts += 1
             print(f"larr serve: tritonserver exited unasked ({_describe_exit(code)}); starting it again in "

@@ -161,15 +161,17 @@ class StubSupervisor:
         )
         self._expected: Counter[str] = Counter()
         self._alive: dict[int, Stub] = {}  # pid -> stub, as of the last check
-        self._dead_regions: list[str] = []  # shared memory of stubs that died, removed once healed
+        self._dead: list[Stub] = []  # stubs that died; their shared memory is removed once healed
         self._healing: dict[str, _Healing] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
-    def seen_stubs(self) -> list[Stub]:
-        """The stubs alive at the last check (after ``stop()``: the last ones the server had)."""
-        return list(self._alive.values())
+    def known_stubs(self) -> list[Stub]:
+        """Every stub seen since ``start()`` whose shared memory is not yet removed: those alive at the last check
+        and those that died since the last heal. What a server that died unasked leaves behind is among them
+        (after such a death a check sees no stub at all, so "alive at the last check" alone would lose them)."""
+        return [*self._alive.values(), *self._dead]
 
     @property
     def expected(self) -> Mapping[str, int]:
@@ -220,7 +222,7 @@ class StubSupervisor:
         """The live stubs now; remembers the shared-memory regions of those that died since the last look."""
         stubs = self._list_stubs(self.server_pid)
         live = {stub.pid: stub for stub in stubs}
-        self._dead_regions.extend(stub.shm_region for pid, stub in self._alive.items() if pid not in live)
+        self._dead.extend(stub for pid, stub in self._alive.items() if pid not in live)
         self._alive = live
         return stubs
 
@@ -266,8 +268,8 @@ class StubSupervisor:
     def _remove_dead_regions(self) -> None:
         """Unlink dead stubs' shared memory (1 MiB or more each): Triton 2.51 never finishes unloading an
         instance whose stub died, so nothing else would. The hung instance keeps its mapping until exit."""
-        remove_regions(self._dead_regions, self._shm_dir)
-        self._dead_regions.clear()
+        remove_regions((stub.shm_region for stub in self._dead), self._shm_dir)
+        self._dead.clear()
 
     def _mark(self, model: str, reason: DegradedReason, healing: _Healing) -> None:
         self._healing[model] = healing

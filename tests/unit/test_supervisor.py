@@ -138,6 +138,24 @@ def test_a_dead_stub_gets_its_model_unloaded_then_loaded_and_its_shared_memory_r
     assert (tmp_path / "region_of_a_live_stub").exists()
 
 
+def test_known_stubs_keep_a_dead_servers_stubs_until_their_memory_is_removed(tmp_path: Path) -> None:
+    """What the launcher clears after a server died unasked: the healed model's new stubs included, and still known
+    after a check that saw no stub at all (the server's death re-parents them)."""
+    server = FakeServer({"feature_cache": 1, "ctr": 1})
+    supervisor = _supervisor(server, Clock(), tmp_path)
+    first = list(server.stubs)
+    server.kill("feature_cache")
+    supervisor.check_once()  # healed: a new feature_cache stub, the dead one's memory removed
+    healed = [stub for stub in server.stubs if stub not in first]
+    assert healed and sorted(supervisor.known_stubs, key=lambda s: s.pid) == sorted(server.stubs, key=lambda s: s.pid)
+
+    gone = list(server.stubs)
+    server.stubs = []  # the whole server died
+    supervisor.stop()  # stopping: no more heals, so what it knows stays
+    supervisor._observe()  # one last look, as the watch thread may have taken before it stopped
+    assert sorted(supervisor.known_stubs, key=lambda s: s.pid) == sorted(gone, key=lambda s: s.pid)
+
+
 def test_a_healthy_server_is_left_alone(tmp_path: Path) -> None:
     server = FakeServer({"feature_cache": 1, "embedder": 1, "ctr": 1})
     supervisor = _supervisor(server, Clock(), tmp_path)
