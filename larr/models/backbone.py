@@ -110,6 +110,12 @@ class BackboneConfig:
     fs2_context: tuple[str, ...] = field(
         default=(), metadata={"help": "finalmlp: fields whose embeddings drive the second stream's gate, e.g. [item]"}
     )
+    fs_dense: bool = field(
+        default=False,
+        metadata={"help": "finalmlp: both gates also read the dense inputs (LARR: the scaled item-text and aligned "
+                          "scene vectors) beside their context fields, so the real-time scene picks what each stream "
+                          "sees; ID-only models (no dense inputs) are unchanged"},
+    )
     num_heads: int = field(
         default=1,
         metadata={"help": "finalmlp: heads of the bilinear aggregation of the two streams; must divide both streams' "
@@ -158,6 +164,8 @@ class BackboneConfig:
                     f"BackboneConfig.num_heads={self.num_heads} must divide both streams' last sizes "
                     f"({self.mlp_hidden[-1]}, {self.mlp2_hidden[-1]})"
                 )
+        if self.fs_dense and self.kind is not BackboneKind.FINALMLP:
+            raise ValueError(f"BackboneConfig.fs_dense is a finalmlp option, got kind='{self.kind.value}'")
         if self.kind is BackboneKind.DCNV2 and not self.mlp_hidden and self.cross_layers == 0:
             raise ValueError("BackboneConfig.kind='dcnv2' needs cross_layers > 0 or a non-empty mlp_hidden")
         if not 0.0 <= self.dropout < 1.0:
@@ -698,7 +706,8 @@ class FinalMLPBackbone(Backbone):
     """FinalMLP: two MLP streams over context-gated copies of x, fused by multi-head bilinear aggregation → (B,).
 
     Each stream ``s`` reads ``x * gate_s`` (B, D), D = F*E + dense_dim, where ``gate_s`` = 2·sigmoid(MLP(the
-    embeddings of the ``fs{s}_context`` fields)) (B, D) — or of a learned constant when no field is named. Its own
+    embeddings of the ``fs{s}_context`` fields)) (B, D) — or of a learned constant when no field is named; with
+    ``fs_dense`` the gate MLP also reads the dense inputs (B, dense_dim), LARR's scene among them. Its own
     small context tables (one :class:`FieldEmbedding` per stream over the named fields) follow FuxiCTR, which gives the
     gate inputs embeddings apart from the towers'. The streams' outputs (B, H1) and (B, H2) are fused by
     :class:`InteractionAggregation`.
@@ -716,10 +725,11 @@ class FinalMLPBackbone(Backbone):
     def build_towers(self, config: BackboneConfig) -> None:
         self.deep = MLP(self.input_dim, config.mlp_hidden, config.dropout, config.batch_norm)
         self.deep2 = MLP(self.input_dim, config.mlp2_hidden, config.dropout, config.batch_norm)
+        gate_dense = self.dense_dim if config.fs_dense else 0
         self.gate1 = FeatureGate(self._context_fields(config.fs1_context), self.field_vocab_sizes,
-                                 config.embedding_dim, config.fs_hidden, self.input_dim)
+                                 config.embedding_dim, config.fs_hidden, self.input_dim, gate_dense)
         self.gate2 = FeatureGate(self._context_fields(config.fs2_context), self.field_vocab_sizes,
-                                 config.embedding_dim, config.fs_hidden, self.input_dim)
+                                 config.embedding_dim, config.fs_hidden, self.input_dim, gate_dense)
         self.fusion = InteractionAggregation(config.mlp_hidden[-1], config.mlp2_hidden[-1], config.num_heads)
 
     def _context_fields(self, names: Sequence[str]) -> list[int]:
@@ -755,18 +765,21 @@ class FinalMLPBackbone(Backbone):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None,
                 history: torch.Tensor | None = None) -> torch.Tensor:
         _, _, x = self.features(sparse, dense, history)  # x: (B, D)
-        stream1 = self.deep(x * self.gate1(sparse))  # (B, H1)
-        stream2 = self.deep2(x * self.gate2(sparse))  # (B, H2)
+        stream1 = self.deep(x * self.gate1(sparse, dense))  # (B, H1)
+        stream2 = self.deep2(x * self.gate2(sparse, dense))  # (B, H2)
         return self.fusion(stream1, stream2)  # (B,)
 
 
 class FeatureGate(nn.Module):
-    """FinalMLP's feature selection for one stream: context field embeddings (B, C*E) → MLP → 2·sigmoid → (B, D).
+    """FinalMLP's feature selection for one stream: context field embeddings (B, C*E) [‖ dense inputs (B, dense_dim)]
+    → MLP → 2·sigmoid → (B, D).
 
-    With no context fields the MLP reads a learned constant (1, E), so the gate is one learned vector for all rows.
+    With no context fields the MLP reads a learned constant (1, E), so without dense inputs the gate is one learned
+    vector for all rows.
     """
 
-    def __init__(self, fields: Sequence[int], vocab_sizes: Sequence[int], dim: int, hidden: Sequence[int], out_dim: int):
+    def __init__(self, fields: Sequence[int], vocab_sizes: Sequence[int], dim: int, hidden: Sequence[int], out_dim: int,
+                 dense_dim: int = 0):
         super().__init__()
         self.register_buffer("fields", torch.tensor(list(fields), dtype=torch.long), persistent=False)
         if fields:
@@ -775,8 +788,10 @@ class FeatureGate(nn.Module):
         else:
             self.context = None
             self.bias = nn.Parameter(torch.zeros(1, dim))
-        self.mlp = MLP(dim * max(1, len(fields)), hidden, dropout=0.0, batch_norm=False)
-        self.out = nn.Linear(hidden[-1] if hidden else dim * max(1, len(fields)), out_dim)
+        self.dense_dim = dense_dim
+        in_dim = dim * max(1, len(fields)) + dense_dim
+        self.mlp = MLP(in_dim, hidden, dropout=0.0, batch_norm=False)
+        self.out = nn.Linear(hidden[-1] if hidden else in_dim, out_dim)
         self.last_rows: torch.Tensor | None = None
 
     def reset_parameters(self) -> None:
@@ -785,8 +800,8 @@ class FeatureGate(nn.Module):
         else:
             nn.init.zeros_(self.bias)
 
-    def forward(self, sparse: torch.Tensor) -> torch.Tensor:
-        """(B, F) per-field indices → (B, D) gate in (0, 2)."""
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F) per-field indices [, (B, dense_dim) dense inputs when built with dense_dim] → (B, D) gate in (0, 2)."""
         if self.context is None:
             inputs = self.bias.expand(sparse.shape[0], -1)  # (B, E)
         else:
@@ -794,6 +809,8 @@ class FeatureGate(nn.Module):
             if self.training:
                 self.last_rows = rows
             inputs = self.context(rows).flatten(start_dim=1)  # (B, C*E)
+        if self.dense_dim:
+            inputs = torch.cat([inputs, dense.to(inputs.dtype)], dim=1)  # (B, C*E + dense_dim)
         return 2.0 * torch.sigmoid(self.out(self.mlp(inputs)))
 
 

@@ -326,12 +326,13 @@ def test_each_kind_learns_a_cross_feature(kind: str) -> None:
 # --------------------------------------------------------------------------------------------- ONNX
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("kind", "overrides"), [(k, {}) for k in KINDS] + [("finalmlp", {"fs_dense": True})],
+                         ids=[*KINDS, "finalmlp-fs_dense"])
 @pytest.mark.parametrize("dense_dim", [0, 5])
-def test_onnx_export_matches_pytorch(kind: str, dense_dim: int, tmp_path: Path) -> None:
+def test_onnx_export_matches_pytorch(kind: str, overrides: dict, dense_dim: int, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = _small(kind, dense_dim, batch_norm=True)
+    model = _small(kind, dense_dim, batch_norm=True, **overrides)
     # make the weights non-trivial, BN statistics included, then freeze
     with torch.no_grad():
         model.embedding.weight.normal_()
@@ -461,6 +462,48 @@ def test_finalmlp_gate_follows_its_context_field_only() -> None:
     gates = model.gate1(rows)
     assert torch.equal(gates[0], gates[1]) and not torch.allclose(gates[0], gates[2])
     assert bool(((gates > 0) & (gates < 2)).all())
+
+
+def test_finalmlp_fs_dense_gate_reads_context_and_dense_inputs() -> None:
+    """With fs_dense each gate is 2·sigmoid(MLP([context ‖ dense])): checked by hand, and rows that share the user
+    but differ in the dense inputs (LARR's scene) get different gates."""
+    torch.manual_seed(0)
+    model = _finalmlp(dense_dim=3, fs_dense=True)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.5)
+    sparse, dense = _batch(5, dense_dim=3)
+    sparse[:, 0] = 2  # one user for every row: only the dense inputs can move gate 1
+    g1 = model.gate1(sparse, dense).detach().numpy()
+
+    def linear(layer: nn.Linear, v: np.ndarray) -> np.ndarray:
+        return v @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+
+    user_ctx = model.gate1.context.weight.detach().numpy()[sparse.numpy()[:, 0]]  # (5, 4)
+    inputs = np.concatenate([user_ctx, dense.numpy()], axis=1)  # (5, 7)
+    hidden = np.maximum(linear(model.gate1.mlp[0], inputs), 0)
+    expected = 2.0 / (1.0 + np.exp(-linear(model.gate1.out, hidden)))
+    np.testing.assert_allclose(g1, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(g1[0], g1[1])
+    # the constant-context gate (stream 2) varies with the dense inputs too
+    g2 = model.gate2(sparse, dense).detach().numpy()
+    assert not np.allclose(g2[0], g2[1])
+
+
+def test_finalmlp_fs_dense_leaves_an_id_only_model_unchanged() -> None:
+    """No dense inputs (ID-only): fs_dense builds the same parameters and, from one seed, the same scores."""
+    sparse, _ = _batch(6)
+    outputs = []
+    for fs_dense in (False, True):
+        torch.manual_seed(3)
+        model = _finalmlp(fs_dense=fs_dense)
+        outputs.append((model(sparse), {k: v.shape for k, v in model.state_dict().items()}))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=0, atol=0)
+    assert outputs[0][1] == outputs[1][1]
+
+
+def test_fs_dense_is_a_finalmlp_option() -> None:
+    with pytest.raises(ValueError, match="fs_dense is a finalmlp option"):
+        BackboneConfig(kind="deepfm", fs_dense=True)
 
 
 def test_finalmlp_l2_covers_the_gate_context_tables() -> None:
