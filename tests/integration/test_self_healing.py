@@ -41,16 +41,9 @@ def repository(tiny_run, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def server(repository: Path) -> RunningServer:
-    """A fresh server per victim: one fault cannot leak into the next case."""
-    with run_triton_server(repository, supervisor_poll_s=0.25) as running:
-        yield running
-
-
 # Triton 2.51's python backend aborts the whole server (boost::interprocess::lock_exception, signal 6) when a stub
 # is SIGKILLed while it holds the shared-memory lock; no in-server supervisor can heal that — the container's
-# restart policy does (docker/compose.yaml, k8s). Seen in CI once in many runs.
+# restart policy or `larr serve` does (docker/compose.yaml, k8s). About 1 kill in 12 of the feature_cache stub here.
 TRITON_ABORT = "boost::interprocess::lock_exception"
 
 
@@ -121,8 +114,21 @@ def _load(server: RunningServer, dataset, stop: threading.Event, seen: Observati
         client.close()
 
 
-@pytest.mark.parametrize("victim", ["feature_cache", "embedder", "ctr"])
-def test_a_killed_stub_is_noticed_and_its_model_reloaded(server: RunningServer, dataset, victim: str) -> None:
+@dataclass
+class KillRun:
+    """One kill under load: what the clients and the health poller saw, and when."""
+
+    seen: Observations
+    killed_at: float
+    healed_at: float
+    restarts_before: int
+    restarts_after: int  # read while the server still runs
+    degraded_after: dict
+    log: str
+    aborted: bool  # tritonserver itself died (TRITON_ABORT), so the supervisor had nothing to heal
+
+
+def _kill_under_load(server: RunningServer, dataset, victim: str) -> KillRun:
     supervisor = server.supervisor
     assert supervisor is not None and supervisor.expected[victim] >= 1
     restarts_before = supervisor.restarts(victim)
@@ -143,13 +149,31 @@ def test_a_killed_stub_is_noticed_and_its_model_reloaded(server: RunningServer, 
     finally:
         stop.set()
         load.join()
+    aborted = server.process.poll() is not None and TRITON_ABORT in server.log_tail(400)
+    return KillRun(seen, killed_at, healed_at, restarts_before, supervisor.restarts(victim), supervisor.degraded(),
+                   server.log_tail(), aborted)
 
-    if server.process.poll() is not None and TRITON_ABORT in server.log_tail(400):
-        pytest.xfail(f"tritonserver itself aborted ({TRITON_ABORT}) when the {victim} stub was killed: Triton 2.51's "
-                     "python backend; this fixture's run_triton_server does not restart it, `larr serve` does "
+
+# A fresh server per attempt, so one fault cannot leak into the next case. When tritonserver itself aborts (Triton
+# 2.51, about 1 kill in 12 here) the supervisor was never put to the test, so the case runs once more on a new
+# server; only two aborts in a row (about 1 in 150) leave it unproven (xfail).
+ATTEMPTS = 2
+
+
+@pytest.mark.parametrize("victim", ["feature_cache", "embedder", "ctr"])
+def test_a_killed_stub_is_noticed_and_its_model_reloaded(repository: Path, dataset, victim: str) -> None:
+    for _ in range(ATTEMPTS):
+        with run_triton_server(repository, supervisor_poll_s=0.25) as server:
+            run = _kill_under_load(server, dataset, victim)
+        if not run.aborted:
+            break
+    else:
+        pytest.xfail(f"tritonserver itself aborted ({TRITON_ABORT}) {ATTEMPTS} times when the {victim} stub was "
+                     "killed: Triton 2.51's python backend; run_triton_server does not restart it, `larr serve` does "
                      "(test_launcher.py::test_larr_serve_starts_a_server_that_died_unasked_again)")
-    assert supervisor.restarts(victim) == restarts_before + 1, server.log_tail()
-    assert supervisor.degraded() == {}
+    seen, killed_at, healed_at = run.seen, run.killed_at, run.healed_at
+    assert run.restarts_after == run.restarts_before + 1, run.log
+    assert run.degraded_after == {}
     failures = [o for o in seen.outcomes if o.error is not None]
     # Failures stop: nothing started after the bound fails, and requests did run after it.
     assert all(o.started - killed_at <= FAILURES_STOP_WITHIN_S for o in failures), [str(o.error) for o in failures[-3:]]
