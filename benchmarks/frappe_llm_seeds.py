@@ -76,6 +76,7 @@ def summarise(groups: list[LlmSeedGap], target: float = BEST_BARS[1]) -> TwoLeve
     llm_seeds = [g.llm_seed for g in groups]
     if len(set(llm_seeds)) != len(llm_seeds):
         raise ValueError(f"stages-1/2 seeds repeat: {llm_seeds}; give one results file per seed")
+    groups = sorted(groups, key=lambda g: g.llm_seed)  # the table in seed order, whatever order the files came in
     runs = [auc for g in groups for auc in g.larr_auc]
     gap_mean, gap_ci95 = mean_ci95([g.mean_gap for g in groups])
     _, stage3_only = mean_ci95([gap for g in groups for gap in g.gaps])

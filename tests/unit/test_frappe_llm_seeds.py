@@ -37,6 +37,12 @@ def test_interval_is_over_the_per_llm_seed_means(tmp_path):
     assert not summary.goal_met  # the mean is above 0.9861, but the interval [-0.0005, +0.0045] holds 0
 
 
+def test_rows_follow_the_stages_1_2_seed_whatever_the_file_order(tmp_path):
+    files = three_llm_seeds(tmp_path)
+    summary = summarise([read_llm_seed(p) for p in reversed(files)])
+    assert [g.llm_seed for g in summary.llm_seeds] == [2024, 2025, 2026]
+
+
 def test_goal_needs_the_mean_above_the_board_and_the_counted_interval_above_zero(tmp_path):
     base = {2021: 0.9850}
     files = [write_results(tmp_path / f"{s}.json", s, {2021: 0.9850 + gap}, base)
