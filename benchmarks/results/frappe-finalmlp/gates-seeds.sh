@@ -25,8 +25,8 @@ for s in 2021 2022 2023 2024 2025; do
     ln -sfn "$(realpath runs/frappe-finalmlp-gates/seed_$s/ctr/larr)" "$G/seed_$s/ctr/larr"
   fi
 done
-DONE=$(for s in 2021 2022 2023 2024 2025; do [ -e "$G/seed_$s/ctr/larr/result.json" ] && echo "$s"; done | tr '\n' ' ')
+DONE=$(for s in 2021 2022 2023 2024 2025; do if [ -e "$G/seed_$s/ctr/larr/result.json" ]; then echo "$s"; fi; done)
 nice -n 15 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$G" \
   --results "$R/gates-llm$LLM_SEED" --variants id_only larr --llm-seed "$LLM_SEED" \
-  --seeds $(echo "$DONE $*" | tr ' ' '\n' | sort -un | tr '\n' ' ') \
+  --seeds $(printf '%s\n' $DONE "$@" | sort -un) \
   --set ctr.backbone.fs_dense=true --set ctr.llm_input_scale="$SCALE" --set ctr.align_weight=0.1
