@@ -697,8 +697,10 @@ def serve_main(
     ``os.environ``), else a random key. Prints the endpoints first, and the admin key only when it was
     generated (a given one would otherwise land in the logs); once the server is ready, supervises its
     stubs (see :mod:`larr.serving.supervisor`). SIGINT/SIGTERM sent to this process stop the supervisor
-    and are forwarded once to the server, which then drains in-flight requests (at most
-    ``exit_timeout_s``) and exits (a terminal Ctrl-C reaches both; Triton ignores the second signal).
+    and are forwarded to the server, which then drains in-flight requests (at most ``exit_timeout_s``) and
+    exits. The server runs in a session of its own, as under :func:`run_triton_server`: a terminal Ctrl-C
+    reaches it only through this process, and a server that dies unasked is cleared the same way (its
+    process group holds the stubs it leaves behind).
     """
     environ = os.environ if environ is None else environ
     key_source = "--admin-key"
@@ -754,20 +756,22 @@ def serve_main(
     try:
         restarts, backoff_s = 0, SERVER_RESTART_BACKOFF_S
         while True:
-            current[:] = [subprocess.Popen(build_command(options, install), env=server_env(install))]
+            current[:] = [subprocess.Popen(build_command(options, install), env=server_env(install),
+                                           start_new_session=True)]
             process = current[0]
+            if stopping.is_set():  # the signal came before forward() could see this server
+                process.send_signal(signal.SIGINT)
             try:
                 _wait_ready(options, process, startup_timeout_s, lambda: "its log is above")
             except ServerStartError as error:
                 code = process.poll()
+                # stops a server not ready in time; clears what one that died while starting left behind
+                _stop_and_clear(process, options.exit_timeout_s + 5, known_stubs=())
                 if code == 0 or stopping.is_set():  # it was asked to stop (a forwarded signal) before it was ready
-                    _stop(process, grace_s=options.exit_timeout_s + 5)
                     return 0
                 print(f"larr serve: {error}", file=sys.stderr)
-                if code is None:  # not ready in time
-                    _stop(process, grace_s=options.exit_timeout_s + 5)
-                    return 1
-                return code  # a server that cannot start is not restarted: the same start would fail again
+                # a server that cannot start is not restarted: the same start would fail again
+                return 1 if code is None else code
             ready_at, at_ready = time.monotonic(), find_stubs(process.pid)
             with supervising(options, process, server_restarts=restarts) as supervisor:
                 running[:] = [supervisor] if supervisor is not None else []
@@ -778,7 +782,7 @@ def serve_main(
             # The server died unasked (Triton 2.51's python backend can abort the whole process when a stub
             # dies): start it again, as a container restart policy would, without dropping the endpoints for
             # longer than a start. Crashing again soon after a start backs off, up to SERVER_RESTART_MAX_BACKOFF_S.
-            _reap(_seen_stubs(at_ready, supervisor))
+            _stop_and_clear(process, options.exit_timeout_s + 5, _seen_stubs(at_ready, supervisor))
             backoff_s = restart_pause(restarts, time.monotonic() - ready_at, backoff_s)
             restarts += 1
             print(f"larr serve: tritonserver exited unasked ({_describe_exit(code)}); starting it again in "
@@ -808,8 +812,8 @@ def _describe_exit(code: int) -> str:
 
 
 def _reap(stubs: Sequence[Stub]) -> None:
-    """After a server died: SIGKILL its stubs still running (orphans now) and unlink their shared memory, which
-    a new server would not reuse (each stub region is named per process)."""
+    """After a server died: SIGKILL its stubs still running (orphans now, found in its process group) and unlink
+    their shared memory, which a new server would not reuse (each stub region is named per process)."""
     for stub in stubs:
         with contextlib.suppress(OSError):
             if Path(f"/proc/{stub.pid}/cmdline").read_bytes().split(b"\0")[0].endswith(STUB_EXECUTABLE.encode()):

@@ -280,6 +280,7 @@ def test_larr_serve_starts_a_server_that_died_unasked_again(tmp_path: Path, toy:
         _wait_until(lambda: "larr_server_restarts_total 0.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
                     "the first server is ready and supervised")
         first = _child_named(serve.pid, "tritonserver")
+        assert os.getsid(first) == first  # a session (and process group) of its own: the group finds its orphans
         old_stubs = find_stubs(first)
         assert old_stubs and all(Path("/dev/shm", stub.shm_region).exists() for stub in old_stubs)
         os.kill(first, signal.SIGABRT)

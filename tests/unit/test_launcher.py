@@ -380,9 +380,11 @@ class _FinishedServer:
     """Stands in for the tritonserver Popen of serve_main: records the argv, exits at once."""
 
     argv: list[str] = []
+    kwargs: dict[str, object] = {}
+    pid = 2**22 + 1  # above Linux's pid_max: no process, so no process group holds stubs of it
 
-    def __init__(self, argv: list[str], **_: object) -> None:
-        _FinishedServer.argv = argv
+    def __init__(self, argv: list[str], **kwargs: object) -> None:
+        _FinishedServer.argv, _FinishedServer.kwargs = argv, kwargs
 
     def wait(self) -> int:
         return 0
