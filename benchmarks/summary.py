@@ -35,7 +35,7 @@ HEADLINE_KEYS = (
     "embedder_mfu",
 )
 
-BY_SHARE_KEYS = ("throughput_ratio_vs_fulltext_by_fresh_share",)
+BY_SHARE_KEYS = ("throughput_ratio_vs_fulltext_by_fresh_share", "token_bound_share_by_fresh_share")
 
 # Reported next to the headline keys at the top of summary.json.
 EXTRA_KEYS = (
@@ -89,6 +89,9 @@ DEFINITIONS = {
     "throughput_ratio_vs_fulltext_by_fresh_share": "per fresh-text share: LARR requests/s at that share / full-text "
     "requests/s at the headline share, both at the headline concurrency (the full-text baseline embeds every scene "
     "whole, so the share of fresh texts does not change its work; it is measured once per repeat)",
+    "token_bound_share_by_fresh_share": "per fresh-text share: throughput_ratio_vs_fulltext_by_fresh_share / the token "
+    "bound of that share's LARR point (full-text tokens per request / cache-miss tokens per request, as "
+    "token_bound_vs_fulltext): how much of what its embedded tokens allow LARR serves (null: nothing missed)",
     "embedder_mfu_precompute": "the scene-table precompute at export (every training text, large batches): model "
     "FLOP/s / the matmul peak measured by that export",
     "repeats": "independent repeats behind every mean (fresh servers, request streams seeded seed + repeat)",
@@ -284,6 +287,22 @@ def fresh_share_ratios(size: dict, concurrency: int, headline_share: float) -> d
     }
 
 
+def token_bound_shares(size: dict, concurrency: int, headline_share: float) -> dict[str, float | None]:
+    """{share: (LARR requests/s at share / full-text requests/s) / that LARR point's token bound} at ``concurrency``.
+
+    The token bound (full-text tokens per request / LARR's cache-miss tokens per request) is the speed-up LARR
+    would have if serving cost nothing but embedding tokens at the full-text baseline's rate; the share says how
+    much of it LARR reaches (issue 12's strict line: >= 0.8 at 10 % fresh)."""
+    ratios = fresh_share_ratios(size, concurrency, headline_share)
+    shares = {}
+    for share, speedup in ratios.items():
+        larr = find_point(size["points"], LARR, PERF_ANALYZER, concurrency, float(share))
+        bound = ratio(((larr or {}).get("simulated") or {}).get("fulltext_tokens_per_request"),
+                      measured_miss_tokens_per_request(larr))
+        shares[share] = ratio(speedup, bound)
+    return shares
+
+
 def summarise_size(size: dict, concurrency: int, unseen_share: float, gemm_peak_flops: float | None) -> dict:
     """:func:`size_summary` per repeat, aggregated (mean and ci95), with the by-fresh-share ratios."""
     rows = []
@@ -291,6 +310,7 @@ def summarise_size(size: dict, concurrency: int, unseen_share: float, gemm_peak_
         view = _repeat_view(size, repeat)
         row = size_summary(view, concurrency, unseen_share, gemm_peak_flops)
         row["throughput_ratio_vs_fulltext_by_fresh_share"] = fresh_share_ratios(view, concurrency, unseen_share)
+        row["token_bound_share_by_fresh_share"] = token_bound_shares(view, concurrency, unseen_share)
         rows.append(row)
     return aggregate_repeats(rows)
 

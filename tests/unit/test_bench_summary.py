@@ -152,6 +152,19 @@ def test_token_bound_uses_the_servers_miss_count():
     assert measured_miss_tokens_per_request(None) is None
 
 
+def test_token_bound_share_per_fresh_share(results):
+    """The strict line's number: LARR's speed-up over full text at a share / the token bound of the same point.
+    Size "b": LARR 250 req/s vs full text 100 at 10 % fresh; 30 full-text tokens per request against 5 miss tokens
+    per replayed miss, and the server missed twice as often as the replay (2 vs 1): bound 30 / 10 = 3."""
+    size = results["sizes"][1]
+    larr = find_point(size["points"], LARR, "perf_analyzer", 16, 0.1)
+    larr["simulated"] = {**larr["simulated"], "misses": 1}
+    larr["cache"] = {"hits": 8, "misses": 2, "joined": 0, "hit_rate": 0.8}
+    shares = build_summary(results)["token_bound_share_by_fresh_share"]
+    assert shares["0.1"] == pytest.approx((250.0 / 100.0) / (30.0 / 10.0))
+    assert shares["0.0"] is None and shares["0.5"] is None  # no replay behind those points: no bound
+
+
 def test_repeats_give_the_mean_and_a_students_t_interval(results):
     """Three repeats of size "b" with different LARR speeds: every ratio is the mean of the per-repeat ratios,
     and ``_ci95`` is t(0.975, 2) * s / sqrt(3), checked against scipy and numpy."""
