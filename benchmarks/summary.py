@@ -144,6 +144,12 @@ def measured_miss_tokens_per_request(point: dict | None) -> float | None:
     return simulated["miss_tokens_per_request"] * embedded / simulated["misses"]
 
 
+def token_bound(larr: dict | None) -> float | None:
+    """Full-text tokens per request / cache-miss tokens per request on a LARR point's requests (None: nothing missed)."""
+    simulated = (larr or {}).get("simulated") or {}
+    return ratio(simulated.get("fulltext_tokens_per_request"), measured_miss_tokens_per_request(larr))
+
+
 def size_summary(size: dict, concurrency: int, unseen_share: float, gemm_peak_flops: float | None) -> dict:
     """The ratios of one LLM size at (concurrency, unseen_share); ``size`` as in results.json."""
     points = size["points"]
@@ -181,7 +187,7 @@ def size_summary(size: dict, concurrency: int, unseen_share: float, gemm_peak_fl
         "concurrency": concurrency,
         "unseen_share": unseen_share,
         "throughput_ratio_vs_fulltext": ratio(value(larr, "throughput"), value(fulltext, "throughput")),
-        "token_bound_vs_fulltext": ratio(simulated.get("fulltext_tokens_per_request"), measured_miss_tokens_per_request(larr)),
+        "token_bound_vs_fulltext": token_bound(larr),
         "p99_ratio_vs_fulltext": ratio(value(larr, "p99_us"), value(fulltext, "p99_us")),
         "throughput_ratio_vs_cache_off": ratio(value(larr, "throughput"), value(cache_off, "throughput")),
         "p99_ratio_vs_cache_off": ratio(value(larr, "p99_us"), value(cache_off, "p99_us")),
@@ -287,20 +293,15 @@ def fresh_share_ratios(size: dict, concurrency: int, headline_share: float) -> d
     }
 
 
-def token_bound_shares(size: dict, concurrency: int, headline_share: float) -> dict[str, float | None]:
-    """{share: (LARR requests/s at share / full-text requests/s) / that LARR point's token bound} at ``concurrency``.
+def token_bound_shares(size: dict, concurrency: int, speedups: dict[str, float | None]) -> dict[str, float | None]:
+    """{share: speedup at that share (:func:`fresh_share_ratios`) / that LARR point's :func:`token_bound`}.
 
-    The token bound (full-text tokens per request / LARR's cache-miss tokens per request) is the speed-up LARR
-    would have if serving cost nothing but embedding tokens at the full-text baseline's rate; the share says how
-    much of it LARR reaches (issue 12's strict line: >= 0.8 at 10 % fresh)."""
-    ratios = fresh_share_ratios(size, concurrency, headline_share)
-    shares = {}
-    for share, speedup in ratios.items():
-        larr = find_point(size["points"], LARR, PERF_ANALYZER, concurrency, float(share))
-        bound = ratio(((larr or {}).get("simulated") or {}).get("fulltext_tokens_per_request"),
-                      measured_miss_tokens_per_request(larr))
-        shares[share] = ratio(speedup, bound)
-    return shares
+    The token bound is the speed-up LARR would have if serving cost nothing but embedding tokens at the full-text
+    baseline's rate; the share says how much of it LARR reaches (issue 12's strict line: >= 0.8 at 10 % fresh)."""
+    return {
+        share: ratio(speedup, token_bound(find_point(size["points"], LARR, PERF_ANALYZER, concurrency, float(share))))
+        for share, speedup in speedups.items()
+    }
 
 
 def summarise_size(size: dict, concurrency: int, unseen_share: float, gemm_peak_flops: float | None) -> dict:
@@ -309,8 +310,9 @@ def summarise_size(size: dict, concurrency: int, unseen_share: float, gemm_peak_
     for repeat in repeats_of(size):
         view = _repeat_view(size, repeat)
         row = size_summary(view, concurrency, unseen_share, gemm_peak_flops)
-        row["throughput_ratio_vs_fulltext_by_fresh_share"] = fresh_share_ratios(view, concurrency, unseen_share)
-        row["token_bound_share_by_fresh_share"] = token_bound_shares(view, concurrency, unseen_share)
+        speedups = fresh_share_ratios(view, concurrency, unseen_share)
+        row["throughput_ratio_vs_fulltext_by_fresh_share"] = speedups
+        row["token_bound_share_by_fresh_share"] = token_bound_shares(view, concurrency, speedups)
         rows.append(row)
     return aggregate_repeats(rows)
 
