@@ -8,6 +8,9 @@ first, so it is reported beside but never as the verdict::
 
     python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/larr/results.json [more ...] \\
         --out benchmarks/results/frappe-finalmlp/llm-seeds
+
+One stages-1/2 seed's stage-3 runs may come in several files (a plan finished from another run folder or
+machine): they are merged when their configs agree and no stage-3 seed is in two of them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,29 +57,59 @@ class TwoLevelSummary:
         return self.larr_mean > self.target and self.gap_ci95 is not None and self.gap_mean - self.gap_ci95 > 0
 
 
-def read_llm_seed(results_file: Path) -> LlmSeedGap:
-    """The paired LARR and ID-only runs of one ``frappe_bars`` results file."""
-    report = json.loads(results_file.read_text(encoding="utf-8"))
-    per_seed = report["per_seed"]
+def _paired_runs(results_file: Path) -> tuple[dict, dict]:
+    """(LARR, ID-only) per-seed results of one ``frappe_bars`` results file, keyed by stage-3 seed (str)."""
+    per_seed = json.loads(results_file.read_text(encoding="utf-8"))["per_seed"]
     missing = [v.value for v in (Variant.LARR, Variant.ID_ONLY) if v.value not in per_seed]
     if missing:
         raise ValueError(f"{results_file}: no {missing} runs; it needs both LARR and ID-only")
-    larr, base = per_seed[Variant.LARR.value], per_seed[Variant.ID_ONLY.value]
+    return per_seed[Variant.LARR.value], per_seed[Variant.ID_ONLY.value]
+
+
+def read_llm_seed(*results_files: Path) -> LlmSeedGap:
+    """The paired LARR and ID-only runs of one stages-1/2 seed, from one or more ``frappe_bars`` results files.
+
+    Several files must name the same stages-1/2 seed and the same config (``setup.config``), and no stage-3 seed
+    may be in two of them: a repeated run would count twice, and a changed config is another option.
+    """
+    larr: dict[str, dict] = {}
+    base: dict[str, dict] = {}
+    setups = [json.loads(path.read_text(encoding="utf-8"))["setup"] for path in results_files]
+    names = ", ".join(map(str, results_files))
+    if len({s["llm_seed"] for s in setups}) != 1:
+        raise ValueError(f"{names}: different stages-1/2 seeds {[s['llm_seed'] for s in setups]}")
+    if any(s.get("config") != setups[0].get("config") for s in setups[1:]):
+        raise ValueError(f"{names}: the configs differ; merge only runs of one option")
+    for path in results_files:
+        file_larr, file_base = _paired_runs(path)
+        repeated = sorted((set(file_larr) | set(file_base)) & (set(larr) | set(base)), key=int)
+        if repeated:
+            raise ValueError(f"{path}: stage-3 seed(s) {repeated} repeat a run of another file; give each once")
+        larr.update(file_larr)
+        base.update(file_base)
     seeds = sorted(set(larr) & set(base), key=int)
     if not seeds:
-        raise ValueError(f"{results_file}: no stage-3 seed has both a LARR and an ID-only run")
+        raise ValueError(f"{names}: no stage-3 seed has both a LARR and an ID-only run")
     return LlmSeedGap(
-        llm_seed=int(report["setup"]["llm_seed"]),
+        llm_seed=int(setups[0]["llm_seed"]),
         stage3_seeds=[int(s) for s in seeds],
         larr_auc=[larr[s]["auc"] for s in seeds],
         gaps=[larr[s]["auc"] - base[s]["auc"] for s in seeds],
     )
 
 
+def read_llm_seeds(results_files: list[Path]) -> list[LlmSeedGap]:
+    """One :class:`LlmSeedGap` per stages-1/2 seed, merging the files that share one (:func:`read_llm_seed`)."""
+    by_seed: dict[int, list[Path]] = defaultdict(list)
+    for path in results_files:
+        by_seed[int(json.loads(path.read_text(encoding="utf-8"))["setup"]["llm_seed"])].append(path)
+    return [read_llm_seed(*paths) for paths in by_seed.values()]
+
+
 def summarise(groups: list[LlmSeedGap], target: float = BEST_BARS[1]) -> TwoLevelSummary:
     llm_seeds = [g.llm_seed for g in groups]
     if len(set(llm_seeds)) != len(llm_seeds):
-        raise ValueError(f"stages-1/2 seeds repeat: {llm_seeds}; give one results file per seed")
+        raise ValueError(f"stages-1/2 seeds repeat: {llm_seeds}; merge their files with read_llm_seeds")
     groups = sorted(groups, key=lambda g: g.llm_seed)  # the table in seed order, whatever order the files came in
     runs = [auc for g in groups for auc in g.larr_auc]
     gap_mean, gap_ci95 = mean_ci95([g.mean_gap for g in groups])
@@ -122,10 +156,11 @@ def render_markdown(summary: TwoLevelSummary) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.frappe_llm_seeds", description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path, help="frappe_bars results.json files, one per stages-1/2 seed")
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="frappe_bars results.json files (several for one stages-1/2 seed are merged)")
     parser.add_argument("--out", type=Path, help="write OUT/summary.json and OUT/summary.md (default: print only)")
     args = parser.parse_args(argv)
-    summary = summarise([read_llm_seed(path) for path in args.results])
+    summary = summarise(read_llm_seeds(args.results))
     text = render_markdown(summary)
     print(text, end="")
     if args.out is not None:

@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from larr.benchmarks.frappe_llm_seeds import main, read_llm_seed, summarise
+from larr.benchmarks.frappe_llm_seeds import main, read_llm_seed, read_llm_seeds, summarise
 
 
-def write_results(path, llm_seed: int, larr: dict[int, float], id_only: dict[int, float]):
+def write_results(path, llm_seed: int, larr: dict[int, float], id_only: dict[int, float], config=None):
     per_seed = {"larr": {str(s): {"auc": a} for s, a in larr.items()},
                 "id_only": {str(s): {"auc": a} for s, a in id_only.items()}}
-    path.write_text(json.dumps({"per_seed": per_seed, "setup": {"llm_seed": llm_seed}}))
+    setup = {"llm_seed": llm_seed, "config": config or {"ctr": {"align_weight": 0.1}}}
+    path.write_text(json.dumps({"per_seed": per_seed, "setup": setup}))
     return path
 
 
@@ -59,6 +60,30 @@ def test_one_llm_seed_gives_no_counted_interval(tmp_path):
     assert summary.stage3_only_ci95 == pytest.approx(12.706 * 0.000707107 / 2**0.5, rel=1e-3)
 
 
+def test_one_llm_seeds_runs_split_over_two_files_merge_into_one_row(tmp_path):
+    files = three_llm_seeds(tmp_path)
+    # stages-1/2 seed 2024's stage-3 seed 2023 finished from another run folder: one row, three paired runs
+    extra = write_results(tmp_path / "a-2023.json", 2024, {2023: 0.9860}, {2023: 0.9852})
+    groups = {g.llm_seed: g for g in read_llm_seeds([files[0], extra, *files[1:]])}
+    assert sorted(groups) == [2024, 2025, 2026]
+    assert groups[2024].stage3_seeds == [2021, 2022, 2023]
+    assert groups[2024].gaps == pytest.approx([0.0005, 0.0015, 0.0008])
+    summary = summarise(list(groups.values()))
+    # per-LLM-seed means 0.0028 / 3, 0.002, 0.003
+    assert summary.gap_mean == pytest.approx((0.0028 / 3 + 0.002 + 0.003) / 3)
+
+
+def test_merging_refuses_a_repeated_run_or_another_option(tmp_path):
+    first = three_llm_seeds(tmp_path)[0]
+    again = write_results(tmp_path / "again.json", 2024, {2022: 0.9866}, {2022: 0.9850})
+    with pytest.raises(ValueError, match=r"stage-3 seed\(s\) \['2022'\] repeat"):
+        read_llm_seeds([first, again])
+    other = write_results(tmp_path / "other.json", 2024, {2023: 0.9860}, {2023: 0.9852},
+                          config={"ctr": {"align_weight": 0.01}})
+    with pytest.raises(ValueError, match="configs differ"):
+        read_llm_seeds([first, other])
+
+
 def test_cli_writes_the_summary_and_refuses_repeated_llm_seeds(tmp_path, capsys):
     files = three_llm_seeds(tmp_path)
     assert main([*map(str, files), "--out", str(tmp_path / "out")]) == 0
@@ -67,3 +92,5 @@ def test_cli_writes_the_summary_and_refuses_repeated_llm_seeds(tmp_path, capsys)
     assert "over the stages-1/2 seeds" in capsys.readouterr().out
     with pytest.raises(ValueError, match="repeat"):
         summarise([read_llm_seed(files[0]), read_llm_seed(files[0])])
+    with pytest.raises(ValueError, match="repeat"):  # the same file twice on the command line: runs counted twice
+        main([str(files[0]), str(files[0])])
