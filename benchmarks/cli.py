@@ -67,6 +67,7 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
         help=_help("embedder_precision"))
     add("--embedder-width-ratio", type=float, default=defaults.embedder_width_ratio, help=_help("embedder_width_ratio"))
     add("--repeats", type=int, help="independent repeats of every point (default: the profile's); " + _help("repeats"))
+    add("--stream-seed", type=int, help=_help("stream_seed"))
     add("--skip", type=_names, help=f"comma-separated parts to leave out: {', '.join(SKIPPABLE)} (default: the "
         "profile's; '' leaves out none)")
     add("--rebuild", action="store_true", help="re-export the models even if the work folder has them")
@@ -115,6 +116,8 @@ def build_config(args: argparse.Namespace):
         overrides["warmup_requests"] = args.warmup
     if args.repeats is not None:
         overrides["repeats"] = args.repeats
+    if args.stream_seed is not None:
+        overrides["stream_seed"] = args.stream_seed
     return profile(args.profile, **overrides)
 
 

@@ -91,7 +91,7 @@ class Point:
     perf: dict | None = None  # perf_analyzer's full row (client/network/server split)
     wrapped: bool = False  # perf_analyzer ran past the end of its data file (fresh texts were sent again)
     history: int | None = None  # requests this server had answered before the point (warm-up included)
-    repeat: int = 0  # which of the config's independent repeats (fresh server, stream seeded seed + repeat)
+    repeat: int = 0  # which of the config's independent repeats (fresh server, stream seeded stream_seed + repeat)
     batch: int | None = None  # in-process points: requests per call (Triton's mean ctr batch at the same point)
     workers: int | None = None  # in-process points: calls in flight (threads), ceil(concurrency / batch)
 
@@ -273,7 +273,7 @@ class BenchRun:
         return result
 
     def _measure(self, models: SizeModels, result: SizeResult, repeat: int) -> None:
-        """One independent repeat of every point of a size: fresh servers, the stream seeded ``seed + repeat``."""
+        """One independent repeat of every point of a size: fresh servers, the stream seeded ``stream_seed + repeat``."""
         config, grid = self.config, self.config.grid(result.llm_size)
         prefix, head = _task_prefix(result.llm_size, repeat), config.headline_unseen
         self._triton_sweep(models, result, LARR, head, grid.concurrency, repeat, f"{prefix}/{LARR}/{head}")
@@ -288,7 +288,7 @@ class BenchRun:
             self._loadgen(models, result, repeat)
 
     def _stream(self, share: float, repeat: int = 0) -> RequestStream:
-        spec = WorkloadSpec(share, self.config.candidates, self.config.zipf_exponent, self.config.seed + repeat)
+        spec = WorkloadSpec(share, self.config.candidates, self.config.zipf_exponent, self.config.stream_seed_of(repeat))
         return RequestStream(self.pools, spec)
 
     def _simulator(self, models: SizeModels, variant: str) -> CacheSimulator:

@@ -94,7 +94,7 @@ DEFINITIONS = {
     "token_bound_vs_fulltext): how much of what its embedded tokens allow LARR serves (null: nothing missed)",
     "embedder_mfu_precompute": "the scene-table precompute at export (every training text, large batches): model "
     "FLOP/s / the matmul peak measured by that export",
-    "repeats": "independent repeats behind every mean (fresh servers, request streams seeded seed + repeat)",
+    "repeats": "independent repeats behind every mean (fresh servers, request streams seeded stream_seed + repeat)",
 }
 
 # Student's t 0.975 quantiles by degrees of freedom (R - 1); beyond the table, the largest df below is used

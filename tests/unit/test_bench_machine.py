@@ -106,6 +106,15 @@ def test_repeats_and_the_fresh_text_policy_come_from_the_flags_or_the_profile(tm
     assert config.repeats == 2 and config.fresh_text_policy == "async"
 
 
+def test_a_stream_seed_moves_only_the_request_streams(tmp_path):
+    published = build_config(parse("--profile", "store", "--repeats", "2"))
+    # the default replays every published run's streams: model seed + repeat
+    assert [published.stream_seed_of(r) for r in (0, 1)] == [published.seed, published.seed + 1] == [2024, 2025]
+    rerun = build_config(parse("--profile", "store", "--repeats", "2", "--stream-seed", "7000"))
+    assert [rerun.stream_seed_of(r) for r in (0, 1)] == [7000, 7001]
+    assert rerun.seed == published.seed  # the random-weight models (and their exported folders) stay the same
+
+
 def test_the_embedder_width_ratio_flag_reaches_the_config_and_its_own_folders(tmp_path):
     config = build_config(parse("--profile", "store", "--embedder-width-ratio", "0.5"))
     assert config.embedder_width_ratio == 0.5 and build_config(parse("--profile", "store")).embedder_width_ratio == 1.0
