@@ -37,6 +37,7 @@ error (use another ``--out``) rather than a silent mix of two set-ups.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -44,10 +45,12 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from importlib.metadata import version
 from pathlib import Path
 
 import yaml
 
+from larr.benchmarks.machine import cpu_model_name
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.backbone import BackboneKind
 from larr.training.config import TrainConfig, load_config, to_dict
@@ -470,6 +473,13 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def data_fingerprint(data_dir: Path) -> dict[str, str]:
+    """sha256 of each converted file: the same seed scores differently on another CPU model, and this tells a
+    numerical difference apart from a different conversion (the train negatives are sampled)."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(data_dir.iterdir()) if path.is_file()}
+
+
 def write_results(plan: BenchmarkPlan, config: TrainConfig, command: str) -> dict:
     """Step 4: ``results.json`` + ``results.md`` from the finished results; returns the report."""
     per_seed = collect(plan, config.ctr.variants)
@@ -491,8 +501,9 @@ def write_results(plan: BenchmarkPlan, config: TrainConfig, command: str) -> dic
             "config": {**to_dict(config), "seed": "per seed (stage 3); stages 1-2: " + str(config.seed)},
             "timings": json.loads(timings_path.read_text(encoding="utf-8")) if timings_path.exists() else {},
             "llm_metrics": json.loads(llm_metrics_path.read_text(encoding="utf-8")) if llm_metrics_path.exists() else {},
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch threads {config.threads}, "
-            f"Python {platform.python_version()}",
+            "data_sha256": data_fingerprint(plan.data_dir),
+            "machine": f"{platform.machine()}, {cpu_model_name()}, {os.cpu_count()} CPUs (shared), torch threads "
+            f"{config.threads}, Python {platform.python_version()}, torch {version('torch')}",
         },
     }
     plan.results.mkdir(parents=True, exist_ok=True)

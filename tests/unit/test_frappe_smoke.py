@@ -8,6 +8,7 @@ and skips without it. It keeps users 0..19 (~14k train rows), shrinks every mode
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -103,6 +104,12 @@ def test_frappe_bars_smoke_run_end_to_end_and_resume(tmp_path: Path, capsys: pyt
         assert 0.6 < variants[variant]["auc"]["mean"] <= 1.0
         assert variants[variant]["logloss"]["mean"] > 0
     assert report["setup"]["limit_users"] == 20
+    # the converted files' sha256, computed here independently: a number that moved on another machine is then
+    # told apart from a different conversion
+    data = out / "data"
+    assert report["setup"]["data_sha256"] == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in data.iterdir() if p.is_file()}
+    assert {"train.csv", "valid.csv", "test.csv"} <= set(report["setup"]["data_sha256"])
     assert (out / "seed_2021" / "embed").is_symlink()  # stage 3 reads the one shared stage-2 embedder
     markdown = (results / "results.md").read_text(encoding="utf-8")
     assert "| `larr` |" in markdown and "| `id_only` |" in markdown
