@@ -10,7 +10,8 @@ first, so it is reported beside but never as the verdict::
         --out benchmarks/results/frappe-finalmlp/llm-seeds
 
 One stages-1/2 seed's stage-3 runs may come in several files (a plan finished from another run folder or
-machine): they are merged when their configs agree and no stage-3 seed is in two of them.
+machine): they are merged when their configs agree and no stage-3 seed is in two of them. ``--id-only FILE`` pairs
+every LARR run with FILE's ID-only runs (a plan's part A) rather than the ID-only runs each file holds.
 """
 
 from __future__ import annotations
@@ -66,11 +67,20 @@ def _paired_runs(results_file: Path) -> tuple[dict, dict]:
     return per_seed[Variant.LARR.value], per_seed[Variant.ID_ONLY.value]
 
 
-def read_llm_seed(*results_files: Path) -> LlmSeedGap:
+def read_id_only(results_file: Path) -> dict[str, dict]:
+    """The ID-only runs of a ``frappe_bars`` results file (e.g. a plan's part A), keyed by stage-3 seed (str)."""
+    per_seed = json.loads(results_file.read_text(encoding="utf-8"))["per_seed"]
+    if Variant.ID_ONLY.value not in per_seed:
+        raise ValueError(f"{results_file}: no {Variant.ID_ONLY.value} runs")
+    return per_seed[Variant.ID_ONLY.value]
+
+
+def read_llm_seed(*results_files: Path, id_only: dict[str, dict] | None = None) -> LlmSeedGap:
     """The paired LARR and ID-only runs of one stages-1/2 seed, from one or more ``frappe_bars`` results files.
 
     Several files must name the same stages-1/2 seed and the same config (``setup.config``), and no stage-3 seed
-    may be in two of them: a repeated run would count twice, and a changed config is another option.
+    may be in two of them: a repeated run would count twice, and a changed config is another option. ``id_only``
+    (:func:`read_id_only`) pairs every LARR run with these ID-only runs instead of its own file's.
     """
     larr: dict[str, dict] = {}
     base: dict[str, dict] = {}
@@ -87,6 +97,8 @@ def read_llm_seed(*results_files: Path) -> LlmSeedGap:
             raise ValueError(f"{path}: stage-3 seed(s) {repeated} repeat a run of another file; give each once")
         larr.update(file_larr)
         base.update(file_base)
+    if id_only is not None:
+        base = id_only
     seeds = sorted(set(larr) & set(base), key=int)
     if not seeds:
         raise ValueError(f"{names}: no stage-3 seed has both a LARR and an ID-only run")
@@ -98,12 +110,12 @@ def read_llm_seed(*results_files: Path) -> LlmSeedGap:
     )
 
 
-def read_llm_seeds(results_files: list[Path]) -> list[LlmSeedGap]:
+def read_llm_seeds(results_files: list[Path], id_only: dict[str, dict] | None = None) -> list[LlmSeedGap]:
     """One :class:`LlmSeedGap` per stages-1/2 seed, merging the files that share one (:func:`read_llm_seed`)."""
     by_seed: dict[int, list[Path]] = defaultdict(list)
     for path in results_files:
         by_seed[int(json.loads(path.read_text(encoding="utf-8"))["setup"]["llm_seed"])].append(path)
-    return [read_llm_seed(*paths) for paths in by_seed.values()]
+    return [read_llm_seed(*paths, id_only=id_only) for paths in by_seed.values()]
 
 
 def summarise(groups: list[LlmSeedGap], target: float = BEST_BARS[1]) -> TwoLevelSummary:
@@ -158,14 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.frappe_llm_seeds", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path,
                         help="frappe_bars results.json files (several for one stages-1/2 seed are merged)")
+    parser.add_argument("--id-only", type=Path, help="pair every LARR run with this results file's ID-only runs (e.g. "
+                        "a plan's part A) instead of the ID-only runs in its own file")
     parser.add_argument("--out", type=Path, help="write OUT/summary.json and OUT/summary.md (default: print only)")
     args = parser.parse_args(argv)
-    summary = summarise(read_llm_seeds(args.results))
+    summary = summarise(read_llm_seeds(args.results, None if args.id_only is None else read_id_only(args.id_only)))
     text = render_markdown(summary)
     print(text, end="")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        data = {**asdict(summary), "goal_met": summary.goal_met, "sources": [str(p) for p in args.results]}
+        data = {**asdict(summary), "goal_met": summary.goal_met, "sources": [str(p) for p in args.results],
+                "id_only_source": None if args.id_only is None else str(args.id_only)}
         (args.out / "summary.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (args.out / "summary.md").write_text(text, encoding="utf-8")
     return 0

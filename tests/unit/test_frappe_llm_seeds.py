@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from larr.benchmarks.frappe_llm_seeds import main, read_llm_seed, read_llm_seeds, summarise
+from larr.benchmarks.frappe_llm_seeds import main, read_id_only, read_llm_seed, read_llm_seeds, summarise
 
 
 def write_results(path, llm_seed: int, larr: dict[int, float], id_only: dict[int, float], config=None):
@@ -71,6 +71,18 @@ def test_one_llm_seeds_runs_split_over_two_files_merge_into_one_row(tmp_path):
     summary = summarise(list(groups.values()))
     # per-LLM-seed means 0.0028 / 3, 0.002, 0.003
     assert summary.gap_mean == pytest.approx((0.0028 / 3 + 0.002 + 0.003) / 3)
+
+
+def test_id_only_runs_from_another_file_replace_each_files_own(tmp_path):
+    files = three_llm_seeds(tmp_path)  # every file's own ID-only: 0.9850 on seeds 2021, 2022
+    part_a = write_results(tmp_path / "part_a.json", 0, {}, {2021: 0.9840, 2022: 0.9860, 2023: 0.9855})
+    groups = {g.llm_seed: g for g in read_llm_seeds(files, id_only=read_id_only(part_a))}
+    # LARR 0.9855, 0.9865 against 0.9840, 0.9860; seed 2026's 2023 run (0.9990) is now paired too
+    assert groups[2024].gaps == pytest.approx([0.0015, 0.0005])
+    assert groups[2026].stage3_seeds == [2021, 2022, 2023]
+    assert groups[2026].gaps == pytest.approx([0.0040, 0.0020, 0.0135])
+    assert main([*map(str, files), "--id-only", str(part_a), "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["id_only_source"] == str(part_a)
 
 
 def test_merging_refuses_a_repeated_run_or_another_option(tmp_path):
