@@ -137,7 +137,7 @@ def summarise(groups: list[LlmSeedGap], target: float = BEST_BARS[1]) -> TwoLeve
     )
 
 
-def render_markdown(summary: TwoLevelSummary) -> str:
+def render_markdown(summary: TwoLevelSummary, id_only_source: Path | None = None) -> str:
     runs = sum(len(g.gaps) for g in summary.llm_seeds)
     lines = [
         f"# LARR over {len(summary.llm_seeds)} stages-1/2 seed(s), {runs} paired runs",
@@ -161,6 +161,9 @@ def render_markdown(summary: TwoLevelSummary) -> str:
     if summary.stage3_only_ci95 is not None:
         lines.append(f"- For comparison only, the interval over stage-3 seeds alone (LLM-stage variance not counted): "
                      f"±{summary.stage3_only_ci95:.4f}.")
+    if id_only_source is not None:
+        lines.append(f"- Every LARR run is paired with the ID-only run of its stage-3 seed in `{id_only_source}`, not with "
+                     "the ID-only runs of its own results file.")
     lines.append(f"- Goal (LARR mean > {summary.target:.4f} and the counted interval above 0): "
                  f"**{'met' if summary.goal_met else 'not met'}**.")
     return "\n".join(lines) + "\n"
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write OUT/summary.json and OUT/summary.md (default: print only)")
     args = parser.parse_args(argv)
     summary = summarise(read_llm_seeds(args.results, None if args.id_only is None else read_id_only(args.id_only)))
-    text = render_markdown(summary)
+    text = render_markdown(summary, args.id_only)
     print(text, end="")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,7 @@ def test_id_only_runs_from_another_file_replace_each_files_own(tmp_path):
     assert groups[2026].gaps == pytest.approx([0.0040, 0.0020, 0.0135])
     assert main([*map(str, files), "--id-only", str(part_a), "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["id_only_source"] == str(part_a)
+    assert f"ID-only run of its stage-3 seed in `{part_a}`" in (tmp_path / "o" / "summary.md").read_text()
 
 
 def test_merging_refuses_a_repeated_run_or_another_option(tmp_path):
