@@ -30,6 +30,7 @@ import torch
 from larr.benchmarks.config import LLM_SHAPES
 from larr.benchmarks.embedder_precision import held_out_texts
 from larr.benchmarks.machine import detect_machine
+from larr.benchmarks.summary import mean_ci95
 from larr.data.schema import load_dataset
 from larr.export.onnx_export import embedder_vocab_size
 from larr.layout import RunLayout
@@ -41,14 +42,11 @@ RANDOM_SHAPES = tuple(name for name, shape in LLM_SHAPES.items() if not shape.tr
 
 
 def interval(values: list[float]) -> dict[str, float]:
-    """Mean and the 95 % t-interval of the mean over repeats."""
-    from scipy import stats
-
-    array = np.asarray(values, dtype=np.float64)
-    half = float(stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / np.sqrt(len(array))) if len(array) > 1 else 0.0
-    mean = float(array.mean())
+    """Mean and the 95 % t-interval of the mean over repeats (the serving benchmark's :func:`mean_ci95`)."""
+    mean, half = mean_ci95(values)
+    half = half or 0.0  # one repeat: no interval
     return {"mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)],
-            "median": round(float(np.median(array)), 4), "n": len(array)}
+            "median": round(float(np.median(values)), 4), "n": len(values)}
 
 
 def build_models(run: Path, shape_name: str, width_ratio: float, seed: int) -> dict[str, TextEmbedder]:
