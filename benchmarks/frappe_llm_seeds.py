@@ -58,9 +58,13 @@ class TwoLevelSummary:
         return self.larr_mean > self.target and self.gap_ci95 is not None and self.gap_mean - self.gap_ci95 > 0
 
 
-def _paired_runs(results_file: Path) -> tuple[dict, dict]:
-    """(LARR, ID-only) per-seed results of one ``frappe_bars`` results file, keyed by stage-3 seed (str)."""
-    per_seed = json.loads(results_file.read_text(encoding="utf-8"))["per_seed"]
+def _read(results_file: Path) -> dict:
+    return json.loads(results_file.read_text(encoding="utf-8"))
+
+
+def _paired_runs(report: dict, results_file: Path) -> tuple[dict, dict]:
+    """(LARR, ID-only) per-seed results of one ``frappe_bars`` report, keyed by stage-3 seed (str)."""
+    per_seed = report["per_seed"]
     missing = [v.value for v in (Variant.LARR, Variant.ID_ONLY) if v.value not in per_seed]
     if missing:
         raise ValueError(f"{results_file}: no {missing} runs; it needs both LARR and ID-only")
@@ -69,7 +73,7 @@ def _paired_runs(results_file: Path) -> tuple[dict, dict]:
 
 def read_id_only(results_file: Path) -> dict[str, dict]:
     """The ID-only runs of a ``frappe_bars`` results file (e.g. a plan's part A), keyed by stage-3 seed (str)."""
-    per_seed = json.loads(results_file.read_text(encoding="utf-8"))["per_seed"]
+    per_seed = _read(results_file)["per_seed"]
     if Variant.ID_ONLY.value not in per_seed:
         raise ValueError(f"{results_file}: no {Variant.ID_ONLY.value} runs")
     return per_seed[Variant.ID_ONLY.value]
@@ -84,14 +88,15 @@ def read_llm_seed(*results_files: Path, id_only: dict[str, dict] | None = None) 
     """
     larr: dict[str, dict] = {}
     base: dict[str, dict] = {}
-    setups = [json.loads(path.read_text(encoding="utf-8"))["setup"] for path in results_files]
+    reports = [_read(path) for path in results_files]
+    setups = [report["setup"] for report in reports]
     names = ", ".join(map(str, results_files))
     if len({s["llm_seed"] for s in setups}) != 1:
         raise ValueError(f"{names}: different stages-1/2 seeds {[s['llm_seed'] for s in setups]}")
     if any(s.get("config") != setups[0].get("config") for s in setups[1:]):
         raise ValueError(f"{names}: the configs differ; merge only runs of one option")
-    for path in results_files:
-        file_larr, file_base = _paired_runs(path)
+    for path, report in zip(results_files, reports):
+        file_larr, file_base = _paired_runs(report, path)
         repeated = sorted((set(file_larr) | set(file_base)) & (set(larr) | set(base)), key=int)
         if repeated:
             raise ValueError(f"{path}: stage-3 seed(s) {repeated} repeat a run of another file; give each once")
@@ -114,7 +119,7 @@ def read_llm_seeds(results_files: list[Path], id_only: dict[str, dict] | None = 
     """One :class:`LlmSeedGap` per stages-1/2 seed, merging the files that share one (:func:`read_llm_seed`)."""
     by_seed: dict[int, list[Path]] = defaultdict(list)
     for path in results_files:
-        by_seed[int(json.loads(path.read_text(encoding="utf-8"))["setup"]["llm_seed"])].append(path)
+        by_seed[int(_read(path)["setup"]["llm_seed"])].append(path)
     return [read_llm_seed(*paths, id_only=id_only) for paths in by_seed.values()]
 
 
