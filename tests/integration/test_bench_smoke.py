@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 REPEATS = 2  # the smallest number with an interval
+STREAM_SEED = 7000  # not the model seed: the streams of repeat r are seeded STREAM_SEED + r
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def bench(tiny_run, tmp_path_factory):
     args = parser.parse_args([
         "--profile", "smoke", "--device", "cpu", "--checkpoints", str(tiny_run.run_dir),
         "--out", str(root / "results"), "--work", str(root / "work"), "--repeats", str(REPEATS),
+        "--stream-seed", str(STREAM_SEED),
     ])
     assert run_bench(args) == 0
     (machine_dir,) = (root / "results").iterdir()
@@ -40,6 +42,7 @@ def test_every_ratio_is_a_mean_over_repeats_with_an_interval(bench):
     results = json.loads((bench / "results.json").read_text(encoding="utf-8"))
     (size,) = results["sizes"]
     assert {p["repeat"] for p in size["points"]} == set(range(REPEATS))
+    assert results["config"]["stream_seed"] == STREAM_SEED and results["config"]["seed"] == 2024  # models unchanged
     assert {key.split("/")[0] for key in size["segments"]} == {f"r{r}" for r in range(REPEATS)}
     summary = json.loads((bench / "summary.json").read_text(encoding="utf-8"))
     assert summary["repeats"] == REPEATS
