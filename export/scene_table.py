@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,8 @@ class SceneTableOptions:
     dtype: str = field(default="float32", metadata={"help": "row type on disk: float32, or float16 (half the bytes)"})
     measure_peak: bool = field(default=True, metadata={"help": "time a short matmul for the MFU denominator"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile each transformer layer first (one layer's compile time; pays off on large CUDA tables)"})
 
     def __post_init__(self) -> None:
         self.device = str(self.device).strip().lower()
@@ -179,6 +181,37 @@ def projection_flops(embedder) -> float:
     return 2.0 * sum(p.numel() for p in embedder.projection.parameters())
 
 
+def text_flops_counter(embedder) -> Callable[[np.ndarray], float]:
+    """``lengths (B,) -> FLOPs`` of a batch: a text of n real tokens costs n tokens at causal context (n+1)/2 (token i
+    attends to i+1 positions) plus one projection (on the pooled state). Vectorised: it runs inside the timed loop."""
+    config = embedder.encoder.config
+    non_embedding = encoder_non_embedding_parameters(embedder)
+    per_text = projection_flops(embedder)
+
+    def flops(lengths: np.ndarray) -> float:
+        n = np.asarray(lengths, dtype=np.float64)  # (B,)
+        return float((n * forward_flops_per_token(config, non_embedding, (n + 1) / 2)).sum() + per_text * len(n))
+
+    return flops
+
+
+def compile_layers(embedder) -> int:
+    """``torch.compile`` each transformer layer of the encoder in place; returns how many.
+
+    Regional compilation: the layers are instances of one class (the model's ``_no_split_modules``), so they share
+    one compiled graph and the compile costs one layer's time, not the whole model's. ``dynamic=True``: batch size
+    and padded width change from batch to batch. Eager is what runs elementwise work (norms, rotary, SiLU) as one
+    kernel per op; compiled, those fuse, which is most of what a ~1B-parameter model's short texts spend beyond
+    its matmuls."""
+    names = set(getattr(embedder.encoder, "_no_split_modules", None) or ())
+    layers = [module for module in embedder.encoder.modules() if type(module).__name__ in names]
+    if not layers:
+        raise ValueError(f"{type(embedder.encoder).__name__} names no repeated layer (_no_split_modules) to compile")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
 def matmul_peak_flops(device: str, size: int | None = None, repetitions: int = 5) -> float:
     """Best FLOP/s of square matmuls in the dtype the embedder runs in (fp32 CPU, bf16 CUDA).
 
@@ -237,35 +270,47 @@ def embed_scene_texts(
         graph = OnnxRuntime(Path(embedder_onnx), EMBEDDER_INPUTS, EMBEDDER_OUTPUTS, RuntimeSpec(device=options.device))
     else:
         embedder = embedder.to(device).eval()
+        if options.compile:
+            compile_layers(embedder)
     out = np.zeros((len(texts), embedder.output_dim), dtype=np.float32)  # (N, D)
     order = np.argsort([len(t) for t in texts], kind="stable")  # characters ~ tokens: neighbours pad alike
-    non_embedding = encoder_non_embedding_parameters(embedder)
-    per_text_flops = projection_flops(embedder)
-    config = embedder.encoder.config
+    flops_of = text_flops_counter(embedder)
     tokens = 0
     flops = 0.0
     bar = tqdm(total=len(texts), desc="embed scenes", unit="text", disable=not options.progress, dynamic_ncols=True)
+
+    def embed(input_ids: np.ndarray, attention_mask: np.ndarray):
+        """Start one batch: (B, T) int64 each -> (B, D), on the device (CUDA: queued, not yet computed)."""
+        if graph is not None:
+            return graph.run_numpy([input_ids, attention_mask])
+        return embedder(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
+
+    def host(vectors) -> np.ndarray:
+        return vectors if graph is not None else vectors.float().cpu().numpy()  # (B, D); CUDA: waits for the batch
+
+    def collect(rows: np.ndarray, vectors) -> None:
+        out[rows] = host(vectors)
+        bar.update(len(rows))
+
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        if cuda and len(texts):
-            # One untimed forward of the first batch: CUDA's context, cuBLAS handles and kernel selection cost
-            # hundreds of ms once, which a table of a few thousand texts would count as embedding time.
-            warm_ids, warm_mask = tokenizer([texts[i] for i in order[: options.batch_size]])
-            embedder(torch.from_numpy(warm_ids).to(device), torch.from_numpy(warm_mask).to(device)).cpu()
+        if (cuda or options.compile) and len(texts):
+            # One untimed forward of the first batch: CUDA's context, cuBLAS handles and kernel selection, and the
+            # layers' compilation, cost seconds once, which a table of a few thousand texts would count as embedding.
+            host(embed(*tokenizer([texts[i] for i in order[: options.batch_size]])))
         start = time.perf_counter()
+        in_flight = None  # (rows, vectors) of the batch the device is computing
         for first in range(0, len(texts), options.batch_size):
             rows = order[first : first + options.batch_size]
+            # tokenised while the device computes the batch before (CUDA kernels are queued asynchronously)
             input_ids, attention_mask = tokenizer([texts[i] for i in rows])  # (B, T) int64 each
-            if graph is not None:
-                out[rows] = graph.run_numpy([input_ids, attention_mask])  # (B, D)
-            else:
-                vectors = embedder(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
-                out[rows] = vectors.float().cpu().numpy()  # (B, D); the copy to host also syncs the device
             lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
             tokens += int(lengths.sum())
-            # causal attention: token i attends to i+1 positions, i.e. (n+1)/2 on average over a text of n
-            flops += sum(n * forward_flops_per_token(config, non_embedding, (n + 1) / 2) for n in lengths.tolist())
-            flops += per_text_flops * len(rows)
-            bar.update(len(rows))
+            flops += flops_of(lengths)
+            if in_flight is not None:
+                collect(*in_flight)
+            in_flight = rows, embed(input_ids, attention_mask)
+        if in_flight is not None:
+            collect(*in_flight)
     seconds = time.perf_counter() - start
     bar.close()
     peak = matmul_peak_flops(options.device) if options.measure_peak and len(texts) else None
@@ -300,6 +345,7 @@ def write_scene_table(
     from safetensors.numpy import save_file
 
     from larr.export.onnx_export import load_embedder_for_export
+    from larr.models.embedder import TextEmbedder
 
     options = options or SceneTableOptions()
     report = progress or (lambda line: None)
@@ -313,7 +359,13 @@ def write_scene_table(
     keys = [(key.feature, key.text) for key in distinct_scene_keys(dataset, embedder_version, tokenizer.max_text_chars, extra)]
     report(f"{len(keys)} distinct scene texts over {len(features)} features ({len(extra)} extra lines)")
 
-    embedder = load_embedder_for_export(embedder_dir)  # fp32, eager attention: what the ONNX graph computes
+    if options.device.startswith("cuda"):
+        # what the served PyTorch embedder runs: the model's SDPA attention (fused kernels on a GPU; the ONNX graph's
+        # eager attention is the same arithmetic, one small kernel per step), fp32 weights (bf16 autocast below)
+        embedder = TextEmbedder.from_pretrained(embedder_dir, attn_implementation="sdpa", dtype=torch.float32)
+        embedder.encoder.config.use_cache = False
+    else:
+        embedder = load_embedder_for_export(embedder_dir)  # fp32, eager attention: what the ONNX graph computes
     formatted = [format_scene_feature(features[k], text) for k, text in keys]  # the feature cache's embedder input
     if keys:
         vectors, throughput = embed_scene_texts(embedder, tokenizer, formatted, options, embedder_onnx)  # (N, D)
@@ -371,13 +423,15 @@ def configure_embed_scenes_parser(parser: argparse.ArgumentParser) -> None:
     add("--embedder-precision", default=EmbedderPrecision.FP32.value, choices=[p.value for p in EmbedderPrecision],
         help="the served embedder graph's (larr export --embedder-precision); not fp32: the table is embedded by that graph")
     add("--no-peak", action="store_true", help="skip the matmul that measures the MFU denominator")
+    add("--compile", action="store_true", help=next(f.metadata["help"] for f in fields(SceneTableOptions) if f.name == "compile"))
 
 
 def run_embed_scenes(args: argparse.Namespace) -> int:
     """Run ``larr embed-scenes``; returns the exit code (2 with a message on stderr for a clear user error)."""
     try:
         options = SceneTableOptions(
-            batch_size=args.batch_size, device=args.device, dtype=args.dtype, measure_peak=not args.no_peak
+            batch_size=args.batch_size, device=args.device, dtype=args.dtype, measure_peak=not args.no_peak,
+            compile=args.compile,
         )
         layout = RunLayout(args.checkpoints)
         embedder_dir = layout.embedder_dir(Variant.parse(args.variant), layout.ctr_embedder_source())

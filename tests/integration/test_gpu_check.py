@@ -58,6 +58,14 @@ def test_the_precompute_is_measured_against_a_peak_of_the_same_run(gpu_check):
         assert _finite(record[key]) and record[key] > 0, key
     assert record["fresh_texts"] >= 64 and record["texts"] > record["fresh_texts"]  # the dataset's texts too
     assert record["mfu"] == pytest.approx(record["model_flops"] / record["seconds"] / record["peak_flops"])
+    # the second build (--compile) embeds the same texts: the same tokens and FLOPs, its own time and peak
+    assert record["torch_compile"] is False
+    compiled = record["compiled"]
+    assert compiled["torch_compile"] is True and compiled["label"] == record["label"]
+    for key in ("texts", "tokens", "fresh_texts"):
+        assert compiled[key] == record[key], key
+    assert compiled["model_flops"] == pytest.approx(record["model_flops"], rel=1e-12)
+    assert compiled["mfu"] == pytest.approx(compiled["model_flops"] / compiled["seconds"] / compiled["peak_flops"])
 
 
 def test_the_ensemble_and_the_baseline_are_served_by_torch_at_both_fresh_shares(gpu_check):
@@ -83,3 +91,4 @@ def test_the_readme_names_the_device_and_every_step(gpu_check):
     for step in ("setup", "precompute", "serve"):
         assert f"| {step} |" in text
     assert "No result" not in text and "| 1% |" in text and "| 10% |" in text
+    assert "| eager (the default) |" in text and "| `--compile` (each layer) |" in text

@@ -121,6 +121,39 @@ def test_rows_equal_the_embedders_own_output(table, dataset, embedder_dir, token
         np.testing.assert_allclose(vector, embed_one(embedder_dir, tokenizer, features[k], text), atol=ATOL, rtol=0)
 
 
+def test_model_flops_are_the_per_text_sum_of_the_kaplan_count(table, embedder_dir, tokenizer):
+    """Counted per batch, vectorised inside the timed loop; here text by text from the index and the model's shape:
+    a text of n tokens costs n * (2 N + 2 L ((n+1)/2) d_attn) plus one projection MLP (two Linear layers)."""
+    out, result = table
+    index = json.loads((out / SCENE_TABLE_INDEX_FILE).read_text(encoding="utf-8"))
+    encoder_config = json.loads((embedder_dir / "encoder" / "config.json").read_text(encoding="utf-8"))
+    hidden, layers = encoder_config["hidden_size"], encoder_config["num_hidden_layers"]
+    inter, heads, kv = encoder_config["intermediate_size"], encoder_config["num_attention_heads"], encoder_config["num_key_value_heads"]
+    head_dim = hidden // heads
+    # Llama without biases: q, o (H x H), k, v (H x kv*hd), gate/up/down (H x I), two RMSNorm weights per layer + final
+    non_embedding = layers * (2 * hidden * hidden + 2 * hidden * kv * head_dim + 3 * hidden * inter + 2 * hidden) + hidden
+    projection = (hidden * hidden + hidden) + (hidden * 16 + 16)  # projection_dim 16
+    features = index["features"]
+    expected = 0.0
+    for k, text, _ in index["keys"]:
+        (ids,) = tokenizer.token_ids([format_scene_feature(features[k], text)])
+        n = len(ids)
+        expected += n * (2 * non_embedding + 2 * layers * (n + 1) / 2 * heads * head_dim) + 2 * projection
+    assert result.throughput.model_flops == pytest.approx(expected, rel=1e-12)
+    assert result.throughput.tokens == sum(len(tokenizer.token_ids([format_scene_feature(features[k], t)])[0])
+                                           for k, t, _ in index["keys"])
+
+
+def test_compiled_layers_give_the_rows_of_eager_ones(dataset, embedder_dir, tmp_path):
+    """``--compile`` (torch.compile per decoder layer, inductor's CPU kernels here) changes speed, not the rows."""
+    rows = {}
+    for compiled in (False, True):
+        options = SceneTableOptions(batch_size=64, progress=False, measure_peak=False, compile=compiled)
+        write_scene_table(embedder_dir, dataset, tmp_path / str(compiled), VERSION, options=options)
+        rows[compiled] = load_file(str(tmp_path / str(compiled) / SCENE_TABLE_FILE))["embeddings"]
+    np.testing.assert_allclose(rows[True], rows[False], atol=ATOL, rtol=0)
+
+
 def test_table_store_hits_misses_and_stats(table, dataset, tokenizer):
     out, _ = table
     store = TableStore.load(out, VERSION, scene_features=dataset.info.scene_features,
