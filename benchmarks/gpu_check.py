@@ -314,7 +314,9 @@ def _echo(line: str) -> None:
 
 
 def _commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    # --dirty: the device tool copies the working tree, uncommitted changes included (and its copy's git metadata
+    # was seen stale: a clean-looking commit there need not be the code that ran)
+    result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
     return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown (no .git)"
 
 

@@ -36,6 +36,7 @@ RESULTS=${OUT:-$ROOT/runs/gpu-check/out}
 WORK=$ROOT/runs/gpu-check/work
 CHECKPOINTS=""
 INSTALL=1
+ONLY_PRECOMPUTE=0
 DEVICE=cuda
 BENCH_FLAGS=()
 PRECOMPUTE_FLAGS=()
@@ -48,6 +49,8 @@ while [ $# -gt 0 ]; do
     --device) DEVICE=$2; shift 2 ;;
     --llm-size) PRECOMPUTE_FLAGS+=(--llm-size "$2"); BENCH_FLAGS+=(--llm-sizes "$2" --headline-size "$2"); shift 2 ;;
     --precompute-texts) PRECOMPUTE_FLAGS+=(--texts "$2"); shift 2 ;;
+    --precompute-batch-size) PRECOMPUTE_FLAGS+=(--batch-size "$2"); shift 2 ;;
+    --only-precompute) ONLY_PRECOMPUTE=1; shift ;;
     --target-seconds) BENCH_FLAGS+=(--target-seconds "$2"); shift 2 ;;
     --repeats) BENCH_FLAGS+=(--repeats "$2"); shift 2 ;;
     *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
@@ -90,12 +93,14 @@ setup() {
     # --no-build-isolation: nothing can be fetched there; setuptools is in the image
     "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 1
     # Packages built against NumPy 2 that transformers imports when present (seen on an H100 host: scipy,
-    # scikit-learn) cannot load under NumPy 1.26: remove those that fail, on this throw-away machine only.
-    for module in scipy sklearn; do
-      if "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$module') is None)" 2>/dev/null \
+    # scikit-learn) cannot load under NumPy 1.26: remove those that fail, on this throw-away machine only. The
+    # submodule is what transformers imports: on the H200 `import scipy` loads and `scipy.optimize` fails (np.long).
+    for pair in scipy:scipy.optimize scikit-learn:sklearn; do
+      local package=${pair%%:*} module=${pair#*:}
+      if "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('${module%%.*}') is None)" 2>/dev/null \
          && ! "$PYTHON" -c "import $module" 2>/dev/null; then
-        echo "setup: $module does not import under this NumPy: uninstalling it"
-        "$PYTHON" -m pip uninstall -q -y "$( [ $module = sklearn ] && echo scikit-learn || echo $module )"
+        echo "setup: $module does not import under this NumPy: uninstalling $package"
+        "$PYTHON" -m pip uninstall -q -y "$package"
       fi
     done
   fi
@@ -139,7 +144,7 @@ if [ -z "$CHECKPOINTS" ]; then
 fi
 step precompute "$BUDGET_PRECOMPUTE" "$PYTHON" -m larr.benchmarks.gpu_check precompute --compiled --checkpoints "$CHECKPOINTS" \
   --work "$WORK/bench" --out "$RESULTS" --device "$DEVICE" "${PRECOMPUTE_FLAGS[@]}"
-step serve "$BUDGET_SERVE" "$PYTHON" -m larr.benchmarks.gpu_check serve --checkpoints "$CHECKPOINTS" \
+[ "$ONLY_PRECOMPUTE" = 1 ] || step serve "$BUDGET_SERVE" "$PYTHON" -m larr.benchmarks.gpu_check serve --checkpoints "$CHECKPOINTS" \
   --work "$WORK/bench" --out "$RESULTS" --device "$DEVICE" "${BENCH_FLAGS[@]}"
 step report "$BUDGET_REPORT" "$PYTHON" -m larr.benchmarks.gpu_check report --out "$RESULTS" --steps "$STEPS" \
   --device "$DEVICE"

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -280,35 +281,53 @@ def embed_scene_texts(
     bar = tqdm(total=len(texts), desc="embed scenes", unit="text", disable=not options.progress, dynamic_ncols=True)
 
     def embed(input_ids: np.ndarray, attention_mask: np.ndarray):
-        """Start one batch: (B, T) int64 each -> (B, D), on the device (CUDA: queued, not yet computed)."""
+        """One batch: (B, T) int64 each -> (B, D) (CUDA: queued, not yet computed)."""
         if graph is not None:
             return graph.run_numpy([input_ids, attention_mask])
         return embedder(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
 
-    def host(vectors) -> np.ndarray:
-        return vectors if graph is not None else vectors.float().cpu().numpy()  # (B, D); CUDA: waits for the batch
+    def launch(rows: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple:
+        """Start a batch; returns what ``collect`` takes. On CUDA the copy back is queued right behind the batch's
+        kernels, with an event, so collecting it waits for this batch only, not for one launched after it."""
+        vectors = embed(input_ids, attention_mask)
+        if not cuda or graph is not None:
+            return rows, vectors, None
+        host = torch.empty(vectors.shape, dtype=torch.float32, pin_memory=True)  # (B, D)
+        host.copy_(vectors.float(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return rows, host, done
 
-    def collect(rows: np.ndarray, vectors) -> None:
-        out[rows] = host(vectors)
+    def collect(rows: np.ndarray, vectors, done) -> None:
+        if done is not None:
+            done.synchronize()
+        out[rows] = vectors if graph is not None else vectors.float().cpu().numpy()  # (B, D)
         bar.update(len(rows))
 
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
         if (cuda or options.compile) and len(texts):
             # One untimed forward of the first batch: CUDA's context, cuBLAS handles and kernel selection, and the
             # layers' compilation, cost seconds once, which a table of a few thousand texts would count as embedding.
-            host(embed(*tokenizer([texts[i] for i in order[: options.batch_size]])))
+            collect(*launch(order[: options.batch_size], *tokenizer([texts[i] for i in order[: options.batch_size]])))
+            bar.reset()
         start = time.perf_counter()
-        in_flight = None  # (rows, vectors) of the batch the device is computing
-        for first in range(0, len(texts), options.batch_size):
-            rows = order[first : first + options.batch_size]
-            # tokenised while the device computes the batch before (CUDA kernels are queued asynchronously)
-            input_ids, attention_mask = tokenizer([texts[i] for i in rows])  # (B, T) int64 each
-            lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
-            tokens += int(lengths.sum())
-            flops += flops_of(lengths)
-            if in_flight is not None:
-                collect(*in_flight)
-            in_flight = rows, embed(input_ids, attention_mask)
+        batches = [order[first : first + options.batch_size] for first in range(0, len(texts), options.batch_size)]
+        in_flight = None  # launch()'s (rows, vectors, done) of the batch the device is computing
+        # The next batch is tokenised on a thread while this one's kernels are queued and the one before finishes:
+        # the Rust tokenizer releases the GIL, so on a GPU neither tokenising nor Python's dispatch waits for the other.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="larr-tokenize") as pool:
+            tokenized = pool.submit(tokenizer, [texts[i] for i in batches[0]]) if batches else None
+            for b, rows in enumerate(batches):
+                input_ids, attention_mask = tokenized.result()  # (B, T) int64 each
+                if b + 1 < len(batches):
+                    tokenized = pool.submit(tokenizer, [texts[i] for i in batches[b + 1]])
+                lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
+                tokens += int(lengths.sum())
+                flops += flops_of(lengths)
+                launched = launch(rows, input_ids, attention_mask)
+                if in_flight is not None:
+                    collect(*in_flight)
+                in_flight = launched
         if in_flight is not None:
             collect(*in_flight)
     seconds = time.perf_counter() - start
