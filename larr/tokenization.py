@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +73,12 @@ class EmbeddingTokenizer:
         return token_id
 
     @classmethod
-    def from_directory(cls, directory: str | Path) -> "EmbeddingTokenizer":
+    def from_directory(cls, directory: str | Path, **changes) -> "EmbeddingTokenizer":
+        """The tokenizer saved in ``directory``; ``changes`` replace fields of its input config (e.g.
+        ``pad_to_multiple_of=1`` where every width is allowed)."""
         directory = Path(directory)
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-        return cls(tokenizer, EmbeddingInputConfig.load(directory))
+        return cls(tokenizer, replace(EmbeddingInputConfig.load(directory), **changes))
 
     @property
     def max_text_chars(self) -> int:

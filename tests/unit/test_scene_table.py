@@ -144,6 +144,22 @@ def test_model_flops_are_the_per_text_sum_of_the_kaplan_count(table, embedder_di
                                            for k, t, _ in index["keys"])
 
 
+def test_each_batch_is_padded_to_its_own_longest_text(dataset, embedder_dir, tmp_path, monkeypatch):
+    """Not to the tokenizer's trained multiple (8 here): on sorted batches that would be most of the padding."""
+    assert EmbeddingInputConfig.load(embedder_dir).pad_to_multiple_of > 1
+    shapes = []
+    forward = TextEmbedder.forward
+
+    def recording(self, input_ids, attention_mask):
+        shapes.append((input_ids.shape[1], int(attention_mask.sum(dim=1).max())))  # (width, longest real text)
+        return forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(TextEmbedder, "forward", recording)
+    options = SceneTableOptions(batch_size=16, progress=False, measure_peak=False)
+    write_scene_table(embedder_dir, dataset, tmp_path, VERSION, options=options)
+    assert len(shapes) > 3 and all(width == longest for width, longest in shapes), shapes
+
+
 def test_compiled_layers_give_the_rows_of_eager_ones(dataset, embedder_dir, tmp_path):
     """``--compile`` (torch.compile per decoder layer, inductor's CPU kernels here) changes speed, not the rows."""
     rows = {}
