@@ -12,6 +12,11 @@ first, so it is reported beside but never as the verdict::
 One stages-1/2 seed's stage-3 runs may come in several files (a plan finished from another run folder or
 machine): they are merged when their configs agree and no stage-3 seed is in two of them. ``--id-only FILE`` pairs
 every LARR run with FILE's ID-only runs (a plan's part A) rather than the ID-only runs each file holds.
+``--against FILE ...`` pairs every LARR run with the LARR run of the same stages-1/2 and stage-3 seeds in those
+files instead (another LARR option: the gap of one option over the other, counted the same two-level way)::
+
+    python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/behaviour-llm20*/results.json \
+        --against benchmarks/results/frappe-finalmlp/larr*/results.json
 """
 
 from __future__ import annotations
@@ -84,8 +89,26 @@ def read_llm_seed(*results_files: Path, id_only: dict[str, dict] | None = None) 
 
     Several files must name the same stages-1/2 seed and the same config (``setup.config``), and no stage-3 seed
     may be in two of them: a repeated run would count twice, and a changed config is another option. ``id_only``
-    (:func:`read_id_only`) pairs every LARR run with these ID-only runs instead of its own file's.
+    (:func:`read_id_only`, or another option's LARR runs: :func:`read_larr_runs`) pairs every LARR run with these
+    runs, keyed by stage-3 seed, instead of its own file's ID-only runs.
     """
+    llm_seed, larr, base = _merged_runs(results_files)
+    if id_only is not None:
+        base = id_only
+    seeds = sorted(set(larr) & set(base), key=int)
+    if not seeds:
+        names = ", ".join(map(str, results_files))
+        raise ValueError(f"{names}: no stage-3 seed has both a LARR run and one to pair it with")
+    return LlmSeedGap(
+        llm_seed=llm_seed,
+        stage3_seeds=[int(s) for s in seeds],
+        larr_auc=[larr[s]["auc"] for s in seeds],
+        gaps=[larr[s]["auc"] - base[s]["auc"] for s in seeds],
+    )
+
+
+def _merged_runs(results_files: tuple[Path, ...]) -> tuple[int, dict[str, dict], dict[str, dict]]:
+    """(stages-1/2 seed, LARR runs, ID-only runs) of one stages-1/2 seed's files, runs keyed by stage-3 seed."""
     larr: dict[str, dict] = {}
     base: dict[str, dict] = {}
     reports = [_read(path) for path in results_files]
@@ -102,25 +125,36 @@ def read_llm_seed(*results_files: Path, id_only: dict[str, dict] | None = None) 
             raise ValueError(f"{path}: stage-3 seed(s) {repeated} repeat a run of another file; give each once")
         larr.update(file_larr)
         base.update(file_base)
-    if id_only is not None:
-        base = id_only
-    seeds = sorted(set(larr) & set(base), key=int)
-    if not seeds:
-        raise ValueError(f"{names}: no stage-3 seed has both a LARR and an ID-only run")
-    return LlmSeedGap(
-        llm_seed=int(setups[0]["llm_seed"]),
-        stage3_seeds=[int(s) for s in seeds],
-        larr_auc=[larr[s]["auc"] for s in seeds],
-        gaps=[larr[s]["auc"] - base[s]["auc"] for s in seeds],
-    )
+    return int(setups[0]["llm_seed"]), larr, base
 
 
-def read_llm_seeds(results_files: list[Path], id_only: dict[str, dict] | None = None) -> list[LlmSeedGap]:
-    """One :class:`LlmSeedGap` per stages-1/2 seed, merging the files that share one (:func:`read_llm_seed`)."""
+def _by_llm_seed(results_files: list[Path]) -> dict[int, list[Path]]:
     by_seed: dict[int, list[Path]] = defaultdict(list)
     for path in results_files:
         by_seed[int(_read(path)["setup"]["llm_seed"])].append(path)
-    return [read_llm_seed(*paths, id_only=id_only) for paths in by_seed.values()]
+    return by_seed
+
+
+def read_larr_runs(results_files: list[Path]) -> dict[int, dict[str, dict]]:
+    """Another option's LARR runs, keyed by stages-1/2 seed, then stage-3 seed (merged as :func:`read_llm_seed`)."""
+    return {seed: _merged_runs(tuple(paths))[1] for seed, paths in _by_llm_seed(results_files).items()}
+
+
+def read_llm_seeds(
+    results_files: list[Path], id_only: dict[str, dict] | None = None, against: dict[int, dict[str, dict]] | None = None
+) -> list[LlmSeedGap]:
+    """One :class:`LlmSeedGap` per stages-1/2 seed, merging the files that share one (:func:`read_llm_seed`).
+
+    ``against`` (:func:`read_larr_runs`): pair each run with that option's LARR run of the same stages-1/2 and
+    stage-3 seeds instead of an ID-only run; every stages-1/2 seed here must be there."""
+    if id_only is not None and against is not None:
+        raise ValueError("pair with ID-only runs or with another option's LARR runs, not both")
+    groups = []
+    for seed, paths in _by_llm_seed(results_files).items():
+        if against is not None and seed not in against:
+            raise ValueError(f"stages-1/2 seed {seed}: no LARR runs of it to pair with (--against has {sorted(against)})")
+        groups.append(read_llm_seed(*paths, id_only=against[seed] if against is not None else id_only))
+    return groups
 
 
 def summarise(groups: list[LlmSeedGap], target: float = BEST_BARS[1]) -> TwoLevelSummary:
@@ -142,12 +176,14 @@ def summarise(groups: list[LlmSeedGap], target: float = BEST_BARS[1]) -> TwoLeve
     )
 
 
-def render_markdown(summary: TwoLevelSummary, id_only_source: Path | None = None) -> str:
+def render_markdown(summary: TwoLevelSummary, id_only_source: Path | None = None,
+                    against_sources: list[Path] | None = None) -> str:
     runs = sum(len(g.gaps) for g in summary.llm_seeds)
+    baseline = "the other option" if against_sources else "ID-only"
     lines = [
         f"# LARR over {len(summary.llm_seeds)} stages-1/2 seed(s), {runs} paired runs",
         "",
-        "| stages-1/2 seed | stage-3 seeds | LARR test AUC (mean) | paired gap over ID-only (mean) | ahead |",
+        f"| stages-1/2 seed | stage-3 seeds | LARR test AUC (mean) | paired gap over {baseline} (mean) | ahead |",
         "|---:|---|---:|---:|---:|",
     ]
     for g in summary.llm_seeds:
@@ -166,6 +202,9 @@ def render_markdown(summary: TwoLevelSummary, id_only_source: Path | None = None
     if summary.stage3_only_ci95 is not None:
         lines.append(f"- For comparison only, the interval over stage-3 seeds alone (LLM-stage variance not counted): "
                      f"±{summary.stage3_only_ci95:.4f}.")
+    if against_sources:
+        lines.append("- The gap is over another LARR option: every run is paired with the LARR run of the same "
+                     f"stages-1/2 and stage-3 seeds in {', '.join(f'`{p}`' for p in against_sources)}.")
     if id_only_source is not None:
         lines.append(f"- Every LARR run is paired with the ID-only run of its stage-3 seed in `{id_only_source}`, not with "
                      "the ID-only runs of its own results file.")
@@ -180,15 +219,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="frappe_bars results.json files (several for one stages-1/2 seed are merged)")
     parser.add_argument("--id-only", type=Path, help="pair every LARR run with this results file's ID-only runs (e.g. "
                         "a plan's part A) instead of the ID-only runs in its own file")
+    parser.add_argument("--against", type=Path, nargs="+", help="pair every LARR run with the LARR run of the same "
+                        "stages-1/2 and stage-3 seeds in these results files (another option) instead of ID-only")
     parser.add_argument("--out", type=Path, help="write OUT/summary.json and OUT/summary.md (default: print only)")
     args = parser.parse_args(argv)
-    summary = summarise(read_llm_seeds(args.results, None if args.id_only is None else read_id_only(args.id_only)))
-    text = render_markdown(summary, args.id_only)
+    if args.id_only is not None and args.against:
+        parser.error("--id-only and --against exclude each other")
+    summary = summarise(read_llm_seeds(args.results, None if args.id_only is None else read_id_only(args.id_only),
+                                       None if not args.against else read_larr_runs(args.against)))
+    text = render_markdown(summary, args.id_only, args.against)
     print(text, end="")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         data = {**asdict(summary), "goal_met": summary.goal_met, "sources": [str(p) for p in args.results],
-                "id_only_source": None if args.id_only is None else str(args.id_only)}
+                "id_only_source": None if args.id_only is None else str(args.id_only),
+                "against_sources": [str(p) for p in args.against or []]}
         (args.out / "summary.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (args.out / "summary.md").write_text(text, encoding="utf-8")
     return 0

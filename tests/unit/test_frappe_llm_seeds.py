@@ -107,3 +107,41 @@ def test_cli_writes_the_summary_and_refuses_repeated_llm_seeds(tmp_path, capsys)
         summarise([read_llm_seed(files[0]), read_llm_seed(files[0])])
     with pytest.raises(ValueError, match="repeat"):  # the same file twice on the command line: runs counted twice
         main([str(files[0]), str(files[0])])
+
+
+def test_against_pairs_each_run_with_the_other_options_run_of_the_same_two_seeds(tmp_path):
+    files = three_llm_seeds(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    # the other option: LLM seed 2024 split over two files (merged), 2025 and 2026 in one each; its ID-only runs unused
+    against = [
+        write_results(other / "a1.json", 2024, {2021: 0.9850}, {2021: 0.1}),
+        write_results(other / "a2.json", 2024, {2022: 0.9870}, {2022: 0.1}),
+        write_results(other / "b.json", 2025, {2021: 0.9860, 2022: 0.9875}, {}),
+        write_results(other / "c.json", 2026, {2021: 0.9885, 2022: 0.9870, 2023: 0.9980}, {}),
+    ]
+    assert main([*map(str, files), "--against", *map(str, against), "--out", str(tmp_path / "o")]) == 0
+    written = json.loads((tmp_path / "o" / "summary.json").read_text())
+    gaps = {g["llm_seed"]: g["gaps"] for g in written["llm_seeds"]}
+    # 0.9855-0.9850, 0.9865-0.9870 | 0.9870-0.9860, 0.9870-0.9875 | 0.9880-0.9885, 0.9880-0.9870, 0.9990-0.9980
+    assert gaps[2024] == pytest.approx([0.0005, -0.0005])
+    assert gaps[2025] == pytest.approx([0.0010, -0.0005])
+    assert gaps[2026] == pytest.approx([-0.0005, 0.0010, 0.0010])
+    means = [0.0, 0.00025, 0.0015 / 3]
+    assert written["gap_mean"] == pytest.approx(sum(means) / 3)
+    mean = sum(means) / 3
+    sd = (sum((m - mean) ** 2 for m in means) / 2) ** 0.5
+    assert written["gap_ci95"] == pytest.approx(4.303 * sd / 3**0.5, rel=1e-3)  # t(0.975, df 2) = 4.303
+    assert written["against_sources"] == [str(p) for p in against] and written["id_only_source"] is None
+    text = (tmp_path / "o" / "summary.md").read_text()
+    assert "paired gap over the other option" in text and "another LARR option" in text
+
+
+def test_against_refuses_a_missing_llm_seed_and_id_only_beside_it(tmp_path, capsys):
+    files = three_llm_seeds(tmp_path)
+    partial = [write_results(tmp_path / "x.json", 2024, {2021: 0.9850, 2022: 0.9850}, {})]
+    with pytest.raises(ValueError, match="stages-1/2 seed 2025: no LARR runs"):
+        main([*map(str, files), "--against", *map(str, partial)])
+    with pytest.raises(SystemExit):
+        main([*map(str, files), "--against", str(partial[0]), "--id-only", str(files[0])])
+    assert "exclude each other" in capsys.readouterr().err
