@@ -84,17 +84,17 @@ def read_id_only(results_file: Path) -> dict[str, dict]:
     return per_seed[Variant.ID_ONLY.value]
 
 
-def read_llm_seed(*results_files: Path, id_only: dict[str, dict] | None = None) -> LlmSeedGap:
+def read_llm_seed(*results_files: Path, baseline: dict[str, dict] | None = None) -> LlmSeedGap:
     """The paired LARR and ID-only runs of one stages-1/2 seed, from one or more ``frappe_bars`` results files.
 
     Several files must name the same stages-1/2 seed and the same config (``setup.config``), and no stage-3 seed
-    may be in two of them: a repeated run would count twice, and a changed config is another option. ``id_only``
-    (:func:`read_id_only`, or another option's LARR runs: :func:`read_larr_runs`) pairs every LARR run with these
-    runs, keyed by stage-3 seed, instead of its own file's ID-only runs.
+    may be in two of them: a repeated run would count twice, and a changed config is another option. ``baseline``
+    (runs keyed by stage-3 seed: another file's ID-only runs, :func:`read_id_only`, or another option's LARR runs,
+    :func:`read_larr_runs`) pairs every LARR run with these instead of its own file's ID-only runs.
     """
     llm_seed, larr, base = _merged_runs(results_files)
-    if id_only is not None:
-        base = id_only
+    if baseline is not None:
+        base = baseline
     seeds = sorted(set(larr) & set(base), key=int)
     if not seeds:
         names = ", ".join(map(str, results_files))
@@ -153,7 +153,7 @@ def read_llm_seeds(
     for seed, paths in _by_llm_seed(results_files).items():
         if against is not None and seed not in against:
             raise ValueError(f"stages-1/2 seed {seed}: no LARR runs of it to pair with (--against has {sorted(against)})")
-        groups.append(read_llm_seed(*paths, id_only=against[seed] if against is not None else id_only))
+        groups.append(read_llm_seed(*paths, baseline=against[seed] if against is not None else id_only))
     return groups
 
 

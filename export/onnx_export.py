@@ -86,9 +86,10 @@ class ExportError(RuntimeError):
 # --------------------------------------------------------------------------------------------- embedder
 
 
-def load_embedder_for_export(embedder_dir: str | Path) -> TextEmbedder:
-    """The TextEmbedder in fp32 eval mode, eager attention, no KV cache (see the module docstring)."""
-    embedder = TextEmbedder.from_pretrained(embedder_dir, attn_implementation="eager", dtype=torch.float32)
+def load_embedder_for_export(embedder_dir: str | Path, attn_implementation: str = "eager") -> TextEmbedder:
+    """The TextEmbedder in fp32 eval mode, eager attention (what the ONNX graph traces; see the module docstring)
+    unless told otherwise, no KV cache."""
+    embedder = TextEmbedder.from_pretrained(embedder_dir, attn_implementation=attn_implementation, dtype=torch.float32)
     embedder.encoder.config.use_cache = False
     return embedder.float().eval()
 

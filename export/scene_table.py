@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -286,48 +285,29 @@ def embed_scene_texts(
             return graph.run_numpy([input_ids, attention_mask])
         return embedder(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
 
-    def launch(rows: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple:
-        """Start a batch; returns what ``collect`` takes. On CUDA the copy back is queued right behind the batch's
-        kernels, with an event, so collecting it waits for this batch only, not for one launched after it."""
-        vectors = embed(input_ids, attention_mask)
-        if not cuda or graph is not None:
-            return rows, vectors, None
-        host = torch.empty(vectors.shape, dtype=torch.float32, pin_memory=True)  # (B, D)
-        host.copy_(vectors.float(), non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return rows, host, done
-
-    def collect(rows: np.ndarray, vectors, done) -> None:
-        if done is not None:
-            done.synchronize()
-        out[rows] = vectors if graph is not None else vectors.float().cpu().numpy()  # (B, D)
+    def collect(rows: np.ndarray, vectors) -> None:
+        out[rows] = vectors if graph is not None else vectors.float().cpu().numpy()  # (B, D); CUDA: waits for it
         bar.update(len(rows))
 
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
         if (cuda or options.compile) and len(texts):
             # One untimed forward of the first batch: CUDA's context, cuBLAS handles and kernel selection, and the
             # layers' compilation, cost seconds once, which a table of a few thousand texts would count as embedding.
-            collect(*launch(order[: options.batch_size], *tokenizer([texts[i] for i in order[: options.batch_size]])))
+            collect(order[: options.batch_size], embed(*tokenizer([texts[i] for i in order[: options.batch_size]])))
             bar.reset()
         start = time.perf_counter()
-        batches = [order[first : first + options.batch_size] for first in range(0, len(texts), options.batch_size)]
-        in_flight = None  # launch()'s (rows, vectors, done) of the batch the device is computing
-        # The next batch is tokenised on a thread while this one's kernels are queued and the one before finishes:
-        # the Rust tokenizer releases the GIL, so on a GPU neither tokenising nor Python's dispatch waits for the other.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="larr-tokenize") as pool:
-            tokenized = pool.submit(tokenizer, [texts[i] for i in batches[0]]) if batches else None
-            for b, rows in enumerate(batches):
-                input_ids, attention_mask = tokenized.result()  # (B, T) int64 each
-                if b + 1 < len(batches):
-                    tokenized = pool.submit(tokenizer, [texts[i] for i in batches[b + 1]])
-                lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
-                tokens += int(lengths.sum())
-                flops += flops_of(lengths)
-                launched = launch(rows, input_ids, attention_mask)
-                if in_flight is not None:
-                    collect(*in_flight)
-                in_flight = launched
+        in_flight = None  # (rows, vectors) of the batch the device is computing
+        for first in range(0, len(texts), options.batch_size):
+            rows = order[first : first + options.batch_size]
+            # tokenised while the device computes the batch before (CUDA kernels are queued asynchronously). On the
+            # H200 a tokenising thread and an event-waited copy back gained nothing over this: the GPU is the limit.
+            input_ids, attention_mask = tokenizer([texts[i] for i in rows])  # (B, T) int64 each
+            lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
+            tokens += int(lengths.sum())
+            flops += flops_of(lengths)
+            if in_flight is not None:
+                collect(*in_flight)
+            in_flight = rows, embed(input_ids, attention_mask)
         if in_flight is not None:
             collect(*in_flight)
     seconds = time.perf_counter() - start
@@ -364,7 +344,6 @@ def write_scene_table(
     from safetensors.numpy import save_file
 
     from larr.export.onnx_export import load_embedder_for_export
-    from larr.models.embedder import TextEmbedder
 
     options = options or SceneTableOptions()
     report = progress or (lambda line: None)
@@ -381,13 +360,9 @@ def write_scene_table(
     keys = [(key.feature, key.text) for key in distinct_scene_keys(dataset, embedder_version, tokenizer.max_text_chars, extra)]
     report(f"{len(keys)} distinct scene texts over {len(features)} features ({len(extra)} extra lines)")
 
-    if options.device.startswith("cuda"):
-        # what the served PyTorch embedder runs: the model's SDPA attention (fused kernels on a GPU; the ONNX graph's
-        # eager attention is the same arithmetic, one small kernel per step), fp32 weights (bf16 autocast below)
-        embedder = TextEmbedder.from_pretrained(embedder_dir, attn_implementation="sdpa", dtype=torch.float32)
-        embedder.encoder.config.use_cache = False
-    else:
-        embedder = load_embedder_for_export(embedder_dir)  # fp32, eager attention: what the ONNX graph computes
+    # fp32, no KV cache. CPU: eager attention, what the ONNX graph computes. CUDA: SDPA, what the served PyTorch
+    # embedder runs (fused kernels on a GPU; the same arithmetic as eager's one small kernel per step); bf16 autocast
+    embedder = load_embedder_for_export(embedder_dir, "sdpa" if options.device.startswith("cuda") else "eager")
     formatted = [format_scene_feature(features[k], text) for k, text in keys]  # the feature cache's embedder input
     if keys:
         vectors, throughput = embed_scene_texts(embedder, tokenizer, formatted, options, embedder_onnx)  # (N, D)
