@@ -51,9 +51,10 @@ from pathlib import Path
 import yaml
 
 from larr.benchmarks.machine import cpu_model_name
+from larr.errors import ConfigError
 from larr.layout import RunLayout, Stage, Variant
 from larr.models.backbone import BackboneKind
-from larr.training.config import TrainConfig, load_config, to_dict
+from larr.training.config import TrainConfig, load_config, parse_overrides, to_dict
 
 DEFAULT_RAW = Path("../shared/data/frappe")
 DEFAULT_OUT = Path("runs/frappe")
@@ -536,12 +537,10 @@ def parse_args(argv: list[str] | None) -> BenchmarkPlan:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: rewrite the results from the finished (seed, variant) runs in --out")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ConfigError as error:
+        parser.error(str(error))
     if "seed" in overrides or "data" in overrides:
         parser.error("--set seed/data: the runner sets these (use --seeds and --llm-seed, and --raw/--out)")
     if args.llm_seed is not None:

@@ -16,8 +16,6 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
 from larr.layout import RunLayout, Stage
 
 SCENES = (
@@ -48,7 +46,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from larr.serving.launcher import run_triton_server
     from larr.serving.metrics import feature_cache_counters
     from larr.training.cli import run_all
-    from larr.training.config import load_config
+    from larr.training.config import load_config, parse_overrides
 
     out = Path(args.out).resolve()
     data_dir, run_dir, repository = out / "data", out / "run", out / "model_repository"
@@ -60,7 +58,7 @@ def run_demo(args: argparse.Namespace) -> int:
     dataset = load_dataset(data_dir, splits=("train",))
 
     _step(2, f"training  -> {run_dir} (config {args.config})", started)
-    overrides = {key.strip(): yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
+    overrides = parse_overrides(args.set)
     config = load_config(args.config, {**overrides, "data": str(data_dir)})
     run_all(config, run_dir, resume=args.resume)
     metrics = json.loads(RunLayout(run_dir).metrics_file.read_text())

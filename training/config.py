@@ -223,7 +223,14 @@ class CTRConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay (L2 on every parameter)"})
     patience: int = field(default=2, metadata={"help": "epochs without validation-AUC gain before stopping"})
     lr_decay_on_plateau: float = field(
-        default=0.1, metadata={"help": "multiply the learning rate by this after an epoch without validation-AUC gain"}
+        default=0.1,
+        metadata={"help": "multiply the learning rate by this after every lr_decay_patience epochs in a row without "
+                  "validation-AUC gain"},
+    )
+    lr_decay_patience: int = field(
+        default=1,
+        metadata={"help": "epochs in a row without validation-AUC gain before each learning-rate decay; 1 is "
+                  "FuxiCTR/BARS (decay after every such epoch). Must be below patience, or no decay ever happens"},
     )
     grad_clip: float = field(default=10.0, metadata={"help": "gradient-norm clipping (0 = off)"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (what --resume restarts from)"})
@@ -269,6 +276,9 @@ class CTRConfig:
             self.history = HistoryMode.parse(self.history)
         except ValueError as error:
             raise ConfigError(f"ctr.history: {error}") from None
+        if not 1 <= self.lr_decay_patience < self.patience:
+            raise ConfigError(f"ctr.lr_decay_patience must be in [1, ctr.patience - 1] = [1, {self.patience - 1}] "
+                              f"(the run stops after ctr.patience stale epochs), got {self.lr_decay_patience}")
         for name in ("history_length", "history_recent", "prototypes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ctr.{name} must be >= 1, got {getattr(self, name)}")
@@ -403,6 +413,21 @@ def _merge(base: dict, changes: dict) -> dict:
             value = _merge(merged[key], value)
         merged[key] = value
     return merged
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``--set`` arguments ``["ctr.max_epochs=2", "ctr.variants=[larr]"]`` → ``{"ctr.max_epochs": 2, ...}`` (YAML
+    values), the ``overrides`` of :func:`load_config`; a malformed item raises :class:`ConfigError`."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: the value is not YAML ({error.problem})") from None
+    return overrides
 
 
 def load_config(name_or_path: str | None, overrides: dict | None = None) -> TrainConfig:

@@ -23,6 +23,7 @@ model (``ctr.json``, ``model.safetensors``, ``vocab.json``), ``steps.csv`` and `
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -253,6 +254,27 @@ def predict(model: LarrCTR, data: SplitTensors, table: torch.Tensor | None, batc
     return np.concatenate(out)
 
 
+class Plateau(enum.Enum):
+    """What one epoch's validation AUC means for early stopping and the learning rate."""
+
+    IMPROVED = "improved"  # a new best: keep its weights
+    STALE = "stale"  # no gain, not yet lr_decay_patience in a row
+    DECAY = "decay"  # the lr_decay_patience-th (2x-th, ...) epoch in a row without gain: decay the learning rate
+
+
+def record_validation(state: dict, auc: float, lr_decay_patience: int) -> Plateau:
+    """Update ``state["best_auc"]`` / ``state["stale_epochs"]`` with one epoch's validation AUC.
+
+    The run stops once ``stale_epochs`` reaches ``ctr.patience``; with ``lr_decay_patience`` 1 (FuxiCTR/BARS)
+    every stale epoch decays the learning rate, with 2 every second one in a row, and so on.
+    """
+    if auc > state["best_auc"]:
+        state.update(best_auc=auc, stale_epochs=0)
+        return Plateau.IMPROVED
+    state["stale_epochs"] += 1
+    return Plateau.DECAY if state["stale_epochs"] % lr_decay_patience == 0 else Plateau.STALE
+
+
 def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: Path, llm: LLMFeatures | None,
                   vocab: FieldVocab, ctx: DistContext, resume: bool, history: dict[str, np.ndarray] | None = None) -> dict:
     """``history``: split -> (N, L) item field indices of the selected history events (see :func:`history_items`)."""
@@ -319,11 +341,10 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: 
             # every rank holds identical weights, so every rank reaches the same early-stopping decision
             valid = ctr_metrics(data["valid"].users, data["valid"].labels.numpy(), predict(model, data["valid"], table))
             state["history"].append({"step": step, **valid})
-            if valid["auc"] > state["best_auc"]:
-                state.update(best_auc=valid["auc"], stale_epochs=0,
-                             best_state={k: v.clone() for k, v in model.state_dict().items()})
-            else:
-                state["stale_epochs"] += 1
+            outcome = record_validation(state, valid["auc"], cfg.lr_decay_patience)
+            if outcome is Plateau.IMPROVED:
+                state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+            elif outcome is Plateau.DECAY:
                 for group in optimizer.param_groups:  # FuxiCTR/BARS: decay on plateau, keep going
                     group["lr"] *= cfg.lr_decay_on_plateau
             bar.set_postfix(valid_auc=f"{valid['auc']:.4f}")

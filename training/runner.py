@@ -14,9 +14,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from larr.errors import ConfigError
 from larr.layout import RunLayout, Stage
 
 # Heavy modules (torch, transformers) are imported inside the functions: `larr --help` builds its parser
@@ -45,17 +42,9 @@ def configure_train_parser(parser: argparse.ArgumentParser, with_stage: bool = T
 
 
 def config_from_args(args: argparse.Namespace):
-    from larr.training.config import load_config
+    from larr.training.config import load_config, parse_overrides
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"--set {item!r}: the value is not YAML ({error.problem})") from None
+    overrides = parse_overrides(args.set)
     if args.data:
         overrides["data"] = args.data
     if args.base_model:
