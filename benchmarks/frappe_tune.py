@@ -69,7 +69,7 @@ def tune(config_name: str, llm: Path | None, data: Path, out: Path, seeds: list[
     from larr.training.ctr import RESULT_FILE
 
     if variant is not Variant.ID_ONLY and llm is None:
-        raise SystemExit(f"--variant {variant.value} reads frozen stages 1-2: give --llm")
+        raise ValueError(f"variant {variant.value} reads frozen stages 1-2: give the run folder holding them (--llm)")
     fixed = fixed or {}
     rows = []
     for values in itertools.product(*grid.values()):
@@ -86,11 +86,12 @@ def tune(config_name: str, llm: Path | None, data: Path, out: Path, seeds: list[
                 run_stage(Stage.CTR, load_config(config_name, overrides), run_dir, resume=True)
             result = json.loads(result_path.read_text(encoding="utf-8"))
             assert "auc" not in result, f"{result_path}: a tuning run scored the test split"
-            per_seed[seed] = {"best_valid_auc": result["best_valid_auc"], "steps": result["steps"]}
+            per_seed[seed] = {"best_valid_auc": result["best_valid_auc"], "steps": result["steps"],
+                              "valid_auc_by_epoch": [round(epoch["auc"], 5) for epoch in result["history"]]}
         mean = sum(r["best_valid_auc"] for r in per_seed.values()) / len(per_seed)
         row = {"settings": combo, "best_valid_auc": round(mean, 6)}
         if len(seeds) == 1:
-            row["steps"] = per_seed[seeds[0]]["steps"]
+            row["steps"] = per_seed[seeds[0]]["steps"]  # the single-seed report keeps its earlier shape
         else:
             row["per_seed"] = {str(seed): r for seed, r in per_seed.items()}
         rows.append(row)
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.grid:
         parser.error("give at least one --grid KEY=V1,V2,...")
+    if args.variant is not Variant.ID_ONLY and args.llm is None:
+        parser.error(f"--variant {args.variant.value} reads frozen stages 1-2: give --llm")
     try:
         fixed = parse_overrides(args.set)
     except ConfigError as error:
