@@ -92,12 +92,17 @@ def read_llm_seed(*results_files: Path, baseline: dict[str, dict] | None = None)
     (runs keyed by stage-3 seed: another file's ID-only runs, :func:`read_id_only`, or another option's LARR runs,
     :func:`read_larr_runs`) pairs every LARR run with these instead of its own file's ID-only runs.
     """
-    llm_seed, larr, base = _merged_runs(results_files)
+    return _llm_seed_gap([(path, _read(path)) for path in results_files], baseline)
+
+
+def _llm_seed_gap(files: list[tuple[Path, dict]], baseline: dict[str, dict] | None) -> LlmSeedGap:
+    """:func:`read_llm_seed` over files already read: (path, report) pairs."""
+    llm_seed, larr, base = _merged_runs(files)
     if baseline is not None:
         base = baseline
     seeds = sorted(set(larr) & set(base), key=int)
     if not seeds:
-        names = ", ".join(map(str, results_files))
+        names = ", ".join(str(path) for path, _ in files)
         raise ValueError(f"{names}: no stage-3 seed has both a LARR run and one to pair it with")
     return LlmSeedGap(
         llm_seed=llm_seed,
@@ -107,18 +112,18 @@ def read_llm_seed(*results_files: Path, baseline: dict[str, dict] | None = None)
     )
 
 
-def _merged_runs(results_files: tuple[Path, ...]) -> tuple[int, dict[str, dict], dict[str, dict]]:
-    """(stages-1/2 seed, LARR runs, ID-only runs) of one stages-1/2 seed's files, runs keyed by stage-3 seed."""
+def _merged_runs(files: list[tuple[Path, dict]]) -> tuple[int, dict[str, dict], dict[str, dict]]:
+    """(stages-1/2 seed, LARR runs, ID-only runs) of one stages-1/2 seed's (path, report) pairs, runs keyed by
+    stage-3 seed."""
     larr: dict[str, dict] = {}
     base: dict[str, dict] = {}
-    reports = [_read(path) for path in results_files]
-    setups = [report["setup"] for report in reports]
-    names = ", ".join(map(str, results_files))
+    setups = [report["setup"] for _, report in files]
+    names = ", ".join(str(path) for path, _ in files)
     if len({s["llm_seed"] for s in setups}) != 1:
         raise ValueError(f"{names}: different stages-1/2 seeds {[s['llm_seed'] for s in setups]}")
     if any(s.get("config") != setups[0].get("config") for s in setups[1:]):
         raise ValueError(f"{names}: the configs differ; merge only runs of one option")
-    for path, report in zip(results_files, reports):
+    for path, report in files:
         file_larr, file_base = _paired_runs(report, path)
         repeated = sorted((set(file_larr) | set(file_base)) & (set(larr) | set(base)), key=int)
         if repeated:
@@ -128,16 +133,18 @@ def _merged_runs(results_files: tuple[Path, ...]) -> tuple[int, dict[str, dict],
     return int(setups[0]["llm_seed"]), larr, base
 
 
-def _by_llm_seed(results_files: list[Path]) -> dict[int, list[Path]]:
-    by_seed: dict[int, list[Path]] = defaultdict(list)
+def _by_llm_seed(results_files: list[Path]) -> dict[int, list[tuple[Path, dict]]]:
+    """The files, each read once, grouped by their stages-1/2 seed: seed -> [(path, report), ...]."""
+    by_seed: dict[int, list[tuple[Path, dict]]] = defaultdict(list)
     for path in results_files:
-        by_seed[int(_read(path)["setup"]["llm_seed"])].append(path)
+        report = _read(path)
+        by_seed[int(report["setup"]["llm_seed"])].append((path, report))
     return by_seed
 
 
 def read_larr_runs(results_files: list[Path]) -> dict[int, dict[str, dict]]:
     """Another option's LARR runs, keyed by stages-1/2 seed, then stage-3 seed (merged as :func:`read_llm_seed`)."""
-    return {seed: _merged_runs(tuple(paths))[1] for seed, paths in _by_llm_seed(results_files).items()}
+    return {seed: _merged_runs(files)[1] for seed, files in _by_llm_seed(results_files).items()}
 
 
 def read_llm_seeds(
@@ -150,10 +157,10 @@ def read_llm_seeds(
     if id_only is not None and against is not None:
         raise ValueError("pair with ID-only runs or with another option's LARR runs, not both")
     groups = []
-    for seed, paths in _by_llm_seed(results_files).items():
+    for seed, files in _by_llm_seed(results_files).items():
         if against is not None and seed not in against:
             raise ValueError(f"stages-1/2 seed {seed}: no LARR runs of it to pair with (--against has {sorted(against)})")
-        groups.append(read_llm_seed(*paths, baseline=against[seed] if against is not None else id_only))
+        groups.append(_llm_seed_gap(files, against[seed] if against is not None else id_only))
     return groups
 
 
