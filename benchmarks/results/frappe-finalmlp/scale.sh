@@ -1,0 +1,29 @@
+#!/bin/bash
+# PLAN-scale.md step 2: LARR on FinalMLP with the input scale the pilot chose on validation (scale-tune.json's
+# "chosen", adopted by the plan's rule) and PLAN-recipe.md's schedule, on recipe.sh's stages-1/2 models, paired with
+# recipe.sh's ID-only runs (run those first). Resumable: rerun after an interruption.
+#   scale.sh 2024|2025|2026 [STAGE3_SEED...]   (default stage-3 seeds 2021-2025)
+# Then: python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/scale-llm*/results.json \
+#         --out benchmarks/results/frappe-finalmlp/scale-llm-seeds
+# and, against the recipe's LARR: ... --against benchmarks/results/frappe-finalmlp/recipe-llm*/results.json
+set -euo pipefail
+WHAT=${1:?usage: scale.sh 2024|2025|2026 [STAGE3_SEED...]}; shift
+case "$WHAT" in 2024|2025|2026) ;; *) echo "stages-1/2 seed must be 2024, 2025 or 2026" >&2; exit 2 ;; esac
+SEEDS=("$@"); [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(2021 2022 2023 2024 2025)
+cd "$(dirname "$0")/../../.."
+R=benchmarks/results/frappe-finalmlp
+I=runs/frappe-finalmlp-recipe                 # recipe.sh's ID-only runs
+L=runs/frappe-finalmlp-recipe-llm$WHAT/llm    # recipe.sh's stages 1-2 of this seed
+B=runs/frappe-finalmlp-scale-llm$WHAT
+[ -e "$L/embed/model" ] || { echo "no stages 1-2 of seed $WHAT in $L: run 'recipe.sh $WHAT' first" >&2; exit 2; }
+mkdir -p "$B" && ln -sfn ../frappe-finalmlp/data "$B/data" && ln -sfn "$(realpath "$L")" "$B/llm"
+SCALE=$(python -c "import json; print(json.load(open('$R/scale-tune.json'))['chosen']['ctr.llm_input_scale'])")
+for s in "${SEEDS[@]}"; do
+  [ -e "$I/seed_$s/ctr/id_only/result.json" ] || { echo "no ID-only run of seed $s in $I: run 'recipe.sh id-only' first" >&2; exit 2; }
+  mkdir -p "$B/seed_$s/ctr" && ln -sfn "$(realpath "$I/seed_$s/ctr/id_only")" "$B/seed_$s/ctr/id_only"
+done
+DONE=$(for s in 2021 2022 2023 2024 2025; do if [ -e "$B/seed_$s/ctr/larr/result.json" ]; then echo "$s"; fi; done)
+exec nice -n 10 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$B" \
+  --results "$R/scale-llm$WHAT" --variants id_only larr --llm-seed "$WHAT" \
+  --seeds $(printf '%s\n' $DONE "${SEEDS[@]}" | sort -un) \
+  --set ctr.llm_input_scale="$SCALE" --set ctr.align_weight=0.1 --set ctr.lr_decay_patience=2 --set ctr.patience=3
