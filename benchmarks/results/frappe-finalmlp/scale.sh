@@ -17,7 +17,9 @@ L=runs/frappe-finalmlp-recipe-llm$WHAT/llm    # recipe.sh's stages 1-2 of this s
 B=runs/frappe-finalmlp-scale-llm$WHAT
 [ -e "$L/embed/model" ] || { echo "no stages 1-2 of seed $WHAT in $L: run 'recipe.sh $WHAT' first" >&2; exit 2; }
 mkdir -p "$B" && ln -sfn ../frappe-finalmlp/data "$B/data" && ln -sfn "$(realpath "$L")" "$B/llm"
-SCALE=$(python -c "import json; print(json.load(open('$R/scale-tune.json'))['chosen']['ctr.llm_input_scale'])")
+# the adopted scale and the settings the pilot held fixed (align weight, schedule), from the pilot's own report
+read -r -a SETTINGS < <(python -c "import json; t=json.load(open('$R/scale-tune.json'))
+print(' '.join(f'--set {k}={v}' for k, v in {**t['fixed'], **t['chosen']}.items()))")
 for s in "${SEEDS[@]}"; do
   [ -e "$I/seed_$s/ctr/id_only/result.json" ] || { echo "no ID-only run of seed $s in $I: run 'recipe.sh id-only' first" >&2; exit 2; }
   mkdir -p "$B/seed_$s/ctr" && ln -sfn "$(realpath "$I/seed_$s/ctr/id_only")" "$B/seed_$s/ctr/id_only"
@@ -26,4 +28,4 @@ DONE=$(for s in 2021 2022 2023 2024 2025; do if [ -e "$B/seed_$s/ctr/larr/result
 exec nice -n 10 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$B" \
   --results "$R/scale-llm$WHAT" --variants id_only larr --llm-seed "$WHAT" \
   --seeds $(printf '%s\n' $DONE "${SEEDS[@]}" | sort -un) \
-  --set ctr.llm_input_scale="$SCALE" --set ctr.align_weight=0.1 --set ctr.lr_decay_patience=2 --set ctr.patience=3
+  "${SETTINGS[@]}"
