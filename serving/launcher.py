@@ -26,6 +26,7 @@ import filecmp
 import importlib.metadata
 import importlib.util
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -418,20 +419,51 @@ def server_env(install: TritonInstall, base: Mapping[str, str] | None = None) ->
     return env
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Ports picked below the kernel's ephemeral range start here (above the well-known and most registered services).
+LOWEST_PICKED_PORT = 10_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free on ``host`` right now (another process may still take it before we do)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port that is free on ``host`` right now (another process may still take it before we do).
+
+    Picked below the kernel's ephemeral range when there is room: a port from ``bind(0)`` lies inside that range,
+    where every outgoing connection on the machine (a client, a pip download) may take it as its source port in
+    the seconds before our server binds it. Below the range only a process binding that very port can.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ephemeral_low = _ephemeral_range()[0]
+    rng = random.SystemRandom()
+    for _ in range(64 if ephemeral_low > LOWEST_PICKED_PORT else 0):
+        port = rng.randrange(LOWEST_PICKED_PORT, ephemeral_low)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:  # taken: try another
+                continue
+            return port
+    with socket.socket(family, socket.SOCK_STREAM) as sock:  # no room below the range: let the kernel pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def _free_ports(host: str, count: int) -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct :func:`free_port` ports (a server needs each of its ports to differ)."""
     ports: list[int] = []
     while len(ports) < count:
         port = free_port(host)
         if port not in ports:
             ports.append(port)
     return ports
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (Linux's default when it cannot be read)."""
+    try:
+        low, high = EPHEMERAL_RANGE_FILE.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,7 +590,13 @@ def supervising(
     )
     PromCounter("larr_server_restarts", "times larr serve started tritonserver again after it died unasked",
                 registry=supervisor.registry).inc(server_restarts)
-    metrics_http, _ = start_http_server(options.supervisor_port, addr=options.host, registry=supervisor.registry)
+    try:
+        metrics_http, _ = start_http_server(options.supervisor_port, addr=options.host, registry=supervisor.registry)
+    except OSError as error:  # e.g. the port is taken: say which, not just errno 98
+        control.close()
+        raise ServerStartError(
+            f"cannot serve the stub supervisor's metrics on {_host_port(options.host, options.supervisor_port)}: {error}"
+        ) from error
     supervisor.start()
     try:
         yield supervisor
@@ -629,7 +667,7 @@ def run_triton_server(
     """
     _check_repository(Path(model_repository))
     install = install or locate_triton()
-    free = iter(_free_ports(host, 4))
+    free = iter(free_ports(4, host))
     options = ServerOptions(
         model_repository=Path(model_repository),
         host=host,
@@ -773,10 +811,14 @@ def serve_main(
                 # a server that cannot start is not restarted: the same start would fail again
                 return 1 if code is None else code
             ready_at, at_ready = time.monotonic(), find_stubs(process.pid)
-            with supervising(options, process, server_restarts=restarts) as supervisor:
-                running[:] = [supervisor] if supervisor is not None else []
-                code = process.wait()
-                running.clear()
+            try:
+                with supervising(options, process, server_restarts=restarts) as supervisor:
+                    running[:] = [supervisor] if supervisor is not None else []
+                    code = process.wait()
+                    running.clear()
+            except ServerStartError as error:  # the supervisor could not start: no unsupervised server is left
+                print(f"larr serve: {error}", file=sys.stderr)
+                return 1
             if stopping.is_set() or code == 0 or not options.supervise:
                 return code
             # The server died unasked (Triton 2.51's python backend can abort the whole process when a stub
@@ -790,6 +832,11 @@ def serve_main(
             if stopping.wait(backoff_s):
                 return 0  # asked to stop while nothing ran: a clean stop
     finally:
+        # Whatever ended this command (a supervisor that could not start, any error), it leaves no server behind:
+        # the server runs in a session of its own, so nothing else would stop it.
+        for process in current:
+            if process.poll() is None:
+                _stop_and_clear(process, options.exit_timeout_s + 5, known_stubs=find_stubs(process.pid))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -233,93 +234,136 @@ def test_startup_failure_raises_with_the_log_tail_and_keeps_the_log(tmp_path: Pa
         log_path.unlink(missing_ok=True)
 
 
-def _wait_until(condition: Callable[[], bool], what: str, polls: int = 1200) -> None:
-    """Poll ``condition`` every 0.05 s; fail naming ``what`` if it never holds (a hang guard, not a timing test)."""
-    for _ in range(polls):
-        with contextlib.suppress(OSError, InferenceServerException):
-            if condition():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
+@dataclass
+class _LarrServe:
+    """A `larr serve` child process on free ports; ``output`` is its stdout and stderr once it has stopped."""
+
+    process: subprocess.Popen[str]
+    grpc_port: int
+    supervisor_port: int
+    output: str = ""
+
+    def metrics(self) -> str:
+        """The supervisor's Prometheus text."""
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.supervisor_port}/metrics", timeout=5).read().decode()
+
+    def wait_until(self, condition: Callable[[], bool], what: str, polls: int = 1200) -> None:
+        """Poll ``condition`` every 0.05 s; fail naming ``what`` if it never holds or `larr serve` exits first
+        (a hang guard, not a timing test)."""
+        for _ in range(polls):
+            if self.process.poll() is not None:
+                raise AssertionError(f"larr serve exited with code {self.process.returncode} before: {what}")
+            with contextlib.suppress(OSError, InferenceServerException):
+                if condition():
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"never happened: {what}")
+
+    def stop(self) -> None:
+        """SIGTERM, as a container runtime stops it; keeps what it printed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.output, _ = self.process.communicate(timeout=120)
+
+
+@contextlib.contextmanager
+def _larr_serve(repo: Path, supervisor_port: int | None = None) -> Iterator[_LarrServe]:
+    """`larr serve` on ``repo``, stopped with SIGTERM when the block ends; a failure inside the block carries
+    what it printed (the only record of why a server did not come up). Ports: free ones unless given."""
+    grpc_port, http_port, metrics_port, free_supervisor_port = launcher.free_ports(4)
+    supervisor_port = supervisor_port or free_supervisor_port
+    command = [
+        sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
+        "--supervisor-port", str(supervisor_port),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve = _LarrServe(process, grpc_port, supervisor_port)
+    try:
+        yield serve
+    except BaseException as error:
+        serve.stop()
+        error.add_note(f"larr serve printed:\n{serve.output}")
+        raise
+    serve.stop()
 
 
 def test_larr_serve_heals_a_killed_stub_and_stops_on_sigterm(tmp_path: Path, toy: Any) -> None:
     """The foreground command (the container entrypoint) supervises too, and a SIGTERM stops it all."""
-    serve, grpc_port, supervisor_port = _start_larr_serve(toy.write(tmp_path / "repo"))
-    metrics_url = f"http://127.0.0.1:{supervisor_port}/metrics"
     restarts = f'larr_stub_restarts_total{{model="{toy.step_model}"}}'
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    with _larr_serve(toy.write(tmp_path / "repo")) as serve:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{serve.grpc_port}")
+        try:
+            serve.wait_until(lambda: f"{restarts} 0.0" in serve.metrics(), "the supervisor serves its metrics")
+            server_pid = _child_named(serve.process.pid, "tritonserver")
+            stub = next(stub for stub in find_stubs(server_pid) if stub.model == toy.step_model)
+            os.kill(stub.pid, signal.SIGKILL)
+            serve.wait_until(lambda: f"{restarts} 1.0" in serve.metrics(), "the supervisor reloads the model")
+            result = client.infer(ENSEMBLE_NAME, _inputs(["rain", "night"], 7, [1, 2]))
+            np.testing.assert_allclose(result.as_numpy(CTR), toy.ctr(["rain", "night"], 7, [1, 2]), rtol=1e-6)
+            survivors = [server_pid, *(stub.pid for stub in find_stubs(server_pid))]
+        finally:
+            client.close()
+    assert serve.process.returncode == 0, serve.output
+    assert f"{toy.step_model} reloaded" in serve.output
+    assert not [pid for pid in survivors if Path(f"/proc/{pid}").exists()]  # the server and its stubs are gone
+
+
+def test_larr_serve_whose_supervisor_cannot_start_says_why_and_leaves_no_server(tmp_path: Path, toy: Any) -> None:
+    """The supervisor's metrics port is taken: `larr serve` fails with the port in its message, and stops the
+    server it had started (in a session of its own, nothing else would) rather than leave it unsupervised."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with _larr_serve(toy.write(tmp_path / "repo"), supervisor_port=port) as serve:
+            serve.process.wait(timeout=300)  # a hang guard: it exits by itself once the server was ready
+    assert serve.process.returncode == 1, serve.output
+    assert f"cannot serve the stub supervisor's metrics on 127.0.0.1:{port}" in serve.output
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{serve.grpc_port}")
     try:
-        _wait_until(lambda: f"{restarts} 0.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
-                    "the supervisor serves its metrics")
-        server_pid = _child_named(serve.pid, "tritonserver")
-        stub = next(stub for stub in find_stubs(server_pid) if stub.model == toy.step_model)
-        os.kill(stub.pid, signal.SIGKILL)
-        _wait_until(lambda: f"{restarts} 1.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
-                    "the supervisor reloads the model")
-        result = client.infer(ENSEMBLE_NAME, _inputs(["rain", "night"], 7, [1, 2]))
-        np.testing.assert_allclose(result.as_numpy(CTR), toy.ctr(["rain", "night"], 7, [1, 2]), rtol=1e-6)
-        survivors = [server_pid, *(stub.pid for stub in find_stubs(server_pid))]
+        with pytest.raises(InferenceServerException):  # nothing listens: the server was stopped
+            client.is_server_live(client_timeout=5)
     finally:
         client.close()
-        serve.send_signal(signal.SIGTERM)
-        output, _ = serve.communicate(timeout=120)
-    assert serve.returncode == 0, output
-    assert f"{toy.step_model} reloaded" in output
-    assert not [pid for pid in survivors if Path(f"/proc/{pid}").exists()]  # the server and its stubs are gone
 
 
 def test_larr_serve_starts_a_server_that_died_unasked_again(tmp_path: Path, toy: Any) -> None:
     """Triton 2.51 can abort the whole server when a stub dies (seen in the self-healing tests): `larr serve`
     notices, clears what the dead server left (its stubs and their shared memory), starts it again on the
     same ports and says so in its output and in ``larr_server_restarts_total``; readiness fails in between."""
-    serve, grpc_port, supervisor_port = _start_larr_serve(toy.write(tmp_path / "repo"))
-    metrics_url = f"http://127.0.0.1:{supervisor_port}/metrics"
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-    try:
-        _wait_until(lambda: "larr_server_restarts_total 0.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
-                    "the first server is ready and supervised")
-        first = _child_named(serve.pid, "tritonserver")
-        assert os.getsid(first) == first  # a session (and process group) of its own: the group finds its orphans
-        old_stubs = find_stubs(first)
-        assert old_stubs and all(Path("/dev/shm", stub.shm_region).exists() for stub in old_stubs)
-        os.kill(first, signal.SIGABRT)
+    with _larr_serve(toy.write(tmp_path / "repo")) as serve:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{serve.grpc_port}")
+        try:
+            serve.wait_until(lambda: "larr_server_restarts_total 0.0" in serve.metrics(),
+                             "the first server is ready and supervised")
+            first = _child_named(serve.process.pid, "tritonserver")
+            assert os.getsid(first) == first  # a session (and process group) of its own: the group finds its orphans
+            old_stubs = find_stubs(first)
+            assert old_stubs and all(Path("/dev/shm", stub.shm_region).exists() for stub in old_stubs)
+            os.kill(first, signal.SIGABRT)
 
-        def ready() -> bool:
-            try:
-                return client.is_server_ready()
-            except InferenceServerException:  # nothing listens: not ready
-                return False
+            def ready() -> bool:
+                try:
+                    return client.is_server_ready()
+                except InferenceServerException:  # nothing listens: not ready
+                    return False
 
-        _wait_until(lambda: not ready(), "readiness fails while no server runs")
-        _wait_until(lambda: "larr_server_restarts_total 1.0" in urllib.request.urlopen(metrics_url, timeout=5).read().decode(),
-                    "a second server is ready and supervised")
-        second = _child_named(serve.pid, "tritonserver")
-        assert second != first
-        _wait_until(ready, "the client's channel reconnects (gRPC backs off after refused connections)")
-        result = client.infer(ENSEMBLE_NAME, _inputs(["rain", "night"], 7, [1, 2]))
-        np.testing.assert_allclose(result.as_numpy(CTR), toy.ctr(["rain", "night"], 7, [1, 2]), rtol=1e-6)
-        # the dead server's stubs are gone and their shared memory unlinked
-        assert not [s.pid for s in old_stubs if Path(f"/proc/{s.pid}").exists()]
-        assert not [s.shm_region for s in old_stubs if Path("/dev/shm", s.shm_region).exists()]
-    finally:
-        client.close()
-        serve.send_signal(signal.SIGTERM)
-        output, _ = serve.communicate(timeout=120)
-    assert serve.returncode == 0, output  # a requested stop is not restarted
-    assert "tritonserver exited unasked (signal SIGABRT)" in output and "server restart 1" in output
-
-
-def _start_larr_serve(repo: Path) -> tuple[subprocess.Popen[str], int, int]:
-    """`larr serve` on ``repo`` in a child process, on free ports; returns it, its gRPC and supervisor ports."""
-    grpc_port, http_port, metrics_port, supervisor_port = (launcher.free_port() for _ in range(4))
-    command = [
-        sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,
-        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port),
-        "--supervisor-port", str(supervisor_port),
-    ]
-    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return serve, grpc_port, supervisor_port
+            serve.wait_until(lambda: not ready(), "readiness fails while no server runs")
+            serve.wait_until(lambda: "larr_server_restarts_total 1.0" in serve.metrics(),
+                             "a second server is ready and supervised")
+            second = _child_named(serve.process.pid, "tritonserver")
+            assert second != first
+            serve.wait_until(ready, "the client's channel reconnects (gRPC backs off after refused connections)")
+            result = client.infer(ENSEMBLE_NAME, _inputs(["rain", "night"], 7, [1, 2]))
+            np.testing.assert_allclose(result.as_numpy(CTR), toy.ctr(["rain", "night"], 7, [1, 2]), rtol=1e-6)
+            # the dead server's stubs are gone and their shared memory unlinked
+            assert not [s.pid for s in old_stubs if Path(f"/proc/{s.pid}").exists()]
+            assert not [s.shm_region for s in old_stubs if Path("/dev/shm", s.shm_region).exists()]
+        finally:
+            client.close()
+    assert serve.process.returncode == 0, serve.output  # a requested stop is not restarted
+    assert "tritonserver exited unasked (signal SIGABRT)" in serve.output and "server restart 1" in serve.output
 
 
 def _child_named(parent: int, name: str) -> int:
