@@ -432,7 +432,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     the seconds before our server binds it. Below the range only a process binding that very port can.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    ephemeral_low = _ephemeral_range()[0]
+    ephemeral_low = _ephemeral_low()
     rng = random.SystemRandom()
     for _ in range(64 if ephemeral_low > LOWEST_PICKED_PORT else 0):
         port = rng.randrange(LOWEST_PICKED_PORT, ephemeral_low)
@@ -457,13 +457,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    """The kernel's ephemeral port range (Linux's default when it cannot be read)."""
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux's default, 32768, when it cannot be read)."""
     try:
-        low, high = EPHEMERAL_RANGE_FILE.read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 # --------------------------------------------------------------------------------------------------
