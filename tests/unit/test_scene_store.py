@@ -71,7 +71,7 @@ def test_counted_bytes_match_the_memory_python_allocates_for_the_entries():
     # turned it over twice. Only lru.py's allocations count: tracemalloc sees every thread, and in a full test run
     # threads left by earlier tests allocate meanwhile (once 59 KB, enough to break the bound).
     # Measured: 280 B of overhead per 16-wide entry, 330 B per 576-wide one, against the 360 B counted.
-    for dim in (576, 16):  # a tiny model's width and SmolLM-135M's
+    for dim in (576, 16):  # SmolLM-135M's width and a tiny model's
         tracemalloc.start()
         store = LRUStore(capacity=10**6, max_bytes=4 * 2**20)
         vector = np.ones((1, dim), np.float32)
