@@ -93,6 +93,11 @@ class ServerStartError(RuntimeError):
     """tritonserver exited or did not become ready; the message ends with the tail of its log."""
 
 
+class SupervisorStartError(ServerStartError):
+    """The server became ready but its stub supervisor could not start (e.g. its metrics port is taken): the
+    start failed as a whole, and the server is stopped; the message names the cause, not the server's log."""
+
+
 @dataclass(frozen=True)
 class TritonInstall:
     """A runnable tritonserver and what it needs beyond the binary."""
@@ -593,7 +598,7 @@ def supervising(
         metrics_http, _ = start_http_server(options.supervisor_port, addr=options.host, registry=supervisor.registry)
     except OSError as error:  # e.g. the port is taken: say which, not just errno 98
         control.close()
-        raise ServerStartError(
+        raise SupervisorStartError(
             f"cannot serve the stub supervisor's metrics on {_host_port(options.host, options.supervisor_port)}: {error}"
         ) from error
     supervisor.start()
@@ -815,7 +820,7 @@ def serve_main(
                     running[:] = [supervisor] if supervisor is not None else []
                     code = process.wait()
                     running.clear()
-            except ServerStartError as error:  # the supervisor could not start: no unsupervised server is left
+            except SupervisorStartError as error:  # the supervisor could not start: no unsupervised server is left
                 print(f"larr serve: {error}", file=sys.stderr)
                 return 1
             if stopping.is_set() or code == 0 or not options.supervise:

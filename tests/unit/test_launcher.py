@@ -18,6 +18,7 @@ from larr.serving.launcher import (
     PerfAnalyzerNotFoundError,
     ServerOptions,
     ServerStartError,
+    SupervisorStartError,
     TlsOptions,
     TritonInstall,
     TritonNotFoundError,
@@ -454,6 +455,22 @@ def test_wait_ready_reports_an_early_exit_with_the_log_tail(tmp_path: Path) -> N
     with pytest.raises(ServerStartError, match=r"(?s)exited with code 3.*boom"):
         launcher._wait_ready(options, process, timeout_s=60, where_log=lambda: log.read_text())
 
+
+
+def test_a_taken_supervisor_port_is_a_supervisor_start_error_naming_the_port(tmp_path: Path) -> None:
+    # A ready server whose supervisor cannot serve its metrics: the start fails as a whole (larr serve then stops
+    # the server and exits 1), with the port in the message rather than a bare errno 98.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        options = ServerOptions(model_repository=tmp_path, admin_key="k", supervisor_port=port)
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait()
+        with pytest.raises(SupervisorStartError, match=rf"supervisor's metrics on 127\.0\.0\.1:{port}"):
+            with launcher.supervising(options, process):
+                pytest.fail("the block must not run without its supervisor")
+    assert issubclass(SupervisorStartError, ServerStartError)  # callers that catch start-up failures catch this one
 
 IGNORES_SIGINT = """
 import signal, time
