@@ -9,6 +9,9 @@ instance fails with "Stub process '<instance>' is not healthy" for as long as th
 
 - every ``poll_s`` it lists the server's stub children in ``/proc`` and compares the count per model
   with the count seen once the server was ready;
+- a model short of stubs is a fault only while Triton still calls it READY (a dead stub does not change that):
+  one an operator unloaded through the model-control API is left unloaded and unwatched, and one loaded later
+  (or whose stubs were not up at the first look) is watched from then on with the stubs it has when READY;
 - a model with a missing stub is *unloaded* and *loaded* again through Triton's model-control API (the
   server runs with ``--model-control-mode=explicit``; the API is restricted to the admin key). The
   unload is deliberate: while the model is away, Triton's strict readiness (and the ensemble's) answer
@@ -43,6 +46,9 @@ DEFAULT_POLL_S = 0.5
 MAX_BACKOFF_S = 30.0
 # How long to wait for a reloaded model's stubs to appear before calling the heal failed.
 STUBS_UP_TIMEOUT_S = 60.0
+# A repository-index query slower than this counts as unanswered (the supervisor then heals, as it would without it).
+INDEX_TIMEOUT_S = 5.0
+READY = "READY"  # Triton's model state for a loaded model (repository index), also while one of its stubs is dead
 
 
 class DegradedReason(ChoiceEnum):
@@ -104,6 +110,10 @@ class ModelControl(Protocol):
     def unload_model(self, model_name: str, headers: Mapping[str, str] | None = ...) -> Any: ...
 
     def load_model(self, model_name: str, headers: Mapping[str, str] | None = ...) -> Any: ...
+
+    def get_model_repository_index(
+        self, headers: Mapping[str, str] | None = ..., as_json: bool = ..., client_timeout: float | None = ...
+    ) -> Any: ...
 
 
 @dataclass
@@ -175,7 +185,8 @@ class StubSupervisor:
 
     @property
     def expected(self) -> Mapping[str, int]:
-        """Stubs per model when the server was ready (the counts a healthy server has)."""
+        """Stubs per watched model: the counts a healthy server has (as at ready; a model an operator unloads leaves,
+        one loaded later joins)."""
         return dict(self._expected)
 
     def degraded(self) -> dict[str, DegradedReason]:
@@ -187,11 +198,8 @@ class StubSupervisor:
         return int(self.registry.get_sample_value("larr_stub_restarts_total", {"model": model}) or 0)
 
     def start(self) -> None:
-        self._expected = self._count(self._observe())
-        for model in self._expected:  # export 0s, so a dashboard sees the series before the first fault
-            self._restarts.labels(model=model)
-            for reason in DegradedReason:
-                self._degraded.labels(model=model, reason=str(reason)).set(0)
+        for model, count in self._count(self._observe()).items():
+            self._watch(model, count)
         self._thread = threading.Thread(target=self._run, name="larr-stub-supervisor", daemon=True)
         self._thread.start()
 
@@ -210,10 +218,23 @@ class StubSupervisor:
             return
         current = self._count(self._observe())
         now = self._clock()
-        for model, expected in self._expected.items():
-            if current[model] < expected and model not in self._healing:
-                self._log(f"larr supervisor: {model} has {current[model]} of {expected} stubs; reloading it")
-                self._mark(model, DegradedReason.STUB_EXITED, _Healing(DegradedReason.STUB_EXITED, now, 1.0))
+        short = [model for model, n in self._expected.items() if current[model] < n and model not in self._healing]
+        # A watched model with extra stubs is left alone: an operator's load of a loaded model runs the new
+        # instances beside the old ones until they take over, so the count is back to normal after it.
+        joined = [model for model in current if model not in self._expected and model not in self._healing]
+        ready = self._ready_models() if short or joined else None
+        for model in short:
+            if ready is not None and model not in ready:  # unloaded (or unloading) on purpose: not a fault
+                self._log(f"larr supervisor: {model} was unloaded through the model-control API; "
+                          "not watched until it is loaded again")
+                del self._expected[model]
+                continue
+            self._log(f"larr supervisor: {model} has {current[model]} of {self._expected[model]} stubs; reloading it")
+            self._mark(model, DegradedReason.STUB_EXITED, _Healing(DegradedReason.STUB_EXITED, now, 1.0))
+        for model in joined:
+            if ready is not None and model in ready:  # loaded (again) and up: these are its stubs from now on
+                self._log(f"larr supervisor: watching {model} with {current[model]} stubs")
+                self._watch(model, current[model])
         for model, healing in list(self._healing.items()):
             if healing.next_try <= now and not self._stop.is_set():
                 self._heal(model, healing)
@@ -225,6 +246,24 @@ class StubSupervisor:
         self._dead.extend(stub for pid, stub in self._alive.items() if pid not in live)
         self._alive = live
         return stubs
+
+    def _watch(self, model: str, stubs: int) -> None:
+        self._expected[model] = stubs
+        self._restarts.labels(model=model)  # export 0s, so a dashboard sees the series before the first fault
+        for reason in DegradedReason:
+            self._degraded.labels(model=model, reason=str(reason)).set(0)
+
+    def _ready_models(self) -> set[str] | None:
+        """Models Triton reports READY (one with a dead stub included), or None when the index cannot be read: then
+        a short model is healed, as the likelier event (its reload fails and backs off if the server is going)."""
+        try:
+            index = self._control.get_model_repository_index(
+                headers=self._headers, as_json=True, client_timeout=INDEX_TIMEOUT_S
+            )
+        except Exception as error:  # noqa: BLE001 - any failure to read it means "unknown", never a crash
+            self._log(f"larr supervisor: cannot read the repository index ({error})")
+            return None
+        return {entry["name"] for entry in index.get("models", []) if entry.get("state") == READY}
 
     @staticmethod
     def _count(stubs: list[Stub]) -> Counter[str]:

@@ -207,3 +207,43 @@ def test_shutdown_after_a_heal_does_not_wait_out_tritons_default_exit_timeout(ti
         assert running.supervisor.restarts("ctr") == 1
     # The server exited by itself (SIGINT, then its exit timeout), not by the launcher's SIGKILL.
     assert running.process.returncode != -signal.SIGKILL
+
+
+def _wait_until(condition, what: str, limit_s: float = 60.0) -> None:
+    """Poll ``condition`` (a hang guard, not a speed bound: the limit is far above the few polls it takes)."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < limit_s, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+def test_an_operators_unload_is_left_alone_and_a_reloaded_model_is_watched_again(repository: Path) -> None:
+    """An operator with the admin key unloads a model: the supervisor must not bring it back (its stub exited on
+    purpose), and once the operator loads it again a killed stub of it is healed as before."""
+    import tritonclient.grpc as grpcclient
+
+    with run_triton_server(repository, supervisor_poll_s=0.25) as server:
+        supervisor = server.supervisor
+        assert supervisor is not None and supervisor.expected.get("embedder") == 1
+        admin = server.options.admin_headers_grpc
+        control = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            control.unload_model("embedder", headers=admin)
+            _wait_until(lambda: "embedder" not in supervisor.expected, "the supervisor stops watching embedder")
+            # Several polls later it is still unloaded and nothing was healed or reported degraded. (The server's
+            # readiness stays 200 meanwhile: Triton does not count a model unloaded through its API.)
+            for _ in range(8):
+                time.sleep(supervisor.poll_s)
+                assert not control.is_model_ready("embedder")
+            assert supervisor.restarts("embedder") == 0 and supervisor.degraded() == {}
+            assert not [stub for stub in find_stubs(server.process.pid) if stub.model == "embedder"]
+
+            control.load_model("embedder", headers=admin)
+            _wait_until(lambda: supervisor.expected.get("embedder") == 1, "the supervisor watches embedder again")
+            assert _ready(server)
+            pid = next(stub.pid for stub in find_stubs(server.process.pid) if stub.model == "embedder")
+            os.kill(pid, signal.SIGKILL)
+            _wait_until(lambda: supervisor.restarts("embedder") == 1, "the killed embedder stub is healed")
+            _wait_until(lambda: _ready(server), "the server is ready again")
+        finally:
+            control.close()

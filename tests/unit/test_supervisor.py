@@ -61,6 +61,8 @@ class FakeServer:
         self.stubs: list[Stub] = []
         self.calls: list[tuple[str, str]] = []
         self.fail_loads = 0
+        self.index_fails = False
+        self.unavailable: set[str] = set()  # models Triton would not list as READY (unloaded, loading)
         self._counts = dict(models)
         self._next_pid = 100
         for model, count in models.items():
@@ -84,6 +86,7 @@ class FakeServer:
         assert headers == {"key": "k"}
         self.calls.append(("unload", model_name))
         self.stubs = [stub for stub in self.stubs if stub.model != model_name]
+        self.unavailable.add(model_name)
 
     def load_model(self, model_name: str, headers: dict[str, str] | None = None) -> None:
         assert headers == {"key": "k"}
@@ -93,6 +96,23 @@ class FakeServer:
             raise RuntimeError("failed to load")
         for _ in range(self._counts[model_name]):
             self._spawn(model_name)
+        self.unavailable.discard(model_name)
+
+    def get_model_repository_index(
+        self, headers: dict[str, str] | None = None, as_json: bool = False, client_timeout: float | None = None
+    ) -> dict[str, list[dict[str, str]]]:
+        """As tritonclient's JSON form: a model whose stub died is still READY (Triton 2.51)."""
+        assert headers == {"key": "k"} and as_json and client_timeout
+        if self.index_fails:
+            raise ConnectionError("server unreachable")
+        models = {stub.model for stub in self.stubs} | set(self._counts)
+        return {"models": [{"name": model, "version": "1", "state": "UNAVAILABLE" if model in self.unavailable
+                            else "READY"} for model in sorted(models)]}
+
+    def operator(self, action: str, model: str) -> None:
+        """An operator's unload / load through the admin API: not a call the supervisor made."""
+        (self.unload_model if action == "unload" else self.load_model)(model, headers={"key": "k"})
+        self.calls.pop()
 
 
 class Clock:
@@ -113,7 +133,8 @@ def _supervisor(server: FakeServer, clock: Clock, shm_dir: Path) -> StubSupervis
         clock=clock,
         shm_dir=shm_dir,
     )
-    supervisor._expected = supervisor._count(supervisor._observe())  # start() without its thread
+    for model, count in supervisor._count(supervisor._observe()).items():  # start() without its thread
+        supervisor._watch(model, count)
     return supervisor
 
 
@@ -212,6 +233,62 @@ def test_no_healing_once_stop_was_requested(tmp_path: Path) -> None:
     server.kill("ctr")  # e.g. the server shutting down
     supervisor.check_once()
     assert server.calls == []
+
+
+def test_a_model_an_operator_unloads_stays_unloaded_and_is_watched_again_once_loaded(tmp_path: Path) -> None:
+    server = FakeServer({"embedder": 1, "ctr": 1})
+    supervisor = _supervisor(server, Clock(), tmp_path)
+
+    server.operator("unload", "embedder")  # its stub exits, and Triton no longer lists it as READY
+    for _ in range(3):
+        supervisor.check_once()
+    assert server.calls == [] and supervisor.expected == {"ctr": 1}
+    assert supervisor.degraded() == {} and _degraded(supervisor, "embedder", DegradedReason.STUB_EXITED) == 0
+
+    server.operator("load", "embedder")
+    supervisor.check_once()
+    assert supervisor.expected == {"embedder": 1, "ctr": 1}
+    server.kill("embedder")  # watched again: a dead stub is healed as before
+    supervisor.check_once()
+    assert server.calls == [("unload", "embedder"), ("load", "embedder")] and supervisor.restarts("embedder") == 1
+
+
+def test_a_model_whose_stubs_were_not_up_at_the_first_look_is_watched_once_ready(tmp_path: Path) -> None:
+    server = FakeServer({"feature_cache": 1, "ctr": 1})
+    late = server.kill("ctr")
+    supervisor = _supervisor(server, Clock(), tmp_path)
+    assert supervisor.expected == {"feature_cache": 1}
+
+    server.unavailable.add("ctr")  # still loading: not yet watched
+    server.stubs.append(late)
+    supervisor.check_once()
+    assert supervisor.expected == {"feature_cache": 1}
+    server.unavailable.discard("ctr")
+    supervisor.check_once()
+    assert supervisor.expected == {"feature_cache": 1, "ctr": 1}
+    assert supervisor.registry.get_sample_value("larr_stub_restarts_total", {"model": "ctr"}) == 0
+    assert server.calls == []
+
+
+def test_extra_stubs_of_a_watched_model_change_nothing(tmp_path: Path) -> None:
+    """An operator's load of a loaded model runs new instances beside the old until they take over."""
+    server = FakeServer({"ctr": 1})
+    supervisor = _supervisor(server, Clock(), tmp_path)
+    old = list(server.stubs)
+    server.operator("load", "ctr")  # two ctr stubs for a while
+    supervisor.check_once()
+    server.stubs = [stub for stub in server.stubs if stub not in old]  # the old instance is unloaded
+    supervisor.check_once()
+    assert supervisor.expected == {"ctr": 1} and server.calls == []
+
+
+def test_an_unreadable_index_counts_a_short_model_as_a_dead_stub(tmp_path: Path) -> None:
+    server = FakeServer({"ctr": 1})
+    supervisor = _supervisor(server, Clock(), tmp_path)
+    server.kill("ctr")
+    server.index_fails = True
+    supervisor.check_once()
+    assert server.calls == [("unload", "ctr"), ("load", "ctr")] and supervisor.restarts("ctr") == 1
 
 
 def test_poll_interval_must_be_positive() -> None:
