@@ -69,7 +69,7 @@ def _ready(server: RunningServer) -> bool:
     try:
         with urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=DEADLINE_S) as response:
             return response.status == 200
-    except urllib.error.HTTPError:
+    except OSError:  # an error status (HTTPError) or no server to answer (it aborted: connection refused)
         return False
 
 
