@@ -228,6 +228,7 @@ class StubSupervisor:
                 self._log(f"larr supervisor: {model} was unloaded through the model-control API; "
                           "not watched until it is loaded again")
                 del self._expected[model]
+                self._forget_dead(model)
                 continue
             self._log(f"larr supervisor: {model} has {current[model]} of {self._expected[model]} stubs; reloading it")
             self._mark(model, DegradedReason.STUB_EXITED, _Healing(DegradedReason.STUB_EXITED, now, 1.0))
@@ -303,6 +304,12 @@ class StubSupervisor:
             if time.monotonic() > deadline or self._stop.is_set():
                 raise RuntimeError(f"{model} loaded but has {up} of {self._expected[model]} stubs")
             time.sleep(self.poll_s / 5)
+
+    def _forget_dead(self, model: str) -> None:
+        """Drop an unloaded model's dead stubs (so ``_dead`` stays bounded over any number of unloads), unlinking
+        whatever shared memory a clean unload left, which is normally none."""
+        remove_regions((stub.shm_region for stub in self._dead if stub.model == model), self._shm_dir)
+        self._dead = [stub for stub in self._dead if stub.model != model]
 
     def _remove_dead_regions(self) -> None:
         """Unlink dead stubs' shared memory (1 MiB or more each): Triton 2.51 never finishes unloading an

@@ -456,7 +456,6 @@ def test_wait_ready_reports_an_early_exit_with_the_log_tail(tmp_path: Path) -> N
         launcher._wait_ready(options, process, timeout_s=60, where_log=lambda: log.read_text())
 
 
-
 def test_a_taken_supervisor_port_is_a_supervisor_start_error_naming_the_port(tmp_path: Path) -> None:
     # A ready server whose supervisor cannot serve its metrics: the start fails as a whole (larr serve then stops
     # the server and exits 1), with the port in the message rather than a bare errno 98.
@@ -471,6 +470,7 @@ def test_a_taken_supervisor_port_is_a_supervisor_start_error_naming_the_port(tmp
             with launcher.supervising(options, process):
                 pytest.fail("the block must not run without its supervisor")
     assert issubclass(SupervisorStartError, ServerStartError)  # callers that catch start-up failures catch this one
+
 
 IGNORES_SIGINT = """
 import signal, time

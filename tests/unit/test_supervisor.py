@@ -244,6 +244,7 @@ def test_a_model_an_operator_unloads_stays_unloaded_and_is_watched_again_once_lo
         supervisor.check_once()
     assert server.calls == [] and supervisor.expected == {"ctr": 1}
     assert supervisor.degraded() == {} and _degraded(supervisor, "embedder", DegradedReason.STUB_EXITED) == 0
+    assert [stub.model for stub in supervisor.known_stubs] == ["ctr"]  # the unloaded stub is forgotten
 
     server.operator("load", "embedder")
     supervisor.check_once()
