@@ -53,7 +53,7 @@ def train_tiny_run(data_dir: Path, run_dir: Path) -> TinyRun:
     """Generate the data and run the three stages at the tiny sizes (module docstring)."""
     from larr.data.schema import write_dataset
     from larr.data.synth import SynthConfig, generate
-    from larr.training.cli import STAGES, run_stage
+    from larr.training.cli import pipeline, run_stage
     from larr.training.config import load_config
 
     synth = SynthConfig()
@@ -70,7 +70,7 @@ def train_tiny_run(data_dir: Path, run_dir: Path) -> TinyRun:
         "ctr.max_epochs": 1,
         "ctr.variants": list(TINY_VARIANTS),
     })
-    for stage in STAGES:
+    for stage in pipeline(config):  # what `larr train all` runs: no distillation, which stage 3 does not read here
         run_stage(stage, config, run_dir, resume=False)
     return TinyRun(data_dir, run_dir)
 
