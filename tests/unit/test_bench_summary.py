@@ -12,6 +12,7 @@ from larr.benchmarks.config import CACHE_OFF, FASTAPI, FULLTEXT, INPROCESS, LARR
 from larr.benchmarks.plots import plot_all
 from larr.benchmarks.summary import (
     HEADLINE_KEYS,
+    TINY_RATIOS_NOTE,
     build_summary,
     find_point,
     report_markdown,
@@ -140,6 +141,17 @@ def test_outputs_tables_report_and_plots(results, tmp_path):
     report = report_markdown(summary, plots)
     assert "| b: b label | 135M | 2.50× | 6.00× |" in report
     assert all(f"]({name})" in report for name in plots)
+    assert TINY_RATIOS_NOTE not in report  # sizes "a" and "b": no tiny model to explain
+
+
+def test_the_report_says_what_the_tiny_models_ratios_mean(results):
+    """`make demo`'s smoke benchmark serves the tiny model only: its report says what those ratios measure and
+    where the numbers of an LLM-sized embedder are."""
+    summary = build_summary(results)
+    summary["by_llm_size"] = {"tiny": summary["by_llm_size"]["a"]}
+    report = report_markdown(summary)
+    assert TINY_RATIOS_NOTE in report
+    assert "per-execute IPC" in TINY_RATIOS_NOTE and "SmolLM-135M shape" in TINY_RATIOS_NOTE
 
 
 def test_token_bound_uses_the_servers_miss_count():
