@@ -23,7 +23,7 @@ from larr.choices import ChoiceEnum
 from larr.data.subsequence import HistoryMode
 from larr.errors import ConfigError
 from larr.layout import ALL_VARIANTS, EmbedderSource, Variant
-from larr.models.backbone import BackboneConfig
+from larr.models.backbone_config import BackboneConfig
 from larr.tokenization import DEFAULT_MAX_LENGTH
 
 CONFIG_DIR = Path(__file__).parent / "configs"

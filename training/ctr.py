@@ -46,9 +46,9 @@ from larr.data.subsequence import (
 )
 from larr.errors import MissingInputError
 from larr.layout import EmbedderSource, RunLayout, Stage, Variant
-from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import CTRModelSpec, LarrCTR, index_table
 from larr.models.embedder import TextEmbedder, checkpoint_pooling, embed_texts
+from larr.models.field_vocab import FieldVocab
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.config import TrainConfig

@@ -26,9 +26,9 @@ import torch
 from larr.data.schema import INTERACTION_ID_COLUMNS, Dataset, Interactions, load_dataset
 from larr.errors import MissingInputError, UsageError
 from larr.layout import RunLayout, Variant
-from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import SPEC_FILE, LarrCTR
 from larr.models.embedder import embed_texts
+from larr.models.field_vocab import FieldVocab
 from larr.training.cli import USER_SEEN
 from larr.training.ctr import load_frozen_embedder, predict, scene_text_codes, split_tensors
 from larr.training.metrics import ctr_metrics

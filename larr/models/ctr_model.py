@@ -1,7 +1,7 @@
 """Stage-3 models: the aggregation encoder, the LARR CTR model and its serving form.
 
 Field layout of the ID part (both LARR and the ID-only baseline): ``[user, item, scene_1 … scene_K]``,
-each a :class:`~larr.models.backbone.FieldVocab` index (0 = unseen). LARR adds, as dense inputs to the
+each a :class:`~larr.models.field_vocab.FieldVocab` index (0 = unseen). LARR adds, as dense inputs to the
 same backbone, the item's static LLM text embedding and the *aligned* scene vector. With ``ctr.history`` on,
 the backbone's target attention reads a selected sub-sequence of the user's history (item field indices,
 -1 = padding); that is a training / offline-evaluation option for now: the serving forms refuse such a model.
@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from larr.data.subsequence import HistoryMode
-from larr.models.backbone import BackboneConfig, build_backbone
+from larr.models.backbone_config import BackboneConfig
+from larr.models.backbones import build_backbone
 
 SPEC_FILE = "ctr.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -43,9 +43,9 @@ from larr.contract import (
 )
 from larr.data.schema import load_dataset
 from larr.export.repository import BACKGROUND_NICE, ModelFacts, RepositoryOptions, build_configs, write_repository
-from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
+from larr.models.field_vocab import FieldVocab
 from larr.serving.feature_cache import SceneVocab
 from larr.serving.supervisor import find_stubs
 from larr.text import format_scene_feature

@@ -12,18 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from larr.models.backbone import (
-    BACKBONES,
-    KINDS,
-    Backbone,
-    BackboneConfig,
-    BackboneKind,
-    DCNv2Backbone,
-    DeepFMBackbone,
-    DNNBackbone,
-    FieldVocab,
-    build_backbone,
-)
+from larr.models.backbone_config import KINDS, BackboneConfig, BackboneKind
+from larr.models.backbones import BACKBONES, Backbone, DCNv2Backbone, DeepFMBackbone, DNNBackbone, build_backbone
+from larr.models.field_vocab import FieldVocab
 
 SIZES = [6, 9, 4]  # rows per field, row 0 = unseen
 # kinds whose checkpoint keys and forward are written out below (finalmlp has its own formula test at the end)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from larr.models.backbone import BackboneConfig
+from larr.models.backbone_config import BackboneConfig
 from larr.models.ctr_model import AggregationEncoder, CTRModelSpec, LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, last_token_pool
 

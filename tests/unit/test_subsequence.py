@@ -23,8 +23,10 @@ from larr.data.subsequence import (
     select_events,
 )
 from larr.data.synth import SynthConfig, generate
-from larr.models.backbone import BackboneConfig, TargetAttention, build_backbone
+from larr.models.backbone_config import BackboneConfig
+from larr.models.backbones import build_backbone
 from larr.models.ctr_model import ITEM_FIELD, CTRModelSpec, LarrCTR
+from larr.models.layers import TargetAttention
 
 SMALL = SynthConfig(num_users=12, shops_per_category=2, train_rows=200, valid_rows=50, test_rows=60, seed=3)
 

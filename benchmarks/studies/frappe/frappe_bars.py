@@ -53,7 +53,7 @@ import yaml
 from larr.benchmarks.machine import cpu_model_name
 from larr.errors import ConfigError
 from larr.layout import RunLayout, Stage, Variant
-from larr.models.backbone import BackboneKind
+from larr.models.backbone_config import BackboneKind
 from larr.training.config import TrainConfig, load_config, parse_overrides, to_dict
 
 DEFAULT_RAW = Path("../shared/data/frappe")

@@ -34,9 +34,9 @@ import torch
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.data.schema import Interactions, load_dataset
 from larr.layout import RunLayout, Variant
-from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import LarrCTR
 from larr.models.embedder import TextEmbedder, embed_texts
+from larr.models.field_vocab import FieldVocab
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 from larr.training.metrics import auc

@@ -34,9 +34,9 @@ import torch
 from larr.data.schema import Interactions, load_dataset
 from larr.data.synth import SCENE_CONCEPTS
 from larr.layout import RunLayout, Variant
-from larr.models.backbone import FieldVocab
 from larr.models.ctr_model import LarrCTR
 from larr.models.embedder import embed_texts
+from larr.models.field_vocab import FieldVocab
 from larr.text import format_scene_feature
 from larr.training.ctr import load_frozen_embedder
 
