@@ -1,4 +1,5 @@
-"""README's "Bring your own data" conversion example runs, and writes a dataset that validates.
+"""docs/data.md's "Bring your own data" conversion example runs, and writes a dataset that validates (README's
+step 2 links it).
 
 The raw log is made up here: 25 users, 12 shops (one never clicked), 600 rows with shuffled times and a few rows
 for a shop ``shops.csv`` lacks (which the example drops)."""
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def conversion_example() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Bring your own data", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    section = page.split("## Bring your own data", 1)[1].split("\n## ", 1)[0]
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     return code
 
@@ -62,7 +63,7 @@ def test_the_conversion_example_writes_a_valid_dataset(tmp_path):
     assert dataset.test.label.tolist() == [row["clicked"] for row in kept[-len(dataset.test):]]
 
 
-# The README trains `--config tiny`; here its stages are cut to seconds (what the test proves is the path, not a model).
+# docs/data.md trains `--config tiny`; here its stages are cut to seconds (what the test proves is the path, not a model).
 SHORT_STAGES = ("pretrain.max_steps=20", "embed.max_steps=5", "ctr.max_epochs=1", "threads=1")
 
 
@@ -74,7 +75,7 @@ def larr(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.integration
 def test_a_log_of_your_own_is_converted_trained_exported_served_and_queried(tmp_path):
-    """The README's path as a new user runs it, every step on the command line: convert (the example above) ->
+    """docs/data.md's path as a new user runs it, every step on the command line: convert (the example above) ->
     validate -> train (tiny, shorter stages) -> export -> a served repository -> ``larr query`` over gRPC."""
     write_raw_log(tmp_path)
     subprocess.run([sys.executable, "-c", conversion_example()], cwd=tmp_path, check=True)
