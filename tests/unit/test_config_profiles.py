@@ -11,7 +11,7 @@ from larr.training.config import CONFIG_DIR, load_config, to_dict
 
 from .test_config_reference import flat
 
-# What the quick profile is for (README, "The demo"): fewer steps and epochs, the method and its baseline only
+# What the quick profile is for (docs/demo.md): fewer steps and epochs, the method and its baseline only
 QUICK_LENGTHS = {"pretrain.max_steps", "embed.max_steps", "ctr.max_epochs"}
 QUICK_CHANGES = QUICK_LENGTHS | {"ctr.variants"}
 

@@ -1,6 +1,6 @@
 """What the synthetic test split and the LLM's general text really hold: the held-out shares, the strict option.
 
-README quotes these numbers; ``larr data synth`` prints the shares of the data it writes.
+docs/results.md quotes these numbers; ``larr data synth`` prints the shares of the data it writes.
 """
 
 from __future__ import annotations
