@@ -1,4 +1,4 @@
-"""Stage-2 positive pairs: user–user, item–item, user–item (our definitions, DESIGN.md §1).
+"""Stage-2 positive pairs: user–user, item–item, user–item (our definitions: docs/method.md).
 
 * **user–item**: a user's text — the scene of a click plus the names of other items they clicked —
   and the clicked item's text. Each scene feature is kept with probability ``scene_keep`` so that
