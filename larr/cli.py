@@ -282,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
+    from larr.docs_render import configure_docs_parser  # light: the tables' reading is imported when they render
+
+    docs = commands.add_parser("docs", help="render README's and docs/'s result tables from the committed results files")
+    configure_docs_parser(docs)
+
     from larr.benchmarks.cli import configure_bench_parser, configure_soak_parser
 
     bench = commands.add_parser("bench", help="perf_analyzer harness: LARR vs full-text, cache off, FastAPI, MFU")

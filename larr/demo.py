@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from larr.layout import RunLayout, Stage
+from larr.provenance import code_commit
 
 SCENES = (
     # (title, scene) — some texts are paraphrases the models never saw in training ("downpour", "blizzard")
@@ -35,6 +39,7 @@ SCENES = (
 )
 DEMO_USER = 7
 TOP = 5
+TIMINGS_FILE = "timings.json"  # in --out: each step's wall seconds, the machine and the commit
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -50,14 +55,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out).resolve()
     data_dir, run_dir, repository = out / "data", out / "run", out / "model_repository"
-    started = time.perf_counter()
+    clock = DemoClock()
 
-    _step(1, f"data      -> {data_dir}", started)
+    clock.step(1, "data", f"data      -> {data_dir}")
     if not (args.resume and (data_dir / "dataset.json").exists()):
         write_dataset(data_dir, generate(SynthConfig()))
     dataset = load_dataset(data_dir, splits=("train",))
 
-    _step(2, f"training  -> {run_dir} (config {args.config})", started)
+    clock.step(2, "training", f"training  -> {run_dir} (config {args.config})")
     overrides = parse_overrides(args.set)
     config = load_config(args.config, {**overrides, "data": str(data_dir)})
     run_all(config, run_dir, resume=args.resume)
@@ -67,16 +72,17 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"      test {variant:<13} AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  "
                   f"GAUC {result['gauc']:.4f}  (valid AUC {result['best_valid_auc']:.4f})")
 
-    _step(3, f"export    -> {repository}", started)
+    clock.step(3, "export", f"export    -> {repository}")
     write_repository(run_dir, repository, RepositoryOptions(target="cpu"))
 
-    _step(4, "serving   tritonserver on loopback", started)
+    clock.step(4, "serving", "serving   tritonserver on loopback")
     items = list(range(dataset.info.num_items))
     with run_triton_server(repository) as server, LarrClient(server.grpc_url) as client:
         print(f"      gRPC {server.grpc_url}, metrics {server.metrics_url}", flush=True)
-        _step(5, f"querying  user {DEMO_USER}, all {len(items)} shops per scene", started)
+        clock.step(5, "querying", f"querying  user {DEMO_USER}, all {len(items)} shops per scene")
         for title, scene in SCENES:
             scores = client.score(scene, DEMO_USER, items)
+            clock.answered()
             print(f"\n  {title}")
             print("    " + "; ".join(f"{k}={v!r}" for k, v in scene.items()))
             for item in scores.argsort()[::-1][:TOP]:
@@ -87,12 +93,53 @@ def run_demo(args: argparse.Namespace) -> int:
 
     # the short benchmark profile; the published numbers come from `larr bench` (profile full)
     print()
-    _step(6, f"benchmark -> {out / 'bench'} (larr bench --profile smoke: LARR vs full-text, cache off, FastAPI)", started)
-    return bench_main(["--profile", "smoke", "--checkpoints", str(run_dir), "--out", str(out / "bench"),
-                       "--work", str(out / "bench_work")])
+    clock.step(6, "benchmark", f"benchmark -> {out / 'bench'} (larr bench --profile smoke: LARR vs full-text, cache off, FastAPI)")
+    status = bench_main(["--profile", "smoke", "--checkpoints", str(run_dir), "--out", str(out / "bench"),
+                         "--work", str(out / "bench_work")])
+    clock.write(out / TIMINGS_FILE, args, bench_status=status)
+    return status
 
 
-def _step(number: int, text: str, started: float) -> None:
-    """A step's header with the time since the demo started: how long it takes to reach served answers shows."""
-    minutes, seconds = divmod(int(time.perf_counter() - started), 60)
-    print(f"[{number}/6] {text}  [{minutes}:{seconds:02d}]", flush=True)
+@dataclass
+class DemoClock:
+    """Each step's wall seconds, printed as the time since the demo started and written to ``OUT/timings.json``
+    with the machine, the commit and the load they ran at (how long a demo takes is a result like any other)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    load_average_start: float = field(default_factory=lambda: os.getloadavg()[0])
+    step_starts: dict[str, float] = field(default_factory=dict)  # step name -> seconds since start, in order
+    first_answer_seconds: float | None = None
+
+    def step(self, number: int, name: str, text: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.step_starts[name] = elapsed
+        minutes, seconds = divmod(int(elapsed), 60)
+        print(f"[{number}/6] {text}  [{minutes}:{seconds:02d}]", flush=True)
+
+    def answered(self) -> None:
+        if self.first_answer_seconds is None:
+            self.first_answer_seconds = time.perf_counter() - self.started
+
+    def write(self, path: Path, args: argparse.Namespace, bench_status: int) -> None:
+        from larr.benchmarks.machine import detect_machine
+
+        total = time.perf_counter() - self.started
+        ends = [*list(self.step_starts.values())[1:], total]
+        timings = {
+            "command": " ".join(["larr demo", "--config", str(args.config), "--out", str(args.out),
+                                 *(["--resume"] if args.resume else []), *(f"--set {kv}" for kv in args.set)]),
+            "config": str(args.config),
+            "resume": bool(args.resume),
+            "code_commit": code_commit(),
+            "machine": detect_machine("auto").to_json(),
+            "started": self.started_at,
+            "load_average_start": round(self.load_average_start, 2),
+            "load_average_end": round(os.getloadavg()[0], 2),
+            "step_seconds": {name: round(end - start, 1) for (name, start), end in zip(self.step_starts.items(), ends)},
+            "first_answer_seconds": None if self.first_answer_seconds is None else round(self.first_answer_seconds, 1),
+            "total_seconds": round(total, 1),
+            "benchmark_exit_status": bench_status,
+        }
+        path.write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+        print(f"timings -> {path}", flush=True)
