@@ -54,11 +54,11 @@ bench: setup
 # The GPU run on a CUDA host without a registry (benchmarks/README.md, "GPU run"): no `setup`, which would install
 # the CPU torch; the script installs the wheels carried in .whl/ and this project itself.
 bench-gpu:
-	bash benchmarks/gpu_check.sh
+	bash benchmarks/gpu/gpu_check.sh
 
 # LARR on Frappe vs the BARS Frappe_x1 leaderboard (needs ../shared/data/frappe; hours on 2 cores, resumable)
 frappe: setup
-	$(PYTHON) -m larr.benchmarks.frappe_bars --raw ../shared/data/frappe --out runs/frappe
+	$(PYTHON) benchmarks/studies/frappe/frappe_bars.py --raw ../shared/data/frappe --out runs/frappe
 
 clean:
 	rm -rf runs $(STAMP) .pytest_cache

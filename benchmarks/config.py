@@ -3,7 +3,7 @@
 The profiles share one code path and differ only in size: ``full`` (the published grid, sized to
 finish in under 30 minutes on a 2-core CPU machine), ``quick`` (a few minutes, for development),
 ``smoke`` (the tiny model only, seconds per point; the integration test), ``store`` (the scene-store
-headline) and ``gpu`` (the 0.5B shape served by PyTorch on one CUDA GPU; ``benchmarks/gpu_check.sh``).
+headline) and ``gpu`` (the 0.5B shape served by PyTorch on one CUDA GPU; ``benchmarks/gpu/gpu_check.sh``).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ DEFINITIONS = {
     "--embedder-precision int8's recipe), interleaved with the fp32 graph in rounds; null where the embedder does not "
     "run on ONNX Runtime's CPU provider",
     "embedder_int8_speedup": "int8 tokens/s / fp32 tokens/s of the same round, mean over the rounds (ci95: over the "
-    "rounds); its parity to fp32 is measured by larr.benchmarks.embedder_precision",
+    "rounds); its parity to fp32 is measured by benchmarks/studies/embedder-cost/embedder_precision.py",
     "embedder_mfu": "embedder_tokens_per_s x forward FLOPs per token (2 N_non-embedding + 2 n_layer n_ctx d_attn) / "
     "fp32 GEMM peak: the best of the measurements in the same run (at its start and next to the saturation run)",
     "throughput_ratio_vs_fulltext_by_fresh_share": "per fresh-text share: LARR requests/s at that share / full-text "

@@ -26,8 +26,8 @@ itself still comes from ``torch.onnx.export``: Optimum's exporter would need the
 and the pooled embedder (last-token gather + MLP + L2 norm inside the graph) needs a custom ONNX config
 there anyway.
 
-int8 (:func:`quantize_int8`), measured on the SmolLM-135M-shaped embedder (benchmarks/results/
-embedder-int8-cpu-2core/): weights int8 symmetric per output channel, activations uint8 asymmetric per
+int8 (:func:`quantize_int8`), measured on the SmolLM-135M-shaped embedder (benchmarks/studies/
+embedder-cost/results/): weights int8 symmetric per output channel, activations uint8 asymmetric per
 tensor, computed per batch at run time (``DynamicQuantizeLinear`` -> ``MatMulInteger``: u8 x s8, the
 VNNI ``VPDPBUSD`` path; AVX2 runs the same graph). Only MatMuls with a constant weight are quantised:
 the attention's activation x activation MatMuls (Q K^T, softmax x V) stay fp32 -- quantising the softmax
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 # MatMuls whose name contains one of these keep fp32 weights (why: module docstring, measured).
 INT8_FP32_MATMULS = ("down_proj",)
 # Parity of a converted graph to the fp32 one, checked at export on the check batch (larr.export.onnx_export)
-# and measured on held-out texts by larr.benchmarks.embedder_precision. Embeddings are unit vectors, so
+# and measured on held-out texts by benchmarks/studies/embedder-cost/embedder_precision.py. Embeddings are unit vectors, so
 # cosine = 1 - |a - b|^2 / 2: a mean cosine of 0.999 is an RMS distance of 0.045.
 MIN_MEAN_COSINE = 0.999
 # One text may fall further (a batch with a wide activation range); below this the export is refused.

@@ -207,7 +207,7 @@ class CTRConfig:
                   "row (zeros, larr.contract.UNSEEN_SCENE_FILL) in training; the server's fresh_text_policy 'async' "
                   "scores texts not embedded yet with that row, so the model must have seen it. 0.1 keeps nine in ten "
                   "inputs as a strict server sends them while each batch still shows the row often (~batch_size * K "
-                  "/ 10 times); larr.benchmarks.fresh_text_replay measures both sides. ID fields are never dropped"},
+                  "/ 10 times); benchmarks/studies/fresh-text-replay measures both sides. ID fields are never dropped"},
     )
     align_weight: float = field(default=0.1, metadata={"help": "weight of the alignment loss against BCE"})
     align_temperature: float = field(default=0.1, metadata={"help": "temperature of the alignment InfoNCE"})

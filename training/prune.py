@@ -239,7 +239,7 @@ def prune_embedder(embedder: TextEmbedder, kept: KeptChannels) -> TextEmbedder:
 def prune_in_one_shot(embedder: TextEmbedder, ratio: float) -> TextEmbedder:
     """``embedder`` cut to ``ratio`` of its widths in one step by weight magnitude, without distillation: the
     widths (and so the cost) of what ``larr train distill --width-ratio ratio`` makes, for timing a random-weight
-    shape (larr.benchmarks.distill_speed, ``larr bench --embedder-width-ratio``)."""
+    shape (benchmarks/studies/embedder-cost/distill_speed.py, ``larr bench --embedder-width-ratio``)."""
     (final,) = width_schedule(widths_of(embedder), ratio, 1)
     scores = channel_scores(embedder, ImportanceTracker("magnitude").scores(embedder))
     return prune_embedder(embedder, select_channels(scores, final, groups=embedder.encoder.config.num_key_value_heads))

@@ -1,7 +1,7 @@
 """Slim and recompress downloaded wheels so what a GPU host without a registry needs fits the device tool's
-64 MiB working tree (``benchmarks/gpu_wheels.sh`` downloads them, ``benchmarks/gpu_check.sh`` installs them)::
+64 MiB working tree (``benchmarks/gpu/gpu_wheels.sh`` downloads them, ``benchmarks/gpu/gpu_check.sh`` installs them)::
 
-    python -m larr.benchmarks.carry_wheels DOWNLOADED_DIR .whl
+    python benchmarks/gpu/carry_wheels.py DOWNLOADED_DIR .whl
 
 Two things make them fit (measured on the 2026-11 downloads: 84.6 MiB as downloaded, 39 MiB after):
 
@@ -56,7 +56,7 @@ def unused_of(wheel_name: str) -> re.Pattern[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.carry_wheels", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/gpu/carry_wheels.py", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="folder of downloaded wheels")
     parser.add_argument("target", type=Path, help="folder to write the slimmed wheels to (e.g. .whl)")
     args = parser.parse_args(argv)

@@ -1,9 +1,10 @@
-"""The GPU run of issue 13 (part 3), one step per subcommand; ``benchmarks/gpu_check.sh`` runs them in order,
-each under its own time budget, and is what a session with a device runs (benchmarks/README.md, "GPU run")::
+"""The GPU run (scene-table build and serving on one CUDA host), one step per subcommand;
+``benchmarks/gpu/gpu_check.sh`` runs them in order, each under its own time budget (benchmarks/README.md, "GPU run").
+Not installed with larr: run it from the repository root, larr installed::
 
-    python -m larr.benchmarks.gpu_check precompute --checkpoints RUN --work WORK --out OUT [--device cuda]
-    python -m larr.benchmarks.gpu_check serve --checkpoints RUN --work WORK --out OUT [any `larr bench` flag]
-    python -m larr.benchmarks.gpu_check report --out OUT --steps WORK/steps.tsv
+    python benchmarks/gpu/gpu_check.py precompute --checkpoints RUN --work WORK --out OUT [--device cuda]
+    python benchmarks/gpu/gpu_check.py serve --checkpoints RUN --work WORK --out OUT [any `larr bench` flag]
+    python benchmarks/gpu/gpu_check.py report --out OUT --steps WORK/steps.tsv
 
 1. ``precompute``: the scene-table build (``larr.export.scene_table.write_scene_table``, what ``larr export`` and
    ``larr embed-scenes`` run) at an LLM shape (default Qwen2.5-0.5B, random weights), bf16 autocast on CUDA, over
@@ -180,7 +181,7 @@ def write_readme(out: Path, machine_name: str, steps: list[Step], device: str, c
     lines = [
         f"# GPU check — {device}",
         "",
-        f"`benchmarks/gpu_check.sh` at commit `{commit}`, {time.strftime('%Y-%m-%d %H:%M %Z')}. Device: **{device}**; "
+        f"`benchmarks/gpu/gpu_check.sh` at commit `{commit}`, {time.strftime('%Y-%m-%d %H:%M %Z')}. Device: **{device}**; "
         f"{platform.python_implementation()} {platform.python_version()}, "
         + ", ".join(f"{k} {v}" for k, v in _versions().items()) + ".",
         "",
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     from larr.benchmarks.cli import configure_bench_parser
 
     exit_cleanly_on_sigterm()  # a step stopped at its budget stops the servers it started
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.gpu_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/gpu/gpu_check.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     precompute = commands.add_parser("precompute", help="step 1: the scene-table build at an LLM shape")

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The GPU run of issue 13 (part 3) in one command, sized for 8 minutes on one CUDA host that has torch but neither
-# onnxruntime-gpu nor TensorRT (the device tool's H200; benchmarks/README.md, "GPU run"):
+# The GPU run (scene-table build and serving) in one command, sized for 8 minutes on one CUDA host that has torch
+# but neither onnxruntime-gpu nor TensorRT (the device tool's H200; benchmarks/README.md, "GPU run"):
 #
-#   bash benchmarks/gpu_check.sh                 # results in $OUT/<machine>/ (the device tool's OUT), else runs/gpu-check/out
-#   bash benchmarks/gpu_check.sh --out DIR --checkpoints runs/demo/run
-#   bash benchmarks/gpu_check.sh --no-install --device cpu --llm-size tiny --precompute-texts 64 --target-seconds 0.5
+#   bash benchmarks/gpu/gpu_check.sh                 # results in $OUT/<machine>/ (the device tool's OUT), else runs/gpu-check/out
+#   bash benchmarks/gpu/gpu_check.sh --out DIR --checkpoints runs/demo/run
+#   bash benchmarks/gpu/gpu_check.sh --no-install --device cpu --llm-size tiny --precompute-texts 64 --target-seconds 0.5
 #                                                # the reduced CPU form (tests/integration/test_gpu_check.py)
 #
 # Steps, each timed and stopped at its budget. The budgets add up to 525 s, under the device tool's 10 minutes per
 # command; the steps' expected times (comments below) add up to under 8 minutes:
-#   setup       the wheels carried in .whl/ (benchmarks/gpu_wheels.sh) and this project, into the interpreter's own
+#   setup       the wheels carried in .whl/ (benchmarks/gpu/gpu_wheels.sh) and this project, into the interpreter's own
 #               environment: the python-backend stub runs isolated (PYTHONPATH is ignored), so NumPy 1.26 must
 #               replace NumPy 2 where the stub finds its packages, not shadow it through PYTHONPATH
 #   base_run    a trained run for the tokenizer, the dataset and the CTR heads' shapes (--checkpoints, else the
@@ -31,7 +31,7 @@ BUDGET_SERVE=${BUDGET_SERVE:-270}
 BUDGET_REPORT=${BUDGET_REPORT:-15}
 
 PYTHON=${PYTHON:-python3}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 RESULTS=${OUT:-$ROOT/runs/gpu-check/out}
 WORK=$ROOT/runs/gpu-check/work
 CHECKPOINTS=""
@@ -142,11 +142,11 @@ if [ -z "$CHECKPOINTS" ]; then
   CHECKPOINTS=$WORK/base/run
   step base_run "$BUDGET_BASE_RUN" base_run
 fi
-step precompute "$BUDGET_PRECOMPUTE" "$PYTHON" -m larr.benchmarks.gpu_check precompute --compiled --checkpoints "$CHECKPOINTS" \
+step precompute "$BUDGET_PRECOMPUTE" "$PYTHON" benchmarks/gpu/gpu_check.py precompute --compiled --checkpoints "$CHECKPOINTS" \
   --work "$WORK/bench" --out "$RESULTS" --device "$DEVICE" "${PRECOMPUTE_FLAGS[@]}"
-[ "$ONLY_PRECOMPUTE" = 1 ] || step serve "$BUDGET_SERVE" "$PYTHON" -m larr.benchmarks.gpu_check serve --checkpoints "$CHECKPOINTS" \
+[ "$ONLY_PRECOMPUTE" = 1 ] || step serve "$BUDGET_SERVE" "$PYTHON" benchmarks/gpu/gpu_check.py serve --checkpoints "$CHECKPOINTS" \
   --work "$WORK/bench" --out "$RESULTS" --device "$DEVICE" "${BENCH_FLAGS[@]}"
-step report "$BUDGET_REPORT" "$PYTHON" -m larr.benchmarks.gpu_check report --out "$RESULTS" --steps "$STEPS" \
+step report "$BUDGET_REPORT" "$PYTHON" benchmarks/gpu/gpu_check.py report --out "$RESULTS" --steps "$STEPS" \
   --device "$DEVICE"
 echo "gpu_check.sh: ${SECONDS} s in all; results in $RESULTS"
 # the exit code says whether both measurements finished

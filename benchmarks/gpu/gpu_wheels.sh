@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The wheels benchmarks/gpu_check.sh needs on the device tool's CUDA host, which reaches no registry: run this on a
+# The wheels benchmarks/gpu/gpu_check.sh needs on the device tool's CUDA host, which reaches no registry: run this on a
 # machine that does, in the repository root, then name `.whl` in the run's `carry` (benchmarks/README.md, "GPU run").
 #
-#   PYTHON=.venv/bin/python bash benchmarks/gpu_wheels.sh      # -> .whl/*.whl, ~41 MiB (git-ignored)
+#   PYTHON=.venv/bin/python bash benchmarks/gpu/gpu_wheels.sh      # -> .whl/*.whl, ~41 MiB (git-ignored)
 #
 # What the host lacks, from pyproject's dependencies against its package list (the device README's KINDS.md):
 #   numpy==1.26.4          the pytriton bundle's python-backend stub misreads BYTES tensors under NumPy 2 (the host
@@ -19,7 +19,7 @@
 # xxhash, prometheus-client, grpcio) is on the host; redis, fastapi and uvicorn are not, and the gpu profile needs none.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 download=$(mktemp -d)
 trap 'rm -rf "$download"' EXIT
 "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -28,4 +28,4 @@ trap 'rm -rf "$download"' EXIT
   numpy==1.26.4 nvidia-pytriton==0.7.0 tritonclient==2.51.0 protobuf==6.31.1 python-rapidjson==1.20
 rm -rf .whl
 # leaves out what the host never runs and recompresses (LZMA): 84.6 MiB as downloaded would not fit in 64 MiB
-"$PYTHON" -m larr.benchmarks.carry_wheels "$download" .whl
+"$PYTHON" benchmarks/gpu/carry_wheels.py "$download" .whl

@@ -13,7 +13,7 @@ prototypes once, offline:
 Per request, :func:`select_events` keeps the events whose context falls in the target context's prototype plus
 the last ``recent`` events, at most ``length`` of them, in time order. It runs once per request, not per
 candidate: pure NumPy over one user's events (a few µs; ``larr.benchmarks`` does not time it, the measurement
-in benchmarks/results/companion-synthetic/subseq.json does).
+in benchmarks/studies/companions/results/subseq.json does).
 
     prototypes = ContextPrototypes.fit(dataset.history, item_categories, k=4)
     events = UserEvents.build(dataset.history, prototypes, dataset.info.num_users)

@@ -1,4 +1,4 @@
-"""``benchmarks/gpu_check.sh`` in its reduced CPU form, so the GPU run cannot rot while no GPU is lent: the same
+"""``benchmarks/gpu/gpu_check.sh`` in its reduced CPU form, so the GPU run cannot rot while no GPU is lent: the same
 script and steps (no install, the tiny LLM instead of the 0.5B shape, ``--device cpu``, runtime torch from the
 gpu profile, short points), on the session's tiny run. Checks what it writes, not how fast anything was."""
 
@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from larr.benchmarks.gpu_check import device_description
+from gpu_check import device_description
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,7 @@ def gpu_check(tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu_check")
     out, work = root / "out", root / "work"
     command = [
-        "bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--no-install", "--device", "cpu", "--llm-size", "tiny",
+        "bash", str(ROOT / "benchmarks" / "gpu" / "gpu_check.sh"), "--no-install", "--device", "cpu", "--llm-size", "tiny",
         "--precompute-texts", "64", "--target-seconds", "0.5", "--checkpoints", str(tiny_run.run_dir),
         "--out", str(out), "--work", str(work),
     ]

@@ -292,7 +292,7 @@ def test_width_ratio_flag_sets_the_config():
 
 
 def test_speed_interval_is_the_t_interval_of_the_mean():
-    from larr.benchmarks.distill_speed import interval
+    from distill_speed import interval
 
     result = interval([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321
     assert result["mean"] == 2.0 and result["n"] == 3

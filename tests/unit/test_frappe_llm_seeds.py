@@ -1,12 +1,11 @@
-"""larr.benchmarks.frappe_llm_seeds: the two-level interval counts the stages-1/2 seeds, checked by hand."""
+"""frappe_llm_seeds: the two-level interval counts the stages-1/2 seeds, checked by hand."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-
-from larr.benchmarks.frappe_llm_seeds import main, read_id_only, read_llm_seed, read_llm_seeds, summarise
+from frappe_llm_seeds import main, read_id_only, read_llm_seed, read_llm_seeds, summarise
 
 
 def write_results(path, llm_seed: int, larr: dict[int, float], id_only: dict[int, float], config=None):

@@ -1,9 +1,9 @@
-"""The Frappe/BARS runner (``benchmarks/frappe_bars.py``): its summary maths, then a small-subset run end to end.
+"""The Frappe/BARS runner (``benchmarks/studies/frappe/frappe_bars.py``): its summary maths, then a small-subset run end to end.
 
 The end-to-end run needs the raw data in ``<repo>/../shared/data/frappe`` (research licence, never in the repo)
 and skips without it. It keeps users 0..19 (~14k train rows), shrinks every model and trains one seed of
 ``id_only`` and ``larr``: about a minute on 2 cores. The full benchmark is the documented slow command in
-``benchmarks/results/frappe/results.md``.
+``benchmarks/studies/frappe/results/frappe/results.md``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import math
 from pathlib import Path
 
 import pytest
-
-from larr.benchmarks.frappe_bars import BARS_DEEPFM_5_SEEDS, main, summarise
+from frappe_bars import BARS_DEEPFM_5_SEEDS, main, summarise
 
 REAL_DIR = Path(__file__).parents[2].parent / "shared/data/frappe"
 
@@ -141,7 +140,7 @@ def test_frappe_bars_smoke_run_end_to_end_and_resume(tmp_path: Path, capsys: pyt
 def test_a_config_key_added_after_the_pin_counts_as_unchanged_only_at_its_default(tmp_path):
     import json as _json
 
-    from larr.benchmarks.frappe_bars import PIN_FILE, BenchmarkPlan, base_config, pin_setup
+    from frappe_bars import PIN_FILE, BenchmarkPlan, base_config, pin_setup
 
     plan = BenchmarkPlan(raw=tmp_path, out=tmp_path / "out", results=tmp_path / "results", variants=("id_only",))
     pin_setup(plan, base_config(plan))
@@ -157,7 +156,7 @@ def test_a_config_key_added_after_the_pin_counts_as_unchanged_only_at_its_defaul
 
 
 def test_llm_seed_sets_the_stages_1_2_seed_and_one_out_holds_one(tmp_path):
-    from larr.benchmarks.frappe_bars import BenchmarkPlan, base_config, parse_args, pin_setup
+    from frappe_bars import BenchmarkPlan, base_config, parse_args, pin_setup
 
     plan = parse_args(["--out", str(tmp_path / "out"), "--variants", "id_only", "--llm-seed", "2025"])
     assert base_config(plan).seed == 2025  # what stages 1-2 train with and the pin records as llm_seed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from larr.benchmarks.frappe_tune import TUNE_FILE, parse_grid, tune
+from frappe_tune import TUNE_FILE, parse_grid, tune
 
 
 def test_parse_grid_reads_yaml_scalars():

@@ -1,11 +1,10 @@
-"""larr.benchmarks.fresh_text_replay: the test split replayed in time order, strict against async."""
+"""fresh_text_replay: the test split replayed in time order, strict against async."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from larr.benchmarks.fresh_text_replay import ReplayModel, fallback_mask, main, replay, replay_order
+from fresh_text_replay import ReplayModel, fallback_mask, main, replay, replay_order
 
 
 def test_fallback_mask_follows_first_miss_plus_delay() -> None:

@@ -7,12 +7,12 @@ import stat
 import zipfile
 
 import pytest
+from carry_wheels import slim_wheel, unused_of
+from gpu_check import Step, read_steps, write_readme
 
 from larr.benchmarks import runner
-from larr.benchmarks.carry_wheels import slim_wheel, unused_of
 from larr.benchmarks.cli import build_config, configure_bench_parser
 from larr.benchmarks.config import LLM_SHAPES, QWEN25_05B, SMOLLM_135M, TINY, profile
-from larr.benchmarks.gpu_check import Step, read_steps, write_readme
 from larr.benchmarks.machine import Machine
 from larr.benchmarks.models import BenchSetupError
 

@@ -1,4 +1,4 @@
-"""larr.benchmarks.embedder_precision's pair recall: ranked within groups, and the paired int8 - fp32 difference."""
+"""embedder_precision's pair recall: ranked within groups, and the paired int8 - fp32 difference."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from larr.benchmarks.embedder_precision import RECALL_K, pair_hits, paired_difference
+from embedder_precision import RECALL_K, pair_hits, paired_difference
 
 
 class TableEmbedder:

@@ -1,4 +1,4 @@
-"""``larr.benchmarks.scene_sensitivity``: mean |delta CTR| for paraphrases vs other meanings, on a known answer."""
+"""``scene_sensitivity`` (benchmarks/studies): mean |delta CTR| for paraphrases vs other meanings, on a known answer."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from larr.benchmarks.scene_sensitivity import measure, synth_meanings
+from scene_sensitivity import measure, synth_meanings
 
 MEANINGS = {"weather": {"snow": ["blizzard", "heavy snow"], "heat": ["heatwave"]}}
 CTR_OF_MEANING = {"snow": 0.2, "heat": 0.7}

@@ -1,7 +1,7 @@
 """The per-request CPU cost of selecting a user's history sub-sequence (``ctr.history``, larr.data.subsequence).
 
-    python -m larr.benchmarks.subsequence_cost --data DIR                       # DIR has history.csv
-    python -m larr.benchmarks.subsequence_cost --data DIR --repeats 10 --requests 2000 --out cost.json
+    python benchmarks/studies/companions/subsequence_cost.py --data DIR                       # DIR has history.csv
+    python benchmarks/studies/companions/subsequence_cost.py --data DIR --repeats 10 --requests 2000 --out cost.json
 
 One request = what a server would do once per request (not per candidate): map the request's scene texts to
 the context (lexicon), look up its prototype, select the events (:func:`select_events`) and gather their item

@@ -1,7 +1,7 @@
 """Teacher vs distilled embedder: tokens/s of the PyTorch embedding forward on CPU, measured interleaved.
 
-    python -m larr.benchmarks.distill_speed --run runs/quick --out speed.json                  # trained pair
-    python -m larr.benchmarks.distill_speed --run runs/quick --shape smollm-135m --out wide.json   # a wider shape
+    python benchmarks/studies/embedder-cost/distill_speed.py --run runs/quick --out speed.json                  # trained pair
+    python benchmarks/studies/embedder-cost/distill_speed.py --run runs/quick --shape smollm-135m --out wide.json   # a wider shape
 
 ``--shape trained`` (default) times ``RUN/embed/model`` (the teacher) against ``RUN/distill/model`` (``larr train
 distill``). A named shape of larr.benchmarks.config (e.g. ``smollm-135m``) times a random-weight teacher of that shape
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from embedder_precision import held_out_texts
 
 from larr.benchmarks.config import LLM_SHAPES
-from larr.benchmarks.embedder_precision import held_out_texts
 from larr.benchmarks.machine import detect_machine
 from larr.benchmarks.summary import mean_ci95
 from larr.data.schema import load_dataset
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.distill_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/embedder-cost/distill_speed.py", description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--run", required=True, type=Path, help="run folder with embed/model (and distill/model for --shape trained)")
     add("--shape", default=TRAINED, choices=(TRAINED, *RANDOM_SHAPES), help="trained pair, or a random shape pruned")

@@ -1,7 +1,7 @@
 """fp32 vs int8 (vs fused fp32) embedder graphs: parity on held-out texts and tokens/s, measured interleaved.
 
-    python -m larr.benchmarks.embedder_precision --embedder-dir runs/bench/smollm-135m/run/embed/model \\
-        --data runs/demo/data --out benchmarks/results/embedder-int8-cpu-2core/smollm-135m.json \\
+    python benchmarks/studies/embedder-cost/embedder_precision.py --embedder-dir runs/bench/smollm-135m/run/embed/model \\
+        --data runs/demo/data --out benchmarks/studies/embedder-cost/results/smollm-135m.json \\
         --fp32-onnx runs/bench/smollm-135m/repos/larr/embedder/1/model.onnx
 
 Parity, on the distinct formatted scene texts of the dataset's **test** split (every graph embeds the same
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.embedder_precision", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/embedder-cost/embedder_precision.py", description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--embedder-dir", required=True, type=Path, help="TextEmbedder folder")
     add("--data", required=True, type=Path, help="dataset folder (its test split's scene texts are the held-out texts)")

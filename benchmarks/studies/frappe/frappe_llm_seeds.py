@@ -6,8 +6,8 @@ seeds, and between the LLMs that stages 1-2 trained. Averaging a gap over the st
 the interval over those per-LLM means counts both; an interval over stage-3 seeds of one LLM counts only the
 first, so it is reported beside but never as the verdict::
 
-    python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/larr/results.json [more ...] \\
-        --out benchmarks/results/frappe-finalmlp/llm-seeds
+    python benchmarks/studies/frappe/frappe_llm_seeds.py benchmarks/studies/frappe/results/frappe-finalmlp/larr/results.json [more ...] \\
+        --out benchmarks/studies/frappe/results/frappe-finalmlp/llm-seeds
 
 One stages-1/2 seed's stage-3 runs may come in several files (a plan finished from another run folder or
 machine): they are merged when their configs agree and no stage-3 seed is in two of them. ``--id-only FILE`` pairs
@@ -15,8 +15,8 @@ every LARR run with FILE's ID-only runs (a plan's part A) rather than the ID-onl
 ``--against FILE ...`` pairs every LARR run with the LARR run of the same stages-1/2 and stage-3 seeds in those
 files instead (another LARR option: the gap of one option over the other, counted the same two-level way)::
 
-    python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/behaviour-llm20*/results.json \
-        --against benchmarks/results/frappe-finalmlp/larr*/results.json
+    python benchmarks/studies/frappe/frappe_llm_seeds.py benchmarks/studies/frappe/results/frappe-finalmlp/behaviour-llm20*/results.json \
+        --against benchmarks/studies/frappe/results/frappe-finalmlp/larr*/results.json
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from larr.benchmarks.frappe_bars import BEST_BARS
+from frappe_bars import BEST_BARS
+
 from larr.benchmarks.summary import mean_ci95
 from larr.layout import Variant
 
@@ -221,7 +222,7 @@ def render_markdown(summary: TwoLevelSummary, id_only_source: Path | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.frappe_llm_seeds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/frappe/frappe_llm_seeds.py", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path,
                         help="frappe_bars results.json files (several for one stages-1/2 seed are merged)")
     parser.add_argument("--id-only", type=Path, help="pair every LARR run with this results file's ID-only runs (e.g. "

@@ -1,6 +1,6 @@
 """Choose stage-3 settings of LARR on validation only, before any test number is read (pre-registered plans).
 
-    python -m larr.benchmarks.frappe_tune --config frappe_finalmlp --llm runs/frappe-finalmlp-larr/llm \\
+    python benchmarks/studies/frappe/frappe_tune.py --config frappe_finalmlp --llm runs/frappe-finalmlp-larr/llm \\
         --data runs/frappe-finalmlp-larr/data --out runs/frappe-finalmlp-larr/tune --seed 2021 --epochs 4 \\
         --grid ctr.llm_input_scale=0.001,0.01,0.1 --grid ctr.align_weight=0.01,0.1
 
@@ -10,7 +10,7 @@ never scored), once per stage-3 seed in ``--seeds``; ``OUT/tune.json`` lists eac
 per seed and their mean, and names the combination with the best mean. Resumable: finished runs are kept.
 A training-recipe pilot, e.g.::
 
-    python -m larr.benchmarks.frappe_tune --config frappe_finalmlp --variant id_only \
+    python benchmarks/studies/frappe/frappe_tune.py --config frappe_finalmlp --variant id_only \
         --data runs/frappe-finalmlp/data --out runs/recipe-pilot --seeds 2021 2022 2023 --epochs 30 \
         --grid ctr.lr_decay_patience=1,2 --set ctr.patience=3
 """
@@ -108,7 +108,7 @@ def tune(config_name: str, llm: Path | None, data: Path, out: Path, seeds: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.frappe_tune", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/frappe/frappe_tune.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="frappe_finalmlp", help="training config name or file")
     parser.add_argument("--llm", type=Path, help="run folder holding the trained stages 1-2 (not for id_only)")
     parser.add_argument("--data", required=True, type=Path, help="the converted dataset")

@@ -1,7 +1,7 @@
 """The AUC cost of ``fresh_text_policy`` async: the test split replayed in time order, offline.
 
-    python -m larr.benchmarks.fresh_text_replay --run runs/tiny                   # delay 64 requests
-    python -m larr.benchmarks.fresh_text_replay --run runs/tiny --delay 0 --delay 64 --delay 1024 --out replay.json
+    python benchmarks/studies/fresh-text-replay/fresh_text_replay.py --run runs/tiny                   # delay 64 requests
+    python benchmarks/studies/fresh-text-replay/fresh_text_replay.py --run runs/tiny --delay 0 --delay 64 --delay 1024 --out replay.json
 
 The scene store starts with what the offline scene table holds: every (feature, text) of the TRAIN
 split. Each test row is one request (user, item, K scene texts), replayed in ``timestamp`` order (the
@@ -165,7 +165,7 @@ def replay(model: ReplayModel, delays: Sequence[int] = (DEFAULT_DELAY,), embed_b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.fresh_text_replay", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/fresh-text-replay/fresh_text_replay.py", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run folder of `larr train` (embed/, ctr/, config.yaml)")
     parser.add_argument("--variant", default=Variant.LARR.value, help="CTR model under RUN/ctr/ (per-feature scene embeddings)")
     parser.add_argument("--data", type=Path, help="dataset folder (default: the one RUN/config.yaml names)")

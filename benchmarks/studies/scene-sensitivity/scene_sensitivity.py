@@ -1,7 +1,7 @@
 """Does the CTR listen to what a scene text *means*? Swap one scene text for another meaning vs a paraphrase.
 
-    python -m larr.benchmarks.scene_sensitivity --run runs/tiny                       # variant larr, 2000 test rows
-    python -m larr.benchmarks.scene_sensitivity --run runs/tiny --variant id_only --out sensitivity.json
+    python benchmarks/studies/scene-sensitivity/scene_sensitivity.py --run runs/tiny                       # variant larr, 2000 test rows
+    python benchmarks/studies/scene-sensitivity/scene_sensitivity.py --run runs/tiny --variant id_only --out sensitivity.json
 
 For the first ``--rows`` test requests and every scene feature whose texts have known meanings (the synthetic
 world's concepts, :data:`larr.data.synth.SCENE_CONCEPTS`: time_slot, weather, place; or ``--concepts FILE``, a JSON
@@ -161,7 +161,7 @@ def _sensitivity(totals: dict[bool, list]) -> Sensitivity:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m larr.benchmarks.scene_sensitivity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/scene-sensitivity/scene_sensitivity.py", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run folder of `larr train` (ctr/, embed/, config.yaml)")
     parser.add_argument("--variant", default=Variant.LARR.value, help="CTR model under RUN/ctr/ (default larr)")
     parser.add_argument("--data", type=Path, help="dataset folder (default: the one RUN/config.yaml names)")

@@ -6,8 +6,8 @@
 # The results file lists every finished stage-3 seed of this stages-1/2 seed, whichever invocation ran it.
 set -euo pipefail
 LLM_SEED=${1:?usage: gates-seeds.sh 2024|2025|2026 STAGE3_SEED...}; shift
-cd "$(dirname "$0")/../../.."
-R=benchmarks/results/frappe-finalmlp
+cd "$(dirname "$0")/../../../../.."
+R=benchmarks/studies/frappe/results/frappe-finalmlp
 A=runs/frappe-finalmlp                       # part A (ID-only FinalMLP, its converted data)
 case "$LLM_SEED" in
   2024) L=runs/frappe-finalmlp-larr/llm ;;
@@ -26,7 +26,7 @@ for s in 2021 2022 2023 2024 2025; do
   fi
 done
 DONE=$(for s in 2021 2022 2023 2024 2025; do if [ -e "$G/seed_$s/ctr/larr/result.json" ]; then echo "$s"; fi; done)
-nice -n 15 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$G" \
+nice -n 15 python benchmarks/studies/frappe/frappe_bars.py --config frappe_finalmlp --out "$G" \
   --results "$R/gates-llm$LLM_SEED" --variants id_only larr --llm-seed "$LLM_SEED" \
   --seeds $(printf '%s\n' $DONE "$@" | sort -un) \
   --set ctr.backbone.fs_dense=true --set ctr.llm_input_scale="$SCALE" --set ctr.align_weight=0.1

@@ -5,8 +5,8 @@
 # Resumable: rerun after an interruption.
 set -euo pipefail
 LLM=${1:-partB}
-cd "$(dirname "$0")/../../.."
-R=benchmarks/results/frappe-finalmlp
+cd "$(dirname "$0")/../../../../.."
+R=benchmarks/studies/frappe/results/frappe-finalmlp
 A=runs/frappe-finalmlp                       # part A (ID-only FinalMLP, its converted data)
 case "$LLM" in
   partB) L=runs/frappe-finalmlp-larr/llm; G=runs/frappe-finalmlp-gates; OUT=$R/gates ;;
@@ -14,7 +14,7 @@ case "$LLM" in
   *) echo "usage: gates.sh [partB|behaviour]" >&2; exit 2 ;;
 esac
 if [ ! -e "$R/gates/tune.json" ]; then
-  nice -n 15 python -m larr.benchmarks.frappe_tune --config frappe_finalmlp --llm runs/frappe-finalmlp-larr/llm \
+  nice -n 15 python benchmarks/studies/frappe/frappe_tune.py --config frappe_finalmlp --llm runs/frappe-finalmlp-larr/llm \
     --data "$A/data" --out runs/frappe-finalmlp-gates-tune --seed 2021 --epochs 4 \
     --grid ctr.backbone.fs_dense=true --grid ctr.llm_input_scale=0.01,0.1 --grid ctr.align_weight=0.1
   mkdir -p "$R/gates" && cp runs/frappe-finalmlp-gates-tune/tune.json "$R/gates/tune.json"
@@ -37,6 +37,6 @@ if [ "$LLM" = behaviour ]; then  # the behaviour row's stage-1 settings, so the 
   EXTRA=(--set pretrain.behaviour.records_per_user=10 --set "pretrain.behaviour.search_feature=''"
          --set "pretrain.behaviour.click_context=[daytime, weather, city]")
 fi
-nice -n 15 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$G" \
+nice -n 15 python benchmarks/studies/frappe/frappe_bars.py --config frappe_finalmlp --out "$G" \
   --results "$OUT" --variants id_only larr --seeds 2021 2022 2023 "${EXTRA[@]}" \
   --set ctr.backbone.fs_dense=true --set ctr.llm_input_scale="$SCALE" --set ctr.align_weight=0.1

@@ -4,19 +4,19 @@
 #   recipe.sh id-only [STAGE3_SEED...]   ID-only FinalMLP (default seeds 2021-2025)
 #   recipe.sh 2024|2025|2026 [STAGE3_SEED...]   stages 1-2 with that seed, then LARR stage 3 paired with the ID-only
 #                                          runs above (run those first), at part B's tuned scale and align weight
-# Then: python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/recipe-llm*/results.json \
-#         --out benchmarks/results/frappe-finalmlp/recipe-llm-seeds
+# Then: python benchmarks/studies/frappe/frappe_llm_seeds.py benchmarks/studies/frappe/results/frappe-finalmlp/recipe-llm*/results.json \
+#         --out benchmarks/studies/frappe/results/frappe-finalmlp/recipe-llm-seeds
 set -euo pipefail
 WHAT=${1:?usage: recipe.sh id-only|2024|2025|2026 [STAGE3_SEED...]}; shift
 SEEDS=("$@"); [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(2021 2022 2023 2024 2025)
-cd "$(dirname "$0")/../../.."
-R=benchmarks/results/frappe-finalmlp
+cd "$(dirname "$0")/../../../../.."
+R=benchmarks/studies/frappe/results/frappe-finalmlp
 A=runs/frappe-finalmlp                  # part A: the converted data
 I=runs/frappe-finalmlp-recipe           # ID-only FinalMLP with the chosen schedule
 SCHEDULE=(--set ctr.lr_decay_patience=2 --set ctr.patience=3)
 if [ "$WHAT" = id-only ]; then
   mkdir -p "$I" && ln -sfn ../frappe-finalmlp/data "$I/data"
-  exec nice -n 10 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$I" \
+  exec nice -n 10 python benchmarks/studies/frappe/frappe_bars.py --config frappe_finalmlp --out "$I" \
     --results "$R/recipe-id-only" --variants id_only --seeds "${SEEDS[@]}" "${SCHEDULE[@]}"
 fi
 case "$WHAT" in 2024|2025|2026) ;; *) echo "stages-1/2 seed must be 2024, 2025 or 2026" >&2; exit 2 ;; esac
@@ -33,7 +33,7 @@ for s in "${SEEDS[@]}"; do
   mkdir -p "$B/seed_$s/ctr" && ln -sfn "$(realpath "$I/seed_$s/ctr/id_only")" "$B/seed_$s/ctr/id_only"
 done
 DONE=$(for s in 2021 2022 2023 2024 2025; do if [ -e "$B/seed_$s/ctr/larr/result.json" ]; then echo "$s"; fi; done)
-exec nice -n 10 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$B" \
+exec nice -n 10 python benchmarks/studies/frappe/frappe_bars.py --config frappe_finalmlp --out "$B" \
   --results "$R/recipe-llm$WHAT" --variants id_only larr --llm-seed "$WHAT" \
   --seeds $(printf '%s\n' $DONE "${SEEDS[@]}" | sort -un) \
   --set ctr.llm_input_scale="$SCALE" --set ctr.align_weight="$ALIGN" "${SCHEDULE[@]}"

@@ -3,15 +3,15 @@
 # "chosen", adopted by the plan's rule) and PLAN-recipe.md's schedule, on recipe.sh's stages-1/2 models, paired with
 # recipe.sh's ID-only runs (run those first). Resumable: rerun after an interruption.
 #   scale.sh 2024|2025|2026 [STAGE3_SEED...]   (default stage-3 seeds 2021-2025)
-# Then: python -m larr.benchmarks.frappe_llm_seeds benchmarks/results/frappe-finalmlp/scale-llm*/results.json \
-#         --out benchmarks/results/frappe-finalmlp/scale-llm-seeds
-# and, against the recipe's LARR: ... --against benchmarks/results/frappe-finalmlp/recipe-llm*/results.json
+# Then: python benchmarks/studies/frappe/frappe_llm_seeds.py benchmarks/studies/frappe/results/frappe-finalmlp/scale-llm*/results.json \
+#         --out benchmarks/studies/frappe/results/frappe-finalmlp/scale-llm-seeds
+# and, against the recipe's LARR: ... --against benchmarks/studies/frappe/results/frappe-finalmlp/recipe-llm*/results.json
 set -euo pipefail
 WHAT=${1:?usage: scale.sh 2024|2025|2026 [STAGE3_SEED...]}; shift
 case "$WHAT" in 2024|2025|2026) ;; *) echo "stages-1/2 seed must be 2024, 2025 or 2026" >&2; exit 2 ;; esac
 SEEDS=("$@"); [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(2021 2022 2023 2024 2025)
-cd "$(dirname "$0")/../../.."
-R=benchmarks/results/frappe-finalmlp
+cd "$(dirname "$0")/../../../../.."
+R=benchmarks/studies/frappe/results/frappe-finalmlp
 I=runs/frappe-finalmlp-recipe                 # recipe.sh's ID-only runs
 L=runs/frappe-finalmlp-recipe-llm$WHAT/llm    # recipe.sh's stages 1-2 of this seed
 B=runs/frappe-finalmlp-scale-llm$WHAT
@@ -25,7 +25,7 @@ for s in "${SEEDS[@]}"; do
   mkdir -p "$B/seed_$s/ctr" && ln -sfn "$(realpath "$I/seed_$s/ctr/id_only")" "$B/seed_$s/ctr/id_only"
 done
 DONE=$(for s in 2021 2022 2023 2024 2025; do if [ -e "$B/seed_$s/ctr/larr/result.json" ]; then echo "$s"; fi; done)
-exec nice -n 10 python -m larr.benchmarks.frappe_bars --config frappe_finalmlp --out "$B" \
+exec nice -n 10 python benchmarks/studies/frappe/frappe_bars.py --config frappe_finalmlp --out "$B" \
   --results "$R/scale-llm$WHAT" --variants id_only larr --llm-seed "$WHAT" \
   --seeds $(printf '%s\n' $DONE "${SEEDS[@]}" | sort -un) \
   "${SETTINGS[@]}"
