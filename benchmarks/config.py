@@ -14,7 +14,7 @@ from pathlib import Path
 from larr.export.embedder_precision import EmbedderPrecision
 from larr.serving.fresh_text import DEFAULT_BUSY_SHARE
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES
-from larr.serving.stores import DEFAULT_CACHE_CAPACITY
+from larr.serving.stores.factory import DEFAULT_CACHE_CAPACITY
 
 # The embedder precisions the CPU bench can serve (fp16 is a GPU graph); fp32 is the export's own graph.
 BENCH_PRECISIONS = (EmbedderPrecision.FP32.value, EmbedderPrecision.INT8.value)

@@ -53,7 +53,7 @@ from larr.serving.runtime import (
     model_parameters,
     tensor_names,
 )
-from larr.serving.stores import make_store
+from larr.serving.stores.factory import make_store
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 

@@ -335,7 +335,7 @@ def _build_repositories(
 def write_cache_capacity(repository: Path, result, capacity: int) -> None:
     """Rewrite ``feature_cache/config.pbtxt`` of an exported repository with another cache bound."""
     from larr.export.repository import CONFIG_FILE, build_configs, config_text
-    from larr.serving.stores import StoreKind
+    from larr.serving.stores.factory import StoreKind
 
     # capacity 0 is the cache-off variant: no scene table either, every lookup needs the embedder
     store = StoreKind.LRU if capacity == 0 else result.options.scene_store

@@ -295,7 +295,7 @@ class BenchRun:
         from larr.benchmarks.inprocess import model_config
         from larr.contract import PARAM_EMBEDDER_VERSION
         from larr.serving.runtime import model_parameters
-        from larr.serving.stores import make_store
+        from larr.serving.stores.factory import make_store
         from larr.tokenization import EmbeddingTokenizer
 
         # the served store itself (its scene table included): the replay starts from what the server starts with;

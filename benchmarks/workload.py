@@ -31,8 +31,8 @@ import numpy as np
 
 from larr.contract import ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
-from larr.serving.lru import LRUStore
-from larr.serving.store import SceneStore
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import SceneStore
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 

@@ -88,9 +88,9 @@ from larr.errors import UserError
 from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
-from larr.serving.redis_store import RedisStoreConfig
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES, SERVING_META_FILE, TORCH_RUNTIME
-from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
+from larr.serving.stores.factory import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
+from larr.serving.stores.redis import RedisStoreConfig
 
 if TYPE_CHECKING:
     from larr.tokenization import EmbeddingInputConfig

@@ -39,8 +39,8 @@ from larr.data.schema import Dataset, load_dataset
 from larr.errors import UserError
 from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import RunLayout, Variant
-from larr.serving.store import SceneKey, scene_key
-from larr.serving.table_store import TABLE_FORMAT, TABLE_HASH, TABLE_TENSOR, table_key_hash
+from larr.serving.stores.protocol import SceneKey, scene_key
+from larr.serving.stores.table import TABLE_FORMAT, TABLE_HASH, TABLE_TENSOR, table_key_hash
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 

@@ -47,12 +47,12 @@ SCENE_IDS = "SCENE_IDS"  # INT64 [K]: each scene text's field index in the CTR m
 UNSEEN_SCENE_FILL = 0.0
 
 # Parameters of the internal models (read by the python-backend adapters from args["model_config"]).
-PARAM_SCENE_STORE = "scene_store"  # feature_cache: which SceneStore holds the vectors (larr.serving.stores.StoreKind)
+PARAM_SCENE_STORE = "scene_store"  # feature_cache: which SceneStore holds the vectors (larr.serving.stores.factory.StoreKind)
 PARAM_CACHE_CAPACITY = "cache_capacity"  # feature_cache: store bound, in entries
-PARAM_REDIS_URL = "redis_url"  # feature_cache, scene_store redis: read by larr.serving.redis_store (redis_*)
+PARAM_REDIS_URL = "redis_url"  # feature_cache, scene_store redis: read by larr.serving.stores.redis (redis_*)
 PARAM_REDIS_SOCKET_TIMEOUT_MS = "redis_socket_timeout_ms"  # feature_cache, scene_store redis: longest Redis wait
 PARAM_REDIS_RETRY_AFTER_S = "redis_retry_after_s"  # feature_cache, scene_store redis: skip Redis this long after a failure
-PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: LRU bound, in bytes (serving.lru.entry_bytes; 0 = none)
+PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: LRU bound, in bytes (serving.stores.lru.entry_bytes; 0 = none)
 PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS calls go to
 PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)
 PARAM_FRESH_TEXT_POLICY = "fresh_text_policy"  # feature_cache: "strict" | "async" (larr.serving.fresh_text.FreshTextPolicy)
@@ -72,6 +72,6 @@ PARAM_SCENE_VOCAB_SIZES = "scene_vocab_sizes"
 TOKENIZER_FILE = "tokenizer.json"
 EMBEDDING_CONFIG_FILE = "embedding_config.json"
 SCENE_VOCAB_FILE = "scene_vocab.json"  # {"fields": [...scene features...], "values": [[texts of field 1], ...]}
-# The precomputed scene table (`larr embed-scenes`, larr.export.scene_table; read by larr.serving.table_store).
+# The precomputed scene table (`larr embed-scenes`, larr.export.scene_table; read by larr.serving.stores.table).
 SCENE_TABLE_FILE = "scene_table.safetensors"  # one tensor "embeddings" (N, D), row i is key i of the index
 SCENE_TABLE_INDEX_FILE = "scene_table.json"  # embedder_version, dim, dtype, features, keys [[feature, text, xxh64], ...]

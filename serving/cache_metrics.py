@@ -15,15 +15,29 @@ processes with their own in-process tiers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from larr.serving.feature_cache import REDIS_METRICS, CacheMetric, SceneFeatureCache, redis_metric_values, redis_tier_stats
+from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.fresh_text import BackgroundEmbedder
 from larr.serving.miss_embedder import MissEmbedder
-from larr.serving.store import StoreStats
-from larr.serving.stores import tier_names, tier_stats
+from larr.serving.stores.factory import tier_names, tier_stats
+from larr.serving.stores.protocol import StoreStats
+from larr.serving.stores.redis import RedisStats
+from larr.serving.stores.tiered import TieredStats
 
 PREFIX = "larr_feature_cache_"
+
+
+@dataclass(frozen=True)
+class CacheMetric:
+    """One exported metric, ``larr_feature_cache_{name}``: a counter (only goes up) or a gauge (a level now)."""
+
+    name: str
+    help: str
+    counter: bool
+
+
 CACHE_METRICS: tuple[CacheMetric, ...] = (
     CacheMetric("hits_total", "scene-feature lookups served from the cache", True),
     CacheMetric("misses_total", "scene-feature lookups that no store had (each needed the embedder)", True),
@@ -43,6 +57,33 @@ TIER_METRICS: tuple[CacheMetric, ...] = (
     CacheMetric("tier_entries", "entries held by one store tier now (only the LRU is bound by cache_capacity)", False),
     CacheMetric("tier_bytes", "bytes of texts and vectors held by one store tier now", False),
 )
+
+
+# exported only where the store has a Redis tier (scene_store redis): Redis loss must show as errors and a
+# degraded flag, not only as more misses, and an L2 hit (embedded by another replica) apart from L1 hits
+REDIS_METRICS: tuple[CacheMetric, ...] = (
+    CacheMetric("redis_hits_total", "lookups answered by Redis (L2: embedded by this or another replica)", True),
+    CacheMetric("redis_errors_total", "Redis calls that failed or timed out (their lookups became misses)", True),
+    CacheMetric("redis_degraded", "1 while Redis is skipped after a failure (misses go to the embedder), else 0", False),
+)
+
+
+def redis_tier_stats(stats: StoreStats) -> RedisStats | None:
+    """The Redis tier's counters inside a store's ``stats()``, or None for a store without Redis."""
+    if isinstance(stats, RedisStats):
+        return stats
+    if isinstance(stats, TieredStats):
+        return next((tier for tier in stats.tiers if isinstance(tier, RedisStats)), None)
+    return None
+
+
+def redis_metric_values(stats: StoreStats) -> dict[str, float]:
+    """The :data:`REDIS_METRICS` now, by name, from a store's ``stats()``; empty for a store without Redis."""
+    redis = redis_tier_stats(stats)
+    if redis is None:
+        return {}
+    return {"redis_hits_total": float(redis.hits), "redis_errors_total": float(redis.errors),
+            "redis_degraded": float(redis.degraded)}
 
 
 def metric_values(

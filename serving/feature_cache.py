@@ -15,9 +15,9 @@ adapter can send **one** embedder call for the misses of *all* requests::
 With ``fresh_text_policy`` ``async`` the misses are answered with the unseen-text row instead
 (``cache.fall_back(batch, D)``) and embedded off the request path (larr.serving.fresh_text).
 
-Where the vectors live is the injected :class:`~larr.serving.store.SceneStore` (one ``get_many`` per
+Where the vectors live is the injected :class:`~larr.serving.stores.protocol.SceneStore` (one ``get_many`` per
 execute for the batch's distinct keys, one ``put_many`` for what the embedder computed). Keys come
-from :func:`~larr.serving.store.scene_key`: ``(embedder_version, feature index, clipped text)``, so a
+from :func:`~larr.serving.stores.protocol.scene_key`: ``(embedder_version, feature index, clipped text)``, so a
 new embedder never reads stale vectors, and a 100,000-character text costs one entry of bounded size
 and embeds exactly like its tokenizer-truncated prefix (documented behaviour: long texts are
 truncated to the tokenizer limit, not rejected). Validation is larr.scene_request's, shared with the
@@ -27,19 +27,31 @@ client and the benchmarks, and for the ids larr.serving.ctr_request's, shared wi
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from larr.contract import SCENE_VOCAB_FILE, UNSEEN_SCENE_FILL
+from larr.contract import (
+    PARAM_BACKGROUND_BUSY_SHARE,
+    PARAM_BACKGROUND_EMBEDDER_MODEL,
+    PARAM_EMBEDDER_MAX_BATCH,
+    PARAM_EMBEDDER_MODEL,
+    PARAM_EMBEDDER_VERSION,
+    PARAM_FRESH_TEXT_POLICY,
+    PARAM_MAX_CANDIDATES,
+    PARAM_SCENE_FEATURES,
+    SCENE_VOCAB_FILE,
+    UNSEEN_SCENE_FILL,
+)
 from larr.scene_request import SceneTextError, parse_scene_text
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
-from larr.serving.redis_store import RedisStats
-from larr.serving.store import SceneKey, SceneStore, StoreStats, scene_key
-from larr.serving.tiered_store import TieredStats
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
+from larr.serving.model_config import model_parameters
+from larr.serving.stores.protocol import SceneKey, SceneStore, StoreStats, scene_key
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 
@@ -47,39 +59,87 @@ Parsed = list[str] | RequestError  # one request's K texts, or the error to answ
 
 
 @dataclass(frozen=True)
-class CacheMetric:
-    """One exported metric, ``larr_feature_cache_{name}``: a counter (only goes up) or a gauge (a level now)."""
+class FeatureCacheSettings:
+    """What the ``feature_cache`` model config sets for the cache and its adapter, read and checked once.
 
-    name: str
-    help: str
-    counter: bool
+    The store's own parameters (``scene_store``, ``cache_*``, ``redis_*``) are the store factory's
+    (larr.serving.stores.factory). Every bad value raises ``ValueError`` naming its parameter::
+
+        settings = FeatureCacheSettings.from_model_config(json.loads(args["model_config"]))
+    """
+
+    scene_features: tuple[str, ...]  # (K,) names, in the published order
+    embedder_version: str  # part of every store key: a new embedder never reads another's vectors
+    max_candidates: int  # the ids are checked here too (SceneFeatureCache.parse_request)
+    embedder_model: str  # the model the misses' BLS calls go to
+    embedder_max_batch: int  # texts per BLS request (the embedder's max_batch_size)
+    dim: int  # D of SCENE_EMB (K, D): the width of the unseen-text row
+    batched: bool  # max_batch_size > 0: the outputs get the request's batch axis
+    # repositories exported before fresh_text_policy existed embed every miss, as they always did
+    fresh_text_policy: FreshTextPolicy = FreshTextPolicy.STRICT
+    background_model: str = ""  # async: a model at idle OS priority, when the export made one ("": embedder_model)
+    background_busy_share: float = DEFAULT_BUSY_SHARE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scene_features", tuple(self.scene_features))
+        object.__setattr__(self, "fresh_text_policy", FreshTextPolicy.parse(self.fresh_text_policy))
+        if not self.background_model:
+            object.__setattr__(self, "background_model", self.embedder_model)
+        if not self.scene_features or not all(isinstance(f, str) and f for f in self.scene_features):
+            raise ValueError(f"{PARAM_SCENE_FEATURES} must name at least one feature, got {list(self.scene_features)}")
+        for name, value in ((PARAM_EMBEDDER_VERSION, self.embedder_version), (PARAM_EMBEDDER_MODEL, self.embedder_model)):
+            if not value:
+                raise ValueError(f"{name} must not be empty")
+        for name, value in ((PARAM_MAX_CANDIDATES, self.max_candidates), (PARAM_EMBEDDER_MAX_BATCH, self.embedder_max_batch),
+                            ("the SCENE_EMB output's last dim", self.dim)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 0.0 < self.background_busy_share <= 1.0:
+            raise ValueError(f"{PARAM_BACKGROUND_BUSY_SHARE} must be in (0, 1], got {self.background_busy_share}")
+
+    @classmethod
+    def from_model_config(cls, config: Mapping[str, Any]) -> FeatureCacheSettings:
+        """The config's parameters (string values, as Triton hands them over), its first output's last dim
+        (SCENE_EMB) and its ``max_batch_size``; absent optional parameters take the defaults."""
+        params = model_parameters(config)
+        # protobuf JSON may write int64 dims as strings
+        dim = _number(int, "the SCENE_EMB output's last dim", config["output"][0]["dims"][-1])
+        return cls(
+            scene_features=_scene_features(_required(params, PARAM_SCENE_FEATURES)),
+            embedder_version=_required(params, PARAM_EMBEDDER_VERSION),
+            max_candidates=_number(int, PARAM_MAX_CANDIDATES, _required(params, PARAM_MAX_CANDIDATES)),
+            embedder_model=_required(params, PARAM_EMBEDDER_MODEL),
+            embedder_max_batch=_number(int, PARAM_EMBEDDER_MAX_BATCH, _required(params, PARAM_EMBEDDER_MAX_BATCH)),
+            dim=dim,
+            batched=int(config.get("max_batch_size", 0)) > 0,
+            fresh_text_policy=params.get(PARAM_FRESH_TEXT_POLICY, FreshTextPolicy.STRICT),
+            background_model=params.get(PARAM_BACKGROUND_EMBEDDER_MODEL, ""),
+            background_busy_share=_number(float, PARAM_BACKGROUND_BUSY_SHARE,
+                                          params.get(PARAM_BACKGROUND_BUSY_SHARE, DEFAULT_BUSY_SHARE)),
+        )
 
 
-# exported only where the store has a Redis tier (scene_store redis): Redis loss must show as errors and a
-# degraded flag, not only as more misses, and an L2 hit (embedded by another replica) apart from L1 hits
-REDIS_METRICS: tuple[CacheMetric, ...] = (
-    CacheMetric("redis_hits_total", "lookups answered by Redis (L2: embedded by this or another replica)", True),
-    CacheMetric("redis_errors_total", "Redis calls that failed or timed out (their lookups became misses)", True),
-    CacheMetric("redis_degraded", "1 while Redis is skipped after a failure (misses go to the embedder), else 0", False),
-)
+def _required(params: Mapping[str, str], name: str) -> str:
+    if name not in params:
+        raise ValueError(f"the feature_cache model config has no parameter {name!r} (re-export the repository)")
+    return params[name]
 
 
-def redis_tier_stats(stats: StoreStats) -> RedisStats | None:
-    """The Redis tier's counters inside a store's ``stats()``, or None for a store without Redis."""
-    if isinstance(stats, RedisStats):
-        return stats
-    if isinstance(stats, TieredStats):
-        return next((tier for tier in stats.tiers if isinstance(tier, RedisStats)), None)
-    return None
+def _number(kind: type, name: str, value: Any) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
 
-def redis_metric_values(stats: StoreStats) -> dict[str, float]:
-    """The :data:`REDIS_METRICS` now, by name, from a store's ``stats()``; empty for a store without Redis."""
-    redis = redis_tier_stats(stats)
-    if redis is None:
-        return {}
-    return {"redis_hits_total": float(redis.hits), "redis_errors_total": float(redis.errors),
-            "redis_degraded": float(redis.degraded)}
+def _scene_features(raw: str) -> tuple[str, ...]:
+    try:
+        features = json.loads(raw)
+    except json.JSONDecodeError:
+        features = None
+    if not isinstance(features, list):
+        raise ValueError(f"{PARAM_SCENE_FEATURES} must be a JSON list of feature names, got {raw!r}")
+    return tuple(features)
 
 
 def parse_scene(raw: np.ndarray | Sequence, scene_features: Sequence[str]) -> Parsed:

@@ -36,7 +36,7 @@ import numpy as np
 
 from larr.choices import ChoiceEnum
 from larr.contract import PARAM_FRESH_TEXT_POLICY
-from larr.serving.store import SceneKey, SceneStore
+from larr.serving.stores.protocol import SceneKey, SceneStore
 
 log = logging.getLogger(__name__)
 

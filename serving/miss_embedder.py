@@ -30,7 +30,7 @@ import numpy as np
 from larr.serving.errors import EmbedderError, RequestError
 from larr.serving.feature_cache import CacheBatch, SceneFeatureCache
 from larr.serving.fresh_text import EmbedFn
-from larr.serving.store import SceneKey
+from larr.serving.stores.protocol import SceneKey
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ makes the state it checks (its own fresh texts), so any one of them also runs al
 polls (attempt counts), never wall-clock assertions. Skipped where ``redis-server`` or the ``redis``
 client is missing (tests/conftest.py, ``redis_server_factory``).
 
-Float16 tolerance. Redis holds rows as float16 (larr.serving.redis_store): each component of a unit
+Float16 tolerance. Redis holds rows as float16 (larr.serving.stores.redis): each component of a unit
 vector is off by at most 2^-12 = 2.4e-4, while the replica that embedded the text answers from its own
 float32 row. The CTR is sigmoid of a smooth function of those rows (sigmoid's slope is at most 1/4), so
 it moves by a small multiple of that rounding; on the tiny run the two replicas' CTRs differed by 2e-7.

@@ -7,10 +7,10 @@ import numpy as np
 from larr.serving.cache_metrics import CACHE_METRICS, PREFIX, FeatureCacheMetrics
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
 from larr.serving.fresh_text import BackgroundEmbedder
-from larr.serving.lru import LRUStore
 from larr.serving.miss_embedder import MissEmbedder
-from larr.serving.store import SceneKey
-from larr.serving.tiered_store import TieredStore
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import SceneKey
+from larr.serving.stores.tiered import TieredStore
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
 

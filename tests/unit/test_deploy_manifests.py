@@ -30,7 +30,7 @@ from larr.serving.launcher import (
     HEALTH_LIVE_PATH,
     HEALTH_READY_PATH,
 )
-from larr.serving.stores import StoreKind
+from larr.serving.stores.factory import StoreKind
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 K8S = DOCKER / "k8s"

@@ -29,7 +29,7 @@ from larr.export.embedder_precision import (
 from larr.export.onnx_export import load_embedder_for_export, run_onnx
 from larr.export.repository import RepositoryOptions
 from larr.export.scene_table import SceneTableOptions, write_scene_table
-from larr.serving.table_store import TABLE_TENSOR
+from larr.serving.stores.table import TABLE_TENSOR
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 

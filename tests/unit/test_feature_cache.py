@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from larr.serving.cache_metrics import REDIS_METRICS, redis_metric_values
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
-from larr.serving.feature_cache import REDIS_METRICS, SceneFeatureCache, SceneVocab, redis_metric_values
-from larr.serving.lru import LRUStore
-from larr.serving.redis_store import RedisStore, RedisStoreConfig
-from larr.serving.store import SceneKey
-from larr.serving.tiered_store import TieredStore
+from larr.serving.feature_cache import FeatureCacheSettings, SceneFeatureCache, SceneVocab
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import SceneKey
+from larr.serving.stores.redis import RedisStore, RedisStoreConfig
+from larr.serving.stores.tiered import TieredStore
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
 
@@ -247,3 +249,56 @@ def test_redis_metrics_show_l2_hits_loss_and_recovery(tokenizer):
     assert redis_metric_values(b.stats())["redis_degraded"] == 0.0
     assert set(values) - {"misses_total"} == {m.name for m in REDIS_METRICS}
     assert redis_metric_values(LRUStore(4).stats()) == {}  # no Redis tier, no redis_* metrics
+
+
+# ------------------------------------------------------------------------------- the model config's settings
+
+
+def feature_cache_config(drop: tuple[str, ...] = (), max_batch_size: int = 8, **params: str) -> dict:
+    """A feature_cache model config as the python backend hands it over (JSON of the protobuf: string
+    parameters, int64 dims written as strings)."""
+    values = {"scene_features": '["weather", "place"]', "embedder_version": "v1", "max_candidates": "100",
+              "embedder_model": "embedder", "embedder_max_batch": "64", **params}
+    return {
+        "max_batch_size": max_batch_size,
+        "parameters": {k: {"string_value": v} for k, v in values.items() if k not in drop},
+        "output": [{"name": "SCENE_EMB", "dims": ["2", "32"]}, {"name": "SCENE_IDS", "dims": ["2"]}],
+    }
+
+
+def test_settings_read_every_parameter_once():
+    config = feature_cache_config(fresh_text_policy="async", background_embedder_model="embedder_idle",
+                                  background_busy_share="0.25")
+    assert FeatureCacheSettings.from_model_config(config) == FeatureCacheSettings(
+        scene_features=("weather", "place"), embedder_version="v1", max_candidates=100, embedder_model="embedder",
+        embedder_max_batch=64, dim=32, batched=True, fresh_text_policy=FreshTextPolicy.ASYNC,
+        background_model="embedder_idle", background_busy_share=0.25,
+    )
+
+
+def test_settings_defaults_for_repositories_exported_before_the_optional_parameters():
+    settings = FeatureCacheSettings.from_model_config(feature_cache_config(max_batch_size=0))
+    assert settings.fresh_text_policy is FreshTextPolicy.STRICT
+    assert settings.background_model == "embedder"  # background calls go to the one embedder
+    assert settings.background_busy_share == DEFAULT_BUSY_SHARE
+    assert settings.batched is False
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (feature_cache_config(drop=("max_candidates",)), "no parameter 'max_candidates'"),
+        (feature_cache_config(max_candidates="ten"), "max_candidates must be an integer, got 'ten'"),
+        (feature_cache_config(max_candidates="0"), "max_candidates must be >= 1"),
+        (feature_cache_config(embedder_max_batch="-1"), "embedder_max_batch must be >= 1"),
+        (feature_cache_config(scene_features="weather"), "scene_features must be a JSON list"),
+        (feature_cache_config(scene_features="[]"), "scene_features must name at least one feature"),
+        (feature_cache_config(embedder_version=""), "embedder_version must not be empty"),
+        (feature_cache_config(fresh_text_policy="lazy"), "unknown fresh_text_policy 'lazy'"),
+        (feature_cache_config(background_busy_share="0"), r"background_busy_share must be in \(0, 1\]"),
+        (feature_cache_config(background_busy_share="half"), "background_busy_share must be a number"),
+    ],
+)
+def test_settings_name_the_bad_parameter(config, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureCacheSettings.from_model_config(config)

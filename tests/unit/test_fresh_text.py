@@ -10,8 +10,8 @@ import pytest
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
 from larr.serving.fresh_text import QUEUE_BATCHES, BackgroundEmbedder, FreshTextPolicy
-from larr.serving.lru import LRUStore
-from larr.serving.store import SceneKey
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import SceneKey
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer
 

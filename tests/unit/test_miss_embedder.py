@@ -10,9 +10,9 @@ import pytest
 
 from larr.serving.errors import EmbedderError
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
-from larr.serving.lru import LRUStore
 from larr.serving.miss_embedder import MissEmbedder
-from larr.serving.store import scene_key
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import scene_key
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer

@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 
-from larr.serving import redis_store
 from larr.serving.launcher import free_port
-from larr.serving.redis_store import RedisStats, RedisStore, RedisStoreConfig
-from larr.serving.store import SceneKey, SceneStore, StoreStats
-from larr.serving.tiered_store import TieredStore
+from larr.serving.stores import redis as redis_tier
+from larr.serving.stores.protocol import SceneKey, SceneStore, StoreStats
+from larr.serving.stores.redis import RedisStats, RedisStore, RedisStoreConfig
+from larr.serving.stores.tiered import TieredStore
 
 redis = pytest.importorskip("redis", reason="the redis client is not installed (pip install 'redis[hiredis]>=5')")
 
@@ -88,7 +88,7 @@ def test_unknown_keys_and_other_versions_miss(store: RedisStore):
 
 
 def test_digest_collision_reads_as_a_miss(store: RedisStore, monkeypatch):
-    monkeypatch.setattr(redis_store, "text_digest", lambda text: "0" * 32)  # every text collides
+    monkeypatch.setattr(redis_tier, "text_digest", lambda text: "0" * 32)  # every text collides
     a, b = SceneKey("v1", 0, "alpha"), SceneKey("v1", 0, "beta")
     assert store.redis_key(a) == store.redis_key(b)
     store.put_many([a], unit_rows(1))
@@ -151,7 +151,7 @@ def test_one_round_trip_per_call(server, monkeypatch, ttl_s):
 
 # -- Redis failing never fails a request ----------------------------------------------------------------
 class FakeClock:
-    """Stands in for the ``time`` module inside redis_store: the retry window moves only when told."""
+    """Stands in for the ``time`` module inside the Redis tier: the retry window moves only when told."""
 
     def __init__(self):
         self.now = 1000.0
@@ -162,7 +162,7 @@ class FakeClock:
 
 def test_stopped_redis_gives_misses_and_recovers_by_itself(own_server, monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(redis_store, "time", clock)
+    monkeypatch.setattr(redis_tier, "time", clock)
     store = RedisStore(RedisStoreConfig(url=own_server.url, socket_timeout_ms=50, retry_after_s=5))
     keys, rows = make_keys(5), unit_rows(5)
     store.put_many(keys, rows)

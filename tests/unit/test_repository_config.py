@@ -76,7 +76,7 @@ from larr.export.repository import (
     validate_ensemble,
     write_repository,
 )
-from larr.serving.redis_store import RedisStoreConfig
+from larr.serving.stores.redis import RedisStoreConfig
 from larr.serving.runtime import SERVING_META_FILE
 from larr.tokenization import EmbeddingInputConfig
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from larr.contract import PARAM_CACHE_CAPACITY, PARAM_CACHE_MAX_BYTES, PARAM_SCENE_STORE
-from larr.serving import lru
-from larr.serving.lru import ENTRY_OVERHEAD_BYTES, LRUStore, key_digest
-from larr.serving.store import SceneKey, SceneStore, StoreStats
-from larr.serving.stores import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreConfig, StoreKind, make_store
+from larr.serving.stores import lru
+from larr.serving.stores.factory import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreConfig, StoreKind, make_store
+from larr.serving.stores.lru import ENTRY_OVERHEAD_BYTES, LRUStore, key_digest
+from larr.serving.stores.protocol import SceneKey, SceneStore, StoreStats
 
 D = 4  # float32: 16 bytes per vector
 

@@ -19,13 +19,13 @@ from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
 from larr.data.synth import SynthConfig, generate
 from larr.export.scene_table import SceneTableError, SceneTableOptions, read_extra_texts, write_scene_table
 from larr.models.embedder import TextEmbedder
-from larr.serving.lru import LRUStore
-from larr.serving.redis_store import RedisStore
-from larr.serving.store import SceneStore, scene_key
-from larr.serving.stores import make_store, tier_names, tier_stats
-from larr.serving.table_store import SceneTableError as TableLoadError
-from larr.serving.table_store import TableStore, table_key_hash
-from larr.serving.tiered_store import TieredStore
+from larr.serving.stores.factory import make_store, tier_names, tier_stats
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import SceneStore, scene_key
+from larr.serving.stores.redis import RedisStore
+from larr.serving.stores.table import SceneTableError as TableLoadError
+from larr.serving.stores.table import TableStore, table_key_hash
+from larr.serving.stores.tiered import TieredStore
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.llm import train_bpe_tokenizer

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from larr.serving.store import SceneKey, SceneStore, StoreStats
-from larr.serving.tiered_store import TieredStats, TieredStore, is_writable
+from larr.serving.stores.protocol import SceneKey, SceneStore, StoreStats
+from larr.serving.stores.tiered import TieredStats, TieredStore, is_writable
 
 D = 8
 

@@ -1,4 +1,4 @@
-"""L2 tier: scene embeddings in Redis, shared by every Triton replica (a :class:`~larr.serving.store.SceneStore`).
+"""L2 tier: scene embeddings in Redis, shared by every Triton replica (a :class:`~larr.serving.stores.protocol.SceneStore`).
 
 ::
 
@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from larr.serving.store import SceneKey, StoreStats
+from larr.serving.stores.protocol import SceneKey, StoreStats
 
 
 def text_digest(text: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Which :class:`~larr.serving.store.SceneStore` answers the feature cache: ``make_store``, the one factory.
+"""Which :class:`~larr.serving.stores.protocol.SceneStore` answers the feature cache: ``make_store``, the one factory.
 
 The ``feature_cache`` model config picks it (string parameters, as Triton hands them over)::
 
@@ -39,11 +39,11 @@ from larr.contract import (
     PARAM_SCENE_STORE,
     SCENE_TABLE_INDEX_FILE,
 )
-from larr.serving.lru import LRUStore
-from larr.serving.redis_store import RedisStore, RedisStoreConfig
-from larr.serving.store import SceneStore, StoreStats
-from larr.serving.table_store import TableStore
-from larr.serving.tiered_store import TieredStats, TieredStore
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import SceneStore, StoreStats
+from larr.serving.stores.redis import RedisStore, RedisStoreConfig
+from larr.serving.stores.table import TableStore
+from larr.serving.stores.tiered import TieredStats, TieredStore
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ DEFAULT_CACHE_MAX_BYTES = 256 * 2**20  # the LRU's bound in bytes (lru.entry_byt
 class StoreKind(ChoiceEnum):
     """The values of the ``scene_store`` parameter."""
 
-    LRU = "lru"  # in-process, per instance, bounded in entries and bytes (larr.serving.lru.LRUStore)
+    LRU = "lru"  # in-process, per instance, bounded in entries and bytes (larr.serving.stores.lru.LRUStore)
     LOCAL = "local"  # the precomputed scene table, then the LRU for texts it lacks
-    REDIS = "redis"  # table, LRU, then Redis shared by the replicas (larr.serving.redis_store)
+    REDIS = "redis"  # table, LRU, then Redis shared by the replicas (larr.serving.stores.redis)
 
     @classmethod
     def choice_name(cls) -> str:

@@ -1,4 +1,4 @@
-"""``LRUStore``: the in-process :class:`~larr.serving.store.SceneStore`, bounded in entries and in bytes.
+"""``LRUStore``: the in-process :class:`~larr.serving.stores.protocol.SceneStore`, bounded in entries and in bytes.
 
     store = LRUStore(capacity=100_000, max_bytes=512 * 2**20)
     store.put_many(keys, vectors)    # (M, D) float32; least recently used entries go first
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import xxhash
 
-from larr.serving.store import SceneKey, StoreStats
+from larr.serving.stores.protocol import SceneKey, StoreStats
 
 # Python memory per entry beyond the vector's data, measured with tracemalloc (CPython 3.11, NumPy 1.26/2):
 # the digest (a 16-byte bytes object, 56 B), the vector's ndarray object and shape (~130 B) and the

@@ -1,4 +1,4 @@
-"""Tiers of :class:`~larr.serving.store.SceneStore`, fastest first: L1 in-process → L2 Redis → ...
+"""Tiers of :class:`~larr.serving.stores.protocol.SceneStore`, fastest first: L1 in-process → L2 Redis → ...
 
 ::
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from larr.serving.store import SceneKey, SceneStore, StoreStats
+from larr.serving.stores.protocol import SceneKey, SceneStore, StoreStats
 
 
 def is_writable(store: SceneStore) -> bool:

@@ -36,7 +36,7 @@ import numpy as np
 import xxhash
 
 from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
-from larr.serving.store import SceneKey, StoreStats
+from larr.serving.stores.protocol import SceneKey, StoreStats
 
 TABLE_FORMAT = 1
 TABLE_TENSOR = "embeddings"  # the one tensor in scene_table.safetensors
@@ -88,7 +88,7 @@ def map_table_rows(path: Path) -> np.ndarray:
 
 
 class TableStore:
-    """Read-only :class:`~larr.serving.store.SceneStore` over a scene table (module docstring)."""
+    """Read-only :class:`~larr.serving.stores.protocol.SceneStore` over a scene table (module docstring)."""
 
     writable = False  # the tiered store's convention: no write-through or promotion into this tier
 
