@@ -53,7 +53,6 @@ from larr.contract import (
 from larr.export.repository import (
     ADAPTER_FILE,
     CONFIG_FILE,
-    DEFAULT_ADAPTERS_DIR,
     ONNX_FILE,
     VERSION,
     ModelFacts,
@@ -61,6 +60,7 @@ from larr.export.repository import (
     RepositoryOptions,
     RepositoryResult,
     _set_parameters,  # the one way a builder writes Triton parameters (strings)
+    checked_adapters_dir,
     config_text,
     copy_ctr_torch,
     copy_embedder_torch,
@@ -73,7 +73,7 @@ from larr.export.repository import (
     served_input_config,
     validate_ensemble,
 )
-from larr.layout import RunLayout, Variant
+from larr.layout import RunLayout, Variant, package_folder
 from larr.serving.runtime import RUNTIMES, TORCH_RUNTIME
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ FULLTEXT_ENSEMBLE_NAME = "larr_fulltext"  # same public tensors and parameters a
 FULLTEXT_EMBED_MODEL = "fulltext_embed"
 FULLTEXT_CTR_MODEL = "fulltext_ctr"
 
-FULLTEXT_ADAPTERS_DIR = Path(__file__).parent / "adapters"
+FULLTEXT_ADAPTERS = "adapters"  # package data of larr.benchmarks: <model>/1/model.py of the baseline's own steps
 FULLTEXT_VARIANT = Variant.FULL_TEXT  # stage 3's variant with one whole-scene embedding
 MODELS = (FULLTEXT_ENSEMBLE_NAME, FULLTEXT_EMBED_MODEL, EMBEDDER_MODEL, FULLTEXT_CTR_MODEL)
 # Model -> the committed adapter it runs (the CTR head reuses the ctr adapter unchanged).
@@ -161,7 +161,7 @@ def write_fulltext_repository(
     external data instead of exporting the embedder again; it must come from ``checkpoints/embed/model``.
     When it is ``out/embedder/1/model.onnx`` itself, ``out`` is an exported larr repository and the
     baseline is added to it: its ``embedder`` model is used as it is, and both ensembles are served
-    by one server (committed adapters in ``out`` are kept when ``out`` is the adapters folder).
+    by one server.
     ``runtime`` ("onnxruntime" | "torch") is how the python models run the embedder and the CTR head; a
     shared embedder keeps the larr repository's.
     """
@@ -185,7 +185,7 @@ def write_fulltext_repository(
     if max_length < 2:
         raise RepositoryError(f"max_length must be >= 2 (a text and <emb>), got {max_length}")
     checkpoints, out = Path(checkpoints), Path(out)
-    adapters_dir = Path(adapters_dir) if adapters_dir is not None else DEFAULT_ADAPTERS_DIR
+    adapters_dir = checked_adapters_dir(adapters_dir, out)
     layout = RunLayout(checkpoints)
     embedder_dir = layout.embedder_dir(FULLTEXT_VARIANT)
     ctr_dir = Path(ctr_dir) if ctr_dir is not None else layout.ctr_dir(FULLTEXT_VARIANT)
@@ -205,9 +205,8 @@ def write_fulltext_repository(
     dim = embedding_dim(embedder_dir)
     target_onnx = out / EMBEDDER_MODEL / VERSION / ONNX_FILE
     shared_embedder = embedder_onnx is not None and Path(embedder_onnx).resolve() == target_onnx.resolve()
-    in_place = out.resolve() == adapters_dir.resolve()
     models = [name for name in MODELS if not (shared_embedder and name == EMBEDDER_MODEL)]
-    version_dirs = {name: fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
+    version_dirs = {name: fresh_version_dir(out / name) for name in models}
 
     if shared_embedder:
         if not target_onnx.is_file():
@@ -249,18 +248,17 @@ def write_fulltext_repository(
         (out / name / CONFIG_FILE).write_text(config_text(configs[name]), encoding="utf-8")
     for model, adapter in ADAPTERS.items():
         source, target = _adapter_source(adapters_dir, adapter), out / model / VERSION / ADAPTER_FILE
-        if model in version_dirs and source.resolve() != target.resolve():
+        if model in version_dirs:
             shutil.copy2(source, target)
     report(f"full-text repository {out} ready: embedder_version {facts.embedder_version}")
     return RepositoryResult(out, options, facts, configs)
 
 
 def _adapter_source(adapters_dir: Path, adapter: str) -> Path:
-    """An adapter's model.py: from ``adapters_dir`` if it has one, else the baseline's own adapters
-    (kept in benchmarks/adapters/, not in the product's model_repository/, where a model folder
-    without a config would stop tritonserver from starting)."""
+    """An adapter's model.py: from ``adapters_dir`` if it has one, else the baseline's own adapters (package
+    data of larr.benchmarks, beside the harness that serves them rather than among the product's adapters)."""
     source = adapters_dir / adapter / VERSION / ADAPTER_FILE
-    return source if source.exists() else FULLTEXT_ADAPTERS_DIR / adapter / VERSION / ADAPTER_FILE
+    return source if source.exists() else package_folder(__package__) / FULLTEXT_ADAPTERS / adapter / VERSION / ADAPTER_FILE
 
 
 def _link_onnx(source: Path, target: Path) -> None:

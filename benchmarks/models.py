@@ -408,8 +408,9 @@ def _fingerprint(paths: list[Path]) -> list[list]:
 
 def _serving_code() -> list[Path]:
     from larr.export import repository
+    from larr.layout import packaged_adapters_dir
 
-    adapters = sorted(Path(repository.DEFAULT_ADAPTERS_DIR).rglob("model.py"))
+    adapters = sorted(packaged_adapters_dir().rglob("model.py"))
     return [*adapters, Path(repository.__file__)]
 
 

@@ -1,9 +1,9 @@
 """``larr export``: a trained run -> a Triton model repository.
 
-    larr export --checkpoints runs/tiny --target cpu --out model_repository
-    larr export --checkpoints runs/tiny --target cpu --embedder-precision int8 --out model_repository   # int8 CPU
-    larr export --checkpoints runs/tiny --target cpu --device cuda --out model_repository   # GPU host, no TensorRT
-    larr export --checkpoints runs/tiny --target gpu --out model_repository                 # TensorRT plans
+    larr export --checkpoints runs/tiny --target cpu                             # -> runs/tiny/model_repository
+    larr export --checkpoints runs/tiny --target cpu --embedder-precision int8   # int8 CPU
+    larr export --checkpoints runs/tiny --target cpu --device cuda               # GPU host, no TensorRT
+    larr export --checkpoints runs/tiny --target gpu --out runs/tiny/trt_repository   # TensorRT plans
 
 The parser is argparse only; torch and the exporters are imported when the command runs.
 """
@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 
 from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions, not_servable_reason
-from larr.layout import SERVABLE_VARIANTS, Variant
+from larr.layout import SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.runtime import RUNTIMES
 
 _HAND_WRITTEN = ("target", "variant")  # RepositoryOptions fields whose flags say more than the field's help
@@ -39,7 +39,7 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     defaults = RepositoryOptions()
     add = parser.add_argument
     add("--checkpoints", required=True, type=Path, help="run folder of `larr train` (config.yaml, embed/, ctr/)")
-    add("--out", required=True, type=Path, help="model repository folder to write (e.g. model_repository)")
+    add("--out", type=Path, help="model repository folder to write (default: CHECKPOINTS/model_repository)")
     add(
         "--target", required=True, choices=TARGETS,
         help="cpu: python-backend models on ONNX Runtime or PyTorch (any Triton, also on GPUs via --device cuda); "
@@ -56,7 +56,7 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> None:
             add(f"--{option.name.replace('_', '-')}", **_flag(option.name, getattr(defaults, option.name), option.metadata["help"]))
     add("--num-users", type=int, help="user id range (default: from the run's dataset)")
     add("--num-items", type=int, help="item id range (default: from the run's dataset)")
-    add("--adapters", type=Path, help="folder with <model>/1/model.py adapters (default: the repo's model_repository/)")
+    add("--adapters", type=Path, help="folder with <model>/1/model.py adapters (default: the ones installed with larr)")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -70,9 +70,10 @@ def run_export(args: argparse.Namespace) -> int:
     from larr.export.repository import write_repository
     from larr.export.tensorrt_build import TensorRTUnavailableError
 
+    out = args.out if args.out is not None else RunLayout(args.checkpoints).model_repository_dir
     try:
         write_repository(
-            args.checkpoints, args.out, options, num_users=args.num_users, num_items=args.num_items,
+            args.checkpoints, out, options, num_users=args.num_users, num_items=args.num_items,
             adapters_dir=args.adapters, progress=lambda line: print(line, flush=True),
         )
     except TensorRTUnavailableError as error:

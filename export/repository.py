@@ -2,7 +2,7 @@
 
     from larr.export.repository import write_repository
 
-    write_repository(Path("runs/tiny"), Path("model_repository"), RepositoryOptions(target="cpu"))
+    write_repository(Path("runs/tiny"), RunLayout(Path("runs/tiny")).model_repository_dir, RepositoryOptions(target="cpu"))
 
 Layout (tensor names and parameters from larr.contract; D = embedding size, K = scene features)::
 
@@ -19,8 +19,9 @@ Layout (tensor names and parameters from larr.contract; D = embedding size, K = 
     OUT/ctr/1/                      model.onnx [+ torch/ with serving.json] + model.py  |  model.plan
 
 Every ``config.pbtxt`` is a ``tritonclient.grpc.model_config_pb2.ModelConfig`` written with
-``google.protobuf.text_format``. The python models' ``model.py`` adapters are committed in the repo's
-``model_repository/`` (``larr.layout.COMMITTED_REPOSITORY_DIR``) and copied from there.
+``google.protobuf.text_format``. The python models' ``model.py`` adapters are package data
+(``larr.model_repository``, found by ``larr.layout.packaged_adapters_dir``) and copied from there: the
+repository is written outside the source tree (by default into the run folder, ``RUN/model_repository``).
 ``embedder_version`` (the first 12 hex chars of the sha256 of the exported embedder ONNX, external data
 included) keys the feature cache, so a new embedder never reads stale entries.
 """
@@ -86,7 +87,7 @@ from larr.contract import (
 )
 from larr.errors import UserError
 from larr.export.embedder_precision import EmbedderPrecision
-from larr.layout import COMMITTED_REPOSITORY_DIR, SERVABLE_VARIANTS, RunLayout, Variant
+from larr.layout import SERVABLE_VARIANTS, RunLayout, Variant, packaged_adapters_dir
 from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES, SERVING_META_FILE, TORCH_RUNTIME
 from larr.serving.stores.factory import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
@@ -98,7 +99,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TARGETS = ("cpu", "gpu")
-DEFAULT_ADAPTERS_DIR = COMMITTED_REPOSITORY_DIR
 CONFIG_FILE = "config.pbtxt"
 ADAPTER_FILE = "model.py"
 VERSION = "1"
@@ -571,8 +571,8 @@ def write_repository(
     served as ``options`` say.
 
     ``num_users``/``num_items`` default to the dataset's (see :func:`dataset_facts`). ``adapters_dir``
-    is where the committed ``<model>/1/model.py`` adapters are copied from (default: the repo's
-    ``model_repository/``). ``progress`` receives one line per artifact written.
+    is where the ``<model>/1/model.py`` adapters are copied from (default: the ones installed with larr,
+    :func:`larr.layout.packaged_adapters_dir`). ``progress`` receives one line per artifact written.
     """
     from larr.export.embedder_precision import export_embedder_at
     from larr.export.onnx_export import (
@@ -590,12 +590,7 @@ def write_repository(
         from larr.export.tensorrt_build import require_tensorrt
 
         require_tensorrt()  # before minutes of export, not after
-    adapters_dir = Path(adapters_dir) if adapters_dir is not None else DEFAULT_ADAPTERS_DIR
-    if not adapters_dir.is_dir():
-        raise RepositoryError(
-            f"{adapters_dir}: the folder with the committed model.py adapters is missing; run from a larr "
-            "checkout or pass adapters_dir"
-        )
+    adapters_dir = checked_adapters_dir(adapters_dir, out)
     paths = CheckpointPaths.find(checkpoints, options.variant)
     dataset = dataset_facts(checkpoints, num_users, num_items)
     vocab = json.loads((paths.ctr_dir / VOCAB_FILE).read_text(encoding="utf-8"))
@@ -605,9 +600,8 @@ def write_repository(
             f"{paths.ctr_dir} was trained on scene features {scene_features}, the dataset has {dataset.scene_features}"
         )
     dim = embedding_dim(paths.embedder_dir)
-    in_place = out.resolve() == adapters_dir.resolve()
     models = REPOSITORY_MODELS
-    version_dirs = {name: fresh_version_dir(out / name, keep_adapter=in_place) for name in models}
+    version_dirs = {name: fresh_version_dir(out / name) for name in models}
 
     with tempfile.TemporaryDirectory(prefix="larr-export-") as scratch:
         # gpu: the ONNX graphs are only the engines' source and stay out of the repository
@@ -642,7 +636,7 @@ def write_repository(
     for name, config in configs.items():
         (out / name / CONFIG_FILE).write_text(config_text(config), encoding="utf-8")
         report(f"{name}: {out / name / CONFIG_FILE}")
-    _copy_adapters(adapters_dir, out, PYTHON_MODELS[options.target], in_place, report)
+    _copy_adapters(adapters_dir, out, PYTHON_MODELS[options.target], report)
     apply_fresh_text_policy(out, options.fresh_text_policy, report)
     report(
         f"model repository {out} ready: target {options.target}, variant {options.variant}, "
@@ -696,13 +690,26 @@ def _write_item_names(checkpoints: Path, path: Path, report) -> None:
     report(f"{ENSEMBLE_NAME}: {path} ({len(items)} item names)")
 
 
-def fresh_version_dir(model_dir: Path, keep_adapter: bool) -> Path:
+def checked_adapters_dir(adapters_dir: Path | None, out: Path) -> Path:
+    """The folder the ``<model>/1/model.py`` adapters are copied from (default: the installed ones), checked to
+    exist and to lie outside ``out``: an export empties its version folders, the adapters' own included."""
+    adapters_dir = Path(adapters_dir) if adapters_dir is not None else packaged_adapters_dir()
+    if not adapters_dir.is_dir():
+        raise RepositoryError(f"{adapters_dir}: the folder with the model.py adapters (--adapters) is missing")
+    resolved, out = adapters_dir.resolve(), Path(out).resolve()
+    if resolved == out or resolved in out.parents or out in resolved.parents:
+        raise RepositoryError(
+            f"{out}: this is where the adapters are copied from ({adapters_dir}); write the repository elsewhere, "
+            "e.g. into the run folder (the default of `larr export`)"
+        )
+    return adapters_dir
+
+
+def fresh_version_dir(model_dir: Path) -> Path:
     """Empty ``model_dir/1`` so no artifact of an earlier export (a plan, external data) lingers."""
     version_dir = model_dir / VERSION
     if version_dir.exists():
         for entry in version_dir.iterdir():
-            if keep_adapter and entry.name == ADAPTER_FILE:
-                continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     version_dir.mkdir(parents=True, exist_ok=True)
     return version_dir
@@ -850,18 +857,17 @@ def link_or_copy(source: str | Path, target: str | Path) -> None:
         shutil.copy2(source, target)
 
 
-def _copy_adapters(adapters_dir: Path, out: Path, models: tuple[str, ...], in_place: bool, report) -> None:
+def _copy_adapters(adapters_dir: Path, out: Path, models: tuple[str, ...], report) -> None:
     for name in models:
         source = adapters_dir / name / VERSION / ADAPTER_FILE
         if not source.exists():
             warnings.warn(f"{source}: adapter missing; model {name!r} will not load until it is there", stacklevel=3)
-        elif not in_place:
+        else:
             shutil.copy2(source, out / name / VERSION / ADAPTER_FILE)
             report(f"{name}: {out / name / VERSION / ADAPTER_FILE}")
 
 
 __all__ = [
-    "DEFAULT_ADAPTERS_DIR",
     "CheckpointPaths",
     "DatasetFacts",
     "ModelFacts",
@@ -870,6 +876,7 @@ __all__ = [
     "RepositoryResult",
     "apply_fresh_text_policy",
     "build_configs",
+    "checked_adapters_dir",
     "config_text",
     "copy_ctr_torch",
     "copy_embedder_torch",

@@ -231,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     serve = commands.add_parser("serve", help="run tritonserver on a model repository (loopback, safe defaults)")
-    serve.add_argument("--model-repository", default="model_repository", type=Path)
+    serve.add_argument(
+        "--model-repository", required=True, type=Path,
+        help="a repository written by `larr export` (by default RUN/model_repository)",
+    )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: loopback only; 0.0.0.0 in a container)"
     )

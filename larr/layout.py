@@ -17,12 +17,14 @@ Run folder (``larr train all --out RUN``)::
     RUN/embed_no_stage1/model/      stage 2 started from the base model (the no_stage1 ablation)
     RUN/distill/model/              `larr train distill`: the stage-2 embedder pruned to a narrower width (optional)
     RUN/ctr/<variant>/              stage 3: one CTR model per variant
+    RUN/model_repository/           `larr export`'s Triton model repository (when no --out is given)
 
 Layer 1: no torch, no other larr module.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"  # inside each LLM stage's folder
 DATASET_FILE = "dataset.json"  # marks a dataset folder (larr.data.schema writes it)
 BASE_MODEL_DIR = "init"  # inside pretrain/: the base LM as it was before stage 1 (the no_stage1 ablation's start)
+MODEL_REPOSITORY_DIR = "model_repository"  # `larr export`'s output when no --out is given
 
 
 class Stage(ChoiceEnum):
@@ -177,6 +180,11 @@ class RunLayout:
     def ctr_dir(self, variant: Variant) -> Path:
         return self.stage_dir(Stage.CTR) / Variant.parse(variant).value
 
+    @property
+    def model_repository_dir(self) -> Path:
+        """Where ``larr export`` writes the run's Triton model repository when no ``--out`` is given."""
+        return self.root / MODEL_REPOSITORY_DIR
+
     def dataset_name(self) -> str | None:
         """The ``data`` entry of the run's ``config.yaml`` as written; None when the file or the entry is absent."""
         if not self.config_file.exists():
@@ -201,7 +209,20 @@ class RunLayout:
         return next((c for c in self.dataset_candidates() if (c / DATASET_FILE).exists()), None)
 
 
-# The committed python-backend adapters (``<model>/1/model.py``) live in the checkout's model_repository/,
-# next to this package's folder, not inside it: tritonserver serves that folder as it is. Stated here once;
-# an installed (non-editable) larr has no such folder, and the exporter says so and asks for --adapters.
-COMMITTED_REPOSITORY_DIR = Path(__file__).resolve().parent.parent / "model_repository"
+# The python-backend adapters (``<model>/1/model.py``) are package data of ``larr.model_repository`` (the
+# checkout's top-level model_repository/ folder), so an installed wheel exports exactly as a checkout does.
+ADAPTERS_PACKAGE = "larr.model_repository"
+
+
+def package_folder(package: str) -> Path:
+    """The folder of an installed larr package, whose data files (adapters) are plain files in it: a wheel
+    installs unzipped and an editable install maps the package to the checkout."""
+    folder = importlib.resources.files(package)
+    if not isinstance(folder, Path):  # e.g. imported from a zip file: Triton cannot read an adapter from there
+        raise FileNotFoundError(f"{package} is not installed as a folder ({folder}); install larr with pip")
+    return folder
+
+
+def packaged_adapters_dir() -> Path:
+    """Where the python-backend adapters ``<model>/1/model.py`` that ``larr export`` copies live."""
+    return package_folder(ADAPTERS_PACKAGE)

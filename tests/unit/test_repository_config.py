@@ -2,7 +2,7 @@
 names, dtypes, dims and parameters, and the ensemble's steps form a graph Triton can schedule.
 
 Covers generated repositories (cpu target exported for real; gpu target config-only, no engine
-build) and every ``model_repository/*/config.pbtxt`` that exists in the checkout.
+build) and where the export finds its adapters and writes by default.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-import larr
 from larr.contract import (
     ATTENTION_MASK,
     CTR,
@@ -76,12 +75,12 @@ from larr.export.repository import (
     validate_ensemble,
     write_repository,
 )
-from larr.serving.stores.redis import RedisStoreConfig
+from larr.layout import RunLayout, packaged_adapters_dir
 from larr.serving.runtime import SERVING_META_FILE
+from larr.serving.stores.redis import RedisStoreConfig
 from larr.tokenization import EmbeddingInputConfig
 
 MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
-COMMITTED_REPOSITORY = Path(larr.__file__).resolve().parents[1] / "model_repository"
 GPU = mc.ModelInstanceGroup.KIND_GPU
 CPU = mc.ModelInstanceGroup.KIND_CPU
 
@@ -488,37 +487,42 @@ def test_missing_adapters(tiny_run, tmp_path):
     assert not (tmp_path / "b" / CTR_MODEL / "1" / "model.py").exists()
 
 
-def test_export_into_the_adapters_folder_keeps_the_adapters(tiny_run, adapters, tmp_path):
-    """`larr export --out model_repository` in the checkout: the committed model.py files stay as they are."""
+@pytest.mark.parametrize("where", [".", "ctr", "ctr/1"])
+def test_export_refuses_to_write_into_the_adapters_folder(tiny_run, adapters, tmp_path, where):
+    """An export empties its version folders: into the adapters' folder it would delete the adapters."""
     repo = tmp_path / "model_repository"
     shutil.copytree(adapters, repo)
-    write_repository(tiny_run.run_dir, repo, RepositoryOptions(), adapters_dir=repo, progress=lambda line: None)
+    with pytest.raises(RepositoryError, match="adapters are copied from"):
+        write_repository(tiny_run.run_dir, repo / where, RepositoryOptions(), adapters_dir=repo)
     for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
         assert (repo / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
-        assert (repo / name / "config.pbtxt").exists()
+
+
+def test_the_installed_adapters_are_the_packages_data():
+    """The default adapters are larr.model_repository's files, wherever larr is installed (the wheel test
+    checks an installed wheel); the checkout's model_repository/ folder is that package."""
+    import larr.model_repository
+
+    folder = packaged_adapters_dir()
+    assert folder == Path(larr.model_repository.__file__).parent
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/1/model.py")) == [
+        f"{name}/1/model.py" for name in sorted((CTR_MODEL, EMBEDDER_MODEL, FEATURE_CACHE_MODEL))
+    ]
+
+
+def test_export_writes_into_the_run_folder_by_default(monkeypatch, tmp_path):
+    """No --out: the repository goes to RUN/model_repository, outside the source tree."""
+    from larr.export import repository
+
+    written = []
+    monkeypatch.setattr(repository, "write_repository", lambda checkpoints, out, *args, **kwargs: written.append(out))
+    assert run_export(cli_args("--checkpoints", str(tmp_path / "run"), "--target", "cpu")) == 0
+    assert written == [RunLayout(tmp_path / "run").model_repository_dir] == [tmp_path / "run" / "model_repository"]
 
 
 def test_missing_variant_checkpoint(tiny_run, tmp_path):
     with pytest.raises(RepositoryError, match="no_alignment"):
         write_repository(tiny_run.run_dir, tmp_path, RepositoryOptions(variant="no_alignment"))
-
-
-# --------------------------------------------------------------------------------------------- committed configs
-
-
-def test_committed_configs_parse_and_fit_together():
-    """Whatever model_repository/*/config.pbtxt exists in the checkout parses and names its own model."""
-    paths = sorted(COMMITTED_REPOSITORY.glob("*/config.pbtxt"))
-    configs = {}
-    for path in paths:
-        config = parse_config(path)
-        assert config.name in ("", path.parent.name), f"{path}: name {config.name!r}"
-        assert config.input and config.output, f"{path}: no inputs or outputs"
-        configs[path.parent.name] = config
-    if ENSEMBLE_NAME in configs:
-        validate_ensemble(configs[ENSEMBLE_NAME], configs)
-        assert_schedulable(configs[ENSEMBLE_NAME], configs)
-    assert len(configs) == len(paths)
 
 
 def test_served_padding_is_the_calls_longest_on_cpu_and_the_trained_multiple_for_tensorrt(tmp_path):
