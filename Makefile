@@ -6,7 +6,7 @@
 PYTHON ?= python3
 STAMP  := .setup.stamp
 
-.PHONY: setup install-pretrained demo demo-full test test-slow test-all test-gpu bench bench-gpu frappe clean
+.PHONY: setup install-pretrained demo demo-full test test-slow test-all test-gpu bench bench-gpu frappe docs clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,11 @@ bench-gpu:
 # LARR on Frappe vs the BARS Frappe_x1 leaderboard (needs ../shared/data/frappe; hours on 2 cores, resumable)
 frappe: setup
 	$(PYTHON) benchmarks/studies/frappe/frappe_bars.py --raw ../shared/data/frappe --out runs/frappe
+
+# README's and docs/'s result tables, rendered from the committed results files (make test checks them:
+# `larr docs render --check` fails with a diff when one differs)
+docs: setup
+	$(PYTHON) -m larr docs render
 
 clean:
 	rm -rf runs $(STAMP) .pytest_cache
