@@ -5,6 +5,8 @@
     point = run_perf_analyzer("larr", server.grpc_url, "level.json", concurrency=16, window_requests=window, work=tmp)
     before = read_statistics(server.grpc_url); ...; breakdown = statistics_delta(before, read_statistics(url))
 
+    larr perf-data --data runs/demo/data --out perf_data.json   # a user's own perf_analyzer --input-data file
+
 Each measured point is one perf_analyzer process over gRPC at one concurrency, in ``count_windows``
 mode with exactly three windows of at least ``window_requests`` requests each, reported as their
 average: a fixed-size measurement. perf_analyzer's stability search is switched off
@@ -30,6 +32,7 @@ import csv
 import io
 import math
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -246,3 +249,52 @@ def statistics_delta(before: dict[str, ModelStats], after: dict[str, ModelStats]
             "compute_output_us": (now.compute_output_ns - then.compute_output_ns) / requests / 1e3,
         }
     return out
+
+
+# --------------------------------------------------------------------------------------------- larr perf-data
+
+PERF_DATA_REQUESTS = 1000  # entries of `larr perf-data`'s file; perf_analyzer walks them in order and wraps around
+
+
+def write_perf_data(data_dir: Path, out: Path, requests: int = PERF_DATA_REQUESTS, spec=None) -> Path:
+    """perf_analyzer's ``--input-data`` file for the ``larr`` ensemble: ``requests`` requests drawn from the
+    dataset in ``data_dir`` as the benchmarks draw theirs (:class:`larr.benchmarks.workload.RequestStream`)."""
+    from larr.benchmarks.workload import RequestStream, ScenePools, WorkloadSpec, write_perf_analyzer_data
+    from larr.data.schema import load_dataset
+
+    if requests < 1:
+        raise ValueError(f"requests must be >= 1, got {requests}")
+    pools = ScenePools.from_dataset(load_dataset(data_dir, splits=("train",)))
+    stream = RequestStream(pools, spec if spec is not None else WorkloadSpec())
+    return write_perf_analyzer_data(stream.take(requests), out)
+
+
+def configure_perf_data_parser(parser) -> None:
+    from larr.benchmarks.workload import WorkloadSpec
+
+    defaults = WorkloadSpec()
+    add = parser.add_argument
+    add("--data", required=True, type=Path, help="dataset folder the requests are drawn from (its train split)")
+    add("--out", required=True, type=Path, help="JSON file to write (perf_analyzer --input-data FILE)")
+    add("--requests", type=int, default=PERF_DATA_REQUESTS, help="requests in the file (perf_analyzer cycles through them)")
+    add("--candidates", type=int, default=defaults.candidates, help="candidate items per request (ITEM_IDS)")
+    add("--fresh-share", type=float, default=defaults.unseen_share,
+        help="share of scene texts never seen in training (a seen text with a unique suffix): cache misses")
+    add("--seed", type=int, default=defaults.seed, help="seed of the drawn requests")
+
+
+def run_perf_data(args) -> int:
+    """``larr perf-data``; a bad flag or dataset exits 2 with one line on stderr."""
+    from larr.benchmarks.workload import WorkloadSpec
+
+    if not 0.0 <= args.fresh_share <= 1.0:  # said with the flag's name, not WorkloadSpec's field's
+        print(f"larr perf-data: --fresh-share must be in [0, 1], got {args.fresh_share}", file=sys.stderr)
+        return 2
+    try:
+        spec = WorkloadSpec(unseen_share=args.fresh_share, candidates=args.candidates, seed=args.seed)
+        path = write_perf_data(args.data, args.out, args.requests, spec)
+    except ValueError as error:
+        print(f"larr perf-data: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: {args.requests} requests of the larr ensemble (perf_analyzer -m larr --input-data {path})")
+    return 0

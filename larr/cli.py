@@ -1,4 +1,5 @@
-"""The ``larr`` command line: data, config, train, evaluate, export, embed-scenes, serve, query, demo, bench.
+"""The ``larr`` command line: data, config, train, evaluate, export, embed-scenes, serve, query, demo, bench,
+perf-data.
 
 Subcommands import their (heavy) modules only when run, so ``larr query`` never imports torch.
 
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="larr", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error (bad data, config, "
                         "order of steps) instead of its one-line message")
+def _perf_data(args: argparse.Namespace) -> int:
+    from larr.benchmarks.perf import run_perf_data
+
+    return run_perf_data(args)
+
+
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)
@@ -318,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+
+    from larr.benchmarks.perf import configure_perf_data_parser
+
+    perf_data = commands.add_parser("perf-data", help="write a perf_analyzer --input-data file of requests drawn from "
+                                    "a dataset, for the larr ensemble")
+    configure_perf_data_parser(perf_data)
+    perf_data.set_defaults(func=_perf_data)
         return 130
     except UserError as error:
         if args.debug:
