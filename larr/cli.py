@@ -305,6 +305,13 @@ def _perf_data(args: argparse.Namespace) -> int:
     soak = commands.add_parser("soak", help="serve a repository under a bounded load; errors, p50/p99 and RSS over time")
     configure_soak_parser(soak)
     soak.set_defaults(func=_soak)
+
+    from larr.benchmarks.perf import configure_perf_data_parser
+
+    perf_data = commands.add_parser("perf-data", help="write a perf_analyzer --input-data file of requests drawn from "
+                                    "a dataset, for the larr ensemble")
+    configure_perf_data_parser(perf_data)
+    perf_data.set_defaults(func=_perf_data)
     return parser
 
 
@@ -325,13 +332,6 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-
-    from larr.benchmarks.perf import configure_perf_data_parser
-
-    perf_data = commands.add_parser("perf-data", help="write a perf_analyzer --input-data file of requests drawn from "
-                                    "a dataset, for the larr ensemble")
-    configure_perf_data_parser(perf_data)
-    perf_data.set_defaults(func=_perf_data)
         return 130
     except UserError as error:
         if args.debug:
