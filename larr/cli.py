@@ -141,6 +141,12 @@ def _soak(args: argparse.Namespace) -> int:
     return run_soak_command(args)
 
 
+def _perf_data(args: argparse.Namespace) -> int:
+    from larr.benchmarks.perf import run_perf_data
+
+    return run_perf_data(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from larr.demo import run_demo
 
@@ -151,12 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="larr", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error (bad data, config, "
                         "order of steps) instead of its one-line message")
-def _perf_data(args: argparse.Namespace) -> int:
-    from larr.benchmarks.perf import run_perf_data
-
-    return run_perf_data(args)
-
-
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)
