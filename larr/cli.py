@@ -100,9 +100,19 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _embed_scenes(args: argparse.Namespace) -> int:
+    if args.engine == "ray":  # its own module: the local engine never imports ray
+        from larr.export.ray_engine import run_embed_scenes_ray
+
+        return run_embed_scenes_ray(args)
     from larr.export.scene_table import run_embed_scenes
 
     return run_embed_scenes(args)
+
+
+def _load_store(args: argparse.Namespace) -> int:
+    from larr.export.load_store import run_load_store
+
+    return run_load_store(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -221,13 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     configure_export_parser(export)
     export.set_defaults(func=_export)
 
+    from larr.export.ray_engine import configure_ray_engine_parser  # light: ray is imported when the engine runs
     from larr.export.scene_table import configure_embed_scenes_parser
 
     embed_scenes = commands.add_parser(
         "embed-scenes", help="embed every known scene text offline into a versioned scene table (larr.export.scene_table)"
     )
     configure_embed_scenes_parser(embed_scenes)
+    configure_ray_engine_parser(embed_scenes)
     embed_scenes.set_defaults(func=_embed_scenes)
+
+    from larr.export.load_store import configure_load_store_parser
+
+    load_store = commands.add_parser(
+        "load-store", help="bulk-load a scene table (or its new rows) into Redis / Redis Cluster (larr.export.load_store)"
+    )
+    configure_load_store_parser(load_store)
+    load_store.set_defaults(func=_load_store)
 
     from larr.serving.launcher import (  # light: stdlib and prometheus_client
         ADMIN_KEY_ENV,

@@ -6,6 +6,7 @@ The ``feature_cache`` model config picks it (string parameters, as Triton hands 
     parameters { key: "cache_capacity"  value { string_value: "100000" } }   # entries
     parameters { key: "cache_max_bytes" value { string_value: "268435456" } }  # 0 = no byte bound
     parameters { key: "redis_url"       value { string_value: "redis://10.0.0.5:6379/0" } }  # kind "redis"
+    # Redis Cluster: "redis+cluster://10.0.0.5:7000,10.0.0.6:7000/0" (larr.serving.stores.redis_cluster)
 
     store = make_store(model_parameters(config), version_dir)
 
@@ -42,6 +43,7 @@ from larr.contract import (
 from larr.serving.stores.lru import LRUStore
 from larr.serving.stores.protocol import SceneStore, StoreStats
 from larr.serving.stores.redis import RedisStore, RedisStoreConfig
+from larr.serving.stores.redis_cluster import RedisClusterStore, make_redis_tier
 from larr.serving.stores.table import TableStore
 from larr.serving.stores.tiered import TieredStats, TieredStore
 
@@ -99,7 +101,7 @@ def build_store(config: StoreConfig, table: TableStore | None = None) -> SceneSt
     tiers: list[SceneStore] = [table] if table is not None else []
     tiers.append(lru)
     if config.kind is StoreKind.REDIS:
-        tiers.append(RedisStore(config.redis))
+        tiers.append(make_redis_tier(config.redis))  # one node, or Redis Cluster for redis+cluster://
     return TieredStore(tiers) if len(tiers) > 1 else lru
 
 
@@ -137,4 +139,4 @@ def tier_stats(store: SceneStore, stats: StoreStats) -> tuple[StoreStats, ...]:
     return stats.tiers if isinstance(stats, TieredStats) else (stats,)
 
 
-_TIER_NAMES: dict[type, str] = {TableStore: "table", LRUStore: "lru", RedisStore: "redis"}
+_TIER_NAMES: dict[type, str] = {TableStore: "table", LRUStore: "lru", RedisStore: "redis", RedisClusterStore: "redis"}
