@@ -1,0 +1,76 @@
+"""Fixtures the unit tests share.
+
+``pb_utils``: a fresh copy of the python-backend stand-in (tests/fakes/pb_utils.py) per test, installed as
+``sys.modules["triton_python_backend_utils"]`` for as long as the test runs, so an adapter loaded by file path
+imports it.
+
+``scene_tokenizer`` (session scope): a byte-level BPE trained on a few scene texts of :data:`SCENE_FEATURES`,
+``max_length`` 16; ``scene_cache(store=None, ids=None, version="v1")`` builds a :class:`SceneFeatureCache`
+over it (``store``: an ``LRUStore(100)`` by default; ``ids``: per feature, ``{text: id}`` of the scene vocab).
+
+``cpu_repository`` (session scope): the tiny run (``tiny_run``) exported as ``larr export --target cpu``
+writes it (ONNX Runtime on the CPU); tests read it, never write into it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.stores.lru import LRUStore
+from larr.serving.stores.protocol import SceneStore
+from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
+
+FAKE_PB_UTILS = Path(__file__).resolve().parent.parent / "fakes" / "pb_utils.py"
+PB_UTILS_MODULE = "triton_python_backend_utils"
+SCENE_FEATURES = ("weather", "place")  # the tests that use scene_cache name the same two
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` imported as a module named ``name`` (not added to ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def pb_utils(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    module = load_module(PB_UTILS_MODULE, FAKE_PB_UTILS)
+    monkeypatch.setitem(sys.modules, PB_UTILS_MODULE, module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def scene_tokenizer() -> EmbeddingTokenizer:
+    from larr.training.llm import train_bpe_tokenizer
+
+    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, SCENE_FEATURES)
+    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
+
+
+@pytest.fixture
+def scene_cache(scene_tokenizer: EmbeddingTokenizer) -> Callable[..., SceneFeatureCache]:
+    def make(
+        store: SceneStore | None = None, ids: Sequence[Mapping[str, int]] | None = None, version: str = "v1"
+    ) -> SceneFeatureCache:
+        vocab = SceneVocab(SCENE_FEATURES, tuple(ids) if ids is not None else ({}, {}))
+        return SceneFeatureCache(SCENE_FEATURES, scene_tokenizer, vocab, LRUStore(100) if store is None else store, version)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from larr.export.repository import RepositoryOptions, write_repository
+
+    out = tmp_path_factory.mktemp("cpu_repository")
+    write_repository(tiny_run.run_dir, out, RepositoryOptions(target="cpu", runtime="onnxruntime", device="cpu"),
+                     progress=lambda line: None)
+    return out
