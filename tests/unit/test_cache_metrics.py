@@ -53,12 +53,12 @@ def test_counters_are_sent_as_increases_and_gauges_as_levels(pb_utils, scene_cac
     assert metrics.series["background_paused_seconds_total"].increments == [1.5, 0.5]
 
 
-def test_deadline_fallbacks_are_a_counter_of_their_own():
-    cache = make_cache(LRUStore(10))
+def test_deadline_fallbacks_are_a_counter_of_their_own(pb_utils, scene_cache):
+    cache = scene_cache(LRUStore(10))
     background = BackgroundEmbedder(lambda texts: None, cache.store, max_batch=4)
     misses = MissEmbedder(cache, lambda texts: None)
-    metrics = FeatureCacheMetrics(FakePbUtils, {"instance": "i0"}, cache)
-    assert metrics.families["deadline_fallbacks_total"].kind == "counter"
+    metrics = FeatureCacheMetrics(pb_utils, {"instance": "i0"}, cache)
+    assert metrics.families["deadline_fallbacks_total"].kind == pb_utils.MetricFamily.COUNTER
     cache.deadline_fallbacks = 2  # two texts missed the deadline (SceneFeatureCache.fall_back_late)
     metrics.report(cache, background, misses)
     cache.deadline_fallbacks = 3
