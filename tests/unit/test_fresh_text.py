@@ -8,21 +8,12 @@ import numpy as np
 import pytest
 
 from larr.contract import UNSEEN_SCENE_FILL
-from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.fresh_text import QUEUE_BATCHES, BackgroundEmbedder, FreshTextPolicy
 from larr.serving.stores.lru import LRUStore
 from larr.serving.stores.protocol import SceneKey
-from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.llm import train_bpe_tokenizer
 
-FEATURES = ("weather", "place")
 DIM = 3
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> EmbeddingTokenizer:
-    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, FEATURES)
-    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
 
 
 class FakeEmbedder:
@@ -42,9 +33,8 @@ class FakeEmbedder:
         return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)  # (M, D)
 
 
-def make(tokenizer, embed, max_batch=64) -> tuple[SceneFeatureCache, BackgroundEmbedder]:
-    vocab = SceneVocab(FEATURES, ({"heavy rain": 1}, {"office": 1}))
-    cache = SceneFeatureCache(FEATURES, tokenizer, vocab, LRUStore(100), "v1")
+def make(scene_cache, embed, max_batch=64) -> tuple[SceneFeatureCache, BackgroundEmbedder]:
+    cache = scene_cache(ids=({"heavy rain": 1}, {"office": 1}))  # scene features (weather, place)
     return cache, BackgroundEmbedder(embed, cache.store, max_batch)
 
 
@@ -64,10 +54,10 @@ def test_policy_parse() -> None:
         FreshTextPolicy.parse("eventually")
 
 
-def test_miss_is_unseen_row_now_then_embedded_once_then_a_hit(tokenizer) -> None:
+def test_miss_is_unseen_row_now_then_embedded_once_then_a_hit(scene_cache) -> None:
     async def scenario():
         embed = FakeEmbedder()
-        cache, background = make(tokenizer, embed)
+        cache, background = make(scene_cache, embed)
         (first,) = execute(cache, background, [[b"heavy rain", b"office"]])
         emb, ids = first
         assert emb.shape == (2, DIM) and np.all(emb == UNSEEN_SCENE_FILL)  # answered now, with zeros
@@ -86,11 +76,11 @@ def test_miss_is_unseen_row_now_then_embedded_once_then_a_hit(tokenizer) -> None
     asyncio.run(scenario())
 
 
-def test_concurrent_misses_of_one_text_are_embedded_once(tokenizer) -> None:
+def test_concurrent_misses_of_one_text_are_embedded_once(scene_cache) -> None:
     async def scenario():
         gate = asyncio.Event()
         embed = FakeEmbedder(gate)
-        cache, background = make(tokenizer, embed)
+        cache, background = make(scene_cache, embed)
         execute(cache, background, [[b"snow", b"campus"], [b"snow", b"home"]])  # one execute, "snow" twice
         await asyncio.sleep(0)  # the drain task starts and its batch is in flight (held at the gate)
         assert len(embed.calls) == 1 and len(embed.calls[0]) == 3  # snow, campus, home
@@ -107,10 +97,10 @@ def test_concurrent_misses_of_one_text_are_embedded_once(tokenizer) -> None:
     asyncio.run(scenario())
 
 
-def test_background_batches_are_bounded_and_failures_counted(tokenizer) -> None:
+def test_background_batches_are_bounded_and_failures_counted(scene_cache) -> None:
     async def scenario():
         embed = FakeEmbedder(fail=True)
-        cache, background = make(tokenizer, embed, max_batch=2)
+        cache, background = make(scene_cache, embed, max_batch=2)
         execute(cache, background, [[b"a", b"b"], [b"c", b"d"], [b"e", b"f"]])
         await background.wait_idle()
         assert [len(c) for c in embed.calls] == [2, 2, 2] and background.failed == 6 and background.embedded == 0
@@ -122,12 +112,11 @@ def test_background_batches_are_bounded_and_failures_counted(tokenizer) -> None:
     asyncio.run(scenario())
 
 
-def test_a_full_queue_drops_its_oldest_texts_which_a_later_miss_queues_again(tokenizer) -> None:
+def test_a_full_queue_drops_its_oldest_texts_which_a_later_miss_queues_again(scene_cache) -> None:
     async def scenario():
         gate = asyncio.Event()
         embed = FakeEmbedder(gate=gate)
-        vocab = SceneVocab(FEATURES, ({}, {}))
-        cache = SceneFeatureCache(FEATURES, tokenizer, vocab, LRUStore(100), "v1")
+        cache = scene_cache()
         background = BackgroundEmbedder(embed, cache.store, max_batch=2, max_queued=3)
         execute(cache, background, [[b"w0", b"p0"]])  # both go in flight at once (the drain task starts)...
         await asyncio.sleep(0)
