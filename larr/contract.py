@@ -55,7 +55,9 @@ PARAM_REDIS_RETRY_AFTER_S = "redis_retry_after_s"  # feature_cache, scene_store 
 PARAM_CACHE_MAX_BYTES = "cache_max_bytes"  # feature_cache: LRU bound, in bytes (serving.stores.lru.entry_bytes; 0 = none)
 PARAM_EMBEDDER_MODEL = "embedder_model"  # feature_cache: the model its BLS calls go to
 PARAM_EMBEDDER_MAX_BATCH = "embedder_max_batch"  # feature_cache: texts per BLS request (embedder max_batch_size)
-PARAM_FRESH_TEXT_POLICY = "fresh_text_policy"  # feature_cache: "strict" | "async" (larr.serving.fresh_text.FreshTextPolicy)
+PARAM_FRESH_TEXT_POLICY = "fresh_text_policy"  # feature_cache: strict|async|deadline (larr.serving.fresh_text.FreshTextPolicy)
+# feature_cache, deadline: the longest a request waits for its fresh texts' embeddings, in ms (then: unseen-text row)
+PARAM_MISS_DEADLINE_MS = "miss_deadline_ms"
 PARAM_BACKGROUND_EMBEDDER_MODEL = "background_embedder_model"  # feature_cache: where background (async) BLS calls go
 # feature_cache, async: the largest share of wall time the background embedder spends embedding (1 = no pause)
 PARAM_BACKGROUND_BUSY_SHARE = "background_busy_share"

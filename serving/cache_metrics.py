@@ -3,8 +3,11 @@
 ``pb_utils`` is passed in, so this imports and is tested without Triton. What is exported:
 
     counters  hits_total, misses_total (lookups no store had), coalesced_total (repeats of a text within
-              one batch), joined_total (misses that waited for another batch's embedder call), evictions_total, fresh_fallbacks_total, background_embedded_total,
-              background_failed_total, background_dropped_total, background_paused_seconds_total; with a Redis tier also redis_hits_total, redis_errors_total
+              one batch), joined_total (misses that waited for another batch's embedder call), evictions_total,
+              fresh_fallbacks_total (async), deadline_fallbacks_total (deadline: 1 - it / misses_total is the
+              share of fresh texts answered with their own embedding), background_embedded_total,
+              background_failed_total, background_dropped_total, background_paused_seconds_total; with a Redis
+              tier also redis_hits_total, redis_errors_total
     gauges    entries, bytes (all tiers); tier_entries / tier_bytes {tier="table"|"lru"|"redis"};
               with a Redis tier redis_degraded (1 while Redis is skipped after a failure)
 
@@ -45,6 +48,8 @@ CACHE_METRICS: tuple[CacheMetric, ...] = (
     CacheMetric("joined_total", "misses answered by an embedder call another batch had started (embedded once)", True),
     CacheMetric("evictions_total", "entries evicted to keep the cache within its bound", True),
     CacheMetric("fresh_fallbacks_total", "lookups answered with the unseen-text row (fresh_text_policy async)", True),
+    CacheMetric("deadline_fallbacks_total", "missing scene texts answered with the unseen-text row because their "
+                "embedding missed miss_deadline_ms (fresh_text_policy deadline; counted like misses_total)", True),
     CacheMetric("background_embedded_total", "scene texts embedded in the background and stored", True),
     CacheMetric("background_failed_total", "scene texts whose background embedding failed", True),
     CacheMetric("background_dropped_total", "scene texts dropped from the full background queue, oldest first", True),
@@ -95,6 +100,7 @@ def metric_values(
         "hits_total": stats.hits, "misses_total": stats.misses, "coalesced_total": cache.coalesced,
         "joined_total": misses.joined,
         "evictions_total": stats.evictions, "fresh_fallbacks_total": cache.fresh_fallbacks,
+        "deadline_fallbacks_total": cache.deadline_fallbacks,
         "background_embedded_total": background.embedded, "background_failed_total": background.failed,
         "background_dropped_total": background.dropped, "background_paused_seconds_total": background.paused_s,
         "entries": stats.entries, "bytes": stats.bytes, **redis_metric_values(stats),

@@ -13,7 +13,9 @@ adapter can send **one** embedder call for the misses of *all* requests::
     results = batch.results()                                            # per request: outputs or error
 
 With ``fresh_text_policy`` ``async`` the misses are answered with the unseen-text row instead
-(``cache.fall_back(batch, D)``) and embedded off the request path (larr.serving.fresh_text).
+(``cache.fall_back(batch, D)``) and embedded off the request path (larr.serving.fresh_text); with ``deadline``
+they are embedded as under ``strict``, and those still missing at the deadline get the unseen-text row
+(``cache.fall_back_late(batch, D)``, larr.serving.deadline).
 
 Where the vectors live is the injected :class:`~larr.serving.stores.protocol.SceneStore` (one ``get_many`` per
 execute for the batch's distinct keys, one ``put_many`` for what the embedder computed). Keys come
@@ -42,6 +44,7 @@ from larr.contract import (
     PARAM_EMBEDDER_VERSION,
     PARAM_FRESH_TEXT_POLICY,
     PARAM_MAX_CANDIDATES,
+    PARAM_MISS_DEADLINE_MS,
     PARAM_SCENE_FEATURES,
     SCENE_VOCAB_FILE,
     UNSEEN_SCENE_FILL,
@@ -49,7 +52,7 @@ from larr.contract import (
 from larr.scene_request import SceneTextError, parse_scene_text
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
-from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, DEFAULT_MISS_DEADLINE_MS, FreshTextPolicy
 from larr.serving.model_config import model_parameters
 from larr.serving.stores.protocol import SceneKey, SceneStore, StoreStats, scene_key
 from larr.text import format_scene_feature
@@ -79,6 +82,7 @@ class FeatureCacheSettings:
     fresh_text_policy: FreshTextPolicy = FreshTextPolicy.STRICT
     background_model: str = ""  # async: a model at idle OS priority, when the export made one ("": embedder_model)
     background_busy_share: float = DEFAULT_BUSY_SHARE
+    miss_deadline_ms: float = DEFAULT_MISS_DEADLINE_MS  # deadline: how long a request waits for its misses
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_features", tuple(self.scene_features))
@@ -96,6 +100,8 @@ class FeatureCacheSettings:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0.0 < self.background_busy_share <= 1.0:
             raise ValueError(f"{PARAM_BACKGROUND_BUSY_SHARE} must be in (0, 1], got {self.background_busy_share}")
+        if not 0.0 <= self.miss_deadline_ms < float("inf"):  # also refuses NaN
+            raise ValueError(f"{PARAM_MISS_DEADLINE_MS} must be a finite number >= 0, got {self.miss_deadline_ms}")
 
     @classmethod
     def from_model_config(cls, config: Mapping[str, Any]) -> FeatureCacheSettings:
@@ -116,6 +122,7 @@ class FeatureCacheSettings:
             background_model=params.get(PARAM_BACKGROUND_EMBEDDER_MODEL, ""),
             background_busy_share=_number(float, PARAM_BACKGROUND_BUSY_SHARE,
                                           params.get(PARAM_BACKGROUND_BUSY_SHARE, DEFAULT_BUSY_SHARE)),
+            miss_deadline_ms=_number(float, PARAM_MISS_DEADLINE_MS, params.get(PARAM_MISS_DEADLINE_MS, DEFAULT_MISS_DEADLINE_MS)),
         )
 
 
@@ -215,6 +222,16 @@ class CacheBatch:
         missing = set(self.missing_keys)
         return sum(key in missing for keys in self.keys if keys is not None for key in keys)
 
+    def fill_unseen_pending(self, dim: int) -> int:
+        """Answer the missing keys that have no vector yet with the unseen-text row, zeros (D,) (fresh_text_policy
+        ``deadline``, at the deadline: rows the embedder already gave are kept). Returns how many keys got it, one
+        per distinct key as the store's ``misses`` counts them."""
+        row = np.full(dim, UNSEEN_SCENE_FILL, dtype=np.float32)  # (D,), shared: results() stacks copies
+        pending = [key for key in self.missing_keys if self.vectors[key] is None]
+        for key in pending:
+            self.vectors[key] = row
+        return len(pending)
+
     def fail(self, error: RequestError) -> None:
         """Every request still valid fails with ``error`` (the embedder call they all waited on failed)."""
         self.requests = [p if isinstance(p, RequestError) else error for p in self.requests]
@@ -260,6 +277,8 @@ class SceneFeatureCache:
         self.coalesced = 0
         # lookups answered with the unseen-text row instead of an embedding (fresh_text_policy async)
         self.fresh_fallbacks = 0
+        # missing texts (one per batch, like the store's misses) whose embedding missed the deadline (deadline)
+        self.deadline_fallbacks = 0
 
     @classmethod
     def from_directory(
@@ -335,6 +354,11 @@ class SceneFeatureCache:
         """fresh_text_policy ``async``: answer ``batch.missing`` with the unseen-text row (D,) now; nothing is
         written to the store (the background embedder writes the real vectors, larr.serving.fresh_text)."""
         self.fresh_fallbacks += batch.fill_unseen(dim)
+
+    def fall_back_late(self, batch: CacheBatch, dim: int) -> None:
+        """fresh_text_policy ``deadline``, at the deadline: the misses the embedder has not answered yet get the
+        unseen-text row (D,); the embedder call goes on and writes the real vectors through when it returns."""
+        self.deadline_fallbacks += batch.fill_unseen_pending(dim)
 
     def complete(self, batch: CacheBatch, embeddings: np.ndarray) -> None:
         """Write the embedder's (M, D) rows for ``batch.missing`` through to the store and into the batch."""

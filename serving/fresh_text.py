@@ -8,6 +8,10 @@
            :data:`larr.contract.UNSEEN_SCENE_FILL`; training showed the model that row,
            ``CTRConfig.scene_dropout``); a :class:`BackgroundEmbedder` embeds the text off the request
            path and writes it to the store, so a later request hits
+``deadline`` every miss is embedded as under ``strict``, but a request whose texts are not embedded within
+           ``miss_deadline_ms`` of the execute that looked them up is answered with the unseen-text row for
+           them; the embedder call goes on and writes through, so a later request hits
+           (larr.serving.deadline)
 =========  ==========================================================================================
 
 The model config's ``fresh_text_policy`` parameter picks it. The adapter's async ``execute`` does::
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[list[str]], Awaitable[np.ndarray]]  # M embedder input texts -> (M, D) float32
 QUEUE_BATCHES = 16  # the background queue's default bound, in embedder batches (1,024 texts at batch 64)
+# deadline: a miss may add this much to a request's latency (the embedder's answer, when later, is still stored)
+DEFAULT_MISS_DEADLINE_MS = 50.0
 DEFAULT_BUSY_SHARE = 1.0  # the background embedder runs batch after batch while texts are queued
 
 
@@ -50,6 +56,7 @@ class FreshTextPolicy(ChoiceEnum):
 
     STRICT = "strict"  # embed every miss before answering (one embedder call per execute)
     ASYNC = "async"  # answer misses with the unseen-text row now; embed them in the background
+    DEADLINE = "deadline"  # embed misses as strict; past miss_deadline_ms answer with the unseen-text row
 
     @classmethod
     def choice_name(cls) -> str:

@@ -9,7 +9,7 @@ from larr.serving.cache_metrics import REDIS_METRICS, redis_metric_values
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
 from larr.serving.feature_cache import FeatureCacheSettings, SceneFeatureCache, SceneVocab
-from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, DEFAULT_MISS_DEADLINE_MS, FreshTextPolicy
 from larr.serving.stores.lru import LRUStore
 from larr.serving.stores.protocol import SceneKey
 from larr.serving.stores.redis import RedisStore, RedisStoreConfig
@@ -268,11 +268,11 @@ def feature_cache_config(drop: tuple[str, ...] = (), max_batch_size: int = 8, **
 
 def test_settings_read_every_parameter_once():
     config = feature_cache_config(fresh_text_policy="async", background_embedder_model="embedder_idle",
-                                  background_busy_share="0.25")
+                                  background_busy_share="0.25", miss_deadline_ms="20")
     assert FeatureCacheSettings.from_model_config(config) == FeatureCacheSettings(
         scene_features=("weather", "place"), embedder_version="v1", max_candidates=100, embedder_model="embedder",
         embedder_max_batch=64, dim=32, batched=True, fresh_text_policy=FreshTextPolicy.ASYNC,
-        background_model="embedder_idle", background_busy_share=0.25,
+        background_model="embedder_idle", background_busy_share=0.25, miss_deadline_ms=20.0,
     )
 
 
@@ -281,6 +281,7 @@ def test_settings_defaults_for_repositories_exported_before_the_optional_paramet
     assert settings.fresh_text_policy is FreshTextPolicy.STRICT
     assert settings.background_model == "embedder"  # background calls go to the one embedder
     assert settings.background_busy_share == DEFAULT_BUSY_SHARE
+    assert settings.miss_deadline_ms == DEFAULT_MISS_DEADLINE_MS
     assert settings.batched is False
 
 
@@ -297,6 +298,9 @@ def test_settings_defaults_for_repositories_exported_before_the_optional_paramet
         (feature_cache_config(fresh_text_policy="lazy"), "unknown fresh_text_policy 'lazy'"),
         (feature_cache_config(background_busy_share="0"), r"background_busy_share must be in \(0, 1\]"),
         (feature_cache_config(background_busy_share="half"), "background_busy_share must be a number"),
+        (feature_cache_config(miss_deadline_ms="-1"), "miss_deadline_ms must be a finite number >= 0"),
+        (feature_cache_config(miss_deadline_ms="nan"), "miss_deadline_ms must be a finite number >= 0"),
+        (feature_cache_config(miss_deadline_ms="soon"), "miss_deadline_ms must be a number"),
     ],
 )
 def test_settings_name_the_bad_parameter(config, message):

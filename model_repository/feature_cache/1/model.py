@@ -12,7 +12,8 @@ Requests are answered through their response senders (execute returns None): the
 was found leave at once; ``fresh_text_policy`` (larr.serving.fresh_text) decides the rest. ``strict``
 embeds the misses in a task (larr.serving.miss_embedder) and answers those requests when it is done, so
 the next execute need not wait for the LLM; ``async`` answers them with the unseen-text row now and
-embeds them in a background task, one BLS call per background batch.
+embeds them in a background task, one BLS call per background batch; ``deadline`` embeds them as ``strict``
+does but answers them by ``miss_deadline_ms`` at the latest (larr.serving.deadline).
 """
 
 import json
@@ -21,6 +22,7 @@ import triton_python_backend_utils as pb_utils
 
 from larr.serving.bls import embed_via_bls, scene_responses, send_responses
 from larr.serving.cache_metrics import FeatureCacheMetrics
+from larr.serving.deadline import MissDeadline
 from larr.serving.feature_cache import FeatureCacheSettings, SceneFeatureCache
 from larr.serving.fresh_text import BackgroundEmbedder, FreshTextPolicy
 from larr.serving.miss_embedder import MissEmbedder
@@ -47,6 +49,7 @@ class TritonPythonModel:
             busy_share=settings.background_busy_share,
         )
         self.misses = MissEmbedder(self.cache, self._embed)
+        self.deadline = MissDeadline(self.misses, settings.miss_deadline_ms / 1000.0, settings.dim)
         self.metrics = FeatureCacheMetrics(pb_utils, labels, self.cache)
 
     async def _embed(self, texts, model=None):
@@ -67,8 +70,9 @@ class TritonPythonModel:
         ready, waiting = batch.partition()
         self._report_metrics()  # before answering: a client that reads the metrics next sees its lookups
         self._answer(requests, batch, ready)
-        if waiting:  # strict: embedded in a task, answered when it ends; the next execute can run meanwhile
-            self.misses.start(batch, lambda: self._finish(requests, batch, waiting))
+        if waiting:  # embedded in a task, answered when it ends (deadline: or at the deadline); the next execute can run
+            finish = self.deadline if self.settings.fresh_text_policy is FreshTextPolicy.DEADLINE else self.misses
+            finish.start(batch, lambda: self._finish(requests, batch, waiting))
         return None
 
     def _finish(self, requests, batch, waiting):
