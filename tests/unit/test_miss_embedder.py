@@ -6,18 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 
 from larr.serving.errors import EmbedderError
-from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.miss_embedder import MissEmbedder
-from larr.serving.stores.lru import LRUStore
 from larr.serving.stores.protocol import scene_key
 from larr.text import format_scene_feature
-from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.llm import train_bpe_tokenizer
-
-FEATURES = ("weather", "place")
 
 
 class GatedEmbedder:
@@ -40,22 +34,16 @@ def expected_rows(texts: list[str]) -> np.ndarray:
     return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)  # (M, 3)
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> EmbeddingTokenizer:
-    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, FEATURES)
-    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
-
-
-def make_cache(tokenizer) -> SceneFeatureCache:
-    cache = SceneFeatureCache(FEATURES, tokenizer, SceneVocab(FEATURES, ({}, {})), LRUStore(100), "v1")
+def make_cache(scene_cache) -> SceneFeatureCache:
+    cache = scene_cache()
     known = [scene_key("v1", 0, "sunny", cache.max_text_chars), scene_key("v1", 1, "home", cache.max_text_chars)]
     cache.store.put_many(known, np.full((2, 3), 7.0, np.float32))
     return cache
 
 
-def test_hits_are_ready_at_once_and_a_text_missed_by_two_overlapping_batches_is_embedded_once(tokenizer) -> None:
+def test_hits_are_ready_at_once_and_a_text_missed_by_two_overlapping_batches_is_embedded_once(scene_cache) -> None:
     async def scenario():
-        cache = make_cache(tokenizer)
+        cache = make_cache(scene_cache)
         embed = GatedEmbedder()
         misses = MissEmbedder(cache, embed)
         answered: list[str] = []
@@ -86,9 +74,9 @@ def test_hits_are_ready_at_once_and_a_text_missed_by_two_overlapping_batches_is_
     assert cache.begin([cache.parse([b"snow", b"campus"])]).missing == []
 
 
-def test_a_failing_embedder_fails_the_waiting_requests_and_the_batches_that_joined_it(tokenizer) -> None:
+def test_a_failing_embedder_fails_the_waiting_requests_and_the_batches_that_joined_it(scene_cache) -> None:
     async def scenario():
-        cache = make_cache(tokenizer)
+        cache = make_cache(scene_cache)
         embed = GatedEmbedder(fail=EmbedderError("the embedder failed: down"))
         misses = MissEmbedder(cache, embed)
         first = cache.begin([cache.parse([b"snow", b"home"])])
@@ -106,9 +94,9 @@ def test_a_failing_embedder_fails_the_waiting_requests_and_the_batches_that_join
     assert misses.in_flight == {}  # nothing stays in flight to be joined later
 
 
-def test_an_unexpected_error_becomes_an_internal_error_for_the_request(tokenizer) -> None:
+def test_an_unexpected_error_becomes_an_internal_error_for_the_request(scene_cache) -> None:
     async def scenario():
-        cache = make_cache(tokenizer)
+        cache = make_cache(scene_cache)
         embed = GatedEmbedder(fail=RuntimeError("shape mismatch"))
         embed.gate.set()
         misses = MissEmbedder(cache, embed)
