@@ -27,8 +27,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from larr.benchmarks.config import BENCH_PRECISIONS, LLM_SHAPES, PROFILES, BenchConfig
-from larr.serving.launcher import exit_cleanly_on_sigterm
 from larr.serving.runtime import RUNTIMES
+from larr.serving.server.process import exit_cleanly_on_sigterm
 
 REPORT_FILE = "report.md"
 SKIPPABLE = ("fastapi", "inprocess", "saturation")
@@ -138,8 +138,10 @@ def measure(config, prog: str):
     from larr.benchmarks.loadgen import LoadError
     from larr.benchmarks.models import BenchSetupError
     from larr.benchmarks.perf import PerfAnalyzerError
+    from larr.benchmarks.perf_install import PerfAnalyzerNotFoundError
     from larr.benchmarks.runner import BenchRun
-    from larr.serving.launcher import PerfAnalyzerNotFoundError, ServerStartError, TritonNotFoundError
+    from larr.serving.server.install import TritonNotFoundError
+    from larr.serving.server.process import ServerStartError
 
     try:
         bench = BenchRun(config)
@@ -197,7 +199,8 @@ def configure_soak_parser(parser: argparse.ArgumentParser) -> None:
 def run_soak_command(args: argparse.Namespace) -> int:
     """``larr soak``: 0 passed, 1 failed (errors, a stub reload or RSS growth), 2 usage or setup error."""
     from larr.benchmarks.soak import SoakConfig, run_soak, write_outputs
-    from larr.serving.launcher import ServerStartError, TritonNotFoundError
+    from larr.serving.server.install import TritonNotFoundError
+    from larr.serving.server.process import ServerStartError
 
     try:
         config = SoakConfig(**{spec.name: getattr(args, spec.name) for spec in dataclasses.fields(SoakConfig)})

@@ -135,7 +135,7 @@ def run_fastapi_service(
     ``/health``, yield its base URL, stop it."""
     import httpx
 
-    from larr.serving.launcher import free_port
+    from larr.serving.server.ports import free_port
 
     port = port or free_port()
     command = [

@@ -36,7 +36,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from larr.serving.launcher import find_perf_analyzer, perf_analyzer_env
+from larr.benchmarks.perf_install import find_perf_analyzer, perf_analyzer_env
 
 # perf_analyzer CSV column -> PerfResult field (times in microseconds).
 _CSV_COLUMNS = {

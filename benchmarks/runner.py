@@ -321,8 +321,8 @@ class BenchRun:
     ) -> None:
         from larr.benchmarks.loadgen import TritonTransport, run_closed_loop
         from larr.benchmarks.perf import data_requests, read_statistics, run_perf_analyzer, statistics_delta
-        from larr.serving.launcher import run_triton_server
         from larr.serving.metrics import feature_cache_counters as cache_counters
+        from larr.serving.server.process import run_triton_server
 
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config
         model = MODEL_OF_VARIANT[variant]
@@ -420,7 +420,7 @@ class BenchRun:
         """FastAPI (the same repository and runtime) and the Triton ensemble, each fresh, driven by the same Python generator."""
         from larr.benchmarks.fastapi_service import run_fastapi_service
         from larr.benchmarks.loadgen import HttpTransport, TritonTransport, run_closed_loop
-        from larr.serving.launcher import run_triton_server
+        from larr.serving.server.process import run_triton_server
 
         size, grid, config = result.llm_size, self.config.grid(result.llm_size), self.config
         task = f"{_task_prefix(size, repeat)}/loadgen"

@@ -36,9 +36,9 @@ from larr.benchmarks.loadgen import Outcome, TritonTransport, timed_closed_loop
 from larr.benchmarks.machine import detect_machine
 from larr.benchmarks.workload import RequestStream, ScenePools, WorkloadSpec
 from larr.contract import ENSEMBLE_NAME
-from larr.serving.launcher import RunningServer, run_triton_server
 from larr.serving.metrics import feature_cache_counters
-from larr.serving.supervisor import find_stubs
+from larr.serving.server.process import RunningServer, run_triton_server
+from larr.serving.server.supervisor import find_stubs
 
 RESULT_FILE = "soak.json"
 README_FILE = "README.md"

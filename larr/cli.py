@@ -116,7 +116,7 @@ def _load_store(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from larr.serving.launcher import serve_main
+    from larr.serving.server.serve import serve_main
 
     return serve_main(
         args.model_repository,
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     configure_load_store_parser(load_store)
     load_store.set_defaults(func=_load_store)
 
-    from larr.serving.launcher import (  # light: stdlib and prometheus_client
+    from larr.serving.server.options import (  # light: the standard library only
         ADMIN_KEY_ENV,
         DEFAULT_GRPC_PORT,
         DEFAULT_HTTP_PORT,
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from larr.serving.launcher import exit_cleanly_on_sigterm  # cheap: no torch, no tritonclient
+    from larr.serving.server.process import exit_cleanly_on_sigterm  # cheap: no torch, no tritonclient
 
     exit_cleanly_on_sigterm()
     # Before torch or ONNX Runtime load: OpenMP threads that spin while waiting turn any other busy process

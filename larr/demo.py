@@ -48,8 +48,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from larr.data.schema import load_dataset, write_dataset
     from larr.data.synth import SynthConfig, generate
     from larr.export.repository import RepositoryOptions, write_repository
-    from larr.serving.launcher import run_triton_server
     from larr.serving.metrics import feature_cache_counters
+    from larr.serving.server.process import run_triton_server
     from larr.training.cli import run_all
     from larr.training.config import load_config, parse_overrides
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from larr.serving.launcher import free_port
+from larr.serving.server.ports import free_port
 
 TINY_RUN_ENV = "LARR_TEST_TINY_RUN"
 TINY_VARIANTS = ("larr", "id_only")

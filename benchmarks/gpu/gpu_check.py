@@ -38,7 +38,7 @@ from larr.benchmarks.config import FULLTEXT, LARR, LLM_SHAPES, QWEN25_05B
 from larr.benchmarks.machine import Machine, detect_machine
 from larr.benchmarks.runner import RESULTS_FILE
 from larr.benchmarks.summary import PERF_ANALYZER, SUMMARY_FILE
-from larr.serving.launcher import exit_cleanly_on_sigterm
+from larr.serving.server.process import exit_cleanly_on_sigterm
 
 PRECOMPUTE_FILE = "precompute.json"
 README_FILE = "README.md"

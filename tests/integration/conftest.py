@@ -29,7 +29,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
-from larr.serving.launcher import RunningServer, run_triton_server
+from larr.serving.server.process import RunningServer, run_triton_server
 
 TOY_SCENE_FEATURES: tuple[str, ...] = ("weather", "time_slot")
 TOY_MAX_CANDIDATES = 64

@@ -22,8 +22,8 @@ from larr.benchmarks.soak import ServerRss, server_rss
 from larr.benchmarks.workload import BenchRequest
 from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL
 from larr.export.repository import VERSION, RepositoryOptions, write_repository
-from larr.serving.launcher import run_triton_server
 from larr.serving.metrics import feature_cache_counters
+from larr.serving.server.process import run_triton_server
 from larr.serving.stores.factory import StoreKind
 from larr.serving.stores.lru import entry_bytes
 from larr.tokenization import EmbeddingTokenizer

@@ -20,7 +20,7 @@ from larr.clients import (
     ServerUnavailableError,
     cli,
 )
-from larr.serving.launcher import RunningServer
+from larr.serving.server.process import RunningServer
 
 pytestmark = pytest.mark.integration
 

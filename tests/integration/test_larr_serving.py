@@ -47,7 +47,7 @@ from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.models.field_vocab import FieldVocab
 from larr.serving.feature_cache import SceneVocab
-from larr.serving.supervisor import find_stubs
+from larr.serving.server.supervisor import find_stubs
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
+from larr.benchmarks.perf_install import PerfAnalyzerNotFoundError, find_perf_analyzer, perf_analyzer_env
 from larr.contract import ENSEMBLE_NAME
-from larr.serving.launcher import PerfAnalyzerNotFoundError, find_perf_analyzer, perf_analyzer_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PERF_DATA, PERF_ANALYZER = "larr perf-data", "perf_analyzer"

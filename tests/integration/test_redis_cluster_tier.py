@@ -29,7 +29,7 @@ import pytest
 from larr.clients import LarrClient
 from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
 from larr.export.repository import RepositoryOptions, write_repository
-from larr.serving.launcher import free_ports
+from larr.serving.server.ports import free_ports
 from larr.serving.stores.protocol import SceneKey
 from larr.serving.stores.redis import RedisStoreConfig
 from larr.serving.stores.redis_cluster import RedisClusterStore

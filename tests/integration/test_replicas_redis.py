@@ -31,8 +31,8 @@ from larr.clients import LarrClient
 from larr.contract import EMBEDDER_MODEL
 from larr.data.schema import load_dataset
 from larr.export.repository import RepositoryOptions, write_repository
-from larr.serving.launcher import RunningServer, run_triton_server
 from larr.serving.metrics import feature_cache_counters
+from larr.serving.server.process import RunningServer, run_triton_server
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Fault tests: SIGKILL one python-backend stub of the real ``larr`` ensemble under load, in turn for the
-feature_cache, embedder and ctr steps. The supervisor (larr.serving.supervisor) must notice, take the
+feature_cache, embedder and ctr steps. The supervisor (larr.serving.server.supervisor) must notice, take the
 model away (readiness turns not-ready) and load it again; failures stop, the metrics say what happened.
 """
 
@@ -20,8 +20,8 @@ from larr.clients import LarrClient
 from larr.clients.errors import LarrError, ServerUnavailableError
 from larr.data.schema import load_dataset
 from larr.export.repository import RepositoryOptions, write_repository
-from larr.serving.launcher import RunningServer, run_triton_server
-from larr.serving.supervisor import DegradedReason, find_stubs
+from larr.serving.server.process import RunningServer, run_triton_server
+from larr.serving.server.supervisor import DegradedReason, find_stubs
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +170,7 @@ def test_a_killed_stub_is_noticed_and_its_model_reloaded(repository: Path, datas
     else:
         pytest.xfail(f"tritonserver itself aborted ({TRITON_ABORT}) {ATTEMPTS} times when the {victim} stub was "
                      "killed: Triton 2.51's python backend; run_triton_server does not restart it, `larr serve` does "
-                     "(test_launcher.py::test_larr_serve_starts_a_server_that_died_unasked_again)")
+                     "(test_server.py::test_larr_serve_starts_a_server_that_died_unasked_again)")
     seen, killed_at, healed_at = run.seen, run.killed_at, run.healed_at
     assert run.restarts_after == run.restarts_before + 1, run.log
     assert run.degraded_after == {}

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from larr.clients import AsyncLarrClient, LarrClient, ServerUnavailableError, cli
-from larr.serving.launcher import RunningServer, TlsOptions
+from larr.serving.server.options import TlsOptions
+from larr.serving.server.process import RunningServer
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from larr.contract import CTR_MODEL, EMBEDDER_MODEL, ENSEMBLE_NAME, FEATURE_CACHE_MODEL
 from larr.layout import RunLayout, packaged_adapters_dir
-from larr.serving.launcher import free_ports
+from larr.serving.server.ports import free_ports
 
 pytestmark = pytest.mark.integration
 

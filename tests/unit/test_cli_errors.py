@@ -150,7 +150,7 @@ def test_serve_without_a_repository_is_one_line(capsys, tmp_path):
 
 def test_query_of_an_unreachable_server_is_one_line_and_exit_1(capsys):
     """Not the user's input but the server: exit 1 (retry elsewhere), still one line and no traceback."""
-    from larr.serving.launcher import free_port
+    from larr.serving.server.ports import free_port
 
     code = main(["query", "--url", f"127.0.0.1:{free_port()}", "--user-id", "1", "--items", "1,2", "--timeout", "5"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -34,7 +34,7 @@ from larr.clients import (
 from larr.clients import client as client_module
 from larr.clients.client import tls_arguments
 from larr.contract import CTR, ITEM_IDS, PARAM_MAX_CANDIDATES, PARAM_SCENE_FEATURES, SCENE_TEXT, USER_ID
-from larr.serving.launcher import free_port
+from larr.serving.server.ports import free_port
 
 SCHEMA = SceneSchema(features=("weather", "time_slot"), max_candidates=4)
 SCENE = {"time_slot": "late night", "weather": "heavy rain"}  # deliberately not in schema order

@@ -21,7 +21,7 @@ import yaml
 
 from larr.cli import build_parser
 from larr.export.repository import REPOSITORY_MODELS
-from larr.serving.launcher import (
+from larr.serving.server.options import (
     ADMIN_KEY_ENV,
     DEFAULT_GRPC_PORT,
     DEFAULT_HTTP_PORT,

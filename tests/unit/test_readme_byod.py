@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from larr.data.schema import load_dataset
-from larr.serving.launcher import run_triton_server
+from larr.serving.server.process import run_triton_server
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 
-from larr.serving.launcher import free_port
+from larr.serving.server.ports import free_port
 from larr.serving.stores import redis as redis_tier
 from larr.serving.stores.protocol import SceneKey, SceneStore, StoreStats
 from larr.serving.stores.redis import RedisStats, RedisStore, RedisStoreConfig

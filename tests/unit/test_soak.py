@@ -28,7 +28,7 @@ from larr.benchmarks.soak import (
     write_outputs,
 )
 from larr.benchmarks.workload import BenchRequest
-from larr.serving.supervisor import STUB_EXECUTABLE
+from larr.serving.server.supervisor import STUB_EXECUTABLE
 
 STATUSES = np.array(["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL"])
 NO_RSS = ServerRss(0, {})

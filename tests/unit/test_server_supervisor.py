@@ -1,4 +1,4 @@
-"""Unit tests of larr.serving.supervisor: finding stubs in /proc, and the heal / back-off logic (no server)."""
+"""Unit tests of larr.serving.server.supervisor: finding stubs in /proc, and the heal / back-off logic (no server)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from larr.serving.supervisor import MAX_BACKOFF_S, STUB_EXECUTABLE, DegradedReason, Stub, StubSupervisor, find_stubs
+from larr.serving.server.supervisor import MAX_BACKOFF_S, STUB_EXECUTABLE, DegradedReason, Stub, StubSupervisor, find_stubs
 
 SERVER_PID = 4242
 STUB_BIN = f"/opt/tritonserver/backends/python/{STUB_EXECUTABLE}"
@@ -160,7 +160,7 @@ def test_a_dead_stub_gets_its_model_unloaded_then_loaded_and_its_shared_memory_r
 
 
 def test_known_stubs_keep_a_dead_servers_stubs_until_their_memory_is_removed(tmp_path: Path) -> None:
-    """What the launcher clears after a server died unasked: the healed model's new stubs included, and still known
+    """What run_triton_server and larr serve clear after a server died unasked: the healed model's new stubs included, and still known
     after a check that saw no stub at all (the server's death re-parents them)."""
     server = FakeServer({"feature_cache": 1, "ctr": 1})
     supervisor = _supervisor(server, Clock(), tmp_path)

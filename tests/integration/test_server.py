@@ -25,17 +25,11 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from larr.benchmarks.perf import STABILITY_PERCENT
+from larr.benchmarks.perf_install import PerfAnalyzerNotFoundError, find_perf_analyzer, perf_analyzer_env
 from larr.contract import CTR, ENSEMBLE_NAME, ITEM_IDS, SCENE_TEXT, USER_ID
-from larr.serving import launcher
-from larr.serving.launcher import (
-    PerfAnalyzerNotFoundError,
-    RunningServer,
-    ServerStartError,
-    find_perf_analyzer,
-    perf_analyzer_env,
-    run_triton_server,
-)
-from larr.serving.supervisor import find_stubs
+from larr.serving.server.ports import free_ports
+from larr.serving.server.process import RunningServer, ServerStartError, run_triton_server
+from larr.serving.server.supervisor import find_stubs
 
 pytestmark = pytest.mark.integration
 
@@ -270,7 +264,7 @@ class _LarrServe:
 def _larr_serve(repo: Path, supervisor_port: int | None = None) -> Iterator[_LarrServe]:
     """`larr serve` on ``repo``, stopped with SIGTERM when the block ends; a failure inside the block carries
     what it printed (the only record of why a server did not come up). Ports: free ones unless given."""
-    grpc_port, http_port, metrics_port, free_supervisor_port = launcher.free_ports(4)
+    grpc_port, http_port, metrics_port, free_supervisor_port = free_ports(4)
     supervisor_port = supervisor_port or free_supervisor_port
     command = [
         sys.executable, "-m", "larr", "serve", "--model-repository", str(repo), "--admin-key", ADMIN_KEY,

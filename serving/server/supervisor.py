@@ -90,8 +90,8 @@ def _stub_of(pid_dir: Path, server_pid: int, by_group: bool = False) -> Stub | N
 
 def find_stubs(server_pid: int, proc: Path = Path("/proc"), *, by_group: bool = False) -> list[Stub]:
     """The live python-backend stubs that ``server_pid`` started (Linux ``/proc``). ``by_group``: those in the process
-    group ``server_pid`` leads instead of its children -- a server started in a session of its own (the launcher's
-    ``run_triton_server``) that died unasked leaves its stubs there, re-parented and still running."""
+    group ``server_pid`` leads instead of its children -- a server started in a session of its own
+    (``run_triton_server``, ``larr serve``) that died unasked leaves its stubs there, re-parented and still running."""
     stubs = (_stub_of(entry, server_pid, by_group) for entry in proc.iterdir() if entry.name.isdigit())
     return [stub for stub in stubs if stub is not None]
 
