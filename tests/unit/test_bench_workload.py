@@ -22,7 +22,6 @@ from larr.benchmarks.workload import (
 from larr.contract import ITEM_IDS, SCENE_TEXT, USER_ID
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.llm import train_bpe_tokenizer
 
 FEATURES = ("weather", "place")
 WEATHER = ["heavy rain"] * 5 + ["sunny"] * 3 + ["snow"] * 2 + ["fog"]
@@ -35,13 +34,9 @@ def pools() -> ScenePools:
 
 
 @pytest.fixture(scope="module")
-def tokenizers() -> tuple[EmbeddingTokenizer, EmbeddingTokenizer]:
-    corpus = [format_scene(FEATURES, [w, p]) for w, p in zip(WEATHER, PLACE)] * 20
-    hf = train_bpe_tokenizer(corpus, 300, FEATURES)
-    return (
-        EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16)),
-        EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=64)),
-    )
+def tokenizers(scene_tokenizer) -> tuple[EmbeddingTokenizer, EmbeddingTokenizer]:
+    """Per feature (max_length 16) and for the whole scene as one text (64), over the same BPE."""
+    return scene_tokenizer, EmbeddingTokenizer(scene_tokenizer.tokenizer, EmbeddingInputConfig(max_length=64))
 
 
 def test_pools_rank_texts_by_training_frequency(pools):
