@@ -45,7 +45,7 @@ class ModelConfig:
 
 @dataclass
 class BehaviourConfig:
-    """Stage-1 heterogeneous-behaviour records (issue 17, point 2): per user, a window of their train-split searches
+    """Stage-1 heterogeneous-behaviour records: per user, a window of their train-split searches
     and clicks in time order, then ``<emb>`` and the behaviour that followed, so the LM learns how searches and
     clicks relate. Off by default (``records_per_user: 0``)."""
 
