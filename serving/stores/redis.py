@@ -7,7 +7,7 @@
     store.put_many(keys, embeddings)            # ONE round trip (pipelined SET [EX ttl], or MSET); (M, D)
     store.stats()                               # RedisStats: hits, misses, errors, degraded, ...
 
-Redis is an optional tier and must never fail a request (DESIGN.md §2). Any Redis error or timeout
+Redis is an optional tier and must never fail a request (docs/design.md). Any Redis error or timeout
 (socket timeout a few ms by default) turns ``get_many`` into all misses and drops ``put_many``'s
 write; the failure is counted (``errors``, ``degraded``, ``degraded_total``) and Redis is then skipped
 for ``retry_after_s`` seconds, so a dead Redis costs no timeout per request: the feature cache falls
