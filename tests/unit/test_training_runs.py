@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import yaml
 
 from larr.data.schema import write_dataset
 from larr.data.synth import SynthConfig, generate
+from larr.serving.server.ports import free_port
 from larr.training.loop import CHECKPOINT_FILE, atomic_torch_save, batch_indices
 
 TINY = {
@@ -66,12 +66,6 @@ def tiny_setup(tmp_path_factory) -> tuple[Path, Path]:
 
 def larr_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "larr.cli", *args]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def read_losses(path: Path) -> dict[int, float]:
