@@ -50,29 +50,17 @@ from larr.contract import (
     SCENE_VOCAB_FILE,
     TOKENIZER_FILE,
 )
-from larr.export.repository import (
-    ADAPTER_FILE,
-    CONFIG_FILE,
-    ONNX_FILE,
-    VERSION,
-    ModelFacts,
-    RepositoryError,
-    RepositoryOptions,
-    RepositoryResult,
-    _set_parameters,  # the one way a builder writes Triton parameters (strings)
-    checked_adapters_dir,
+from larr.export.files import checked_adapters_dir, copy_ctr_torch, copy_embedder_torch, fresh_version_dir, link_or_copy
+from larr.export.model_configs import (
     config_text,
-    copy_ctr_torch,
-    copy_embedder_torch,
     ctr_config,
-    dataset_facts,
     embedder_config,
     ensemble_config,
-    fresh_version_dir,
-    link_or_copy,
-    served_input_config,
+    set_parameters,  # the one way a builder writes Triton parameters (strings)
     validate_ensemble,
 )
+from larr.export.options import ADAPTER_FILE, CONFIG_FILE, ONNX_FILE, VERSION, ModelFacts, RepositoryError, RepositoryOptions
+from larr.export.repository import RepositoryResult, dataset_facts, served_input_config
 from larr.layout import RunLayout, Variant, package_folder
 from larr.serving.runtime import RUNTIMES, TORCH_RUNTIME
 
@@ -120,7 +108,7 @@ def fulltext_embed_config(options: RepositoryOptions, facts: ModelFacts) -> mc.M
     config.input.add(name=SCENE_TEXT, data_type=mc.TYPE_STRING, dims=[-1])
     config.output.add(name=SCENE_EMB, data_type=mc.TYPE_FP32, dims=[1, facts.embedding_dim])
     config.output.add(name=SCENE_IDS, data_type=mc.TYPE_INT64, dims=[-1])
-    _set_parameters(config, {
+    set_parameters(config, {
         PARAM_SCENE_FEATURES: json.dumps(list(facts.scene_features)),
         PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
         PARAM_EMBEDDER_MAX_BATCH: options.embedder_max_batch,

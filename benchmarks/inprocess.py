@@ -39,7 +39,7 @@ from larr.contract import (
     PARAM_EMBEDDER_VERSION,
     PARAM_SCENE_FEATURES,
 )
-from larr.export.repository import CONFIG_FILE, VERSION
+from larr.export.options import CONFIG_FILE, VERSION
 from larr.serving.ctr_batch import score_batch
 from larr.serving.ctr_request import CTRLimits, CTRRequest
 from larr.serving.errors import RequestError

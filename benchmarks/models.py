@@ -295,7 +295,8 @@ def _build_repositories(
 ) -> None:
     from larr.benchmarks.fulltext_repository import write_fulltext_repository
     from larr.contract import CTR_MODEL, EMBEDDER_MODEL, ENSEMBLE_NAME
-    from larr.export.repository import ONNX_FILE, VERSION, RepositoryOptions, write_repository
+    from larr.export.options import ONNX_FILE, VERSION
+    from larr.export.repository import RepositoryOptions, write_repository
 
     if not rebuild and all(_stamp_matches(path, stamp) for path in repositories.values()):
         progress(f"reusing the repositories in {repositories[LARR].parent} (stamps match)")
@@ -334,7 +335,8 @@ def _build_repositories(
 
 def write_cache_capacity(repository: Path, result, capacity: int) -> None:
     """Rewrite ``feature_cache/config.pbtxt`` of an exported repository with another cache bound."""
-    from larr.export.repository import CONFIG_FILE, build_configs, config_text
+    from larr.export.model_configs import build_configs, config_text
+    from larr.export.options import CONFIG_FILE
     from larr.serving.stores.factory import StoreKind
 
     # capacity 0 is the cache-off variant: no scene table either, every lookup needs the embedder
@@ -347,7 +349,7 @@ def write_cache_capacity(repository: Path, result, capacity: int) -> None:
 
 def _copy_with_links(source: Path, target: Path) -> None:
     """Copy a folder tree, hard-linking the files (an exported 0.5B embedder is 2 GB)."""
-    from larr.export.repository import link_or_copy
+    from larr.export.files import link_or_copy
 
     if target.exists():
         shutil.rmtree(target)
@@ -407,11 +409,11 @@ def _fingerprint(paths: list[Path]) -> list[list]:
 
 
 def _serving_code() -> list[Path]:
-    from larr.export import repository
+    from larr.export import files, fresh_text_policy, model_configs, options, repository
     from larr.layout import packaged_adapters_dir
 
     adapters = sorted(packaged_adapters_dir().rglob("model.py"))
-    return [*adapters, Path(repository.__file__)]
+    return [*adapters, *(Path(module.__file__) for module in (options, model_configs, files, fresh_text_policy, repository))]
 
 
 def _content_digest(paths: list[Path]) -> str:

@@ -56,7 +56,8 @@ from larr.benchmarks.workload import (
     write_perf_analyzer_data,
 )
 from larr.contract import CTR_MODEL, EMBEDDER_MODEL, ENSEMBLE_NAME, FEATURE_CACHE_MODEL, SCENE_TABLE_INDEX_FILE
-from larr.export.repository import ONNX_FILE, VERSION, apply_fresh_text_policy
+from larr.export.fresh_text_policy import apply_fresh_text_policy
+from larr.export.options import ONNX_FILE, VERSION
 from larr.layout import RunLayout
 from larr.serving.runtime import ONNX_RUNTIME
 

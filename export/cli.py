@@ -16,7 +16,7 @@ from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 
-from larr.export.repository import TARGETS, RepositoryError, RepositoryOptions, not_servable_reason
+from larr.export.options import TARGETS, RepositoryError, RepositoryOptions, not_servable_reason
 from larr.layout import SERVABLE_VARIANTS, RunLayout, Variant
 from larr.serving.runtime import RUNTIMES
 

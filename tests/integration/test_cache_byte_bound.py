@@ -21,7 +21,8 @@ from larr.benchmarks.loadgen import TritonTransport, closed_loop
 from larr.benchmarks.soak import ServerRss, server_rss
 from larr.benchmarks.workload import BenchRequest
 from larr.contract import ENSEMBLE_NAME, FEATURE_CACHE_MODEL
-from larr.export.repository import VERSION, RepositoryOptions, write_repository
+from larr.export.options import VERSION
+from larr.export.repository import RepositoryOptions, write_repository
 from larr.serving.metrics import feature_cache_counters
 from larr.serving.server.process import run_triton_server
 from larr.serving.stores.factory import StoreKind

@@ -15,7 +15,8 @@ from larr.clients import LarrClient
 from larr.contract import ATTENTION_MASK, EMBEDDER_MODEL, EMBEDDING, INPUT_IDS
 from larr.data.schema import load_dataset
 from larr.export.embedder_precision import MIN_COSINE, MIN_MEAN_COSINE
-from larr.export.repository import ONNX_FILE, VERSION, RepositoryOptions, write_repository
+from larr.export.options import ONNX_FILE, VERSION
+from larr.export.repository import RepositoryOptions, write_repository
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.text import format_scene_feature
 from larr.tokenization import EmbeddingTokenizer

@@ -42,7 +42,9 @@ from larr.contract import (
     USER_ID,
 )
 from larr.data.schema import load_dataset
-from larr.export.repository import BACKGROUND_NICE, ModelFacts, RepositoryOptions, build_configs, write_repository
+from larr.export.model_configs import build_configs
+from larr.export.options import BACKGROUND_NICE, ModelFacts
+from larr.export.repository import RepositoryOptions, write_repository
 from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.models.field_vocab import FieldVocab

@@ -37,7 +37,9 @@ from larr.contract import (
     SCENE_TEXT,
     USER_ID,
 )
-from larr.export.repository import ModelFacts, RepositoryError, RepositoryOptions, build_configs, write_repository
+from larr.export.model_configs import build_configs
+from larr.export.options import ModelFacts
+from larr.export.repository import RepositoryError, RepositoryOptions, write_repository
 from larr.models.ctr_model import CTRModelSpec, LarrCTR, ServingCTR, index_table
 from larr.models.embedder import TextEmbedder, embed_texts
 from larr.serving.ctr_batch import score_batch

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from larr.export.repository import ModelFacts, RepositoryOptions, ctr_config
+from larr.export.model_configs import ctr_config
+from larr.export.options import ModelFacts, RepositoryOptions
 from larr.serving.ctr_batch import score_batch
 from larr.serving.ctr_request import CTRLimits, CTRRequest, validate_ctr_inputs
 from larr.serving.errors import RequestError

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from larr.cli import build_parser
-from larr.export.repository import REPOSITORY_MODELS
+from larr.export.options import REPOSITORY_MODELS
 from larr.serving.server.options import (
     ADMIN_KEY_ENV,
     DEFAULT_GRPC_PORT,

@@ -7,7 +7,8 @@ import pytest
 import torch
 from google.protobuf import json_format
 
-from larr.export.repository import ModelFacts, RepositoryOptions, embedder_config
+from larr.export.model_configs import embedder_config
+from larr.export.options import ModelFacts, RepositoryOptions
 from larr.serving.embedder_batch import EmbedderLimits, EmbedderRequest, embed_batch, validate_embedder_request
 from larr.serving.errors import RequestError
 

@@ -19,68 +19,20 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from larr.contract import (
-    ATTENTION_MASK,
-    CTR,
-    CTR_MODEL,
-    EMBEDDER_BACKGROUND_MODEL,
-    EMBEDDER_MODEL,
-    EMBEDDING,
-    EMBEDDING_CONFIG_FILE,
-    ENSEMBLE_NAME,
-    FEATURE_CACHE_MODEL,
-    INPUT_IDS,
-    ITEM_IDS,
-    ITEM_NAMES_PATH,
-    PARAM_BACKGROUND_BUSY_SHARE,
-    PARAM_BACKGROUND_EMBEDDER_MODEL,
-    PARAM_CACHE_CAPACITY,
-    PARAM_CACHE_MAX_BYTES,
-    PARAM_DEVICE,
-    PARAM_EMBEDDER_MAX_BATCH,
-    PARAM_EMBEDDER_MODEL,
-    PARAM_EMBEDDER_VERSION,
-    PARAM_FRESH_TEXT_POLICY,
-    PARAM_INTRA_OP_THREADS,
-    PARAM_MAX_CANDIDATES,
-    PARAM_MODEL_FILE,
-    PARAM_PROCESS_NICE,
-    PARAM_RUNTIME,
-    PARAM_SCENE_FEATURES,
-    PARAM_SCENE_STORE,
-    PARAM_SCENE_VOCAB_SIZES,
-    PARAM_VOCAB_SIZE,
-    SCENE_EMB,
-    SCENE_IDS,
-    SCENE_TABLE_FILE,
-    SCENE_TABLE_INDEX_FILE,
-    SCENE_TEXT,
-    SCENE_VOCAB_FILE,
-    TOKENIZER_FILE,
-    USER_ID,
-)
+from larr import contract
 from larr.export import tensorrt_build
 from larr.export.cli import configure_export_parser, run_export
+from larr.export.fresh_text_policy import apply_fresh_text_policy
+from larr.export.model_configs import build_configs, feature_cache_config, validate_ensemble
 from larr.export.onnx_export import onnx_digest
-from larr.export.repository import (
-    BACKGROUND_NICE,
-    ModelFacts,
-    RepositoryError,
-    RepositoryOptions,
-    apply_fresh_text_policy,
-    build_configs,
-    dataset_facts,
-    feature_cache_config,
-    served_input_config,
-    validate_ensemble,
-    write_repository,
-)
+from larr.export.options import BACKGROUND_NICE, ModelFacts, RepositoryError, RepositoryOptions
+from larr.export.repository import dataset_facts, served_input_config, write_repository
 from larr.layout import RunLayout, packaged_adapters_dir
 from larr.serving.runtime import SERVING_META_FILE
 from larr.serving.stores.redis import RedisStoreConfig
 from larr.tokenization import EmbeddingInputConfig
 
-MODELS = (ENSEMBLE_NAME, FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL)
+MODELS = (contract.ENSEMBLE_NAME, contract.FEATURE_CACHE_MODEL, contract.EMBEDDER_MODEL, contract.CTR_MODEL)
 GPU = mc.ModelInstanceGroup.KIND_GPU
 CPU = mc.ModelInstanceGroup.KIND_CPU
 
@@ -95,6 +47,10 @@ def read_repository(root: Path) -> dict[str, mc.ModelConfig]:
 
 def tensors(tensor_list) -> dict[str, tuple[int, list[int]]]:
     return {t.name: (t.data_type, list(t.dims)) for t in tensor_list}
+
+
+def feature_cache_params(repository: Path) -> dict[str, str]:
+    return params(parse_config(repository / contract.FEATURE_CACHE_MODEL / "config.pbtxt"))
 
 
 def params(config: mc.ModelConfig) -> dict[str, str]:
@@ -127,70 +83,78 @@ def check_configs(
     k, d = len(facts.scene_features), facts.embedding_dim
     features_json = json.dumps(list(facts.scene_features))
 
-    ensemble = configs[ENSEMBLE_NAME]
-    assert (ensemble.name, ensemble.platform, ensemble.max_batch_size) == (ENSEMBLE_NAME, "ensemble", options.request_batch)
+    ensemble = configs[contract.ENSEMBLE_NAME]
+    assert (ensemble.name, ensemble.platform, ensemble.max_batch_size) == (
+        contract.ENSEMBLE_NAME, "ensemble", options.request_batch,
+    )
     assert tensors(ensemble.input) == {
-        SCENE_TEXT: (mc.TYPE_STRING, [-1]), USER_ID: (mc.TYPE_INT64, [1]), ITEM_IDS: (mc.TYPE_INT64, [-1]),
+        contract.SCENE_TEXT: (mc.TYPE_STRING, [-1]),
+        contract.USER_ID: (mc.TYPE_INT64, [1]),
+        contract.ITEM_IDS: (mc.TYPE_INT64, [-1]),
     }
-    assert tensors(ensemble.output) == {CTR: (mc.TYPE_FP32, [-1])}
-    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [FEATURE_CACHE_MODEL, CTR_MODEL]
+    assert tensors(ensemble.output) == {contract.CTR: (mc.TYPE_FP32, [-1])}
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [contract.FEATURE_CACHE_MODEL, contract.CTR_MODEL]
     # on both targets the first step reads the ids as well, to refuse bad ones before ctr (a TensorRT plan
     # on gpu, with no checks) runs
     cache_step = ensemble.ensemble_scheduling.step[0]
-    assert dict(cache_step.input_map) == {SCENE_TEXT: SCENE_TEXT, USER_ID: USER_ID, ITEM_IDS: ITEM_IDS}
+    assert dict(cache_step.input_map) == {name: name for name in (contract.SCENE_TEXT, contract.USER_ID, contract.ITEM_IDS)}
     assert params(ensemble) == {
-        PARAM_SCENE_FEATURES: features_json,
-        PARAM_MAX_CANDIDATES: str(options.max_candidates),
-        PARAM_EMBEDDER_VERSION: facts.embedder_version,
+        contract.PARAM_SCENE_FEATURES: features_json,
+        contract.PARAM_MAX_CANDIDATES: str(options.max_candidates),
+        contract.PARAM_EMBEDDER_VERSION: facts.embedder_version,
     }
-    assert json.loads(params(ensemble)[PARAM_SCENE_FEATURES]) == list(facts.scene_features)
+    assert json.loads(params(ensemble)[contract.PARAM_SCENE_FEATURES]) == list(facts.scene_features)
 
-    cache = configs[FEATURE_CACHE_MODEL]
+    cache = configs[contract.FEATURE_CACHE_MODEL]
     assert (cache.backend, cache.max_batch_size) == ("python", options.request_batch)
     assert cache.HasField("dynamic_batching") == (options.request_batch > 0)
     assert tensors(cache.input) == {
-        SCENE_TEXT: (mc.TYPE_STRING, [-1]), USER_ID: (mc.TYPE_INT64, [1]), ITEM_IDS: (mc.TYPE_INT64, [-1]),
+        contract.SCENE_TEXT: (mc.TYPE_STRING, [-1]),
+        contract.USER_ID: (mc.TYPE_INT64, [1]),
+        contract.ITEM_IDS: (mc.TYPE_INT64, [-1]),
     }
-    assert [t.name for t in cache.input] == [SCENE_TEXT, USER_ID, ITEM_IDS]  # the adapter reads them in this order
+    # the adapter reads them in this order
+    assert [t.name for t in cache.input] == [contract.SCENE_TEXT, contract.USER_ID, contract.ITEM_IDS]
     assert [t.allow_ragged_batch for t in cache.input] == [False, False, options.request_batch > 0]
-    assert tensors(cache.output) == {SCENE_EMB: (mc.TYPE_FP32, [-1, d]), SCENE_IDS: (mc.TYPE_INT64, [-1])}
+    assert tensors(cache.output) == {contract.SCENE_EMB: (mc.TYPE_FP32, [-1, d]), contract.SCENE_IDS: (mc.TYPE_INT64, [-1])}
     assert params(cache) == {
-        PARAM_SCENE_FEATURES: features_json,
-        PARAM_SCENE_STORE: options.scene_store.value,
-        PARAM_CACHE_CAPACITY: str(options.cache_capacity),
-        PARAM_CACHE_MAX_BYTES: str(options.cache_max_bytes),
-        PARAM_EMBEDDER_MODEL: EMBEDDER_MODEL,
-        PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
-        PARAM_EMBEDDER_VERSION: facts.embedder_version,
-        PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
+        contract.PARAM_SCENE_FEATURES: features_json,
+        contract.PARAM_SCENE_STORE: options.scene_store.value,
+        contract.PARAM_CACHE_CAPACITY: str(options.cache_capacity),
+        contract.PARAM_CACHE_MAX_BYTES: str(options.cache_max_bytes),
+        contract.PARAM_EMBEDDER_MODEL: contract.EMBEDDER_MODEL,
+        contract.PARAM_EMBEDDER_MAX_BATCH: str(options.embedder_max_batch),
+        contract.PARAM_EMBEDDER_VERSION: facts.embedder_version,
+        contract.PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
         # async on cpu: background embedding goes to the reniced copy of the embedder
-        PARAM_BACKGROUND_EMBEDDER_MODEL: EMBEDDER_BACKGROUND_MODEL
-        if (target, options.fresh_text_policy.value) == ("cpu", "async") else EMBEDDER_MODEL,
-        PARAM_BACKGROUND_BUSY_SHARE: str(options.background_busy_share),
-        PARAM_MAX_CANDIDATES: str(options.max_candidates),
+        contract.PARAM_BACKGROUND_EMBEDDER_MODEL: contract.EMBEDDER_BACKGROUND_MODEL
+        if (target, options.fresh_text_policy.value) == ("cpu", "async") else contract.EMBEDDER_MODEL,
+        contract.PARAM_BACKGROUND_BUSY_SHARE: str(options.background_busy_share),
+        contract.PARAM_MAX_CANDIDATES: str(options.max_candidates),
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
 
-    embedder = configs[EMBEDDER_MODEL]
+    embedder = configs[contract.EMBEDDER_MODEL]
     assert embedder.max_batch_size == options.embedder_max_batch
     assert embedder.dynamic_batching.max_queue_delay_microseconds == options.max_queue_delay_us
-    assert tensors(embedder.input) == {INPUT_IDS: (mc.TYPE_INT64, [-1]), ATTENTION_MASK: (mc.TYPE_INT64, [-1])}
+    assert tensors(embedder.input) == {contract.INPUT_IDS: (mc.TYPE_INT64, [-1]), contract.ATTENTION_MASK: (mc.TYPE_INT64, [-1])}
     # the python adapter re-pads calls of different lengths into one run; a TensorRT plan batches equal shapes only
     assert [t.allow_ragged_batch for t in embedder.input] == [target == "cpu"] * 2
-    assert tensors(embedder.output) == {EMBEDDING: (mc.TYPE_FP32, [d])}
+    assert tensors(embedder.output) == {contract.EMBEDDING: (mc.TYPE_FP32, [d])}
 
-    ctr = configs[CTR_MODEL]
+    ctr = configs[contract.CTR_MODEL]
     assert ctr.max_batch_size == options.request_batch
     assert ctr.HasField("dynamic_batching") == (options.request_batch > 0)
     assert [t.allow_ragged_batch for t in ctr.input] == [False, False, False, options.request_batch > 0]
     assert tensors(ctr.input) == {
-        SCENE_EMB: (mc.TYPE_FP32, [k, d]),
-        SCENE_IDS: (mc.TYPE_INT64, [k]),
-        USER_ID: (mc.TYPE_INT64, [1]),
-        ITEM_IDS: (mc.TYPE_INT64, [-1]),
+        contract.SCENE_EMB: (mc.TYPE_FP32, [k, d]),
+        contract.SCENE_IDS: (mc.TYPE_INT64, [k]),
+        contract.USER_ID: (mc.TYPE_INT64, [1]),
+        contract.ITEM_IDS: (mc.TYPE_INT64, [-1]),
     }
-    assert [t.name for t in ctr.input] == [SCENE_EMB, SCENE_IDS, USER_ID, ITEM_IDS]  # adapters read them in this order
-    assert tensors(ctr.output) == {CTR: (mc.TYPE_FP32, [-1])}
+    # adapters read them in this order
+    assert [t.name for t in ctr.input] == [contract.SCENE_EMB, contract.SCENE_IDS, contract.USER_ID, contract.ITEM_IDS]
+    assert tensors(ctr.output) == {contract.CTR: (mc.TYPE_FP32, [-1])}
 
     if target == "gpu":
         for config in (embedder, ctr):
@@ -201,19 +165,19 @@ def check_configs(
     else:
         kind = GPU if options.device.startswith("cuda") else CPU
         runtime = {
-            PARAM_RUNTIME: options.runtime,
-            PARAM_DEVICE: options.device,
-            PARAM_MODEL_FILE: "torch" if options.runtime == "torch" else "model.onnx",
-            PARAM_INTRA_OP_THREADS: str(options.intra_op_threads),
+            contract.PARAM_RUNTIME: options.runtime,
+            contract.PARAM_DEVICE: options.device,
+            contract.PARAM_MODEL_FILE: "torch" if options.runtime == "torch" else "model.onnx",
+            contract.PARAM_INTRA_OP_THREADS: str(options.intra_op_threads),
         }
         assert (embedder.backend, embedder.platform) == ("python", "")
-        assert params(embedder) == {**runtime, PARAM_VOCAB_SIZE: str(facts.vocab_size)}
+        assert params(embedder) == {**runtime, contract.PARAM_VOCAB_SIZE: str(facts.vocab_size)}
         assert [(g.kind, g.count) for g in embedder.instance_group] == [(kind, options.embedder_instances)]
         assert (ctr.backend, ctr.platform) == ("python", "")
         assert params(ctr) == {
             **runtime,
-            PARAM_MAX_CANDIDATES: str(options.max_candidates),
-            PARAM_SCENE_VOCAB_SIZES: json.dumps(list(facts.scene_vocab_sizes)),
+            contract.PARAM_MAX_CANDIDATES: str(options.max_candidates),
+            contract.PARAM_SCENE_VOCAB_SIZES: json.dumps(list(facts.scene_vocab_sizes)),
         }
         assert [(g.kind, g.count) for g in ctr.instance_group] == [(kind, options.ctr_instances)]
     assert_schedulable(ensemble, configs)
@@ -226,7 +190,7 @@ def check_configs(
 def adapters(tmp_path_factory) -> Path:
     """A stand-in for the committed adapters folder: one marker model.py per python model."""
     root = tmp_path_factory.mktemp("adapters")
-    for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
+    for name in (contract.FEATURE_CACHE_MODEL, contract.EMBEDDER_MODEL, contract.CTR_MODEL):
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / "model.py").write_text(f"# adapter of {name}\n")
     return root
@@ -242,8 +206,8 @@ def cli_args(*argv: str) -> argparse.Namespace:
 def cpu_repository(tiny_run, adapters, tmp_path_factory) -> tuple[Path, str]:
     """``larr export --target cpu`` into a folder holding a stale plan from an earlier gpu export."""
     out = tmp_path_factory.mktemp("repo_cpu")
-    (out / EMBEDDER_MODEL / "1").mkdir(parents=True)
-    (out / EMBEDDER_MODEL / "1" / "model.plan").write_bytes(b"stale")
+    (out / contract.EMBEDDER_MODEL / "1").mkdir(parents=True)
+    (out / contract.EMBEDDER_MODEL / "1" / "model.plan").write_bytes(b"stale")
     printed = io.StringIO()
     args = cli_args(
         "--checkpoints", str(tiny_run.run_dir), "--target", "cpu", "--out", str(out), "--adapters", str(adapters),
@@ -263,7 +227,7 @@ def facts_of(out: Path, tiny_run) -> ModelFacts:
         scene_features=tuple(info["scene_features"]),
         embedding_dim=json.loads((tiny_run.embedder_dir / "embedder.json").read_text())["projection_dim"],
         scene_inputs=len(info["scene_features"]),
-        embedder_version=onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx"),
+        embedder_version=onnx_digest(out / contract.EMBEDDER_MODEL / "1" / "model.onnx"),
         max_length=embedding_config["max_length"],
         vocab_size=json.loads((tiny_run.embedder_dir / "encoder" / "config.json").read_text())["vocab_size"],
         # the scene fields' table rows: row 0 (unseen) + one per value the feature cache's vocab knows
@@ -280,28 +244,29 @@ def test_cpu_repository_configs(cpu_repository, tiny_run):
 
 def test_cpu_repository_files(cpu_repository, tiny_run, adapters):
     out, printed = cpu_repository
-    assert [p.relative_to(out) for p in (out / ENSEMBLE_NAME / "1").iterdir()] == [Path(ITEM_NAMES_PATH)]
+    assert [p.relative_to(out) for p in (out / contract.ENSEMBLE_NAME / "1").iterdir()] == [Path(contract.ITEM_NAMES_PATH)]
     listing = {name: sorted(p.name for p in (out / name / "1").iterdir()) for name in MODELS}
-    assert listing[EMBEDDER_MODEL] == ["model.onnx", "model.py"]  # the stale plan is gone
-    assert listing[CTR_MODEL] == ["model.onnx", "model.py"]
-    assert listing[FEATURE_CACHE_MODEL] == sorted(
-        [EMBEDDING_CONFIG_FILE, "model.py", SCENE_VOCAB_FILE, TOKENIZER_FILE, SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE]
+    assert listing[contract.EMBEDDER_MODEL] == ["model.onnx", "model.py"]  # the stale plan is gone
+    assert listing[contract.CTR_MODEL] == ["model.onnx", "model.py"]
+    assert listing[contract.FEATURE_CACHE_MODEL] == sorted(
+        [contract.EMBEDDING_CONFIG_FILE, "model.py", contract.SCENE_VOCAB_FILE, contract.TOKENIZER_FILE,
+         contract.SCENE_TABLE_FILE, contract.SCENE_TABLE_INDEX_FILE]
     )  # the scene store "local" starts warm from the table of every dataset text
-    table = json.loads((out / FEATURE_CACHE_MODEL / "1" / SCENE_TABLE_INDEX_FILE).read_text())
-    assert table["embedder_version"] == onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx")
-    cache_dir = out / FEATURE_CACHE_MODEL / "1"
-    for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
+    table = json.loads((out / contract.FEATURE_CACHE_MODEL / "1" / contract.SCENE_TABLE_INDEX_FILE).read_text())
+    assert table["embedder_version"] == onnx_digest(out / contract.EMBEDDER_MODEL / "1" / "model.onnx")
+    cache_dir = out / contract.FEATURE_CACHE_MODEL / "1"
+    for name in (contract.FEATURE_CACHE_MODEL, contract.EMBEDDER_MODEL, contract.CTR_MODEL):
         assert (out / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
-    assert (cache_dir / TOKENIZER_FILE).read_bytes() == (tiny_run.embedder_dir / TOKENIZER_FILE).read_bytes()
+    assert (cache_dir / contract.TOKENIZER_FILE).read_bytes() == (tiny_run.embedder_dir / contract.TOKENIZER_FILE).read_bytes()
     # served texts are padded to their call's longest (the embedder batches ragged calls), the rest as trained
-    trained = json.loads((tiny_run.embedder_dir / EMBEDDING_CONFIG_FILE).read_text())
+    trained = json.loads((tiny_run.embedder_dir / contract.EMBEDDING_CONFIG_FILE).read_text())
     assert trained["pad_to_multiple_of"] > 1
-    assert json.loads((cache_dir / EMBEDDING_CONFIG_FILE).read_text()) == {**trained, "pad_to_multiple_of": 1}
+    assert json.loads((cache_dir / contract.EMBEDDING_CONFIG_FILE).read_text()) == {**trained, "pad_to_multiple_of": 1}
     vocab = json.loads((tiny_run.ctr_dir() / "vocab.json").read_text())
-    scene_vocab = json.loads((cache_dir / SCENE_VOCAB_FILE).read_text())
+    scene_vocab = json.loads((cache_dir / contract.SCENE_VOCAB_FILE).read_text())
     assert scene_vocab == {"fields": vocab["fields"][2:], "values": vocab["values"][2:]}
     # one progress line per artifact
-    for fragment in ("embedder/1/model.onnx", "ctr/1/model.onnx", SCENE_VOCAB_FILE, "larr/config.pbtxt", "1/model.py"):
+    for fragment in ("embedder/1/model.onnx", "ctr/1/model.onnx", contract.SCENE_VOCAB_FILE, "larr/config.pbtxt", "1/model.py"):
         assert fragment in printed, fragment
 
 
@@ -309,27 +274,28 @@ def test_async_adds_an_idle_priority_background_embedder_and_strict_removes_it(c
     exported, _ = cpu_repository  # exported with --fresh-text-policy async
     out = tmp_path / "repo"
     shutil.copytree(exported, out)
-    background = out / EMBEDDER_BACKGROUND_MODEL
-    config, embedder = parse_config(background / "config.pbtxt"), parse_config(out / EMBEDDER_MODEL / "config.pbtxt")
-    assert config.name == EMBEDDER_BACKGROUND_MODEL
-    assert params(config) == {**params(embedder), PARAM_PROCESS_NICE: str(BACKGROUND_NICE)}
+    background = out / contract.EMBEDDER_BACKGROUND_MODEL
+    config, embedder = parse_config(background / "config.pbtxt"), parse_config(out / contract.EMBEDDER_MODEL / "config.pbtxt")
+    assert config.name == contract.EMBEDDER_BACKGROUND_MODEL
+    assert params(config) == {**params(embedder), contract.PARAM_PROCESS_NICE: str(BACKGROUND_NICE)}
     assert [(g.kind, g.count) for g in config.instance_group] == [(embedder.instance_group[0].kind, 1)]
     assert (tensors(config.input), tensors(config.output)) == (tensors(embedder.input), tensors(embedder.output))
     for name in ("model.onnx", "model.py"):  # the embedder's own files (hard links where the file system allows)
-        assert (background / "1" / name).read_bytes() == (out / EMBEDDER_MODEL / "1" / name).read_bytes()
+        assert (background / "1" / name).read_bytes() == (out / contract.EMBEDDER_MODEL / "1" / name).read_bytes()
     apply_fresh_text_policy(out, "strict")
     assert not background.exists()
-    cache = params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))
-    assert (cache[PARAM_FRESH_TEXT_POLICY], cache[PARAM_BACKGROUND_EMBEDDER_MODEL]) == ("strict", EMBEDDER_MODEL)
+    cache = params(parse_config(out / contract.FEATURE_CACHE_MODEL / "config.pbtxt"))
+    assert cache[contract.PARAM_FRESH_TEXT_POLICY] == "strict"
+    assert cache[contract.PARAM_BACKGROUND_EMBEDDER_MODEL] == contract.EMBEDDER_MODEL
     apply_fresh_text_policy(out, "async")  # and back, as the benchmarks switch a reused repository
     assert parse_config(background / "config.pbtxt") == config
-    assert params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))[PARAM_BACKGROUND_EMBEDDER_MODEL] == (
-        EMBEDDER_BACKGROUND_MODEL
+    assert feature_cache_params(out)[contract.PARAM_BACKGROUND_EMBEDDER_MODEL] == (
+        contract.EMBEDDER_BACKGROUND_MODEL
     )
     # the export wrote the default busy share; a switch may replace it, within (0, 1]
-    assert float(params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))[PARAM_BACKGROUND_BUSY_SHARE]) == 1.0
+    assert float(feature_cache_params(out)[contract.PARAM_BACKGROUND_BUSY_SHARE]) == 1.0
     apply_fresh_text_policy(out, "async", busy_share=0.25)
-    assert params(parse_config(out / FEATURE_CACHE_MODEL / "config.pbtxt"))[PARAM_BACKGROUND_BUSY_SHARE] == "0.25"
+    assert feature_cache_params(out)[contract.PARAM_BACKGROUND_BUSY_SHARE] == "0.25"
     with pytest.raises(ValueError, match="busy share"):
         apply_fresh_text_policy(out, "async", busy_share=0.0)
     with pytest.raises(ValueError, match="background_busy_share"):
@@ -339,10 +305,10 @@ def test_async_adds_an_idle_priority_background_embedder_and_strict_removes_it(c
 def test_embedder_version_keys_every_cache_parameter(cpu_repository):
     out, _ = cpu_repository
     configs = read_repository(out)
-    version = onnx_digest(out / EMBEDDER_MODEL / "1" / "model.onnx")
+    version = onnx_digest(out / contract.EMBEDDER_MODEL / "1" / "model.onnx")
     assert len(version) == 12 and all(c in "0123456789abcdef" for c in version)
-    assert params(configs[ENSEMBLE_NAME])[PARAM_EMBEDDER_VERSION] == version
-    assert params(configs[FEATURE_CACHE_MODEL])[PARAM_EMBEDDER_VERSION] == version
+    assert params(configs[contract.ENSEMBLE_NAME])[contract.PARAM_EMBEDDER_VERSION] == version
+    assert params(configs[contract.FEATURE_CACHE_MODEL])[contract.PARAM_EMBEDDER_VERSION] == version
 
 
 def test_torch_runtime_on_cuda_id_only(tiny_run, adapters, tmp_path):
@@ -352,9 +318,9 @@ def test_torch_runtime_on_cuda_id_only(tiny_run, adapters, tmp_path):
     )
     result = write_repository(tiny_run.run_dir, tmp_path, options, adapters_dir=adapters, progress=lambda line: None)
     check_configs(read_repository(tmp_path), "cpu", result.facts, options)
-    embedder_torch = tmp_path / EMBEDDER_MODEL / "1" / "torch"
+    embedder_torch = tmp_path / contract.EMBEDDER_MODEL / "1" / "torch"
     assert sorted(p.name for p in embedder_torch.iterdir()) == sorted(p.name for p in tiny_run.embedder_dir.iterdir())
-    ctr_torch = tmp_path / CTR_MODEL / "1" / "torch"
+    ctr_torch = tmp_path / contract.CTR_MODEL / "1" / "torch"
     expected = sorted(["ctr.json", "model.safetensors", SERVING_META_FILE, "vocab.json"])
     assert sorted(p.name for p in ctr_torch.iterdir()) == expected
     assert json.loads((ctr_torch / "ctr.json").read_text())["variant"] == "id_only"
@@ -364,7 +330,7 @@ def test_torch_runtime_on_cuda_id_only(tiny_run, adapters, tmp_path):
     # the catalogue's names, for `larr query --model-repository` (item id i at i, as items.csv lists them)
     with (tiny_run.data_dir / "items.csv").open(newline="", encoding="utf-8") as handle:
         names = {int(row["item_id"]): row["name"] for row in csv.DictReader(handle)}
-    assert json.loads((tmp_path / ITEM_NAMES_PATH).read_text(encoding="utf-8")) == [names[i] for i in range(len(names))]
+    assert json.loads((tmp_path / contract.ITEM_NAMES_PATH).read_text(encoding="utf-8")) == [names[i] for i in range(len(names))]
 
 
 # --------------------------------------------------------------------------------------------- generated: gpu configs
@@ -401,11 +367,12 @@ def test_gpu_repository_with_a_stub_engine_builder(tiny_run, adapters, tmp_path,
     result = write_repository(tiny_run.run_dir, tmp_path, options, adapters_dir=adapters, progress=lambda line: None)
     check_configs(read_repository(tmp_path), "gpu", result.facts, options)
     listing = {name: sorted(p.name for p in (tmp_path / name / "1").iterdir()) for name in MODELS}
-    assert listing[EMBEDDER_MODEL] == listing[CTR_MODEL] == ["model.plan"]
-    assert "model.py" in listing[FEATURE_CACHE_MODEL]
+    assert listing[contract.EMBEDDER_MODEL] == listing[contract.CTR_MODEL] == ["model.plan"]
+    assert "model.py" in listing[contract.FEATURE_CACHE_MODEL]
     max_length = result.facts.max_length
-    assert built[EMBEDDER_MODEL][INPUT_IDS][2] == built[EMBEDDER_MODEL][ATTENTION_MASK][2] == (32, max_length)
-    assert built[CTR_MODEL] == {ITEM_IDS: ((1,), (100,), (300,))}
+    embedder_profiles = built[contract.EMBEDDER_MODEL]
+    assert embedder_profiles[contract.INPUT_IDS][2] == embedder_profiles[contract.ATTENTION_MASK][2] == (32, max_length)
+    assert built[contract.CTR_MODEL] == {contract.ITEM_IDS: ((1,), (100,), (300,))}
 
 
 def test_gpu_target_without_tensorrt_fails_clearly(tiny_run, tmp_path, monkeypatch, capsys):
@@ -424,10 +391,10 @@ def test_validate_ensemble_rejects_broken_graphs():
     facts = ModelFacts(("weather",), embedding_dim=8, scene_inputs=1, embedder_version="v", max_length=16,
                        vocab_size=300, scene_vocab_sizes=(4,))
     configs = build_configs(RepositoryOptions(), facts)
-    validate_ensemble(configs[ENSEMBLE_NAME], configs)
+    validate_ensemble(configs[contract.ENSEMBLE_NAME], configs)
 
     swapped = mc.ModelConfig()
-    swapped.CopyFrom(configs[ENSEMBLE_NAME])
+    swapped.CopyFrom(configs[contract.ENSEMBLE_NAME])
     steps = list(swapped.ensemble_scheduling.step)
     del swapped.ensemble_scheduling.step[:]
     swapped.ensemble_scheduling.step.extend(reversed(steps))  # ctr before the cache produced SCENE_EMB
@@ -437,9 +404,9 @@ def test_validate_ensemble_rejects_broken_graphs():
     wrong_dims = {name: mc.ModelConfig() for name in configs}
     for name, config in configs.items():
         wrong_dims[name].CopyFrom(config)
-    wrong_dims[CTR_MODEL].input[0].dims[1] = 9  # D of the ctr differs from the cache's
+    wrong_dims[contract.CTR_MODEL].input[0].dims[1] = 9  # D of the ctr differs from the cache's
     with pytest.raises(RepositoryError, match="SCENE_EMB"):
-        validate_ensemble(wrong_dims[ENSEMBLE_NAME], wrong_dims)
+        validate_ensemble(wrong_dims[contract.ENSEMBLE_NAME], wrong_dims)
 
 
 def test_redis_options_reach_the_store_the_feature_cache_builds():
@@ -483,8 +450,9 @@ def test_missing_adapters(tiny_run, tmp_path):
         write_repository(tiny_run.run_dir, tmp_path / "a", RepositoryOptions(), adapters_dir=tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.warns(UserWarning, match="adapter missing"):
-        write_repository(tiny_run.run_dir, tmp_path / "b", RepositoryOptions(), adapters_dir=tmp_path / "empty", progress=lambda line: None)
-    assert not (tmp_path / "b" / CTR_MODEL / "1" / "model.py").exists()
+        write_repository(tiny_run.run_dir, tmp_path / "b", RepositoryOptions(), adapters_dir=tmp_path / "empty",
+                         progress=lambda line: None)
+    assert not (tmp_path / "b" / contract.CTR_MODEL / "1" / "model.py").exists()
 
 
 @pytest.mark.parametrize("where", [".", "ctr", "ctr/1"])
@@ -494,7 +462,7 @@ def test_export_refuses_to_write_into_the_adapters_folder(tiny_run, adapters, tm
     shutil.copytree(adapters, repo)
     with pytest.raises(RepositoryError, match="adapters are copied from"):
         write_repository(tiny_run.run_dir, repo / where, RepositoryOptions(), adapters_dir=repo)
-    for name in (FEATURE_CACHE_MODEL, EMBEDDER_MODEL, CTR_MODEL):
+    for name in (contract.FEATURE_CACHE_MODEL, contract.EMBEDDER_MODEL, contract.CTR_MODEL):
         assert (repo / name / "1" / "model.py").read_text() == f"# adapter of {name}\n"
 
 
@@ -506,7 +474,7 @@ def test_the_installed_adapters_are_the_packages_data():
     folder = packaged_adapters_dir()
     assert folder == Path(larr.model_repository.__file__).parent
     assert sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/1/model.py")) == [
-        f"{name}/1/model.py" for name in sorted((CTR_MODEL, EMBEDDER_MODEL, FEATURE_CACHE_MODEL))
+        f"{name}/1/model.py" for name in sorted((contract.CTR_MODEL, contract.EMBEDDER_MODEL, contract.FEATURE_CACHE_MODEL))
     ]
 
 
