@@ -66,6 +66,11 @@ PARAM_RUNTIME = "runtime"  # embedder / ctr: "onnxruntime" | "torch"
 PARAM_DEVICE = "device"  # embedder / ctr: "cpu" | "cuda" (| "cuda:N")
 PARAM_MODEL_FILE = "model_file"  # embedder / ctr: file (or folder for runtime torch) in the version folder
 PARAM_INTRA_OP_THREADS = "intra_op_threads"  # embedder / ctr: ONNX Runtime / torch threads, 0 = default
+# embedder / ctr, runtime torch: JSON {"batch": [...], "length": [...]}: calls padded to these static shapes
+# (larr.serving.buckets); with it on CUDA, one CUDA graph per shape captured at load (larr.serving.graphs)
+PARAM_SHAPE_BUCKETS = "shape_buckets"
+PARAM_CUDA_GRAPHS = "cuda_graphs"  # embedder / ctr, shape_buckets on CUDA: "true" (default) | "false" (eager, padded)
+PARAM_TORCH_DTYPE = "torch_dtype"  # embedder / ctr, shape_buckets: "float32" | "bfloat16" (default: bf16 on CUDA)
 PARAM_VOCAB_SIZE = "vocab_size"  # embedder: rows of the token-embedding table; INPUT_IDS must be in [0, vocab_size)
 # ctr: JSON list, per scene feature the rows of its field table (row 0 = unseen); SCENE_IDS[k] must be in [0, size_k)
 PARAM_SCENE_VOCAB_SIZES = "scene_vocab_sizes"

@@ -4,6 +4,8 @@ The adapters pick one from their model config (``runtime``, ``device``, ``model_
 ``intra_op_threads`` parameters, see larr.contract), so a Triton build without the TensorRT or
 ONNX Runtime backends (like the pytriton bundle) still serves every model, on a GPU too.
 Inputs are fed in the order of the model config's inputs; outputs come back in config order.
+With ``shape_buckets`` the torch runtime pads every call to a static shape, and on CUDA replays a CUDA graph
+captured per shape at load (larr.serving.graphs).
 """
 
 from __future__ import annotations
@@ -17,11 +19,23 @@ from typing import Any, Protocol
 import numpy as np
 
 from larr.contract import PARAM_DEVICE, PARAM_INTRA_OP_THREADS, PARAM_MODEL_FILE, PARAM_RUNTIME
+from larr.serving.buckets import BatchedCTRShapes, CTRRequestShapes, EmbedderShapes, Shapes
 from larr.serving.model_config import model_parameters, tensor_names  # the adapters import them from here too
 
 ONNX_RUNTIME, TORCH_RUNTIME = "onnxruntime", "torch"
 RUNTIMES = (ONNX_RUNTIME, TORCH_RUNTIME)
 SERVING_META_FILE = "serving.json"  # ctr torch artifacts: {"num_users": U, "num_items": I}
+
+
+def torch_shapes(config: Mapping[str, Any], embedder: bool, batched: bool) -> Shapes:
+    """How the torch module of ``config`` is padded to a bucket (larr.serving.buckets); the ctr's static scene
+    dims come from its first two inputs, SCENE_EMB (K', D) and SCENE_IDS (K,), without the batch axis."""
+    if embedder:
+        return EmbedderShapes()
+    scene_dims = tuple(int(d) for d in config["input"][0]["dims"][-2:])  # JSON may write int64 dims as strings
+    features = int(config["input"][1]["dims"][-1])
+    shape = (scene_dims[0], scene_dims[1])
+    return BatchedCTRShapes(shape, features) if batched else CTRRequestShapes(shape, features)
 
 
 @dataclass(frozen=True)
@@ -115,19 +129,25 @@ def require_active_providers(session: Any, requested: Sequence[Any], path: Path)
 
 
 class TorchRuntime:
-    """The PyTorch modules themselves (TextEmbedder or ServingCTR), on CPU or CUDA; tensors in and out."""
+    """The PyTorch modules themselves (TextEmbedder or ServingCTR), on CPU or CUDA; tensors in and out.
 
-    def __init__(self, path: Path, spec: RuntimeSpec, batched: bool = False):
+    ``config`` with ``shape_buckets``: calls are padded to buckets (and on CUDA replayed from CUDA graphs),
+    larr.serving.graphs; without it, every call runs eagerly in float32 at its own shape.
+    """
+
+    def __init__(self, path: Path, spec: RuntimeSpec, batched: bool = False, config: Mapping[str, Any] | None = None):
         import torch
 
         from larr.models.ctr_model import BatchedServingCTR, LarrCTR, ServingCTR, index_table
         from larr.models.embedder import EMBEDDER_FILE, TextEmbedder
+        from larr.serving.graphs import BucketedModule, GraphSettings
 
         if spec.intra_op_threads:
             torch.set_num_threads(spec.intra_op_threads)
         self.torch = torch
         self.device = spec.device
-        if (path / EMBEDDER_FILE).exists():
+        embedder = (path / EMBEDDER_FILE).exists()
+        if embedder:
             module = TextEmbedder.from_pretrained(path)
         else:
             model, vocab = LarrCTR.load(path)
@@ -136,8 +156,13 @@ class TorchRuntime:
                 model, index_table(vocab["values"][0], meta["num_users"]), index_table(vocab["values"][1], meta["num_items"])
             )
         self.module = module.eval().to(spec.device)
+        settings = None if config is None else GraphSettings.from_params(model_parameters(config), spec.device)
+        self.bucketed = None if settings is None else BucketedModule(
+            self.module, torch_shapes(config, embedder, batched), settings, spec.device)
 
     def run(self, inputs: Sequence[Any]) -> list[Any]:
+        if self.bucketed is not None:
+            return [self.bucketed(inputs)]
         torch = self.torch
         tensors = [x.to(self.device) if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x)).to(self.device) for x in inputs]
         with torch.inference_mode():
@@ -158,6 +183,6 @@ def load_runtime(version_dir: Path, config: Mapping[str, Any], extra_inputs: Seq
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; export the model repository with `larr export`")
     if spec.runtime == TORCH_RUNTIME:
-        return TorchRuntime(path, spec, batched=bool(extra_inputs))
+        return TorchRuntime(path, spec, batched=bool(extra_inputs), config=config)
     inputs, outputs = tensor_names(config)
     return OnnxRuntime(path, (*inputs, *extra_inputs), outputs, spec)

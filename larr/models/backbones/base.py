@@ -98,6 +98,8 @@ class Backbone(nn.Module):
     def _check_inputs(self, sparse: torch.Tensor, dense: torch.Tensor | None) -> None:
         if torch.jit.is_tracing():  # ONNX export: the graph cannot raise, and reading shapes here would warn
             return
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            return  # a CUDA graph capture cannot read a value back (bad.any()); its warm-up runs checked these shapes
         if sparse.dim() != 2 or sparse.shape[1] != self.num_fields:
             raise ValueError(f"sparse must be (B, {self.num_fields}), got {tuple(sparse.shape)}")
         if sparse.dtype not in (torch.int64, torch.int32):
