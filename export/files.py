@@ -22,12 +22,12 @@ from larr.serving.runtime import SERVING_META_FILE
 
 def checked_adapters_dir(adapters_dir: Path | None, out: Path) -> Path:
     """The folder the ``<model>/1/model.py`` adapters are copied from (default: the installed ones), checked to
-    exist and to lie outside ``out``: an export empties its version folders, the adapters' own included."""
+    exist and not to hold ``out``: an export empties its version folders, which would delete the adapters."""
     adapters_dir = Path(adapters_dir) if adapters_dir is not None else packaged_adapters_dir()
     if not adapters_dir.is_dir():
         raise RepositoryError(f"{adapters_dir}: the folder with the model.py adapters (--adapters) is missing")
     resolved, out = adapters_dir.resolve(), Path(out).resolve()
-    if resolved == out or resolved in out.parents or out in resolved.parents:
+    if resolved == out or resolved in out.parents:  # out is the adapters' folder or inside it
         raise RepositoryError(
             f"{out}: this is where the adapters are copied from ({adapters_dir}); write the repository elsewhere, "
             "e.g. into the run folder (the default of `larr export`)"
@@ -50,7 +50,7 @@ def copy_adapters(adapters_dir: Path, out: Path, models: tuple[str, ...], report
     for name in models:
         source = adapters_dir / name / VERSION / ADAPTER_FILE
         if not source.exists():
-            warnings.warn(f"{source}: adapter missing; model {name!r} will not load until it is there", stacklevel=4)
+            warnings.warn(f"{source}: adapter missing; model {name!r} will not load until it is there", stacklevel=3)
         else:
             shutil.copy2(source, out / name / VERSION / ADAPTER_FILE)
             report(f"{name}: {out / name / VERSION / ADAPTER_FILE}")
