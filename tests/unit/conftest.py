@@ -10,11 +10,18 @@ over it (``store``: an ``LRUStore(100)`` by default; ``ids``: per feature, ``{te
 
 ``cpu_repository`` (session scope): the tiny run (``tiny_run``) exported as ``larr export --target cpu``
 writes it (ONNX Runtime on the CPU); tests read it, never write into it.
+
+``adapter(model, **parameters)``: the python-backend adapter ``<model>/1/model.py`` that larr ships (package
+data, :func:`larr.layout.packaged_adapters_dir`), loaded by file path over the ``pb_utils`` stand-in and
+initialised as Triton initialises it: ``args`` name ``cpu_repository``'s model folder, and
+``args["model_config"]`` is its ``config.pbtxt`` as JSON, with ``parameters`` (string values) set over the
+exported ones.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +29,7 @@ from types import ModuleType
 
 import pytest
 
+from larr.layout import packaged_adapters_dir
 from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
 from larr.serving.stores.lru import LRUStore
 from larr.serving.stores.protocol import SceneStore
@@ -74,3 +82,26 @@ def cpu_repository(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_repository(tiny_run.run_dir, out, RepositoryOptions(target="cpu", runtime="onnxruntime", device="cpu"),
                      progress=lambda line: None)
     return out
+
+
+@pytest.fixture
+def adapter(pb_utils: ModuleType, cpu_repository: Path) -> Callable[..., object]:
+    from larr.benchmarks.inprocess import model_config  # config.pbtxt as the JSON dict Triton hands the model
+
+    def load(model: str, **parameters: str) -> object:
+        config = model_config(cpu_repository, model)
+        config["parameters"].update({key: {"string_value": value} for key, value in parameters.items()})
+        module = load_module(f"larr_adapter_{model}", packaged_adapters_dir() / model / "1" / "model.py")
+        instance = module.TritonPythonModel()
+        instance.initialize({
+            "model_config": json.dumps(config),
+            "model_instance_kind": "CPU",
+            "model_instance_name": f"{model}_0_0",
+            "model_instance_device_id": "0",
+            "model_repository": str(cpu_repository / model),
+            "model_version": "1",
+            "model_name": model,
+        })
+        return instance
+
+    return load
