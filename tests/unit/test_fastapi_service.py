@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
-import pytest
 
 from larr.benchmarks.fastapi_service import run_fastapi_service
 from larr.benchmarks.inprocess import InProcessPipeline
 from larr.benchmarks.workload import RequestStream, ScenePools, WorkloadSpec
 from larr.data.schema import load_dataset
-from larr.export.repository import RepositoryOptions, write_repository
 
 
-@pytest.fixture(scope="module")
-def repository(tiny_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fastapi_repository")
-    write_repository(tiny_run.run_dir, out, RepositoryOptions(target="cpu", runtime="onnxruntime", device="cpu"))
-    return out
-
-
-def test_fastapi_answers_like_the_in_process_pipeline(repository, tiny_run):
+def test_fastapi_answers_like_the_in_process_pipeline(cpu_repository, tiny_run):
     pools = ScenePools.from_dataset(load_dataset(tiny_run.data_dir, splits=("train",)))
     requests = RequestStream(pools, WorkloadSpec(unseen_share=0.5, candidates=5, seed=11)).take(6)
-    reference = InProcessPipeline(repository)
-    with run_fastapi_service(repository) as url:
+    reference = InProcessPipeline(cpu_repository)
+    with run_fastapi_service(cpu_repository) as url:
         for request in requests:
             answer = httpx.post(url + "/score", json=request.to_json(), timeout=30.0)
             assert answer.status_code == 200, answer.text

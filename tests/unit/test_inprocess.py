@@ -9,14 +9,6 @@ import pytest
 from larr.benchmarks.inprocess import InProcessPipeline, time_segment
 from larr.benchmarks.workload import RequestStream, ScenePools, WorkloadSpec
 from larr.data.schema import load_dataset
-from larr.export.repository import RepositoryOptions, write_repository
-
-
-@pytest.fixture(scope="module")
-def repository(tiny_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("inprocess_repository")
-    write_repository(tiny_run.run_dir, out, RepositoryOptions(target="cpu", runtime="onnxruntime", device="cpu"))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +17,10 @@ def requests(tiny_run):
     return RequestStream(pools, WorkloadSpec(unseen_share=0.3, candidates=7, seed=5)).take(12)
 
 
-def test_a_batch_scores_like_its_requests_one_at_a_time(repository, requests):
-    one_by_one = InProcessPipeline(repository)
+def test_a_batch_scores_like_its_requests_one_at_a_time(cpu_repository, requests):
+    one_by_one = InProcessPipeline(cpu_repository)
     expected = [one_by_one.score(request) for request in requests]
-    batched = InProcessPipeline(repository)  # a fresh cache: the same state the first one started from
+    batched = InProcessPipeline(cpu_repository)  # a fresh cache: the same state the first one started from
     got = batched.score_many(requests)
     assert len(got) == len(requests)
     for served, reference in zip(got, expected):
@@ -37,8 +29,8 @@ def test_a_batch_scores_like_its_requests_one_at_a_time(repository, requests):
     assert batched.cache.stats().misses == one_by_one.cache.stats().misses  # each distinct new text embedded once
 
 
-def test_segment_timing_scores_every_request_in_batches(repository, requests):
-    pipeline = InProcessPipeline(repository)
+def test_segment_timing_scores_every_request_in_batches(cpu_repository, requests):
+    pipeline = InProcessPipeline(cpu_repository)
     timing = time_segment(pipeline, requests, batch=5)  # 5 + 5 + 2
     assert (timing.requests, timing.batch) == (12, 5)
     assert timing.seconds > 0 and timing.p99_us >= timing.p50_us > 0
@@ -50,12 +42,12 @@ def test_segment_timing_scores_every_request_in_batches(repository, requests):
         time_segment(pipeline, requests, batch=0)
 
 
-def test_threads_score_like_one_thread(repository, requests):
+def test_threads_score_like_one_thread(cpu_repository, requests):
     """The FastAPI baseline calls the pipeline from its thread pool: same scores, and every text ends up stored."""
     from concurrent.futures import ThreadPoolExecutor
 
-    expected = [InProcessPipeline(repository).score(request) for request in requests]
-    shared = InProcessPipeline(repository)
+    expected = [InProcessPipeline(cpu_repository).score(request) for request in requests]
+    shared = InProcessPipeline(cpu_repository)
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(shared.score, requests * 3))
     for served, reference in zip(got, expected * 3):
@@ -112,12 +104,12 @@ def test_an_error_in_a_worker_reaches_the_caller():
         time_segment(Failing(0.0), list(range(10)), batch=2, workers=3)
 
 
-def test_the_pipeline_starts_warm_from_the_repositorys_scene_table_as_the_server_does(repository, tiny_run):
+def test_the_pipeline_starts_warm_from_the_repositorys_scene_table_as_the_server_does(cpu_repository, tiny_run):
     """Same cache state as the server: texts seen in training are in the exported scene table, so a fresh pipeline
     answers requests made only of them without a single miss (a cold store would miss every first text)."""
     pools = ScenePools.from_dataset(load_dataset(tiny_run.data_dir, splits=("train",)))
     seen_only = RequestStream(pools, WorkloadSpec(unseen_share=0.0, candidates=7, seed=11)).take(8)
-    pipeline = InProcessPipeline(repository)
+    pipeline = InProcessPipeline(cpu_repository)
     pipeline.score_many(seen_only)
     stats = pipeline.cache.stats()
     distinct = {(feature, text) for request in seen_only for feature, text in zip(pools.features, request.scene)}
