@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from larr.serving.cache_metrics import REDIS_METRICS, redis_metric_values
 from larr.serving.ctr_request import validate_ctr_request
 from larr.serving.errors import RequestError
-from larr.serving.feature_cache import FeatureCacheSettings, SceneFeatureCache, SceneVocab
+from larr.serving.feature_cache import FeatureCacheSettings, SceneFeatureCache
 from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, DEFAULT_MISS_DEADLINE_MS, FreshTextPolicy
 from larr.serving.stores.lru import LRUStore
 from larr.serving.stores.protocol import SceneKey
 from larr.serving.stores.redis import RedisStore, RedisStoreConfig
 from larr.serving.stores.tiered import TieredStore
-from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.llm import train_bpe_tokenizer
-
-FEATURES = ("weather", "place")
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> EmbeddingTokenizer:
-    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, FEATURES)
-    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
+@pytest.fixture
+def make_cache(scene_cache) -> Callable[..., SceneFeatureCache]:
+    def make(capacity=100, version="v1") -> SceneFeatureCache:
+        return scene_cache(LRUStore(capacity), ({"heavy rain": 1, "sunny": 2}, {"office": 1}), version)
 
-
-def make_cache(tokenizer, capacity=100, version="v1") -> SceneFeatureCache:
-    vocab = SceneVocab(FEATURES, ({"heavy rain": 1, "sunny": 2}, {"office": 1}))
-    return SceneFeatureCache(FEATURES, tokenizer, vocab, LRUStore(capacity), version)
+    return make
 
 
 def fake_embed(texts: list[str]) -> np.ndarray:
@@ -47,8 +42,8 @@ def run_batch(cache: SceneFeatureCache, requests: list) -> tuple[list, list[int]
     return batch.results(), calls
 
 
-def test_misses_of_all_requests_go_in_one_embedder_call(tokenizer):
-    cache = make_cache(tokenizer)
+def test_misses_of_all_requests_go_in_one_embedder_call(make_cache):
+    cache = make_cache()
     requests = [[b"heavy rain", b"office"], [b"heavy rain", b"home"], [b"sunny", b"office"]]
     results, calls = run_batch(cache, requests)
     assert calls == [4]  # distinct (feature, text): rain, office, home, sunny
@@ -81,32 +76,31 @@ class RecordingStore(LRUStore):
         super().put_many(keys, vectors)
 
 
-def test_one_store_lookup_and_one_write_per_execute(tokenizer):
+def test_one_store_lookup_and_one_write_per_execute(scene_cache):
     store = RecordingStore()
-    vocab = SceneVocab(FEATURES, ({}, {}))
-    cache = SceneFeatureCache(FEATURES, tokenizer, vocab, store, "v1")
+    cache = scene_cache(store)
     run_batch(cache, [[b"sunny", b"office"], [b"sunny", b"home"], [b"x"]])  # the last is invalid
     keys = [SceneKey("v1", 0, "sunny"), SceneKey("v1", 1, "office"), SceneKey("v1", 1, "home")]
     assert store.calls == [("get_many", keys), ("put_many", keys)]  # distinct keys, first-seen order
 
 
-def test_a_failed_embedder_call_fails_every_request_that_waited_on_it(tokenizer):
-    cache = make_cache(tokenizer)
+def test_a_failed_embedder_call_fails_every_request_that_waited_on_it(make_cache):
+    cache = make_cache()
     batch = cache.begin([cache.parse([b"sunny", b"office"]), cache.parse([b"x"])])
     batch.fail(RequestError("embedder down"))
     assert [str(r) for r in batch.results()] == ["embedder down", str(batch.requests[1])]
     assert "schema has 2" in str(batch.requests[1])
 
 
-def test_same_text_in_different_features_are_different_keys(tokenizer):
-    cache = make_cache(tokenizer)
+def test_same_text_in_different_features_are_different_keys(make_cache):
+    cache = make_cache()
     results, calls = run_batch(cache, [[b"office", b"office"]])
     assert calls == [2]
     assert not np.array_equal(results[0][0][0], results[0][0][1])  # formatted with different feature tags
 
 
-def test_bad_requests_fail_alone(tokenizer):
-    cache = make_cache(tokenizer)
+def test_bad_requests_fail_alone(make_cache):
+    cache = make_cache()
     requests = [
         [b"sunny", b"office"],
         [b"sunny"],  # too few
@@ -124,8 +118,8 @@ def test_bad_requests_fail_alone(tokenizer):
     assert "SCENE_TEXT[0] (weather) is not valid UTF-8" in messages[3]
 
 
-def test_huge_text_is_truncated_and_keyed_bounded(tokenizer):
-    cache = make_cache(tokenizer)
+def test_huge_text_is_truncated_and_keyed_bounded(make_cache):
+    cache = make_cache()
     huge = ("rain " * 20_000).encode()
     results, _ = run_batch(cache, [[huge, b"office"], [huge[: cache.max_text_chars], b"office"]])
     np.testing.assert_array_equal(results[0][0], results[1][0])  # same clipped text -> same entry
@@ -134,22 +128,22 @@ def test_huge_text_is_truncated_and_keyed_bounded(tokenizer):
     assert SceneKey("v1", 0, clipped) in cache.store and len(cache.store) == 2  # keyed by the clipped text
 
 
-def test_cache_stays_within_bound_under_unique_texts(tokenizer):
-    cache = make_cache(tokenizer, capacity=50)
+def test_cache_stays_within_bound_under_unique_texts(make_cache):
+    cache = make_cache(capacity=50)
     for start in range(0, 1000, 10):
         run_batch(cache, [[f"weather {i}".encode(), f"place {i}".encode()] for i in range(start, start + 10)])
         assert cache.stats().entries <= 50
     assert cache.stats().evictions == 2000 - 50
 
 
-def test_embedder_version_keys_entries(tokenizer):
-    first = make_cache(tokenizer, version="v1")
+def test_embedder_version_keys_entries(make_cache):
+    first = make_cache(version="v1")
     run_batch(first, [[b"sunny", b"office"]])
     assert SceneKey("v1", 0, "sunny") in first.store and SceneKey("v2", 0, "sunny") not in first.store
 
 
-def test_complete_checks_embedder_rows(tokenizer):
-    cache = make_cache(tokenizer)
+def test_complete_checks_embedder_rows(make_cache):
+    cache = make_cache()
     batch = cache.begin([cache.parse([b"sunny", b"office"])])
     with pytest.raises(RuntimeError, match="returned"):
         cache.complete(batch, np.zeros((1, 3), np.float32))
@@ -178,10 +172,10 @@ def test_ctr_request_accepts_unknown_ids():
     validate_ctr_request(np.array([10**12]), np.array([0, 10**12]), max_candidates=10)
 
 
-def test_parse_request_refuses_bad_ids_before_any_lookup(tokenizer):
+def test_parse_request_refuses_bad_ids_before_any_lookup(make_cache):
     """The ensemble's first step refuses what the ctr step would (the gpu target's TensorRT ctr checks nothing):
     the same messages, per request, and a refused request neither looks anything up nor embeds anything."""
-    cache = make_cache(tokenizer)
+    cache = make_cache()
     texts = [b"heavy rain", b"office"]
     parsed = [
         cache.parse_request(texts, np.array([[1]]), np.array([[3, -7]]), max_candidates=10),  # with the batch axis
@@ -220,15 +214,14 @@ class FlakyRedis:
         self.data.update(items)
 
 
-def test_redis_metrics_show_l2_hits_loss_and_recovery(tokenizer):
+def test_redis_metrics_show_l2_hits_loss_and_recovery(scene_cache):
     """Redis loss must show in the metrics as errors and a degraded flag, not only as more misses."""
     pytest.importorskip("redis", reason="the redis client is not installed")
     redis = FlakyRedis()
-    vocab = SceneVocab(FEATURES, ({}, {}))
 
     def replica() -> SceneFeatureCache:  # a replica's own L1 in front of the one Redis
         l2 = RedisStore(RedisStoreConfig(url="redis://unused:1/0", retry_after_s=0), client=redis)
-        return SceneFeatureCache(FEATURES, tokenizer, vocab, TieredStore([LRUStore(100), l2]), "v1")
+        return scene_cache(TieredStore([LRUStore(100), l2]))
 
     a, b = replica(), replica()
     run_batch(a, [[b"sunny", b"office"]])  # A embeds, writes through to Redis
