@@ -43,6 +43,7 @@ from larr.contract import (
     PARAM_FRESH_TEXT_POLICY,
     PARAM_INTRA_OP_THREADS,
     PARAM_MAX_CANDIDATES,
+    PARAM_MISS_DEADLINE_MS,
     PARAM_MODEL_FILE,
     PARAM_PROCESS_NICE,
     PARAM_REDIS_RETRY_AFTER_S,
@@ -52,6 +53,7 @@ from larr.contract import (
     PARAM_SCENE_FEATURES,
     PARAM_SCENE_STORE,
     PARAM_SCENE_VOCAB_SIZES,
+    PARAM_SHAPE_BUCKETS,
     PARAM_VOCAB_SIZE,
     SCENE_EMB,
     SCENE_IDS,
@@ -67,6 +69,7 @@ from larr.export.options import (
     RepositoryError,
     RepositoryOptions,
 )
+from larr.serving.buckets import LARGEST_CTR_BUCKET, ShapeBucketing, pow2_grid
 from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import TORCH_RUNTIME
 from larr.serving.stores.factory import StoreKind
@@ -148,6 +151,7 @@ def feature_cache_config(options: RepositoryOptions, facts: ModelFacts) -> mc.Mo
         PARAM_FRESH_TEXT_POLICY: options.fresh_text_policy.value,
         PARAM_BACKGROUND_EMBEDDER_MODEL: background_embedder_model(options),
         PARAM_BACKGROUND_BUSY_SHARE: options.background_busy_share,
+        PARAM_MISS_DEADLINE_MS: options.miss_deadline_ms,
         PARAM_MAX_CANDIDATES: options.max_candidates,
     })
     if options.request_batch:
@@ -174,7 +178,8 @@ def embedder_config(options: RepositoryOptions, facts: ModelFacts) -> mc.ModelCo
     config.input.add(name=ATTENTION_MASK, data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=ragged)
     config.output.add(name=EMBEDDING, data_type=mc.TYPE_FP32, dims=[facts.embedding_dim])
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
-    _set_backend(config, options, {**_runtime_parameters(options), PARAM_VOCAB_SIZE: facts.vocab_size})
+    _set_backend(config, options, {**_runtime_parameters(options), PARAM_VOCAB_SIZE: facts.vocab_size,
+                                   **_shape_buckets(options, options.embedder_max_batch, facts.max_length)})
     config.instance_group.add(kind=options.instance_kind, count=options.embedder_instances)
     return config
 
@@ -194,6 +199,9 @@ def ctr_config(options: RepositoryOptions, facts: ModelFacts, *, name: str = CTR
         **_runtime_parameters(options),
         PARAM_MAX_CANDIDATES: options.max_candidates,
         PARAM_SCENE_VOCAB_SIZES: json.dumps(list(facts.scene_vocab_sizes)),
+        # batch: requests per run; length: their candidates in all (one request: its own)
+        **_shape_buckets(options, max(options.request_batch, 1),
+                         min(max(options.request_batch, 1) * options.max_candidates, LARGEST_CTR_BUCKET)),
     })
     config.instance_group.add(kind=options.instance_kind, count=options.ctr_instances)
     return config
@@ -206,6 +214,13 @@ def _runtime_parameters(options: RepositoryOptions) -> dict[str, object]:
         PARAM_MODEL_FILE: TORCH_DIR if options.runtime == TORCH_RUNTIME else ONNX_FILE,
         PARAM_INTRA_OP_THREADS: options.intra_op_threads,
     }
+
+
+def _shape_buckets(options: RepositoryOptions, max_batch: int, max_length: int) -> dict[str, object]:
+    """--shape-buckets pow2: the grid the torch runtime pads a model's calls to (larr.serving.buckets)."""
+    if options.shape_buckets is ShapeBucketing.OFF:
+        return {}
+    return {PARAM_SHAPE_BUCKETS: pow2_grid(max_batch, max_length).to_json()}
 
 
 def _set_backend(config: mc.ModelConfig, options: RepositoryOptions, python_parameters: dict[str, object]) -> None:
@@ -307,16 +322,19 @@ def has_background_embedder(policy: FreshTextPolicy, embedder: mc.ModelConfig) -
 
 
 def with_fresh_text_policy(
-    feature_cache: mc.ModelConfig, policy: FreshTextPolicy, background: bool, busy_share: float | None = None
+    feature_cache: mc.ModelConfig, policy: FreshTextPolicy, background: bool, busy_share: float | None = None,
+    miss_deadline_ms: float | None = None,
 ) -> mc.ModelConfig:
     """``feature_cache``'s config answering fresh texts by ``policy``, its background calls going to
-    ``embedder_background`` when ``background`` (else to the embedder); ``busy_share``, when given, replaces its
-    ``background_busy_share``."""
+    ``embedder_background`` when ``background`` (else to the embedder); ``busy_share`` and ``miss_deadline_ms``,
+    when given, replace its ``background_busy_share`` and ``miss_deadline_ms``."""
     config = mc.ModelConfig()
     config.CopyFrom(feature_cache)
     config.parameters[PARAM_FRESH_TEXT_POLICY].string_value = policy.value
     if busy_share is not None:
         config.parameters[PARAM_BACKGROUND_BUSY_SHARE].string_value = str(busy_share)
+    if miss_deadline_ms is not None:
+        config.parameters[PARAM_MISS_DEADLINE_MS].string_value = str(miss_deadline_ms)
     config.parameters[PARAM_BACKGROUND_EMBEDDER_MODEL].string_value = (
         EMBEDDER_BACKGROUND_MODEL if background else EMBEDDER_MODEL
     )

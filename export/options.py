@@ -15,8 +15,9 @@ from larr.contract import CTR_MODEL, EMBEDDER_MODEL, ENSEMBLE_NAME, FEATURE_CACH
 from larr.errors import UserError
 from larr.export.embedder_precision import EmbedderPrecision
 from larr.layout import SERVABLE_VARIANTS, Variant
-from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, FreshTextPolicy
-from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES
+from larr.serving.buckets import ShapeBucketing
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, DEFAULT_MISS_DEADLINE_MS, FreshTextPolicy
+from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES, TORCH_RUNTIME
 from larr.serving.stores.factory import DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, StoreKind
 from larr.serving.stores.redis import RedisStoreConfig
 
@@ -73,7 +74,13 @@ class RepositoryOptions:
     fresh_text_policy: FreshTextPolicy = field(
         default=FreshTextPolicy.STRICT,
         metadata={"help": "a scene text no store holds: 'strict' embeds it before answering; 'async' answers with the "
-                          "unseen-text row (zeros) now and embeds it in the background (larr.serving.fresh_text)"},
+                          "unseen-text row (zeros) now and embeds it in the background; 'deadline' embeds it as strict "
+                          "does but answers with the unseen-text row after --miss-deadline-ms (larr.serving.fresh_text)"},
+    )
+    miss_deadline_ms: float = field(
+        default=DEFAULT_MISS_DEADLINE_MS,
+        metadata={"help": "fresh_text_policy deadline: the longest a request waits for its fresh texts' embeddings; "
+                          "later ones are still stored, so the texts hit next time (larr.serving.deadline)"},
     )
     background_busy_share: float = field(
         default=DEFAULT_BUSY_SHARE,
@@ -104,6 +111,12 @@ class RepositoryOptions:
                           "by the same graph (larr.export.embedder_precision)"},
     )
     device: str = field(default="cpu", metadata={"help": "cpu target: 'cpu' or 'cuda[:N]' for the python models"})
+    shape_buckets: ShapeBucketing = field(
+        default=ShapeBucketing.OFF,
+        metadata={"help": "runtime torch: 'pow2' pads every embedder and ctr call to a power-of-two batch x length "
+                          "bucket; with --device cuda each bucket is a CUDA graph captured at load, in bf16 "
+                          "(larr.serving.graphs); 'off': eager fp32 at each call's own shape"},
+    )
     intra_op_threads: int = field(default=0, metadata={"help": "ONNX Runtime / torch threads per model, 0 = default"})
     max_queue_delay_us: int = field(default=500, metadata={"help": "dynamic batching delay of every batched step"})
     batch_requests: int = field(
@@ -116,8 +129,14 @@ class RepositoryOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "scene_store", StoreKind.parse(self.scene_store))  # a str from the CLI -> the enum
         object.__setattr__(self, "fresh_text_policy", FreshTextPolicy.parse(self.fresh_text_policy))
+        object.__setattr__(self, "shape_buckets", ShapeBucketing.parse(self.shape_buckets))
+        if self.shape_buckets is not ShapeBucketing.OFF and (self.target == "gpu" or self.runtime != TORCH_RUNTIME):
+            raise ValueError("shape_buckets applies to --target cpu --runtime torch (the PyTorch models); "
+                             "TensorRT plans have their own optimisation profiles")
         if not 0.0 < self.background_busy_share <= 1.0:
             raise ValueError(f"background_busy_share must be in (0, 1], got {self.background_busy_share}")
+        if not 0.0 <= self.miss_deadline_ms < float("inf"):
+            raise ValueError(f"miss_deadline_ms must be a finite number >= 0, got {self.miss_deadline_ms}")
         if self.scene_store is StoreKind.REDIS and not self.redis_url:
             raise ValueError("scene_store 'redis' needs redis_url (--redis-url redis://host:port/db)")
         if self.scene_store is StoreKind.REDIS:  # the store's own checks, at export rather than at server start

@@ -36,6 +36,25 @@ from typing import Protocol
 
 import numpy as np
 
+from larr.choices import ChoiceEnum
+from larr.contract import PARAM_SHAPE_BUCKETS
+
+SMALLEST_LENGTH = 16  # the shortest length bucket of the export's grids: shorter calls are few and cheap
+# ctr candidates per run, the largest bucket the export's grid captures (64 requests x 64 candidates); a larger
+# batch runs eagerly -- capturing up to 64 x 1,000 would hold buffers for a batch that hardly ever comes
+LARGEST_CTR_BUCKET = 4096
+
+
+class ShapeBucketing(ChoiceEnum):
+    """The export's choice of bucket grid for the torch runtime (``larr export --shape-buckets``)."""
+
+    OFF = "off"  # every call eager at its own shape, float32
+    POW2 = "pow2"  # power-of-two batch x length buckets up to the model's limits (CUDA: graphs, bf16)
+
+    @classmethod
+    def choice_name(cls) -> str:
+        return PARAM_SHAPE_BUCKETS
+
 
 def bucket_size(n: int, sizes: Sequence[int]) -> int | None:
     """The smallest of ``sizes`` (ascending) that holds ``n``, or None when ``n`` exceeds them all."""
@@ -55,6 +74,12 @@ def power_of_two_sizes(largest: int, smallest: int = 1) -> tuple[int, ...]:
         sizes.append(size)
         size *= 2
     return (*sizes, largest)
+
+
+def pow2_grid(max_batch: int, max_length: int) -> BucketGrid:
+    """Power-of-two batch sizes up to ``max_batch`` x power-of-two lengths from :data:`SMALLEST_LENGTH` (or less, for
+    a shorter ``max_length``) up to ``max_length``."""
+    return BucketGrid(power_of_two_sizes(max_batch), power_of_two_sizes(max_length, min(SMALLEST_LENGTH, max_length)))
 
 
 @dataclass(frozen=True)

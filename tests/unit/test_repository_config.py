@@ -130,6 +130,7 @@ def check_configs(
         contract.PARAM_BACKGROUND_EMBEDDER_MODEL: contract.EMBEDDER_BACKGROUND_MODEL
         if (target, options.fresh_text_policy.value) == ("cpu", "async") else contract.EMBEDDER_MODEL,
         contract.PARAM_BACKGROUND_BUSY_SHARE: str(options.background_busy_share),
+        contract.PARAM_MISS_DEADLINE_MS: str(options.miss_deadline_ms),
         contract.PARAM_MAX_CANDIDATES: str(options.max_candidates),
     }
     assert [(g.kind, g.count) for g in cache.instance_group] == [(CPU, options.feature_cache_instances)]
