@@ -8,6 +8,8 @@ imports it.
 ``max_length`` 16; ``scene_cache(store=None, ids=None, version="v1")`` builds a :class:`SceneFeatureCache`
 over it (``store``: an ``LRUStore(100)`` by default; ``ids``: per feature, ``{text: id}`` of the scene vocab).
 
+``gated_embedder``: the :class:`GatedEmbedder` class, an async embedder whose calls wait for an event.
+
 ``cpu_repository`` (session scope): the tiny run (``tiny_run``) exported as ``larr export --target cpu``
 writes it (ONNX Runtime on the CPU); tests read it, never write into it.
 
@@ -20,6 +22,7 @@ exported ones.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -27,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from larr.layout import packaged_adapters_dir
@@ -72,6 +76,33 @@ def scene_cache(scene_tokenizer: EmbeddingTokenizer) -> Callable[..., SceneFeatu
         return SceneFeatureCache(SCENE_FEATURES, scene_tokenizer, vocab, LRUStore(100) if store is None else store, version)
 
     return make
+
+
+class GatedEmbedder:
+    """An async embedder, ``await embed(texts) -> (M, 3)``, that records each call and answers it once ``gate`` opens
+    (the embedder's delay, as an event, never the wall clock): with :meth:`rows` of the texts, or by raising ``fail``."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.calls: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.fail = fail
+
+    @staticmethod
+    def rows(texts: Sequence[str]) -> np.ndarray:
+        """(M, 3): a deterministic row per text, a function of the text alone."""
+        return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)
+
+    async def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return self.rows(texts)
+
+
+@pytest.fixture
+def gated_embedder() -> type[GatedEmbedder]:
+    return GatedEmbedder
 
 
 @pytest.fixture(scope="session")

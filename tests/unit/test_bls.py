@@ -17,7 +17,8 @@ def first_id_embedder(pb_utils):
 
     def execute(requests):
         ids = pb_utils.get_input_tensor_by_name(requests[0], INPUT_IDS).as_numpy()
-        return [pb_utils.InferenceResponse([pb_utils.Tensor(EMBEDDING, ids[:, :1].astype(np.float32) * np.ones((1, 3), np.float32))])]
+        rows = ids[:, :1].astype(np.float32) * np.ones((1, 3), np.float32)  # (b, 3)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor(EMBEDDING, rows)])]
 
     return execute
 

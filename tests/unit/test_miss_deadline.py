@@ -11,33 +11,13 @@ import pytest
 from larr.contract import UNSEEN_SCENE_FILL
 from larr.serving.deadline import MissDeadline
 from larr.serving.errors import EmbedderError
-from larr.serving.feature_cache import SceneFeatureCache, SceneVocab
+from larr.serving.feature_cache import SceneFeatureCache
 from larr.serving.miss_embedder import MissEmbedder
-from larr.serving.stores.lru import LRUStore
 from larr.serving.stores.protocol import scene_key
 from larr.text import format_scene_feature
-from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.llm import train_bpe_tokenizer
 
-FEATURES = ("weather", "place")
 DIM = 3
 KNOWN = 7.0  # the stored rows of the texts the store holds from the start
-
-
-class GatedEmbedder:
-    """Answers each call once ``gate`` opens (the embedder's delay, as an event); rows are a function of the text."""
-
-    def __init__(self, fail: Exception | None = None):
-        self.calls: list[list[str]] = []
-        self.gate = asyncio.Event()
-        self.fail = fail
-
-    async def __call__(self, texts: list[str]) -> np.ndarray:
-        self.calls.append(list(texts))
-        await self.gate.wait()
-        if self.fail is not None:
-            raise self.fail
-        return expected_rows(texts)
 
 
 class EventClock:
@@ -58,25 +38,15 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def expected_rows(texts: list[str]) -> np.ndarray:
-    return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)  # (M, D)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> EmbeddingTokenizer:
-    hf = train_bpe_tokenizer(["heavy rain at the office", "sunny at home", "snow on campus"] * 20, 300, FEATURES)
-    return EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=16))
-
-
-def make_cache(tokenizer) -> SceneFeatureCache:
-    cache = SceneFeatureCache(FEATURES, tokenizer, SceneVocab(FEATURES, ({}, {})), LRUStore(100), "v1")
+def make_cache(scene_cache) -> SceneFeatureCache:
+    cache = scene_cache()  # scene features (weather, place)
     known = [scene_key("v1", 0, "sunny", cache.max_text_chars), scene_key("v1", 1, "home", cache.max_text_chars)]
     cache.store.put_many(known, np.full((2, DIM), KNOWN, np.float32))
     return cache
 
 
-def make(tokenizer, embed, sleep) -> tuple[SceneFeatureCache, MissDeadline]:
-    cache = make_cache(tokenizer)
+def make(scene_cache, embed, sleep) -> tuple[SceneFeatureCache, MissDeadline]:
+    cache = make_cache(scene_cache)
     return cache, MissDeadline(MissEmbedder(cache, embed), deadline_s=0.05, dim=DIM, sleep=sleep)
 
 
@@ -84,10 +54,10 @@ def snow() -> str:
     return format_scene_feature("weather", "snow")
 
 
-def test_an_embedding_in_time_is_answered_as_strict_would(tokenizer) -> None:
+def test_an_embedding_in_time_is_answered_as_strict_would(scene_cache, gated_embedder) -> None:
     async def scenario():
-        clock, embed = EventClock(), GatedEmbedder()
-        cache, deadline = make(tokenizer, embed, clock)
+        clock, embed = EventClock(), gated_embedder()
+        cache, deadline = make(scene_cache, embed, clock)
         batch = cache.begin([cache.parse([b"snow", b"home"])])
         answered = []
         deadline.start(batch, lambda: answered.append(batch.results()))
@@ -101,14 +71,14 @@ def test_an_embedding_in_time_is_answered_as_strict_would(tokenizer) -> None:
 
     cache, deadline, answered = asyncio.run(scenario())
     ((scene_emb, _),), = answered  # answered once
-    np.testing.assert_array_equal(scene_emb, np.stack([expected_rows([snow()])[0], np.full(DIM, KNOWN, np.float32)]))
+    np.testing.assert_array_equal(scene_emb, np.stack([gated_embedder.rows([snow()])[0], np.full(DIM, KNOWN, np.float32)]))
     assert deadline.late == 0 and cache.deadline_fallbacks == 0
 
 
-def test_past_the_deadline_the_request_gets_the_unseen_row_and_the_late_embedding_is_stored(tokenizer) -> None:
+def test_past_the_deadline_the_request_gets_the_unseen_row_and_the_late_embedding_is_stored(scene_cache, gated_embedder) -> None:
     async def scenario():
-        clock, embed = EventClock(), GatedEmbedder()
-        cache, deadline = make(tokenizer, embed, clock)
+        clock, embed = EventClock(), gated_embedder()
+        cache, deadline = make(scene_cache, embed, clock)
         batch = cache.begin([cache.parse([b"snow", b"home"]), cache.parse([b"snow", b"campus"])])
         assert batch.partition() == ([], [0, 1])
         answered = []
@@ -133,10 +103,10 @@ def test_past_the_deadline_the_request_gets_the_unseen_row_and_the_late_embeddin
     assert again.missing == [] and again.partition() == ([0], [])
 
 
-def test_a_deadline_of_zero_answers_with_the_unseen_row_at_once_on_the_real_loop(tokenizer) -> None:
+def test_a_deadline_of_zero_answers_with_the_unseen_row_at_once_on_the_real_loop(scene_cache, gated_embedder) -> None:
     async def scenario():
-        embed = GatedEmbedder()
-        cache = make_cache(tokenizer)
+        embed = gated_embedder()
+        cache = make_cache(scene_cache)
         deadline = MissDeadline(MissEmbedder(cache, embed), deadline_s=0.0, dim=DIM)  # asyncio.sleep(0): one loop turn
         batch = cache.begin([cache.parse([b"snow", b"home"])])
         answered = []
@@ -153,10 +123,10 @@ def test_a_deadline_of_zero_answers_with_the_unseen_row_at_once_on_the_real_loop
     assert cache.deadline_fallbacks == 1 and cache.begin([cache.parse([b"snow", b"home"])]).missing == []
 
 
-def test_an_embedder_failure_before_the_deadline_is_the_requests_error(tokenizer) -> None:
+def test_an_embedder_failure_before_the_deadline_is_the_requests_error(scene_cache, gated_embedder) -> None:
     async def scenario():
-        clock, embed = EventClock(), GatedEmbedder(fail=EmbedderError("the embedder failed: down"))
-        cache, deadline = make(tokenizer, embed, clock)
+        clock, embed = EventClock(), gated_embedder(fail=EmbedderError("the embedder failed: down"))
+        cache, deadline = make(scene_cache, embed, clock)
         batch = cache.begin([cache.parse([b"snow", b"home"])])
         answered = []
         deadline.start(batch, lambda: answered.append(batch.results()))
@@ -169,17 +139,17 @@ def test_an_embedder_failure_before_the_deadline_is_the_requests_error(tokenizer
     assert isinstance(error, EmbedderError) and "down" in str(error) and cache.deadline_fallbacks == 0
 
 
-def test_a_late_batch_keeps_the_rows_it_has_and_a_joined_text_arrives_for_the_next(tokenizer) -> None:
+def test_a_late_batch_keeps_the_rows_it_has_and_a_joined_text_arrives_for_the_next(scene_cache, gated_embedder) -> None:
     """Batch A misses "snow"; batch B joins A's call for "snow" and embeds "campus" itself. B's deadline passes
     after its own call answered but before A's: B keeps "campus" and falls back on "snow" alone."""
 
     async def scenario():
-        cache = make_cache(tokenizer)
+        cache = make_cache(scene_cache)
         gates = {snow(): asyncio.Event(), format_scene_feature("place", "campus"): asyncio.Event()}
 
         async def embed(texts):
             await gates[texts[0]].wait()
-            return expected_rows(texts)
+            return gated_embedder.rows(texts)
 
         misses = MissEmbedder(cache, embed)
         clock_a, clock_b = EventClock(), EventClock()
@@ -204,12 +174,13 @@ def test_a_late_batch_keeps_the_rows_it_has_and_a_joined_text_arrives_for_the_ne
     cache, answered = asyncio.run(scenario())
     ((scene_emb, _),), = answered
     campus = format_scene_feature("place", "campus")
-    np.testing.assert_array_equal(scene_emb, np.stack([np.full(DIM, UNSEEN_SCENE_FILL, np.float32), expected_rows([campus])[0]]))
+    unseen = np.full(DIM, UNSEEN_SCENE_FILL, np.float32)
+    np.testing.assert_array_equal(scene_emb, np.stack([unseen, gated_embedder.rows([campus])[0]]))
     assert cache.deadline_fallbacks == 1
     assert cache.begin([cache.parse([b"snow", b"campus"])]).missing == []
 
 
 @pytest.mark.parametrize("seconds", [-0.001, float("inf"), float("nan")])
-def test_the_deadline_must_be_a_finite_duration(tokenizer, seconds) -> None:
+def test_the_deadline_must_be_a_finite_duration(scene_cache, gated_embedder, seconds) -> None:
     with pytest.raises(ValueError, match="deadline_s"):
-        MissDeadline(MissEmbedder(make_cache(tokenizer), GatedEmbedder()), seconds, DIM)
+        MissDeadline(MissEmbedder(make_cache(scene_cache), gated_embedder()), seconds, DIM)

@@ -14,26 +14,6 @@ from larr.serving.stores.protocol import scene_key
 from larr.text import format_scene_feature
 
 
-class GatedEmbedder:
-    """Records each call; every call waits until ``gate`` opens; rows are a function of the text."""
-
-    def __init__(self, fail: Exception | None = None):
-        self.calls: list[list[str]] = []
-        self.gate = asyncio.Event()
-        self.fail = fail
-
-    async def __call__(self, texts: list[str]) -> np.ndarray:
-        self.calls.append(list(texts))
-        await self.gate.wait()
-        if self.fail is not None:
-            raise self.fail
-        return expected_rows(texts)
-
-
-def expected_rows(texts: list[str]) -> np.ndarray:
-    return np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], dtype=np.float32)  # (M, 3)
-
-
 def make_cache(scene_cache) -> SceneFeatureCache:
     cache = scene_cache()
     known = [scene_key("v1", 0, "sunny", cache.max_text_chars), scene_key("v1", 1, "home", cache.max_text_chars)]
@@ -41,10 +21,12 @@ def make_cache(scene_cache) -> SceneFeatureCache:
     return cache
 
 
-def test_hits_are_ready_at_once_and_a_text_missed_by_two_overlapping_batches_is_embedded_once(scene_cache) -> None:
+def test_hits_are_ready_at_once_and_a_text_missed_by_two_overlapping_batches_is_embedded_once(
+    scene_cache, gated_embedder
+) -> None:
     async def scenario():
         cache = make_cache(scene_cache)
-        embed = GatedEmbedder()
+        embed = gated_embedder()
         misses = MissEmbedder(cache, embed)
         answered: list[str] = []
 
@@ -68,16 +50,16 @@ def test_hits_are_ready_at_once_and_a_text_missed_by_two_overlapping_batches_is_
     assert sorted(answered) == ["first", "second"]
     (first_snow, _), = first.results([1])[0:1]
     (second_scene, _), = second.results()
-    np.testing.assert_array_equal(first_snow[0], expected_rows([snow])[0])
-    np.testing.assert_array_equal(second_scene, expected_rows([snow, campus]))
+    np.testing.assert_array_equal(first_snow[0], gated_embedder.rows([snow])[0])
+    np.testing.assert_array_equal(second_scene, gated_embedder.rows([snow, campus]))
     # written through: the next batch hits
     assert cache.begin([cache.parse([b"snow", b"campus"])]).missing == []
 
 
-def test_a_failing_embedder_fails_the_waiting_requests_and_the_batches_that_joined_it(scene_cache) -> None:
+def test_a_failing_embedder_fails_the_waiting_requests_and_the_batches_that_joined_it(scene_cache, gated_embedder) -> None:
     async def scenario():
         cache = make_cache(scene_cache)
-        embed = GatedEmbedder(fail=EmbedderError("the embedder failed: down"))
+        embed = gated_embedder(fail=EmbedderError("the embedder failed: down"))
         misses = MissEmbedder(cache, embed)
         first = cache.begin([cache.parse([b"snow", b"home"])])
         misses.start(first, lambda: None)
@@ -94,10 +76,10 @@ def test_a_failing_embedder_fails_the_waiting_requests_and_the_batches_that_join
     assert misses.in_flight == {}  # nothing stays in flight to be joined later
 
 
-def test_an_unexpected_error_becomes_an_internal_error_for_the_request(scene_cache) -> None:
+def test_an_unexpected_error_becomes_an_internal_error_for_the_request(scene_cache, gated_embedder) -> None:
     async def scenario():
         cache = make_cache(scene_cache)
-        embed = GatedEmbedder(fail=RuntimeError("shape mismatch"))
+        embed = gated_embedder(fail=RuntimeError("shape mismatch"))
         embed.gate.set()
         misses = MissEmbedder(cache, embed)
         batch = cache.begin([cache.parse([b"snow", b"home"])])
