@@ -49,7 +49,6 @@ from larr.serving.feature_cache import SceneVocab
 from larr.serving.runtime import load_runtime
 from larr.text import format_scene
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.llm import train_bpe_tokenizer
 
 FEATURES = ("weather", "place")
 FACTS = ModelFacts(scene_features=FEATURES, embedding_dim=8, scene_inputs=1, embedder_version="abc", max_length=64,
@@ -64,9 +63,8 @@ def tensors(tensor_list) -> dict[str, tuple[int, list[int]]]:
 
 
 @pytest.fixture(scope="module")
-def scenes() -> FullTextScenes:
-    hf = train_bpe_tokenizer([format_scene(FEATURES, ["heavy rain", "office"]), "sunny at home"] * 20, 300, FEATURES)
-    tokenizer = EmbeddingTokenizer(hf.backend_tokenizer, EmbeddingInputConfig(max_length=64))
+def scenes(scene_tokenizer) -> FullTextScenes:
+    tokenizer = EmbeddingTokenizer(scene_tokenizer.tokenizer, EmbeddingInputConfig(max_length=64))  # a whole scene
     return FullTextScenes(FEATURES, tokenizer, SceneVocab(FEATURES, ({"heavy rain": 1}, {"office": 1, "home": 2})))
 
 
