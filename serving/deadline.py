@@ -31,11 +31,12 @@ class MissDeadline:
     """Completes a batch's misses through ``misses`` and answers its waiting requests by ``deadline_s`` at the latest.
 
     ``dim``: D of the unseen-text row. ``late`` counts the batches answered at the deadline (a counter), the
-    texts they fell back on are the cache's ``deadline_fallbacks``.
+    texts they fell back on are the cache's ``deadline_fallbacks``. ``on_stored`` (e.g. a metrics report) runs when
+    a late batch's embedder call has returned and written through: no execute may follow to report it.
     """
 
     def __init__(self, misses: MissEmbedder, deadline_s: float, dim: int,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, on_stored: Callable[[], None] | None = None):
         if not 0.0 <= deadline_s < float("inf"):
             raise ValueError(f"deadline_s must be a finite number >= 0, got {deadline_s}")
         self.misses = misses
@@ -43,6 +44,7 @@ class MissDeadline:
         self.dim = dim
         self.late = 0
         self._sleep = sleep
+        self.on_stored = on_stored
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
     def start(self, batch: CacheBatch, done: Callable[[], None]) -> asyncio.Task:
@@ -61,10 +63,15 @@ class MissDeadline:
             await asyncio.wait((embedding, timer), return_when=asyncio.FIRST_COMPLETED)
         finally:
             timer.cancel()
-        if not embedding.done():  # late: the unseen row for what is still missing; the call goes on
-            self.late += 1
-            self.misses.cache.fall_back_late(batch, self.dim)
+        if embedding.done():
+            done()
+            return
+        self.late += 1  # late: the unseen row for what is still missing; the call goes on
+        self.misses.cache.fall_back_late(batch, self.dim)
         done()
+        await embedding
+        if self.on_stored is not None:
+            self.on_stored()
 
     def _track(self, task: asyncio.Task) -> None:
         self._tasks.add(task)

@@ -79,6 +79,8 @@ def test_past_the_deadline_the_request_gets_the_unseen_row_and_the_late_embeddin
     async def scenario():
         clock, embed = EventClock(), gated_embedder()
         cache, deadline = make(scene_cache, embed, clock)
+        stored: list[int] = []
+        deadline.on_stored = lambda: stored.append(len(cache.store))  # the adapter reports its metrics here
         batch = cache.begin([cache.parse([b"snow", b"home"]), cache.parse([b"snow", b"campus"])])
         assert batch.partition() == ([], [0, 1])
         answered = []
@@ -87,8 +89,10 @@ def test_past_the_deadline_the_request_gets_the_unseen_row_and_the_late_embeddin
         clock.expire.set()  # the deadline passes while the embedder is still working
         await settle()
         late_answer, still_pending = list(answered), len(cache.store)
+        assert stored == []
         embed.gate.set()  # the embedder answers after all
         await deadline.wait_idle()
+        assert stored == [4]  # once the late rows are in the store: the 2 known texts, snow and campus
         return cache, deadline, embed, answered, late_answer, still_pending
 
     cache, deadline, embed, answered, late_answer, still_pending = asyncio.run(scenario())

@@ -49,7 +49,8 @@ class TritonPythonModel:
             busy_share=settings.background_busy_share,
         )
         self.misses = MissEmbedder(self.cache, self._embed)
-        self.deadline = MissDeadline(self.misses, settings.miss_deadline_ms / 1000.0, settings.dim)
+        self.deadline = MissDeadline(self.misses, settings.miss_deadline_ms / 1000.0, settings.dim,
+                                     on_stored=self._report_metrics)
         self.metrics = FeatureCacheMetrics(pb_utils, labels, self.cache)
 
     async def _embed(self, texts, model=None):
