@@ -7,7 +7,7 @@
     serve         ``serve_main``, the ``larr serve`` entry point: start -> watch -> restart policy
     ports         ``free_port`` / ``free_ports`` for servers started side by side (tests, benchmarks)
 
-Imports only the standard library, ``prometheus_client`` and (deferred, when a server starts) ``tritonclient``:
-no torch, so ``larr serve --help`` and a serving host stay light. Findings behind the choices:
-``docs/serving-toolchain.md``.
+Beyond the standard library it imports ``prometheus_client`` (the supervisor's metrics) and, only when a server
+starts, ``tritonclient``; never torch, so ``larr serve`` and a serving host stay light (import-linter contracts in
+pyproject.toml hold both). Findings behind the choices: ``docs/serving-toolchain.md``.
 """
