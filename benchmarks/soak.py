@@ -45,7 +45,7 @@ README_FILE = "README.md"
 PLOT_FILE = "soak.png"
 SERVER_LOG_FILE = "tritonserver.log"
 WARMUP_SHARE = 0.2  # the first 20 % of the windows are warm-up (rounded up, at least one)
-DEFAULT_MAX_RSS_GROWTH = 0.05  # issue 14: RSS growth after warm-up <= 5 %
+DEFAULT_MAX_RSS_GROWTH = 0.05  # a leak check: RSS growth after warm-up <= 5 %
 MIB = 2**20
 
 

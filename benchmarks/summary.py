@@ -305,7 +305,7 @@ def token_bound_shares(size: dict, concurrency: int, speedups: dict[str, float |
     """{share: speedup at that share (:func:`fresh_share_ratios`) / that LARR point's :func:`token_bound`}.
 
     The token bound is the speed-up LARR would have if serving cost nothing but embedding tokens at the full-text
-    baseline's rate; the share says how much of it LARR reaches (issue 12's strict line: >= 0.8 at 10 % fresh)."""
+    baseline's rate; the share says how much of it LARR reaches (the strict policy's target: >= 0.8 at 10 % fresh)."""
     return {
         share: ratio(speedup, token_bound(find_point(size["points"], LARR, PERF_ANALYZER, concurrency, float(share))))
         for share, speedup in speedups.items()

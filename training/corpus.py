@@ -10,7 +10,7 @@ Three kinds of documents:
   gather the scene's meaning there (without it, the never-seen ``<emb>`` state is nearly constant and
   contrastive tuning collapses). Each record keeps a random subset of the scene features (``scene_keep``),
   so single features, which stage 3 embeds one by one, are meaningful on their own;
-* optionally (``pretrain.behaviour.records_per_user``, issue 17 point 2), per user a few heterogeneous-behaviour
+* optionally (``pretrain.behaviour.records_per_user``), per user a few heterogeneous-behaviour
   records: ``<user>`` + a window of the user's train-split behaviours in time order (a search,
   ``<scene_recent_search>…</scene_recent_search>``, or a click with when and where it happened,
   ``<scene>…</scene><click>…</click>``) + ``</user><emb>`` + the behaviour that came next, so the LM learns how

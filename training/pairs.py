@@ -9,7 +9,7 @@
 Training pairs come from the train split; held-out evaluation pairs from the valid split (user–user,
 user–item) and a different seed (item–item).
 
-Two optional cross-view kinds (PerCoNet, issue 17 point 3), built only when asked for (``views``), each from its
+Two optional cross-view kinds (after PerCoNet), built only when asked for (``views``), each from its
 own random stream so that the three kinds above are the same with or without them:
 
 * **item_views**: an item's name ↔ its description (two views of one item). One pair per item of items.csv (a

@@ -1,4 +1,4 @@
-"""Issue 14, part 4: the feature cache is bounded in bytes, in the server's memory too.
+"""The feature cache is bounded in bytes, in the server's memory too.
 
 A server exported with an 8 MiB byte bound (LRU store alone, so ``larr_feature_cache_bytes`` is the
 LRU's; the entry bound set far out of reach) is flooded with unique scene texts of the longest length

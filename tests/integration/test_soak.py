@@ -1,4 +1,4 @@
-"""The 60 s soak of issue 14 (in the default test run): ``run_soak`` on the tiny run's exported repository
+"""The 60 s soak (in the default test run): ``run_soak`` on the tiny run's exported repository
 at concurrency 32 with 10 % fresh texts: no request fails, no stub dies, and the server's RSS (tritonserver
 + its stubs) grows at most 5 % after warm-up."""
 

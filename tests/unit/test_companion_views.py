@@ -1,4 +1,4 @@
-"""Issue 17 points 2 and 3 on a hand-made world: stage 1's behaviour records, stage 2's item-views and persona pairs.
+"""The companion methods on a hand-made world: stage 1's behaviour records, stage 2's item-views and persona pairs.
 
 Every expected text is written out by hand here (not with larr.text's helpers), so a helper that drifted would fail.
 """

@@ -286,7 +286,7 @@ def test_a_model_selection_run_never_scores_the_test_split(tiny_run, tmp_path):
 
 
 def test_stage2_view_kinds_at_weight_zero_reproduce_todays_run_and_report_recall_when_on(tiny_setup, llm_run, tmp_path):
-    """Issue 17 point 3: explicit zero weights give llm_run's stage 2 bit for bit; weights above zero train and
+    """Cross-view pairs: explicit zero weights give llm_run's stage 2 bit for bit; weights above zero train and
     report the item-views and persona kinds next to the three others."""
     _, config = tiny_setup
     only_larr = ("--set", "ctr.variants=[larr]")
