@@ -71,6 +71,7 @@ def documents(root: Path) -> list[Path]:
 
 
 def find_blocks(text: str, where: str = "<text>") -> list[Block]:
+    """The marker pairs of ``text`` in order (``where`` names it in errors); lines in fenced code are skipped."""
     blocks, opened, fenced = [], None, False
     for number, line in enumerate(text.splitlines()):
         line = line.rstrip()
