@@ -36,6 +36,7 @@ from larr.benchmarks.loadgen import Outcome, TritonTransport, timed_closed_loop
 from larr.benchmarks.machine import detect_machine
 from larr.benchmarks.workload import RequestStream, ScenePools, WorkloadSpec
 from larr.contract import ENSEMBLE_NAME
+from larr.provenance import code_commit
 from larr.serving.metrics import feature_cache_counters
 from larr.serving.server.process import RunningServer, run_triton_server
 from larr.serving.server.supervisor import find_stubs
@@ -224,6 +225,7 @@ class SoakResult:
     stub_restarts: dict[str, int]  # per model: reloads by the stub supervisor (a stub died)
     machine: dict
     command: str
+    code_commit: str | None = None  # the checkout's commit the run's code came from (None outside a checkout)
 
     @property
     def requests(self) -> int:
@@ -257,6 +259,7 @@ class SoakResult:
             "config": self.config.to_json(),
             "command": self.command,
             "machine": self.machine,
+            "code_commit": self.code_commit,
             "warmup": f"the first {WARMUP_SHARE:.0%} of the windows (rounded up, at least one)",
             "totals": {
                 "requests": self.requests,
@@ -342,7 +345,8 @@ def run_soak(config: SoakConfig, command: str = "") -> SoakResult:
         windows, latencies = asyncio.run(_drive(config, server, stream))
         supervisor = server.supervisor
         restarts = {model: supervisor.restarts(model) for model in supervisor.expected} if supervisor else {}
-    return SoakResult(config, windows, np.asarray(latencies), windows[-1].end_s, restarts, machine, command)
+    return SoakResult(config, windows, np.asarray(latencies), windows[-1].end_s, restarts, machine, command,
+                      code_commit())
 
 
 # --------------------------------------------------------------------------------------------- outputs

@@ -106,9 +106,11 @@ def test_a_soak_fails_on_errors_on_stub_reloads_and_on_growth_past_the_bound(tmp
 def test_outputs_hold_every_window_and_the_verdict(tmp_path: Path) -> None:
     config = SoakConfig(model_repository=tmp_path, data=tmp_path, seconds=30, window=10)
     windows = _windows(np.array([100, 101, 101]) * 2**20)
-    paths = write_outputs(SoakResult(config, windows, np.array([0.01, 0.02]), 30.0, {}, {"name": "m", "cpu_model": "c", "cores": 2}, "larr soak"), tmp_path / "out")
+    paths = write_outputs(SoakResult(config, windows, np.array([0.01, 0.02]), 30.0, {}, {"name": "m", "cpu_model": "c", "cores": 2}, "larr soak",
+                                     "0123abc"), tmp_path / "out")
     doc = json.loads(paths["json"].read_text())
     assert doc["passed"] and len(doc["windows"]) == 3 and doc["totals"]["requests"] == 300
+    assert doc["code_commit"] == "0123abc"  # what `larr docs render` names under the soak table
     assert doc["rss"]["baseline_bytes"] == 100 * 2**20
     assert paths["readme"].read_text().count("\n| ") == 3 + 1  # header + one row per window
     assert paths["plot"].stat().st_size > 0
