@@ -200,9 +200,12 @@ def test_synth_history_is_additive_and_off_by_default(tmp_path):
 
 
 def test_stage3_trains_with_a_context_subsequence_and_refuses_without_history(tmp_path):
+    from scipy.stats import mannwhitneyu
+
     from larr.errors import MissingInputError
+    from larr.models.field_vocab import FieldVocab
     from larr.training.config import CTRConfig, TrainConfig
-    from larr.training.ctr import history_items, run
+    from larr.training.ctr import history_field_indices, history_items, predict, run, split_tensors
 
     write_dataset(tmp_path / "data", generate(replace(SMALL, history_length=20)))
     ctr = CTRConfig(backbone=BackboneConfig(embedding_dim=4, mlp_hidden=(8,), cross_layers=1, dropout=0.0),
@@ -212,9 +215,18 @@ def test_stage3_trains_with_a_context_subsequence_and_refuses_without_history(tm
     selected = history_items(config, load_dataset(tmp_path / "data"))
     assert selected["train"].shape[1] <= 8 and (selected["train"][:, :3] >= 0).all()  # the last 3 always kept
     result = run(config, tmp_path / "run")
-    assert 0.0 <= result["id_only"]["auc"] <= 1.0
-    model, _ = LarrCTR.load(tmp_path / "run" / "ctr" / "id_only")
+    model, vocab = LarrCTR.load(tmp_path / "run" / "ctr" / "id_only")
     assert model.spec.history == "context" and model.backbone.target_attention is not None
+    # the reported test AUC is the saved model's, scored with its test sub-sequences: recomputed here as the
+    # Mann-Whitney U statistic over (clicked, not clicked) pairs, independent of the project's AUC code
+    dataset = load_dataset(tmp_path / "data")
+    test = dataset.splits["test"]
+    history = history_field_indices(FieldVocab.from_dict(vocab), selected["test"], dataset.info.num_items)
+    scores = predict(model, split_tensors(FieldVocab.from_dict(vocab), test, None, history), None)
+    clicked = test.label.astype(bool)
+    u = mannwhitneyu(scores[clicked], scores[~clicked]).statistic
+    # (results are reported to 4 decimals)
+    assert result["id_only"]["auc"] == pytest.approx(u / (clicked.sum() * (~clicked).sum()), abs=5e-5)
     write_dataset(tmp_path / "plain", generate(SMALL))
     with pytest.raises(MissingInputError, match="history.csv"):
         history_items(replace(config, data=str(tmp_path / "plain")), load_dataset(tmp_path / "plain"))
