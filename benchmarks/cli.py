@@ -27,6 +27,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from larr.benchmarks.config import BENCH_PRECISIONS, LLM_SHAPES, PROFILES, BenchConfig
+from larr.serving.fresh_text import FreshTextPolicy
 from larr.serving.runtime import RUNTIMES
 from larr.serving.server.process import exit_cleanly_on_sigterm
 
@@ -60,8 +61,9 @@ def configure_bench_parser(parser: argparse.ArgumentParser) -> None:
     add("--headline-concurrency", type=int, help="measure the headline (and every sweep's level that stands for it) "
         "at this concurrency instead of the profile's; concurrency 1 is measured still")
     add("--warmup", type=int, help="warm-up requests per variant (default: the profile's)")
-    add("--fresh-text-policy", choices=("strict", "async"), default=defaults.fresh_text_policy,
+    add("--fresh-text-policy", choices=[policy.value for policy in FreshTextPolicy], default=defaults.fresh_text_policy,
         help=_help("fresh_text_policy"))
+    add("--miss-deadline-ms", type=float, default=defaults.miss_deadline_ms, help=_help("miss_deadline_ms"))
     add("--background-busy-share", type=float, default=defaults.background_busy_share, help=_help("background_busy_share"))
     add("--embedder-precision", choices=BENCH_PRECISIONS, default=defaults.embedder_precision,
         help=_help("embedder_precision"))
@@ -108,6 +110,7 @@ def build_config(args: argparse.Namespace):
         runtime=args.runtime or base.runtime, candidates=args.candidates,
         skip=tuple(skip), rebuild=args.rebuild,
         fresh_text_policy=args.fresh_text_policy, background_busy_share=args.background_busy_share,
+        miss_deadline_ms=args.miss_deadline_ms,
         embedder_precision=args.embedder_precision, embedder_width_ratio=args.embedder_width_ratio,
     )
     if args.warmup is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from larr.export.embedder_precision import EmbedderPrecision
-from larr.serving.fresh_text import DEFAULT_BUSY_SHARE
+from larr.serving.fresh_text import DEFAULT_BUSY_SHARE, DEFAULT_MISS_DEADLINE_MS
 from larr.serving.runtime import ONNX_RUNTIME, RUNTIMES
 from larr.serving.stores.factory import DEFAULT_CACHE_CAPACITY
 
@@ -124,7 +124,9 @@ class BenchConfig:
     fulltext_max_length: int = field(default=FULLTEXT_MAX_LENGTH, metadata={"help": "tokens of a whole-scene text, <emb> included"})
     cache_capacity: int = DEFAULT_CACHE_CAPACITY
     fresh_text_policy: str = field(default="strict", metadata={
-        "help": "strict | async: how the LARR ensemble answers texts no store holds (larr.serving.fresh_text)"})
+        "help": "strict | async | deadline: how the LARR ensemble answers texts no store holds (larr.serving.fresh_text)"})
+    miss_deadline_ms: float = field(default=DEFAULT_MISS_DEADLINE_MS, metadata={
+        "help": "deadline: the longest a request waits for its fresh texts' embeddings (larr export --miss-deadline-ms)"})
     background_busy_share: float = field(default=DEFAULT_BUSY_SHARE, metadata={
         "help": "async: the largest share of wall time the background embedder may spend embedding (larr export "
                 "--background-busy-share)"})

@@ -260,7 +260,7 @@ class BenchRun:
         )
         # a serving-time choice: the reused repository is switched, not exported again (its scene table took minutes)
         apply_fresh_text_policy(models.repositories[LARR], config.fresh_text_policy,
-                                busy_share=config.background_busy_share)
+                                busy_share=config.background_busy_share, miss_deadline_ms=config.miss_deadline_ms)
         self.progress.finish(f"{size}/setup")
         result = SizeResult(
             llm_size=size, label=shape.label, labels=models.labels, parameters=models.parameters.total,

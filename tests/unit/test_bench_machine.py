@@ -104,6 +104,8 @@ def test_repeats_and_the_fresh_text_policy_come_from_the_flags_or_the_profile(tm
     assert config.repeats == PROFILES["store"].repeats == 3 and config.fresh_text_policy == "strict"
     config = build_config(parse("--profile", "smoke", "--repeats", "2", "--fresh-text-policy", "async"))
     assert config.repeats == 2 and config.fresh_text_policy == "async"
+    config = build_config(parse("--profile", "smoke", "--fresh-text-policy", "deadline", "--miss-deadline-ms", "20"))
+    assert (config.fresh_text_policy, config.miss_deadline_ms) == ("deadline", 20.0)
 
 
 def test_a_stream_seed_moves_only_the_request_streams(tmp_path):
