@@ -85,7 +85,7 @@ def key_digest(feature: int, text: str) -> str:
 # --------------------------------------------------------------------------------------------- stages (on workers)
 
 
-def key_batch(batch: dict, features: tuple[str, ...], max_text_chars: int) -> dict:
+def key_batch(batch: dict, features: tuple[str, ...], max_text_chars: int):
     """``{"feature": names, "text"}`` -> ``{"feature": int32 index, "text": clipped, "digest"}``; raises on bad rows."""
     index = {name: k for k, name in enumerate(features)}
     out_features, out_texts = [], []
@@ -97,9 +97,12 @@ def key_batch(batch: dict, features: tuple[str, ...], max_text_chars: int) -> di
         key = scene_key("", index[name], text, max_text_chars)
         out_features.append(key.feature)
         out_texts.append(key.text)
+    import pyarrow as pa
+
     digests = [key_digest(k, text) for k, text in zip(out_features, out_texts)]
-    return {"feature": np.asarray(out_features, dtype=np.int32), "text": np.asarray(out_texts, dtype=object),
-            "digest": np.asarray(digests, dtype=object)}
+    # Arrow out, whatever came in: the shuffle after this concatenates blocks, and refuses pandas beside Arrow
+    return pa.table({"feature": pa.array(out_features, pa.int32()), "text": pa.array(out_texts, pa.string()),
+                     "digest": pa.array(digests, pa.string())})
 
 
 def first_of_group(group: dict) -> dict:
@@ -222,11 +225,14 @@ def distinct_keys(dataset: Dataset, extra_texts: Path | None, features: tuple[st
     ``partitions``: of the hash shuffle (Ray's default, 200, costs minutes of task overhead on a small table)."""
     import ray.data
 
-    texts = ray.data.from_arrow(dataset_texts(dataset))
+    def keyed_of(texts):
+        return texts.map_batches(key_batch, batch_size=batch_size, batch_format="numpy",
+                                 fn_kwargs={"features": features, "max_text_chars": max_text_chars})
+
+    # each source keyed on its own, then the union: a batch must not mix the readers' block types
+    keyed = keyed_of(ray.data.from_arrow(dataset_texts(dataset)))
     if extra_texts is not None:
-        texts = texts.union(read_extra_texts_ray(extra_texts))
-    keyed = texts.map_batches(key_batch, batch_size=batch_size, batch_format="numpy",
-                              fn_kwargs={"features": features, "max_text_chars": max_text_chars})
+        keyed = keyed.union(keyed_of(read_extra_texts_ray(extra_texts)))
     return keyed.groupby("digest", num_partitions=partitions).map_groups(first_of_group, batch_format="numpy").materialize()
 
 
