@@ -4,7 +4,7 @@ Determinism is by construction: the batch of step ``s`` and the dropout seed of 
 of ``(seed, s)`` only, so a run resumed from the checkpoint of step ``s`` computes exactly the same step
 ``s + 1`` as the uninterrupted run. Under ``torchrun --nproc_per_node 2`` (gloo on CPU) each rank takes
 an interleaved shard of the same global batch, and in-batch negatives are gathered over the ranks, so two
-processes train the loss one process trains on the same global batch (tests/unit/test_training_runs.py
+processes train the loss one process trains on the same global batch (tests/unit/training/test_runs.py
 compares the loss curves). Model dropout is the exception: each rank draws its own shard's masks, so with
 dropout the two agree in distribution, not step by step. Rank 0 alone writes checkpoints, logs and metrics.
 """

@@ -26,7 +26,7 @@ does (a mismatch costs misses, never a wrong vector). Value::
 float16 halves Redis memory and the bytes on the wire against float32. For L2-normalised 64-dim
 vectors the error is at most 2^-12 = 2.4e-4 per component (components lie in [-1, 1], float16 keeps
 11 significant bits); measured on 10,000 random unit vectors: max 2.0e-4, median 1.1e-5, cosine to the
-float32 vector > 1 - 3e-7 (``tests/unit/test_redis_store.py`` checks this against numpy). Rows with a
+float32 vector > 1 - 3e-7 (``tests/unit/serving/stores/test_redis.py`` checks this against numpy). Rows with a
 value outside float16's range (|x| > 65504) are not stored (``dropped_writes``): they are embedded again.
 
 Operators bound the memory on the server, not here: the store never FLUSHes and never deletes.

@@ -10,7 +10,7 @@ Re-tabulate the finished runs of some variants without training anything (e.g. a
 
     python benchmarks/studies/frappe/frappe_bars.py --out runs/frappe --variants id_only larr no_alignment --report-only
 
-A quick smoke run (what ``tests/unit/test_frappe_smoke.py`` does, with smaller models)::
+A quick smoke run (what ``tests/unit/benchmarks/studies/test_frappe_smoke.py`` does, with smaller models)::
 
     python benchmarks/studies/frappe/frappe_bars.py --out /tmp/frappe_smoke --results /tmp/frappe_smoke/results \\
         --limit-users 20 --seeds 2021 --variants id_only larr --set pretrain.max_steps=5 --set embed.max_steps=3

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from frappe_bars import BARS_DEEPFM_5_SEEDS, main, summarise
 
-REAL_DIR = Path(__file__).parents[2].parent / "shared/data/frappe"
+REAL_DIR = Path(__file__).parents[4].parent / "shared/data/frappe"
 
 SMOKE_SETTINGS = [
     "pretrain.max_steps=5",

@@ -11,7 +11,7 @@ from larr.cli import main
 from larr.training.config import TrainConfig, config_reference, load_config, to_dict
 from larr.training.runner import config_from_args, configure_train_parser
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REFERENCE = ROOT / "docs" / "config-reference.md"
 
 

@@ -24,7 +24,7 @@ from larr.data.frappe import (
 )
 from larr.data.schema import DataValidationError, load_dataset
 
-REAL_DIR = Path(__file__).parents[2].parent / "shared/data/frappe"
+REAL_DIR = Path(__file__).parents[3].parent / "shared/data/frappe"
 
 LOG_HEADER = ["user", "item", "cnt", *SCENE_FEATURES]
 META_HEADER = ["item", "package", "category", "downloads", "developer", "icon", "language", "description", "name",

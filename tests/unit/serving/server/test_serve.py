@@ -11,7 +11,7 @@ from larr.serving.server.install import TritonInstall
 from larr.serving.server.options import ADMIN_KEY_ENV
 from larr.serving.server.serve import serve_main
 
-from .test_server_options import command_flag, pem_files
+from .test_options import command_flag, pem_files
 
 
 def test_serve_main_reports_a_missing_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
