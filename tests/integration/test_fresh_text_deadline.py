@@ -12,19 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from larr.clients import LarrClient
 from larr.contract import FEATURE_CACHE_MODEL, PARAM_FRESH_TEXT_POLICY, PARAM_MISS_DEADLINE_MS
-from larr.data.schema import load_dataset
 from larr.export.files import read_config
 from larr.export.fresh_text_policy import apply_fresh_text_policy
 from larr.export.repository import RepositoryOptions, write_repository
-from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
-from larr.models.embedder import TextEmbedder, embed_texts
-from larr.serving.feature_cache import SceneVocab
-from larr.text import format_scene_feature
-from larr.tokenization import EmbeddingTokenizer
 
 pytestmark = pytest.mark.integration
 
@@ -50,23 +43,15 @@ def repositories(tiny_run, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def expected(tiny_run, repositories):
+def expected(trained_models):
     """``expected(scene, embedded)``: the in-process CTR of ``scene`` with its texts embedded, or with the unseen row."""
-    dataset = load_dataset(tiny_run.data_dir, splits=("test",))
-    embedder = TextEmbedder.from_pretrained(tiny_run.embedder_dir)
-    tokenizer = EmbeddingTokenizer.from_directory(tiny_run.embedder_dir)
-    model, vocab = LarrCTR.load(tiny_run.ctr_dir("larr"))
-    serving = ServingCTR(model, index_table(vocab["values"][0], dataset.info.num_users),
-                         index_table(vocab["values"][1], dataset.info.num_items)).eval()
-    scene_vocab = SceneVocab.load(repositories["never"] / "feature_cache" / "1" / "scene_vocab.json")
 
     def score(scene: dict[str, str], embedded: bool) -> np.ndarray:
-        rows = torch.from_numpy(embed_texts(embedder, tokenizer, [format_scene_feature(f, t) for f, t in scene.items()]))
-        ids = torch.from_numpy(scene_vocab.ids(list(scene.values())))
-        with torch.no_grad():
-            return serving(rows if embedded else torch.zeros_like(rows), ids, torch.tensor([USER]), torch.tensor(ITEMS)).numpy()
+        rows = trained_models.embed_scene(list(scene.values()))  # (K, D)
+        rows = rows if embedded else np.zeros_like(rows)
+        return trained_models.score(rows, trained_models.scene_ids(list(scene.values())), USER, ITEMS)
 
-    return score, dataset.info.scene_features
+    return score, trained_models.features
 
 
 def metric(server, name: str, **labels: str) -> float:

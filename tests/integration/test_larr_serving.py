@@ -14,7 +14,6 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,45 +86,12 @@ def dataset(tiny_run):
     return load_dataset(tiny_run.data_dir, splits=("test",))
 
 
-@dataclass(frozen=True)
-class PyTorchModels:
-    """The trained modules in-process, what the served models must agree with."""
-
-    embedder: TextEmbedder
-    tokenizer: EmbeddingTokenizer
-    serving: ServingCTR
-    scene_vocab: SceneVocab
-    features: tuple[str, ...]
-
-    def embed(self, scene: list[str]) -> np.ndarray:
-        """(K, D): each scene feature embedded separately."""
-        return embed_texts(self.embedder, self.tokenizer, [format_scene_feature(f, t) for f, t in zip(self.features, scene)])
-
-    def ctr(self, scene_emb: np.ndarray, scene_ids: np.ndarray, user: int, items: list[int]) -> np.ndarray:
-        with torch.no_grad():
-            return self.serving(torch.from_numpy(scene_emb), torch.from_numpy(scene_ids), torch.tensor([user]),
-                                torch.tensor(items)).numpy()
-
-
 @pytest.fixture(scope="module")
-def pytorch(tiny_run, repository, dataset) -> PyTorchModels:
-    model, vocab = LarrCTR.load(tiny_run.ctr_dir("larr"))
-    return PyTorchModels(
-        embedder=TextEmbedder.from_pretrained(tiny_run.embedder_dir),
-        tokenizer=EmbeddingTokenizer.from_directory(tiny_run.embedder_dir),
-        serving=ServingCTR(model, index_table(vocab["values"][0], dataset.info.num_users),
-                           index_table(vocab["values"][1], dataset.info.num_items)).eval(),
-        scene_vocab=SceneVocab.load(repository / "feature_cache" / "1" / "scene_vocab.json"),
-        features=dataset.info.scene_features,
-    )
-
-
-@pytest.fixture(scope="module")
-def reference(pytorch):
+def reference(trained_models):
     """The in-process PyTorch model: TextEmbedder per feature -> ServingCTR."""
 
     def score(scene: list[str], user: int, items: list[int]) -> np.ndarray:
-        return pytorch.ctr(pytorch.embed(scene), pytorch.scene_vocab.ids(scene), user, items)
+        return trained_models.score(trained_models.embed_scene(scene), trained_models.scene_ids(scene), user, items)
 
     return score
 
@@ -276,8 +242,8 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server, datas
     assert ctr.shape == (2,) and np.isfinite(ctr).all()
 
 
-def test_a_100k_character_text_scores_as_its_clipped_text(server, dataset, reference, pytorch):
-    tokenizer = pytorch.tokenizer
+def test_a_100k_character_text_scores_as_its_clipped_text(server, dataset, reference, trained_models):
+    tokenizer = trained_models.tokenizer
     feature = dataset.info.scene_features[0]
     long_text = "rain " * 20_000  # 100,000 characters
     # "rain " * 200 (1,000 characters, under the character clip) already fills the token budget with the same
@@ -300,14 +266,14 @@ def test_a_100k_character_text_scores_as_its_clipped_text(server, dataset, refer
     np.testing.assert_allclose(long_score, reference(scene, 1, items), atol=1e-4, rtol=0)
 
 
-def test_unknown_ids_score_as_the_out_of_vocabulary_rows(server, dataset, tiny_run, pytorch):
+def test_unknown_ids_score_as_the_out_of_vocabulary_rows(server, dataset, tiny_run, trained_models):
     """Ids past the trained range are scored with row 0 of the user and item tables and the unknown-item text
     row — computed here with the training forward (FieldVocab, LarrCTR), not the serving index tables."""
     scene = dataset.test.scene_row(0)
     known_item, num_items, num_users = 1, dataset.info.num_items, dataset.info.num_users
     model, raw_vocab = LarrCTR.load(tiny_run.ctr_dir("larr"))
     vocab = FieldVocab.from_dict(raw_vocab)
-    scene_emb = torch.from_numpy(pytorch.embed(scene))  # (K, D)
+    scene_emb = torch.from_numpy(trained_models.embed_scene(scene))  # (K, D)
 
     def expected(user: int, item: int | None) -> float:
         """item None: an unknown item (field row 0, text row 0)."""
@@ -423,12 +389,12 @@ def ensemble_neighbours(server, dataset, reference, tag: str, count: int):
     return calls, check
 
 
-def test_a_bad_direct_embedder_call_fails_alone(server, dataset, pytorch, reference):
+def test_a_bad_direct_embedder_call_fails_alone(server, dataset, trained_models, reference):
     """embedder runs whatever one execute holds as one batch: bad requests sent straight to it among good ones
     (direct, and the ensemble's cache misses) each get INVALID_ARGUMENT, the others their embeddings."""
-    vocab = pytorch.embedder.encoder.get_input_embeddings().num_embeddings  # rows of the token-embedding table
+    vocab = trained_models.embedder.encoder.get_input_embeddings().num_embeddings  # rows of the token-embedding table
     texts = [[format_scene_feature(f, f"direct text {i} {f}") for f in dataset.info.scene_features] for i in range(8)]
-    tokenized = [pytorch.tokenizer(t) for t in texts]  # (K, T) ids and mask each
+    tokenized = [trained_models.tokenizer(t) for t in texts]  # (K, T) ids and mask each
     out_of_vocab, negative = tokenized[0][0].copy(), tokenized[1][0].copy()
     out_of_vocab[1, 0], negative[0, 2] = vocab, -3
     bad = [
@@ -445,19 +411,19 @@ def test_a_bad_direct_embedder_call_fails_alone(server, dataset, pytorch, refere
     outcomes = run_concurrently(direct + neighbours)
     check_neighbours(outcomes[len(direct):])
     for t, got in zip(texts, outcomes[len(bad):len(direct)]):
-        np.testing.assert_allclose(answered(got), embed_texts(pytorch.embedder, pytorch.tokenizer, t), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(answered(got), embed_texts(trained_models.embedder, trained_models.tokenizer, t), atol=1e-4, rtol=0)
     for (_, message), got in zip(bad, outcomes):
         assert_invalid_argument(got, message)
 
 
-def test_a_bad_direct_ctr_call_fails_alone(server, dataset, pytorch, reference):
+def test_a_bad_direct_ctr_call_fails_alone(server, dataset, trained_models, reference):
     """ctr likewise: bad requests sent straight to it get INVALID_ARGUMENT; the direct and ensemble requests
     batched with them are scored as PyTorch scores them."""
-    sizes = pytorch.serving.model.spec.field_vocab_sizes[2:]  # scene features' table rows: [user, item, *scene]
+    sizes = trained_models.ctr.model.spec.field_vocab_sizes[2:]  # scene features' table rows: [user, item, *scene]
     rows = range(6)
     scenes = [dataset.test.scene_row(r) for r in rows]
     good = [
-        (pytorch.embed(scene), pytorch.scene_vocab.ids(scene), int(dataset.test.user_id[r]), [r, r + 5, 2])
+        (trained_models.embed_scene(scene), trained_models.scene_ids(scene), int(dataset.test.user_id[r]), [r, r + 5, 2])
         for r, scene in zip(rows, scenes)
     ]
 
@@ -481,7 +447,7 @@ def test_a_bad_direct_ctr_call_fails_alone(server, dataset, pytorch, reference):
     outcomes = run_concurrently(direct + neighbours)
     check_neighbours(outcomes[len(direct):])
     for g, got in zip(good, outcomes[len(bad):len(direct)]):
-        np.testing.assert_allclose(answered(got)[0], pytorch.ctr(*g), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(answered(got)[0], trained_models.score(*g), atol=1e-4, rtol=0)
     for (_, message), got in zip(bad, outcomes):
         assert_invalid_argument(got, message)
 

@@ -4,22 +4,14 @@ CUDA graph captured at load in bf16, so the answer is compared at bf16's toleran
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from larr.clients import LarrClient
 from larr.contract import CTR_MODEL, EMBEDDER_MODEL, PARAM_SHAPE_BUCKETS
-from larr.data.schema import load_dataset
 from larr.export.files import read_config
 from larr.export.repository import RepositoryOptions, write_repository
-from larr.models.ctr_model import LarrCTR, ServingCTR, index_table
-from larr.models.embedder import TextEmbedder, embed_texts
-from larr.serving.feature_cache import SceneVocab
-from larr.text import format_scene_feature
-from larr.tokenization import EmbeddingTokenizer
 
 pytestmark = pytest.mark.integration
 
@@ -41,27 +33,14 @@ def served(request, tiny_run, tmp_path_factory, triton_server_factory):
     return triton_server_factory(out), out, atol
 
 
-def reference(tiny_run, repository: Path, scene: dict[str, str]) -> np.ndarray:
-    dataset = load_dataset(tiny_run.data_dir, splits=("test",))
-    embedder = TextEmbedder.from_pretrained(tiny_run.embedder_dir)
-    tokenizer = EmbeddingTokenizer.from_directory(tiny_run.embedder_dir)
-    model, vocab = LarrCTR.load(tiny_run.ctr_dir("larr"))
-    serving = ServingCTR(model, index_table(vocab["values"][0], dataset.info.num_users),
-                         index_table(vocab["values"][1], dataset.info.num_items)).eval()
-    rows = torch.from_numpy(embed_texts(embedder, tokenizer, [format_scene_feature(f, t) for f, t in scene.items()]))
-    ids = torch.from_numpy(SceneVocab.load(repository / "feature_cache" / "1" / "scene_vocab.json").ids(list(scene.values())))
-    with torch.no_grad():
-        return serving(rows, ids, torch.tensor([USER]), torch.tensor(ITEMS)).numpy()
-
-
-def test_bucketed_torch_models_answer_as_the_in_process_model(served, tiny_run) -> None:
+def test_bucketed_torch_models_answer_as_the_in_process_model(served, trained_models) -> None:
     server, repository, atol = served
     for model in (EMBEDDER_MODEL, CTR_MODEL):  # the export asked both for buckets
         assert PARAM_SHAPE_BUCKETS in read_config(repository / model / "config.pbtxt").parameters
-    features = load_dataset(tiny_run.data_dir, splits=("test",)).info.scene_features
-    scene = {f: f"bucketed fresh text {f}" for f in features}  # fresh: the embedder runs on the request path
+    scene = {f: f"bucketed fresh text {f}" for f in trained_models.features}  # fresh: the embedder runs on the request path
     with LarrClient(server.grpc_url) as client:
         got = [client.score(scene, USER, ITEMS), client.score(scene, USER, ITEMS)]  # a miss, then a hit
-    want = reference(tiny_run, repository, scene)
+    texts = list(scene.values())
+    want = trained_models.score(trained_models.embed_scene(texts), trained_models.scene_ids(texts), USER, ITEMS)
     for scores in got:
         np.testing.assert_allclose(scores, want, atol=atol, rtol=0)

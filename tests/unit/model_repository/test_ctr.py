@@ -16,15 +16,15 @@ def ctr_request(pb_utils, scene_emb, scene_ids, user, items):
 
 
 def test_a_batch_is_scored_like_the_trained_model_request_by_request_and_a_bad_request_fails_alone(
-    adapter, pb_utils, reference
+    adapter, pb_utils, trained_models
 ):
     ctr = adapter("ctr")
-    test = reference.dataset.test
-    num_items = reference.dataset.info.num_items
+    test = trained_models.dataset.test
+    num_items = trained_models.dataset.info.num_items
     cases = []
     for row, items in ((0, [0, 5, 17]), (1, [3]), (2, list(range(0, num_items, 9)) + [num_items + 4])):  # + cold start
         scene = test.scene_row(row)
-        cases.append((reference.embed_scene(scene), reference.scene_ids(scene), int(test.user_id[row]), items))
+        cases.append((trained_models.embed_scene(scene), trained_models.scene_ids(scene), int(test.user_id[row]), items))
     scene_emb, scene_ids, user, _ = cases[0]
     requests = [ctr_request(pb_utils, *case) for case in cases]
     requests.insert(1, ctr_request(pb_utils, scene_emb, scene_ids, user, [4, -3]))
@@ -39,7 +39,7 @@ def test_a_batch_is_scored_like_the_trained_model_request_by_request_and_a_bad_r
         assert not response.has_error()
         served = pb_utils.get_output_tensor_by_name(response, CTR).as_numpy()  # (1, N)
         assert served.shape == (1, len(case[3])) and served.dtype == np.float32
-        np.testing.assert_allclose(served[0], reference.score(*case), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(served[0], trained_models.score(*case), atol=1e-5, rtol=0)
     errors = [(r.error().code(), r.error().message()) for r in (responses[1], responses[4])]
     assert errors[0] == (pb_utils.TritonError.INVALID_ARG, f"{ITEM_IDS}[1] = -3: ids must be >= 0")
     assert errors[1][0] == pb_utils.TritonError.INVALID_ARG

@@ -10,16 +10,16 @@ from larr.contract import ATTENTION_MASK, EMBEDDING, INPUT_IDS
 from larr.text import format_scene_feature
 
 
-def test_each_request_gets_the_trained_embedders_rows_and_a_bad_one_fails_alone(adapter, pb_utils, reference):
+def test_each_request_gets_the_trained_embedders_rows_and_a_bad_one_fails_alone(adapter, pb_utils, trained_models):
     embedder = adapter("embedder")
     short = [format_scene_feature("weather", "sunny"), format_scene_feature("place", "home")]
     long = [format_scene_feature("recent_search", "spicy noodle soup near the office, and a bubble tea after")]
-    vocabulary = reference.embedder.encoder.get_input_embeddings().num_embeddings
-    bad_ids, bad_mask = reference.tokenizer(short)  # (2, T) each
+    vocabulary = trained_models.embedder.encoder.get_input_embeddings().num_embeddings
+    bad_ids, bad_mask = trained_models.tokenizer(short)  # (2, T) each
     bad_ids[1, 0] = vocabulary
-    requests = [pb_utils.request(dict(zip((INPUT_IDS, ATTENTION_MASK), reference.tokenizer(short)))),
+    requests = [pb_utils.request(dict(zip((INPUT_IDS, ATTENTION_MASK), trained_models.tokenizer(short)))),
                 pb_utils.request({INPUT_IDS: bad_ids, ATTENTION_MASK: bad_mask}),
-                pb_utils.request(dict(zip((INPUT_IDS, ATTENTION_MASK), reference.tokenizer(long))))]
+                pb_utils.request(dict(zip((INPUT_IDS, ATTENTION_MASK), trained_models.tokenizer(long))))]
     assert requests[0].inputs()[0].as_numpy().shape[1] < requests[2].inputs()[0].as_numpy().shape[1]  # padded apart
 
     first, refused, last = embedder.execute(requests)
@@ -28,6 +28,6 @@ def test_each_request_gets_the_trained_embedders_rows_and_a_bad_one_fails_alone(
         assert not response.has_error()
         rows = pb_utils.get_output_tensor_by_name(response, EMBEDDING).as_numpy()  # (b, D)
         assert rows.dtype == np.float32
-        np.testing.assert_allclose(rows, reference.embed(texts), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(rows, trained_models.embed(texts), atol=1e-4, rtol=0)
     assert refused.error().code() == pb_utils.TritonError.INVALID_ARG
     assert refused.error().message() == f"{INPUT_IDS}[1, 0] = {vocabulary} is outside the vocabulary [0, {vocabulary})"

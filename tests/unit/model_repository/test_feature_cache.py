@@ -31,31 +31,31 @@ def answer(pb_utils, request):
     return sender.responses[0]
 
 
-def assert_scene(pb_utils, response, reference, scene, unseen=()):
+def assert_scene(pb_utils, response, trained_models, scene, unseen=()):
     """SCENE_EMB (1, K, D) and SCENE_IDS (1, K) as the trained models compute them; ``unseen``: features answered
     with the unseen-text row."""
     assert not response.has_error(), response.error().message()
     emb = pb_utils.get_output_tensor_by_name(response, SCENE_EMB).as_numpy()
     ids = pb_utils.get_output_tensor_by_name(response, SCENE_IDS).as_numpy()
-    expected = reference.embed_scene(scene)
+    expected = trained_models.embed_scene(scene)
     expected[list(unseen)] = UNSEEN_SCENE_FILL
     np.testing.assert_allclose(emb, expected[None], atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(ids, reference.scene_ids(scene)[None])
+    np.testing.assert_array_equal(ids, trained_models.scene_ids(scene)[None])
 
 
-def with_unseen_search(reference, row):
-    scene = list(reference.dataset.test.scene_row(row))
-    scene[reference.features.index("recent_search")] = UNSEEN
+def with_unseen_search(trained_models, row):
+    scene = list(trained_models.dataset.test.scene_row(row))
+    scene[trained_models.features.index("recent_search")] = UNSEEN
     return scene
 
 
 def test_hits_leave_at_once_the_misses_of_a_batch_go_in_one_bls_request_and_bad_requests_fail_alone(
-    adapter, pb_utils, reference
+    adapter, pb_utils, trained_models
 ):
     pb_utils.serve_model("embedder", adapter("embedder").execute)
     cache = adapter("feature_cache")
-    known = list(reference.dataset.test.scene_row(0))  # every split's texts are in the scene table
-    fresh = with_unseen_search(reference, 1)
+    known = list(trained_models.dataset.test.scene_row(0))  # every split's texts are in the scene table
+    fresh = with_unseen_search(trained_models, 1)
     requests = [scene_request(pb_utils, known), scene_request(pb_utils, known[:-1]),
                 scene_request(pb_utils, fresh), scene_request(pb_utils, fresh, user=8),
                 scene_request(pb_utils, known, items=(-1,))]
@@ -68,9 +68,9 @@ def test_hits_leave_at_once_the_misses_of_a_batch_go_in_one_bls_request_and_bad_
 
     assert asyncio.run(serve()) == [True, True, False, False, True]
     responses = [answer(pb_utils, r) for r in requests]
-    assert_scene(pb_utils, responses[0], reference, known)
+    assert_scene(pb_utils, responses[0], trained_models, known)
     for response in responses[2:4]:
-        assert_scene(pb_utils, response, reference, fresh)
+        assert_scene(pb_utils, response, trained_models, fresh)
     (bls,) = pb_utils.bls_requests  # one text missed by two requests: embedded once, in one call
     assert bls.model_name == "embedder" and pb_utils.get_input_tensor_by_name(bls, INPUT_IDS).as_numpy().shape[0] == 1
     for response, message in ((responses[1], f"{SCENE_TEXT} has {len(known) - 1} texts; the scene schema has {len(known)}"),
@@ -80,12 +80,12 @@ def test_hits_leave_at_once_the_misses_of_a_batch_go_in_one_bls_request_and_bad_
 
 
 def test_async_answers_a_miss_with_the_unseen_row_now_and_serves_its_embedding_once_the_background_has_run(
-    adapter, pb_utils, reference
+    adapter, pb_utils, trained_models
 ):
     pb_utils.serve_model("embedder", adapter("embedder").execute)
     cache = adapter("feature_cache", fresh_text_policy="async")
-    fresh = with_unseen_search(reference, 2)
-    unseen = reference.features.index("recent_search")
+    fresh = with_unseen_search(trained_models, 2)
+    unseen = trained_models.features.index("recent_search")
 
     async def serve():
         first = scene_request(pb_utils, fresh)
@@ -97,6 +97,6 @@ def test_async_answers_a_miss_with_the_unseen_row_now_and_serves_its_embedding_o
         return answered_first, answer(pb_utils, second)
 
     first, second = asyncio.run(serve())
-    assert_scene(pb_utils, first, reference, fresh, unseen=[unseen])
-    assert_scene(pb_utils, second, reference, fresh)
+    assert_scene(pb_utils, first, trained_models, fresh, unseen=[unseen])
+    assert_scene(pb_utils, second, trained_models, fresh)
     assert len(pb_utils.bls_requests) == 1  # the background call; the second request was all hits
