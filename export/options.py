@@ -55,7 +55,9 @@ class RepositoryOptions:
                           "an in-process LRU; 'redis' = those + Redis shared by replicas (--redis-url); 'lru' = the LRU "
                           "alone (starts cold)"},
     )
-    redis_url: str = field(default="", metadata={"help": "scene_store redis: the Redis every replica shares, redis://host:port/db (one node) or redis+cluster://host:port,host:port/db (Redis Cluster)"})
+    redis_url: str = field(default="", metadata={"help": "scene_store redis: the Redis every replica shares, "
+                                                         "redis://host:port/db (one node) or "
+                                                         "redis+cluster://host:port,host:port/db (Redis Cluster)"})
     redis_socket_timeout_ms: float = field(
         default=RedisStoreConfig.socket_timeout_ms,
         metadata={"help": "scene_store redis: the longest one Redis read/write may block a request before it counts "
