@@ -600,8 +600,12 @@ def _cache_delta(before: dict[str, float] | None, after: dict[str, float]) -> di
     misses = after.get("misses_total", 0.0) - before.get("misses_total", 0.0)
     # misses that waited for another batch's embedder call: store misses, but embedded once (miss_embedder)
     joined = after.get("joined_total", 0.0) - before.get("joined_total", 0.0)
+    # fresh_text_policy deadline: misses answered with the unseen-text row because their embedding came too late
+    # (counted like misses); the rest were answered with their own embedding
+    late = after.get("deadline_fallbacks_total", 0.0) - before.get("deadline_fallbacks_total", 0.0)
     lookups = hits + misses
-    return {"hits": int(hits), "misses": int(misses), "joined": int(joined), "hit_rate": hits / lookups if lookups else 0.0}
+    return {"hits": int(hits), "misses": int(misses), "joined": int(joined), "hit_rate": hits / lookups if lookups else 0.0,
+            "deadline_fallbacks": int(late), "own_embedding_share": 1.0 - late / misses if misses else None}
 
 
 def _config_json(config: BenchConfig) -> dict:

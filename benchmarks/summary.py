@@ -60,6 +60,7 @@ EXTRA_KEYS = (
     "cache_off_throughput",
     "larr_p99_ms",
     "fulltext_p99_ms",
+    "own_embedding_share",
     "fulltext_tokens_per_request",
     "miss_tokens_per_request",
 )
@@ -73,6 +74,9 @@ DEFINITIONS = {
     "p99_ratio_vs_fulltext": "LARR p99 latency / full-text p99 latency (below 1: LARR's tail is shorter)",
     "throughput_ratio_vs_cache_off": "LARR cache on requests/s / the same ensemble with cache_capacity 0",
     "p99_ratio_vs_cache_off": "LARR cache on p99 / cache off p99",
+    "own_embedding_share": "fresh_text_policy deadline: the share of the LARR point's cache misses answered with "
+    "their own embedding, 1 - deadline_fallbacks_total / misses_total from the server's counters (null: nothing "
+    "missed; 1 under strict)",
     "cache_hit_rate": "feature-cache hits / lookups during the measurement, from the server's counters",
     "simulated_hit_rate": "the same, from replaying the point's requests in order through ONE feature cache; the "
     "server's instances each keep their own LRU, so its measured rate is at most this",
@@ -200,6 +204,7 @@ def size_summary(size: dict, concurrency: int, unseen_share: float, gemm_peak_fl
         "throughput_ratio_vs_cache_off": ratio(value(larr, "throughput"), value(cache_off, "throughput")),
         "p99_ratio_vs_cache_off": ratio(value(larr, "p99_us"), value(cache_off, "p99_us")),
         "cache_hit_rate": ((larr or {}).get("cache") or {}).get("hit_rate"),
+        "own_embedding_share": ((larr or {}).get("cache") or {}).get("own_embedding_share"),
         "simulated_hit_rate": simulated.get("hit_rate"),
         "overhead_us_per_request": overhead,
         "overhead_us_per_request_c1": overhead_c1,
@@ -380,7 +385,7 @@ def build_summary(results: dict) -> dict:
 
 POINT_COLUMNS = (
     "llm_size", "variant", "method", "unseen_share", "concurrency", "requests", "seconds", "throughput",
-    "avg_latency_us", "p50_us", "p90_us", "p95_us", "p99_us", "cache_hit_rate", "simulated_hit_rate",
+    "avg_latency_us", "p50_us", "p90_us", "p95_us", "p99_us", "cache_hit_rate", "own_embedding_share", "simulated_hit_rate",
     "miss_tokens_per_request", "fulltext_tokens_per_request", "cache_off_tokens_per_request", "repeat", "batch", "workers",
 )
 BREAKDOWN_COLUMNS = (
@@ -397,6 +402,7 @@ def point_rows(results: dict) -> list[dict]:
             rows.append({
                 **{key: point.get(key) for key in POINT_COLUMNS if key in point},
                 "cache_hit_rate": (point.get("cache") or {}).get("hit_rate"),
+                "own_embedding_share": (point.get("cache") or {}).get("own_embedding_share"),
                 "simulated_hit_rate": simulated.get("hit_rate"),
                 "miss_tokens_per_request": simulated.get("miss_tokens_per_request"),
                 "fulltext_tokens_per_request": simulated.get("fulltext_tokens_per_request"),

@@ -248,3 +248,23 @@ def test_int8_saturation_gives_tokens_per_s_and_the_mean_paired_speedup_over_rou
     summary = build_summary(results)
     assert summary["embedder_tokens_per_s_int8"] is None and summary["embedder_int8_speedup"] is None
     json.dumps(summary, allow_nan=False)
+
+
+def test_own_embedding_share_comes_from_the_deadline_counters():
+    """fresh_text_policy deadline: 1 - deadline_fallbacks / misses over the point, from the server's counters;
+    null where nothing missed; summary.json and points.csv carry it."""
+    from larr.benchmarks.runner import _cache_delta
+
+    before = {"hits_total": 10.0, "misses_total": 4.0, "deadline_fallbacks_total": 1.0}
+    after = {"hits_total": 100.0, "misses_total": 24.0, "deadline_fallbacks_total": 6.0, "joined_total": 2.0}
+    cache = _cache_delta(before, after)
+    assert (cache["misses"], cache["deadline_fallbacks"], cache["joined"]) == (20, 5, 2)
+    assert cache["own_embedding_share"] == pytest.approx(0.75)
+    assert _cache_delta(None, {"hits_total": 5.0})["own_embedding_share"] is None  # nothing missed
+    assert _cache_delta(None, {"misses_total": 3.0})["own_embedding_share"] == 1.0  # strict: no fallbacks counter
+
+    size = size_result("x", 10, 2.0)
+    larr = find_point(size["points"], LARR, "perf_analyzer", 16, 0.1)
+    larr["cache"] = {**larr["cache"], "own_embedding_share": 0.75}
+    summary = size_summary(size, 16, 0.1, None)
+    assert summary["own_embedding_share"] == 0.75
