@@ -34,7 +34,8 @@ The world
   like knowledge.txt) to its concept. Everything it draws comes from its own stream (seed, 17); with it off
   every output is byte-identical to before, and with it on only the labels (and the two new files) change.
 
-:func:`held_out_share` measures how often the test split really uses a held-out text, per feature.
+:func:`held_out_share` measures how often the test split really uses a held-out text, per feature. The world's words
+(categories, traits, paraphrases, queries, glosses) live in :mod:`larr.data.synth_vocabulary`.
 """
 
 from __future__ import annotations
@@ -44,158 +45,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from larr.data.schema import Dataset, DatasetInfo, History, Interactions, Items
+from larr.data.synth_vocabulary import (
+    CATEGORIES,
+    CATEGORY_NOUNS,
+    CONCEPT_GLOSS,
+    NAME_PREFIXES,
+    SCENE_CONCEPTS,
+    SEARCH_QUERIES,
+    TRAIT_PHRASES,
+    TRAIT_WANTS,
+)
 
 SCENE_FEATURES = ("time_slot", "weather", "place", "recent_search", "recent_clicks")
 HISTORY_CONTEXT = ("time_slot", "weather", "place")  # the scene features a history event records
 HISTORY_STREAM = 17  # the history's random stream is default_rng((seed, HISTORY_STREAM))
-
-# category -> traits
-CATEGORIES: dict[str, tuple[str, ...]] = {
-    "noodles": ("hot", "lunch", "comfort"),
-    "hotpot": ("hot", "dinner", "group", "comfort"),
-    "soup": ("hot", "comfort", "light"),
-    "coffee": ("morning", "drink", "work"),
-    "bubble tea": ("cold", "drink", "sweet", "afternoon"),
-    "bakery": ("morning", "sweet", "light"),
-    "burgers": ("fast", "lunch", "late"),
-    "pizza": ("group", "dinner", "late"),
-    "salad": ("healthy", "light", "cold", "lunch"),
-    "barbecue skewers": ("late", "group", "dinner"),
-    "ice cream": ("cold", "sweet", "afternoon"),
-    "sushi": ("healthy", "lunch", "dinner"),
-}
-
-TRAIT_PHRASES: dict[str, tuple[str, ...]] = {
-    "hot": ("steaming hot dishes that warm you up on a cold or rainy day", "served piping hot"),
-    "cold": ("chilled and refreshing, perfect on a hot summer day", "served ice cold"),
-    "comfort": ("hearty comfort food", "cosy meals for staying in"),
-    "morning": ("open early for breakfast", "the best way to start the morning"),
-    "lunch": ("quick lunch sets", "a popular lunch spot"),
-    "dinner": ("a full dinner menu", "great for an evening meal"),
-    "afternoon": ("an afternoon treat", "a favourite afternoon break"),
-    "late": ("open late into the night", "a midnight snack favourite"),
-    "group": ("big portions to share with friends", "party platters for groups"),
-    "healthy": ("light and healthy choices", "fresh, low calorie and good after a workout"),
-    "light": ("a light meal", "easy on the stomach"),
-    "fast": ("fast food delivered in minutes", "quick and filling"),
-    "drink": ("freshly made drinks", "drinks to go"),
-    "work": ("fuel for a busy working day", "a favourite at the office"),
-    "sweet": ("sweet treats and desserts", "for people with a sweet tooth"),
-}
-
-CATEGORY_NOUNS: dict[str, tuple[str, ...]] = {
-    "noodles": ("Noodle House", "Ramen Bar", "Noodle Kitchen", "Pho Corner"),
-    "hotpot": ("Hotpot", "Hot Pot Garden", "Hotpot Palace"),
-    "soup": ("Soup Kitchen", "Broth Bar", "Soup Pot"),
-    "coffee": ("Coffee", "Espresso Bar", "Coffee Roasters"),
-    "bubble tea": ("Bubble Tea", "Milk Tea", "Boba Shop"),
-    "bakery": ("Bakery", "Bread House", "Pastry Shop"),
-    "burgers": ("Burgers", "Burger Joint", "Grill Burgers"),
-    "pizza": ("Pizza", "Pizzeria", "Pizza Oven"),
-    "salad": ("Salad Bar", "Green Bowl", "Salads"),
-    "barbecue skewers": ("BBQ Skewers", "Barbecue", "Skewer House"),
-    "ice cream": ("Ice Cream", "Gelato", "Frozen Treats"),
-    "sushi": ("Sushi", "Sushi Bar", "Maki House"),
-}
-
-NAME_PREFIXES = (
-    "Golden", "Uncle Li's", "Happy", "Red Lantern", "Lucky", "Old Town", "Jade", "Sunny", "Blue Door",
-    "Corner", "Grandma's", "Little", "Urban", "Royal", "Twin Dragon", "Maple", "Silver", "Harbour",
-    "Northside", "Lotus", "Panda", "Tiger", "Star", "Moonlight",
-)
-
-# feature -> concept -> (trait weights, paraphrases: the last two are held out of train/valid)
-Concept = tuple[dict[str, float], tuple[str, ...]]
-SCENE_CONCEPTS: dict[str, dict[str, Concept]] = {
-    "time_slot": {
-        "morning": ({"morning": 2.0, "drink": 0.5, "late": -1.0, "group": -0.5},
-                    ("early morning", "breakfast time", "7 am", "morning commute", "sunrise", "dawn")),
-        "noon": ({"lunch": 1.5, "fast": 0.5, "morning": -0.5},
-                 ("lunch time", "noon", "midday", "12 pm lunch break", "around midday", "lunch hour")),
-        "afternoon": ({"afternoon": 1.5, "sweet": 0.7, "drink": 0.5},
-                      ("afternoon", "3 pm", "tea time", "mid afternoon", "after lunch break", "late afternoon")),
-        "evening": ({"dinner": 1.5, "group": 0.5, "morning": -0.7},
-                    ("evening", "dinner time", "7 pm", "after work", "early evening", "supper time")),
-        "night": ({"late": 2.0, "morning": -1.0, "healthy": -0.5},
-                  ("late night", "midnight", "after midnight", "1 am", "small hours", "night owl hours")),
-    },
-    "weather": {
-        "rain": ({"hot": 1.5, "comfort": 1.0, "cold": -1.5},
-                 ("heavy rain", "rainy", "light rain", "rain showers", "downpour", "pouring rain")),
-        "heat": ({"cold": 2.0, "hot": -1.5, "light": 0.5},
-                 ("hot and sunny", "heatwave", "scorching", "very hot", "sweltering", "boiling hot")),
-        "cold": ({"hot": 1.5, "comfort": 0.8, "cold": -1.5},
-                 ("cold", "freezing", "chilly", "icy wind", "frosty", "bitter cold")),
-        "mild": ({"healthy": 0.3, "group": 0.2},
-                 ("mild", "pleasant", "sunny and mild", "clear skies", "fair weather", "nice weather")),
-        "snow": ({"hot": 2.0, "comfort": 1.2, "cold": -2.0},
-                 ("snowing", "heavy snow", "snowfall", "light snow", "blizzard", "snow storm")),
-    },
-    "place": {
-        "office": ({"work": 1.5, "fast": 0.8, "light": 0.5, "group": -0.5},
-                   ("office", "at work", "workplace", "office tower", "coworking space", "company desk")),
-        "home": ({"comfort": 0.8, "group": 0.3},
-                 ("home", "at home", "apartment", "my flat", "house", "living room")),
-        "campus": ({"sweet": 0.8, "fast": 0.8, "drink": 0.5},
-                   ("campus", "university", "dorm", "college library", "student hall", "lecture hall")),
-        "gym": ({"healthy": 2.0, "light": 1.0, "sweet": -1.5, "fast": -1.0},
-                ("gym", "fitness center", "after workout", "yoga studio", "training session", "running track")),
-        "party": ({"group": 2.0, "late": 0.5, "healthy": -0.5},
-                  ("party", "friends gathering", "birthday party", "house party", "game night", "celebration")),
-    },
-}
-
-# category -> search queries (the last two are held out of train/valid)
-SEARCH_QUERIES: dict[str, tuple[str, ...]] = {
-    "noodles": ("noodles", "ramen", "beef noodle soup", "spicy noodles", "udon", "pho"),
-    "hotpot": ("hotpot", "hot pot", "spicy hotpot", "mala hotpot", "fondue broth", "shabu shabu"),
-    "soup": ("soup", "chicken soup", "tomato soup", "hot soup", "broth", "miso soup"),
-    "coffee": ("coffee", "latte", "americano", "espresso", "cappuccino", "flat white"),
-    "bubble tea": ("bubble tea", "milk tea", "boba", "taro milk tea", "pearl tea", "brown sugar boba"),
-    "bakery": ("bread", "croissant", "pastry", "bakery", "bagel", "muffin"),
-    "burgers": ("burger", "cheeseburger", "fries", "fried chicken burger", "double burger", "chicken nuggets"),
-    "pizza": ("pizza", "pepperoni pizza", "margherita", "cheese pizza", "calzone", "pizza slice"),
-    "salad": ("salad", "caesar salad", "healthy bowl", "greens", "poke bowl", "quinoa salad"),
-    "barbecue skewers": ("bbq", "skewers", "grilled lamb", "barbecue", "kebab", "yakitori"),
-    "ice cream": ("ice cream", "gelato", "sundae", "frozen yogurt", "soft serve", "milkshake"),
-    "sushi": ("sushi", "sashimi", "maki rolls", "salmon sushi", "nigiri", "california roll"),
-}
-
-CONCEPT_GLOSS = {
-    ("time_slot", "morning"): "the morning, time for breakfast",
-    ("time_slot", "noon"): "noon, time for lunch",
-    ("time_slot", "afternoon"): "the afternoon, time for a snack or a drink",
-    ("time_slot", "evening"): "the evening, time for dinner",
-    ("time_slot", "night"): "late at night, time for a midnight snack",
-    ("weather", "rain"): "rainy weather, wet outside",
-    ("weather", "heat"): "hot weather, a hot summer day",
-    ("weather", "cold"): "cold weather, a cold winter day",
-    ("weather", "mild"): "mild weather, neither hot nor cold",
-    ("weather", "snow"): "snowy weather, freezing cold outside",
-    ("place", "office"): "being at work in an office",
-    ("place", "home"): "being at home",
-    ("place", "campus"): "being a student on campus",
-    ("place", "gym"): "doing sport and exercise",
-    ("place", "party"): "a party with a group of friends",
-}
-
-TRAIT_WANTS = {
-    "hot": "hot food like soup, noodles and hotpot",
-    "cold": "cold things like ice cream, iced drinks and salad",
-    "comfort": "hearty comfort food",
-    "morning": "breakfast, coffee and pastries",
-    "lunch": "a quick lunch",
-    "dinner": "a full dinner",
-    "afternoon": "an afternoon treat",
-    "late": "a late night snack like burgers, pizza or barbecue skewers",
-    "group": "food to share like pizza, hotpot and barbecue",
-    "healthy": "light and healthy food like salad and sushi",
-    "light": "a light meal",
-    "fast": "fast food",
-    "drink": "a drink like coffee or bubble tea",
-    "work": "coffee to stay focused",
-    "sweet": "something sweet like desserts and bubble tea",
-}
 
 
 @dataclass
@@ -383,59 +246,17 @@ def _sample_split(
     rows: int, unseen_rate: float, world: _World, config: SynthConfig, rng: np.random.Generator,
     context: _ContextTaste | None = None,
 ) -> Interactions:
-    categories = list(CATEGORIES)
+    """``rows`` impressions (user, shop, scene) and their clicks: per row, every draw of its scene in turn
+    (:func:`_impression`), then the labels of all rows at once."""
     effects = _concept_category_effect()
-    concept_features = list(SCENE_CONCEPTS)
-    num_items = len(world.names)
-    users = rng.integers(0, config.num_users, size=rows)
-    # impressions: mostly any shop, partly the user's favourites (real candidate generators are biased to
-    # what a user likes, which is also what makes a user's histories resemble each other)
-    affinity = world.taste[:, world.shop_category] + config.latent_scale * world.user_latent @ world.shop_latent.T  # (U, I)
-    favorites = np.argsort(-affinity, axis=1)[:, : config.favorites_per_user]  # (U, F)
-    items = rng.integers(0, num_items, size=rows)
-    from_favorites = rng.random(rows) < config.favorite_exposure
-    items[from_favorites] = favorites[users[from_favorites], rng.integers(0, config.favorites_per_user, size=from_favorites.sum())]
+    users, items = _impressions(rows, world, config, rng)  # (N,), (N,)
     scene: list[list[str]] = [[] for _ in SCENE_FEATURES]
     logits = np.empty(rows)
-    concepts = np.zeros((rows, len(concept_features)), dtype=np.int64)  # the drawn concepts, for the context term
+    concepts = np.zeros((rows, len(SCENE_CONCEPTS)), dtype=np.int64)  # the drawn concepts, for the context term
     for n in range(rows):
-        user, item = users[n], items[n]
-        category = world.shop_category[item]
-        scene_term = 0.0
-        for k, feature in enumerate(concept_features):
-            concept_names = list(SCENE_CONCEPTS[feature])
-            concept = int(rng.integers(len(concept_names)))
-            concepts[n, k] = concept
-            scene_term += effects[feature][concept, category]
-            options = SCENE_CONCEPTS[feature][concept_names[concept]][1]
-            held = rng.random() < unseen_rate
-            scene[k].append(_paraphrase(options, config.held_out_per_concept, held, rng))
-        # the user searched for a category they like (softmax over taste)
-        preference = np.exp(world.taste[user] - world.taste[user].max())
-        searched = int(rng.choice(len(categories), p=preference / preference.sum()))
-        held = rng.random() < unseen_rate
-        scene[3].append(
-            _paraphrase(SEARCH_QUERIES[categories[searched]], config.held_out_per_concept, held, rng)
-        )
-        # recently clicked shops: 1-2 shops, half of the time from the searched category
-        clicked = []
-        for _ in range(int(rng.integers(1, 3))):
-            if rng.random() < 0.5:
-                pool = np.flatnonzero(world.shop_category == searched)
-            else:
-                pool = np.arange(num_items)
-            clicked.append(int(rng.choice(pool)))
-        scene[4].append(", ".join(world.names[s] for s in clicked))
-        clicked_categories = {int(world.shop_category[s]) for s in clicked}
-        logits[n] = (
-            config.bias
-            + world.taste[user, category]
-            + config.latent_scale * world.user_latent[user] @ world.shop_latent[item]
-            + world.quality[item]
-            + config.scene_strength * scene_term
-            + config.search_bonus * (searched == category)
-            + config.click_bonus * (category in clicked_categories)
-        )
+        texts, concepts[n], logits[n] = _impression(users[n], items[n], unseen_rate, world, config, effects, rng)
+        for k, text in enumerate(texts):
+            scene[k].append(text)
     if context is not None:  # computed outside the loop: the main stream's draws stay the same
         logits += context.term(users, concepts, world.shop_category[items])
     labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
@@ -446,6 +267,66 @@ def _sample_split(
         timestamp=np.arange(rows, dtype=np.int64),
         scene=scene,
     )
+
+
+def _impressions(rows: int, world: _World, config: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) users and (N,) shops shown to them: mostly any shop, partly the user's favourites (real candidate
+    generators are biased to what a user likes, which is also what makes a user's histories resemble each other)."""
+    num_items = len(world.names)
+    users = rng.integers(0, config.num_users, size=rows)
+    affinity = world.taste[:, world.shop_category] + config.latent_scale * world.user_latent @ world.shop_latent.T  # (U, I)
+    favorites = np.argsort(-affinity, axis=1)[:, : config.favorites_per_user]  # (U, F)
+    items = rng.integers(0, num_items, size=rows)
+    from_favorites = rng.random(rows) < config.favorite_exposure
+    items[from_favorites] = favorites[users[from_favorites], rng.integers(0, config.favorites_per_user, size=from_favorites.sum())]
+    return users, items
+
+
+def _impression(
+    user: int, item: int, unseen_rate: float, world: _World, config: SynthConfig, effects: dict[str, np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[list[str], list[int], float]:
+    """One impression's scene texts (in :data:`SCENE_FEATURES` order), the concept drawn for each feature of
+    :data:`SCENE_CONCEPTS` and the click logit without the context term."""
+    category = world.shop_category[item]
+    texts, concepts, scene_term = [], [], 0.0
+    for feature, by_name in SCENE_CONCEPTS.items():
+        concept = int(rng.integers(len(by_name)))
+        concepts.append(concept)
+        scene_term += effects[feature][concept, category]
+        options = by_name[list(by_name)[concept]][1]
+        held = rng.random() < unseen_rate
+        texts.append(_paraphrase(options, config.held_out_per_concept, held, rng))
+    # the user searched for a category they like (softmax over taste)
+    preference = np.exp(world.taste[user] - world.taste[user].max())
+    searched = int(rng.choice(len(CATEGORIES), p=preference / preference.sum()))
+    held = rng.random() < unseen_rate
+    texts.append(_paraphrase(SEARCH_QUERIES[list(CATEGORIES)[searched]], config.held_out_per_concept, held, rng))
+    clicked = _recent_clicks(searched, world, rng)
+    texts.append(", ".join(world.names[s] for s in clicked))
+    clicked_categories = {int(world.shop_category[s]) for s in clicked}
+    logit = (
+        config.bias
+        + world.taste[user, category]
+        + config.latent_scale * world.user_latent[user] @ world.shop_latent[item]
+        + world.quality[item]
+        + config.scene_strength * scene_term
+        + config.search_bonus * (searched == category)
+        + config.click_bonus * (category in clicked_categories)
+    )
+    return texts, concepts, logit
+
+
+def _recent_clicks(searched: int, world: _World, rng: np.random.Generator) -> list[int]:
+    """The shops the user just looked at: 1-2 shops, each half of the time from the searched category."""
+    clicked = []
+    for _ in range(int(rng.integers(1, 3))):
+        if rng.random() < 0.5:
+            pool = np.flatnonzero(world.shop_category == searched)
+        else:
+            pool = np.arange(len(world.names))
+        clicked.append(int(rng.choice(pool)))
+    return clicked
 
 
 def _knowledge(rng: np.random.Generator, held_out: int, strict: bool) -> list[str]:

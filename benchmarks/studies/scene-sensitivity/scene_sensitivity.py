@@ -4,7 +4,7 @@
     python benchmarks/studies/scene-sensitivity/scene_sensitivity.py --run runs/tiny --variant id_only --out sensitivity.json
 
 For the first ``--rows`` test requests and every scene feature whose texts have known meanings (the synthetic
-world's concepts, :data:`larr.data.synth.SCENE_CONCEPTS`: time_slot, weather, place; or ``--concepts FILE``, a JSON
+world's concepts, :data:`larr.data.synth_vocabulary.SCENE_CONCEPTS`: time_slot, weather, place; or ``--concepts FILE``, a JSON
 ``{feature: {meaning: [texts]}}``), the request's text of that feature is replaced by each text of the feature in
 turn, everything else fixed, and the click probability is recomputed as the server computes it (the text is both
 its ID field -- the OOV row when train never had it -- and the frozen embedder's input). A replacement is
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from larr.data.schema import Interactions, load_dataset
-from larr.data.synth import SCENE_CONCEPTS
+from larr.data.synth_vocabulary import SCENE_CONCEPTS
 from larr.layout import RunLayout, Variant
 from larr.models.ctr_model import LarrCTR
 from larr.models.embedder import embed_texts
