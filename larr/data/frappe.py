@@ -265,27 +265,10 @@ def sample_train_negatives(
     log_codes = np.asarray(log_codes, dtype=np.int64)
     heldout_negative_codes = np.asarray(heldout_negative_codes, dtype=np.int64).reshape(-1, log_codes.shape[1])
     context_cols = [0, *range(2, log_codes.shape[1])]  # user + context: the group a negative belongs to
-
-    slots: Counter = Counter()
-    for key in map(tuple, log_codes[:, context_cols].tolist()):
-        slots[key] += negatives_per_row
     used: dict[int, set[int]] = defaultdict(set)
     for user, item in log_codes[:, :2].tolist():
         used[user].add(item)
-    taken: dict[int, set[int]] = defaultdict(set)
-    for row in heldout_negative_codes.tolist():
-        key = tuple(row[c] for c in context_cols)
-        if slots[key] <= 0:
-            raise DataValidationError(
-                f"held-out negatives of (user, context) {key} outnumber its {negatives_per_row} slots per log row: "
-                "the split does not come from this log"
-            )
-        slots[key] -= 1
-        user, item = row[0], row[1]
-        if item in used[user]:
-            raise DataValidationError(f"held-out negative item {item} was used by user {user} in the log")
-        taken[user].add(item)
-
+    slots, taken = _open_negative_slots(log_codes, heldout_negative_codes, context_cols, used, negatives_per_row)
     per_user: dict[int, list[tuple]] = defaultdict(list)
     for key, count in slots.items():
         per_user[key[0]].extend([key] * count)
@@ -300,14 +283,39 @@ def sample_train_negatives(
             raise DataValidationError(
                 f"user {user} needs {len(keys)} distinct negative items but only {len(pool)} are unused"
             )
-        items = rng.choice(pool, size=len(keys), replace=False)
-        block = np.empty((len(keys), log_codes.shape[1]), dtype=np.int64)
+        block = np.empty((len(keys), log_codes.shape[1]), dtype=np.int64)  # (len(keys), F)
         block[:, context_cols] = np.asarray(keys, dtype=np.int64)
-        block[:, 1] = items
+        block[:, 1] = rng.choice(pool, size=len(keys), replace=False)
         out.append(block)
     if not out:
         return np.empty((0, log_codes.shape[1]), dtype=np.int64)
     return np.concatenate(out)
+
+
+def _open_negative_slots(
+    log_codes: np.ndarray, heldout_negative_codes: np.ndarray, context_cols: list[int], used: dict[int, set[int]],
+    negatives_per_row: int,
+) -> tuple[Counter, dict[int, set[int]]]:
+    """The negative slots the held-out negatives leave: ``(user, *context) -> count`` (``negatives_per_row`` per log
+    row of the group, less the group's held-out negatives), and per user the held-out negative items already taken.
+    Raises :class:`DataValidationError` where the held-out negatives cannot come from this log (see the caller)."""
+    slots: Counter = Counter()
+    for key in map(tuple, log_codes[:, context_cols].tolist()):
+        slots[key] += negatives_per_row
+    taken: dict[int, set[int]] = defaultdict(set)
+    for row in heldout_negative_codes.tolist():
+        key = tuple(row[c] for c in context_cols)
+        if slots[key] <= 0:
+            raise DataValidationError(
+                f"held-out negatives of (user, context) {key} outnumber its {negatives_per_row} slots per log row: "
+                "the split does not come from this log"
+            )
+        slots[key] -= 1
+        user, item = row[0], row[1]
+        if item in used[user]:
+            raise DataValidationError(f"held-out negative item {item} was used by user {user} in the log")
+        taken[user].add(item)
+    return slots, taken
 
 
 def _multiset_difference(rows: np.ndarray, remove: np.ndarray, what: str) -> np.ndarray:
