@@ -57,7 +57,7 @@ def _data_validate(args: argparse.Namespace) -> int:
 
 
 def _config_reference(args: argparse.Namespace) -> int:
-    from larr.training.config import config_reference
+    from larr.training.config_reference import config_reference
 
     text = config_reference()
     if args.out is None:

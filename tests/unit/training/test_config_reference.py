@@ -8,7 +8,8 @@ import typing
 from pathlib import Path
 
 from larr.cli import main
-from larr.training.config import TrainConfig, config_reference, load_config, to_dict
+from larr.training.config import TrainConfig, load_config, to_dict
+from larr.training.config_reference import config_reference
 from larr.training.runner import config_from_args, configure_train_parser
 
 ROOT = Path(__file__).resolve().parents[3]
