@@ -39,9 +39,16 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_frappe(args: argparse.Namespace) -> int:
+    from larr.data.cold_start import convert_frappe_cold_start, describe, spec_from_args
     from larr.data.frappe import convert_frappe
 
-    dataset = convert_frappe(Path(args.raw), Path(args.out), seed=args.seed, limit_users=args.limit_users)
+    spec = spec_from_args(args)
+    if spec is None:
+        dataset = convert_frappe(Path(args.raw), Path(args.out), seed=args.seed, limit_users=args.limit_users)
+    else:
+        dataset, report = convert_frappe_cold_start(Path(args.raw), Path(args.out), spec, args.seed, args.limit_users,
+                                                    args.cold_start_tuning_seed)
+        print(describe(report))
     sizes = ", ".join(f"{split} {len(rows)}" for split, rows in dataset.splits.items())
     print(f"wrote {args.out}: {sizes}")
     return 0
@@ -183,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    from larr.data.cold_start import configure_cold_start_flags  # light: numpy only
     data = commands.add_parser("data", help="make or check datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="generate the synthetic food-delivery dataset")
     synth.add_argument("--out", required=True, type=Path)
@@ -200,6 +208,7 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     frappe.add_argument("--out", required=True, type=Path)
     frappe.add_argument("--seed", type=int, default=2024, help="seed of the train negatives")
     frappe.add_argument("--limit-users", type=int, default=None, help="keep only the first N users (smoke runs)")
+    configure_cold_start_flags(frappe)
     frappe.set_defaults(func=_data_frappe)
     validate = data.add_parser("validate", help="load a dataset folder and report the first schema error")
     validate.add_argument("path", type=Path)
