@@ -22,9 +22,10 @@ from larr.training.runner import run_stage as run_with_bookkeeping
 
 STAGES = tuple(stage.value for stage in Stage)
 USER_SEEN = "user_seen"  # `larr evaluate --where` column: 1 when the row's user has a row in the train split
+SCENE_SEEN = "scene_seen"  # `larr evaluate --where` column: 1 when every scene value of the row occurs in train
 
 __all__ = [
-    "STAGES", "USER_SEEN", "config_from_args", "configure_evaluate_parser", "configure_train_parser", "run_all",
+    "SCENE_SEEN", "STAGES", "USER_SEEN", "config_from_args", "configure_evaluate_parser", "configure_train_parser", "run_all",
     "run_evaluate", "run_from_args", "run_stage",
 ]
 
@@ -88,7 +89,11 @@ def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
         help="CTR model to score, repeatable (default: every one trained in RUN)")
     add("--where", action="append", default=[], metavar="COLUMN=VALUE",
         help=f"keep rows whose COLUMN (a column of the split's CSV, or {USER_SEEN}: 1 = the user has rows in the "
-        "train split, 0 = a new user) equals VALUE; repeatable (all must match)")
+        f"train split, 0 = a new user, or {SCENE_SEEN}: 1 = every scene value occurs in train) equals VALUE; "
+        "repeatable (all must match)")
+    add("--held-out-scenes", nargs="?", const="", default=None, metavar="F,G",
+        help="keep rows with a value of scene feature F or G (the flag alone: of any scene feature) that no train "
+        "row has: the cold-start slice, computed from the dataset")
     add("--users", type=Path, metavar="FILE", help="keep rows of the users FILE lists (one id per line)")
     add("--data", type=Path, help="dataset folder (default: the one RUN/config.yaml names)")
 

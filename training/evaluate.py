@@ -3,13 +3,17 @@
     larr evaluate --run runs/tiny --split test                                 # every trained variant
     larr evaluate --run runs/tiny --variant larr --split test --where user_seen=0   # users absent from train
     larr evaluate --run runs/tiny --split valid --where weather=downpour --where place=office
+    larr evaluate --run runs/tiny --split test --held-out-scenes weather,place    # scene values absent from train
     larr evaluate --run runs/tiny --split test --users returning.txt --scores scores.csv
 
 Scoring is stage 3's own (:func:`larr.training.ctr.predict` on the frozen embedder's features, the metrics of
 :mod:`larr.training.metrics`), so ``--split test`` without a segment repeats the test numbers of the run's
 ``metrics.json``. A segment is the rows matching every ``--where COLUMN=VALUE`` (a column of the split's CSV, or
-``user_seen``: 1 when the row's user has a row in the train split) and, with ``--users FILE``, whose user id the
-file lists (one id per line). ``--scores FILE`` writes each selected row's click probability per variant (CSV).
+``user_seen``: 1 when the row's user has a row in the train split; ``scene_seen``: 1 when every scene value of the
+row occurs in the train split), with ``--held-out-scenes [F,G]``, that have a value of F or G (default: any scene
+feature) that no train row has — computed from the dataset, so it works on any log — and, with ``--users FILE``,
+whose user id the file lists (one id per line). ``--scores FILE`` writes each selected row's click probability per
+variant (CSV).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from larr.layout import RunLayout, Variant
 from larr.models.ctr_model import SPEC_FILE, LarrCTR
 from larr.models.embedder import embed_texts
 from larr.models.field_vocab import FieldVocab
-from larr.training.cli import USER_SEEN
+from larr.training.cli import SCENE_SEEN, USER_SEEN
 from larr.training.ctr import load_frozen_embedder, predict, scene_text_codes, split_tensors
 from larr.training.metrics import ctr_metrics
 
@@ -42,9 +46,12 @@ class Segment:
 
     where: tuple[tuple[str, str], ...] = ()
     users: frozenset[int] | None = None
+    unseen_in: tuple[str, ...] | None = None  # None: off; (): any scene feature
 
     def describe(self) -> str:
         parts = [f"{column}={value}" for column, value in self.where]
+        if self.unseen_in is not None:
+            parts.append(f"a {'/'.join(self.unseen_in) or 'scene'} value absent from train")
         if self.users is not None:
             parts.append(f"{len(self.users)} listed users")
         return ", ".join(parts) or "all rows"
@@ -83,7 +90,7 @@ def select_rows(dataset: Dataset, split: str, segment: Segment) -> np.ndarray:
         if column in features:
             keep &= np.array(rows.scene[features.index(column)], dtype=object) == value
             continue
-        known = [*INTERACTION_ID_COLUMNS, *features, USER_SEEN]
+        known = [*INTERACTION_ID_COLUMNS, *features, USER_SEEN, SCENE_SEEN]
         if column not in known:
             raise UsageError(f"--where {column}={value}: no column {column!r}; one of {known}")
         try:
@@ -92,11 +99,30 @@ def select_rows(dataset: Dataset, split: str, segment: Segment) -> np.ndarray:
             raise UsageError(f"--where {column}={value}: {column} is an integer column") from None
         if column == USER_SEEN:
             keep &= np.isin(rows.user_id, dataset.train.user_id) == bool(number)
+        elif column == SCENE_SEEN:
+            keep &= unseen_scene_rows(dataset, split, features) != bool(number)
         else:
             keep &= _id_column(rows, column) == number
+    if segment.unseen_in is not None:
+        keep &= unseen_scene_rows(dataset, split, segment.unseen_in or features)
     if segment.users is not None:
         keep &= np.isin(rows.user_id, np.fromiter(segment.users, dtype=np.int64))
     return np.flatnonzero(keep)
+
+
+def unseen_scene_rows(dataset: Dataset, split: str, features: tuple[str, ...]) -> np.ndarray:
+    """(N,) bool: the rows of ``split`` with a value of one of ``features`` that no row of the train split has."""
+    names = dataset.info.scene_features
+    unknown = [f for f in features if f not in names]
+    if unknown:
+        raise UsageError(f"--held-out-scenes {','.join(features)}: no scene feature(s) {unknown}; one of {list(names)}")
+    rows = dataset.splits[split]
+    unseen = np.zeros(len(rows), dtype=bool)
+    for feature in features:
+        k = names.index(feature)
+        seen = set(dataset.train.scene[k])
+        unseen |= np.fromiter((text not in seen for text in rows.scene[k]), dtype=bool, count=len(rows))
+    return unseen
 
 
 def _id_column(rows: Interactions, column: str) -> np.ndarray:
@@ -167,8 +193,11 @@ def write_scores(path: Path, rows: Interactions, indices: np.ndarray, scores: di
 
 def _evaluate_args(args: argparse.Namespace):
     """``evaluate`` on what the shared selection flags (training/cli.py) ask for; returns it and the segment."""
+    unseen_in = None
+    if args.held_out_scenes is not None:  # the flag alone gives "": every scene feature
+        unseen_in = tuple(f.strip() for f in args.held_out_scenes.split(",") if f.strip())
     segment = Segment(tuple(parse_where(text) for text in args.where),
-                      read_user_ids(args.users) if args.users else None)
+                      read_user_ids(args.users) if args.users else None, unseen_in)
     variants = [Variant.parse(v) for v in args.variant or ()]
     return evaluate(args.run, args.split, segment, variants, args.data), segment
 
