@@ -113,7 +113,9 @@ def render_text(text: str, root: Path, tables: Mapping[str, Renderer], where: st
         except KeyError as error:
             problems.append(f"{where}:{block.open_line + 1}: {block.name}: its results file has no field {error}")
             continue
-        lines[block.open_line + 1:block.close_line] = ["\n", table.rstrip("\n") + "\n", "\n"]
+        # right after the opening marker and up to the closing one: a comment line ends its HTML block, so the
+        # table needs no blank line around it (README's length is counted)
+        lines[block.open_line + 1:block.close_line] = [table.rstrip("\n") + "\n"]
     return "".join(lines), problems[::-1]  # in the order of the document
 
 

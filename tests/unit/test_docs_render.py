@@ -49,7 +49,7 @@ def test_markers_that_do_not_pair_up_are_an_error(text: str, message: str) -> No
 def test_a_block_is_replaced_by_its_table_and_the_rest_of_the_text_is_kept() -> None:
     rendered, problems = render_text(DOC, Path("."), TABLES)
     assert problems == []
-    assert rendered == DOC.replace("| typed | by hand |\n", "\n" + numbers(Path(".")) + "\n\n")
+    assert rendered == DOC.replace("| typed | by hand |\n", numbers(Path(".")) + "\n")
     assert render_text(rendered, Path("."), TABLES) == (rendered, [])  # rendering twice changes nothing
 
 
