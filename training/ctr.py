@@ -51,7 +51,7 @@ from larr.models.embedder import TextEmbedder, checkpoint_pooling, embed_texts
 from larr.models.field_vocab import FieldVocab
 from larr.text import format_scene, format_scene_feature
 from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
-from larr.training.config import TrainConfig
+from larr.training.config import CTRConfig, TrainConfig
 from larr.training.corpus import item_texts
 from larr.training.loop import (
     DistContext,
@@ -275,25 +275,19 @@ def record_validation(state: dict, auc: float, lr_decay_patience: int) -> Platea
     return Plateau.DECAY if state["stale_epochs"] % lr_decay_patience == 0 else Plateau.STALE
 
 
-def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: Path, llm: LLMFeatures | None,
-                  vocab: FieldVocab, ctx: DistContext, resume: bool, history: dict[str, np.ndarray] | None = None) -> dict:
-    """``history``: split -> (N, L) item field indices of the selected history events (see :func:`history_items`)."""
-    cfg = config.ctr
-    stage_dir = RunLayout(out).ctr_dir(variant)
-    use_llm = llm is not None
-    data = {
-        split: split_tensors(vocab, rows, llm.codes[split] if use_llm else None, None if history is None else history[split])
-        for split, rows in dataset.splits.items()
-    }
-    table = llm.table if use_llm else None
-    spec = CTRModelSpec(
+def model_spec(cfg: CTRConfig, variant: Variant, vocab: FieldVocab, num_items: int, train: SplitTensors,
+               table: torch.Tensor | None) -> CTRModelSpec:
+    """The model a variant trains: its ID fields, the LLM inputs' shape when it reads them (``train.codes`` (N, K'),
+    ``table`` (V, D)) and the backbone and aggregation settings of ``cfg``."""
+    use_llm = table is not None
+    return CTRModelSpec(
         variant=variant.value,
         field_names=list(vocab.field_names),
         field_vocab_sizes=vocab.sizes,
         use_llm=use_llm,
-        llm_features=int(data["train"].codes.shape[1]) if use_llm else 0,
+        llm_features=int(train.codes.shape[1]) if use_llm else 0,
         llm_dim=int(table.shape[1]) if use_llm else 0,
-        num_items=dataset.info.num_items,
+        num_items=num_items,
         backbone=asdict(cfg.backbone),
         agg_dim=cfg.agg_dim,
         agg_layers=cfg.agg_layers,
@@ -302,55 +296,109 @@ def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: 
         llm_input_scale=cfg.llm_input_scale,
         history=cfg.history.value,
     )
-    seed_everything(config.seed)
-    model = LarrCTR(spec, llm.item_embeddings if use_llm else None)
+
+
+def train_variant(config: TrainConfig, dataset: Dataset, variant: Variant, out: Path, llm: LLMFeatures | None,
+                  vocab: FieldVocab, ctx: DistContext, resume: bool, history: dict[str, np.ndarray] | None = None) -> dict:
+    """Train one variant into ``RunLayout.ctr_dir(variant)``: set up -> epochs (:func:`train_epochs`) -> restore the
+    best epoch's weights, score and save (:func:`finish_variant`). ``history``: split -> (N, L) item field indices of
+    the selected history events (see :func:`history_items`)."""
+    cfg = config.ctr
+    stage_dir = RunLayout(out).ctr_dir(variant)
+    data = {
+        split: split_tensors(vocab, rows, None if llm is None else llm.codes[split], None if history is None else history[split])
+        for split, rows in dataset.splits.items()
+    }
+    table = None if llm is None else llm.table
+    spec = model_spec(cfg, variant, vocab, dataset.info.num_items, data["train"], table)
+    seed_everything(config.seed)  # the initial weights are a function of the seed alone
+    model = LarrCTR(spec, None if llm is None else llm.item_embeddings)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    align_weight = 0.0 if variant is Variant.NO_ALIGNMENT else cfg.align_weight
-    train = data["train"]
-    steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
-    max_steps = cfg.max_epochs * steps_per_epoch
     state = {"best_auc": -1.0, "best_state": None, "stale_epochs": 0, "history": []}
     start_step = 0
     if resume and (stage_dir / "checkpoint.pt").exists():
         start_step, state = load_checkpoint(stage_dir, model, optimizer)
+    step = train_epochs(config, variant, model, optimizer, data, table, state, start_step, stage_dir, ctx)
+    return finish_variant(cfg, model, optimizer, vocab, data, table, state, step, stage_dir, ctx)
+
+
+def train_epochs(config: TrainConfig, variant: Variant, model: LarrCTR, optimizer: torch.optim.Optimizer,
+                 data: dict[str, SplitTensors], table: torch.Tensor | None, state: dict, start_step: int,
+                 stage_dir: Path, ctx: DistContext) -> int:
+    """Steps from ``start_step`` until ``ctr.max_epochs`` passes or ``ctr.patience`` stale epochs, validating after
+    each epoch (``state`` keeps the best weights and the history) and checkpointing every ``ctr.checkpoint_every``
+    steps; returns the number of steps done."""
+    cfg = config.ctr
+    train = data["train"]
+    steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
+    max_steps = cfg.max_epochs * steps_per_epoch
+    align_weight = 0.0 if variant is Variant.NO_ALIGNMENT else cfg.align_weight
     ddp_model = wrap_ddp(model, ctx)
     logger = StepLogger(stage_dir, ctx, resume_from_step=start_step)
     bar = progress(max_steps, start_step, f"stage 3 {variant}", ctx)
     model.train()
     step = start_step
     while step < max_steps and state["stale_epochs"] < cfg.patience:
-        seed_step(config.seed, step)
-        batch = batch_indices(step, len(train.labels), cfg.batch_size, config.seed)
-        rows = torch.from_numpy(ctx.shard(batch))
-        dropped = scene_dropout_mask(config.seed, step, len(batch), spec.llm_features, cfg.scene_dropout) if use_llm else None
-        output = forward_rows(ddp_model, train, rows, table, None if dropped is None else ctx.shard(dropped))
-        bce = F.binary_cross_entropy_with_logits(output.logits, train.labels[rows])
-        # the alignment's in-batch negatives span the global batch (ctx.gather_rows), like one process's
-        align = (alignment_loss(ctx.gather_rows(output.aligned), ctx.gather_rows(output.collaborative), cfg.align_temperature)
-                 if use_llm else torch.zeros(()))
-        loss = bce + align_weight * align + model.backbone.regularization()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        losses = train_step(config, model, ddp_model, optimizer, train, table, step, align_weight, ctx)
         step += 1
-        logger.log(step, loss=ctx.all_reduce_mean(loss).item(), bce=bce.item(), align=align.item())
+        logger.log(step, **losses)
         bar.update(1)
         if step % steps_per_epoch == 0 or step == max_steps:
-            # every rank holds identical weights, so every rank reaches the same early-stopping decision
-            valid = ctr_metrics(data["valid"].users, data["valid"].labels.numpy(), predict(model, data["valid"], table))
-            state["history"].append({"step": step, **valid})
-            outcome = record_validation(state, valid["auc"], cfg.lr_decay_patience)
-            if outcome is Plateau.IMPROVED:
-                state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
-            elif outcome is Plateau.DECAY:
-                for group in optimizer.param_groups:  # FuxiCTR/BARS: decay on plateau, keep going
-                    group["lr"] *= cfg.lr_decay_on_plateau
-            bar.set_postfix(valid_auc=f"{valid['auc']:.4f}")
+            valid_auc = validate_epoch(cfg, model, optimizer, data["valid"], table, state, step)
+            bar.set_postfix(valid_auc=f"{valid_auc:.4f}")
         if ctx.is_main and (step % cfg.checkpoint_every == 0):
             save_checkpoint(stage_dir, step, model, optimizer, state)
     bar.close()
+    return step
+
+
+def train_step(config: TrainConfig, model: LarrCTR, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               train: SplitTensors, table: torch.Tensor | None, step: int, align_weight: float,
+               ctx: DistContext) -> dict[str, float]:
+    """One optimiser step on the global batch of ``step`` (this rank's share through ``ddp_model``, the wrapper of
+    ``model``); returns the losses to log: the total (mean over ranks), BCE and alignment."""
+    cfg = config.ctr
+    use_llm = table is not None
+    seed_step(config.seed, step)
+    batch = batch_indices(step, len(train.labels), cfg.batch_size, config.seed)  # (B,) the global batch
+    rows = torch.from_numpy(ctx.shard(batch))  # (B / world_size,) this rank's rows
+    dropped = (scene_dropout_mask(config.seed, step, len(batch), int(train.codes.shape[1]), cfg.scene_dropout)
+               if use_llm else None)  # (B, K') or None
+    output = forward_rows(ddp_model, train, rows, table, None if dropped is None else ctx.shard(dropped))
+    bce = F.binary_cross_entropy_with_logits(output.logits, train.labels[rows])
+    # the alignment's in-batch negatives span the global batch (ctx.gather_rows), like one process's
+    align = (alignment_loss(ctx.gather_rows(output.aligned), ctx.gather_rows(output.collaborative), cfg.align_temperature)
+             if use_llm else torch.zeros(()))
+    loss = bce + align_weight * align + model.backbone.regularization()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return {"loss": ctx.all_reduce_mean(loss).item(), "bce": bce.item(), "align": align.item()}
+
+
+def validate_epoch(cfg: CTRConfig, model: LarrCTR, optimizer: torch.optim.Optimizer, valid: SplitTensors,
+                   table: torch.Tensor | None, state: dict, step: int) -> float:
+    """Score the valid split after an epoch: keep the weights of a new best, decay the learning rate on a plateau
+    (see :func:`record_validation`); returns the epoch's validation AUC."""
+    # every rank holds identical weights, so every rank reaches the same early-stopping decision
+    metrics = ctr_metrics(valid.users, valid.labels.numpy(), predict(model, valid, table))
+    state["history"].append({"step": step, **metrics})
+    outcome = record_validation(state, metrics["auc"], cfg.lr_decay_patience)
+    if outcome is Plateau.IMPROVED:
+        state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+    elif outcome is Plateau.DECAY:
+        for group in optimizer.param_groups:  # FuxiCTR/BARS: decay on plateau, keep going
+            group["lr"] *= cfg.lr_decay_on_plateau
+    return metrics["auc"]
+
+
+def finish_variant(cfg: CTRConfig, model: LarrCTR, optimizer: torch.optim.Optimizer, vocab: FieldVocab,
+                   data: dict[str, SplitTensors], table: torch.Tensor | None, state: dict, step: int,
+                   stage_dir: Path, ctx: DistContext) -> dict:
+    """Restore the best epoch's weights, score the test split (unless ``ctr.read_test`` is off) and, on rank 0,
+    write the checkpoint, the model and ``result.json``; returns the result."""
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     # model selection (cfg.read_test false) never scores the test split: its result has validation numbers only
