@@ -35,6 +35,7 @@ from larr.tokenization import EmbeddingInputConfig, EmbeddingTokenizer
 from larr.training.config import DistillLoss, PruneImportance, TrainConfig
 from larr.training.embed import TRAIN_PAIRS_PER_KIND, evaluate
 from larr.training.loop import (
+    DistContext,
     StepLogger,
     atomic_write_text,
     batch_indices,
@@ -92,8 +93,19 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def held_out_batches(tokenizer: EmbeddingTokenizer, texts: list[str], batch_size: int) -> list[tuple]:
+    """``texts`` in batches of ``batch_size``, each ``(rows (B,), input_ids (B, T), attention_mask (B, T))``."""
+    batches = []
+    for start in range(0, len(texts), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(texts)))
+        ids, mask = tokenizer([texts[i] for i in rows])
+        batches.append((rows, torch.from_numpy(ids), torch.from_numpy(mask)))
+    return batches
+
+
 def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
-    """Distil ``OUT/embed/model`` into ``OUT/distill/model``; returns the result (see the module docstring)."""
+    """Distil ``OUT/embed/model`` into ``OUT/distill/model``; returns the result (see the module docstring).
+    Set up (texts, teacher, student, the one-shot baseline) -> :func:`distil` -> save and score."""
     ctx = init_distributed()
     if ctx.enabled:
         raise ConfigError("larr train distill runs in one process; start it without torchrun")
@@ -117,51 +129,16 @@ def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
     loss_fn = LOSSES[cfg.loss]
     full = widths_of(student)
     plan = prune_plan(full, cfg.width_ratio, cfg.prune_steps, cfg.prune_every)
-
-    # held-out texts (the eval pairs'), for the distillation loss before/after: (rows, input_ids, attention_mask)
-    eval_texts = pair_texts(eval_pairs)
-    eval_batches = []
-    for start in range(0, len(eval_texts), cfg.batch_size):
-        rows = torch.arange(start, min(start + cfg.batch_size, len(eval_texts)))
-        ids, mask = tokenizer([eval_texts[i] for i in rows])
-        eval_batches.append((rows, torch.from_numpy(ids), torch.from_numpy(mask)))
+    # held-out texts (the eval pairs'), for the distillation loss before/after
+    eval_batches = held_out_batches(tokenizer, pair_texts(eval_pairs), cfg.batch_size)
     with torch.no_grad():
         eval_targets = torch.cat([teacher.project(ids, mask) for _, ids, mask in eval_batches])  # (N, D)
-    final = plan[max(plan)]
-    one_shot = prune_to(teacher, final, ImportanceTracker(PruneImportance.MAGNITUDE).scores(teacher))
+    # the baseline: the teacher cut to the final widths in one shot (magnitude), without training
+    one_shot = prune_to(teacher, plan[max(plan)], ImportanceTracker(PruneImportance.MAGNITUDE).scores(teacher))
     loss_one_shot = held_out_loss(one_shot, eval_targets, eval_batches, loss_fn)
     del one_shot
 
-    importance = ImportanceTracker(cfg.importance)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    logger = StepLogger(layout.distill_dir, ctx)
-    bar = progress(cfg.steps, 0, "distill", ctx)
-    for step in range(cfg.steps):
-        if step in plan:
-            student = prune_to(student, plan[step], importance.scores(student))
-            importance.reset()
-            optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-        seed_step(config.seed, step)
-        lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, cfg.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        rows = batch_indices(step, len(texts), cfg.batch_size, config.seed)
-        ids, mask = (torch.from_numpy(a) for a in tokenizer([texts[i] for i in rows]))  # (B, T) each
-        with torch.no_grad():
-            target = teacher.project(ids, mask)  # (B, D)
-        loss = loss_fn(student.project(ids, mask), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        importance.accumulate(student)  # the raw gradients, before clipping
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        widths = widths_of(student)
-        logger.log(step + 1, loss=loss.item(), lr=lr, hidden=widths.hidden, intermediate=widths.intermediate,
-                   heads_per_group=widths.heads_per_group)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", hidden=widths.hidden)
-    bar.close()
-
+    student = distil(config, teacher, student, tokenizer, texts, plan, loss_fn, layout.distill_dir, ctx)
     student.eval()
     input_config = EmbeddingInputConfig.load(teacher_dir)
     student.save_pretrained(layout.distilled_embedder_dir, AutoTokenizer.from_pretrained(teacher_dir), input_config)
@@ -175,6 +152,52 @@ def run(config: TrainConfig, out: Path, resume: bool = False) -> dict:
     }
     atomic_write_text(result_file, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def distil(config: TrainConfig, teacher: TextEmbedder, student: TextEmbedder, tokenizer: EmbeddingTokenizer,
+           texts: list[str], plan: dict[int, Widths], loss_fn, stage_dir: Path, ctx: DistContext) -> TextEmbedder:
+    """``distill.steps`` steps of ``student`` learning ``teacher``'s embeddings of ``texts``, cut to ``plan[step]``
+    before each step the plan names (a new optimizer then: the parameters are new tensors); returns the final,
+    pruned student."""
+    cfg = config.distill
+    importance = ImportanceTracker(cfg.importance)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    logger = StepLogger(stage_dir, ctx)
+    bar = progress(cfg.steps, 0, "distill", ctx)
+    for step in range(cfg.steps):
+        if step in plan:
+            student = prune_to(student, plan[step], importance.scores(student))
+            importance.reset()
+            optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+        seed_step(config.seed, step)
+        lr = lr_at(step, cfg.learning_rate, cfg.warmup_steps, cfg.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        rows = batch_indices(step, len(texts), cfg.batch_size, config.seed)  # (B,)
+        loss = distill_step(student, teacher, optimizer, importance, tokenizer([texts[i] for i in rows]), loss_fn)
+        widths = widths_of(student)
+        logger.log(step + 1, loss=loss, lr=lr, hidden=widths.hidden, intermediate=widths.intermediate,
+                   heads_per_group=widths.heads_per_group)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", hidden=widths.hidden)
+    bar.close()
+    return student
+
+
+def distill_step(student: TextEmbedder, teacher: TextEmbedder, optimizer: torch.optim.Optimizer,
+                 importance: ImportanceTracker, batch: tuple[np.ndarray, np.ndarray], loss_fn) -> float:
+    """One optimiser step of ``student`` towards ``teacher`` on ``batch`` (input_ids, attention_mask: (B, T) each),
+    the raw gradients added to ``importance``; returns the loss."""
+    ids, mask = (torch.from_numpy(a) for a in batch)  # (B, T) each
+    with torch.no_grad():
+        target = teacher.project(ids, mask)  # (B, D)
+    loss = loss_fn(student.project(ids, mask), target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    importance.accumulate(student)  # the raw gradients, before clipping
+    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
 
 
 train = run  # as ``larr train distill`` runs it
