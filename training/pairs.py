@@ -52,12 +52,45 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.left)
 
+    def add(self, pair: tuple[str, str]) -> None:
+        self.left.append(pair[0])
+        self.right.append(pair[1])
+
 
 def _clicks_by_user(rows: Interactions) -> dict[int, list[int]]:
     clicks: dict[int, list[int]] = defaultdict(list)
     for n in np.flatnonzero(rows.label > 0):
         clicks[int(rows.user_id[n])].append(int(n))
     return clicks
+
+
+@dataclass
+class _ClickSource:
+    """What the three kinds draw from: one split's clicks and the dataset's item texts."""
+
+    rows: Interactions
+    clicks: dict[int, list[int]]  # user -> their clicks' row indices in ``rows``
+    users: list[int]  # the users with two clicks or more: the only ones drawn
+    names: list[str]  # item id -> name
+    items: list[str]  # item id -> item text (training.corpus.item_texts)
+    categories: list[str]  # item id -> category
+    by_category: dict[str, list[int]]  # category -> its item ids
+    features: tuple[str, ...]  # the scene features, in the order of ``rows.scene``
+
+    @classmethod
+    def of(cls, dataset: Dataset, split: str) -> _ClickSource:
+        rows = dataset.splits[split]
+        clicks = _clicks_by_user(rows)
+        users = [u for u, c in clicks.items() if len(c) >= 2]
+        if not users:
+            raise DataValidationError(
+                f"split '{split}' has no user with two clicks (label 1); stage 2 builds its user-user pairs from them"
+            )
+        by_category: dict[str, list[int]] = defaultdict(list)
+        for i, category in enumerate(dataset.items.category):
+            by_category[category].append(i)
+        return cls(rows, clicks, users, dataset.items.name, item_texts(dataset), dataset.items.category, by_category,
+                   dataset.info.scene_features)
 
 
 def build_pairs(
@@ -74,61 +107,67 @@ def build_pairs(
     """``count`` pairs of each of :data:`PAIR_KINDS` drawn from ``split`` (seeded), plus the :data:`VIEW_KINDS`
     named in ``views``."""
     rng = np.random.default_rng((seed, SPLIT_STREAM[split]))
-    rows = dataset.splits[split]
-    names = dataset.items.name
-    items = item_texts(dataset)
-    features = dataset.info.scene_features
-    clicks = _clicks_by_user(rows)
-    users = [u for u, c in clicks.items() if len(c) >= 2]
-    if not users:
-        raise DataValidationError(
-            f"split '{split}' has no user with two clicks (label 1); stage 2 builds its user-user pairs from them"
-        )
-
-    def history(exclude: set[int], user: int) -> str:
-        pool = [rows.item_id[n] for n in clicks[user] if n not in exclude]
-        take = rng.choice(len(pool), size=min(history_length, len(pool)), replace=False) if pool else []
-        return format_user([names[pool[i]] for i in take])
-
-    def scene_text(n: int) -> str:
-        kept = [k for k in range(len(features)) if rng.random() < scene_keep] or [int(rng.integers(len(features)))]
-        return wrap("scene", "".join(format_scene_feature(features[k], rows.scene[k][n]) for k in kept))
-
+    source = _ClickSource.of(dataset, split)
     out = {kind: Pairs([], []) for kind in PAIR_KINDS}
-    by_category: dict[str, list[int]] = defaultdict(list)
-    for i, category in enumerate(dataset.items.category):
-        by_category[category].append(i)
-    for _ in range(count):
-        # user–item
-        user = users[int(rng.integers(len(users)))]
-        n = clicks[user][int(rng.integers(len(clicks[user])))]
-        out["user_item"].left.append(scene_text(n) + history({n}, user))
-        out["user_item"].right.append(items[int(rows.item_id[n])])
-        # user–user: two disjoint histories
-        user = users[int(rng.integers(len(users)))]
-        order = rng.permutation(clicks[user])
-        half = max(1, len(order) // 2)
-        first = [names[rows.item_id[n]] for n in order[:half][:history_length]]
-        second = [names[rows.item_id[n]] for n in order[half:][:history_length]]
-        out["user_user"].left.append(format_user(first))
-        out["user_user"].right.append(format_user(second))
-        # item–item
-        user = users[int(rng.integers(len(users)))]
-        a, b = rng.choice(clicks[user], size=2, replace=False)
-        first_item = int(rows.item_id[a])
-        if rng.random() < 0.5:
-            second_item = int(rows.item_id[b])
-        else:
-            same = by_category[dataset.items.category[first_item]]
-            second_item = int(same[int(rng.integers(len(same)))])
-        out["item_item"].left.append(items[first_item])
-        out["item_item"].right.append(items[second_item])
+    for _ in range(count):  # the three kinds take turns on one stream: one pair of each per round
+        out["user_item"].add(_user_item_pair(source, history_length, scene_keep, rng))
+        out["user_user"].add(_user_user_pair(source, history_length, rng))
+        out["item_item"].add(_item_item_pair(source, rng))
     if "item_views" in views:
         out["item_views"] = item_view_pairs(dataset)
     if "persona" in views:
         view_rng = np.random.default_rng((seed, SPLIT_STREAM[split], VIEW_STREAM["persona"]))
-        out["persona"] = persona_pairs(dataset, rows, clicks, users, count, history_length, persona_top_k, persona_recent, view_rng)
+        out["persona"] = persona_pairs(dataset, source.rows, source.clicks, source.users, count, history_length,
+                                       persona_top_k, persona_recent, view_rng)
     return out
+
+
+def _user_item_pair(source: _ClickSource, history_length: int, scene_keep: float,
+                    rng: np.random.Generator) -> tuple[str, str]:
+    """A random click's scene (features kept with probability ``scene_keep``) + its user's other clicked items ↔ the
+    clicked item's text."""
+    user = source.users[int(rng.integers(len(source.users)))]
+    n = source.clicks[user][int(rng.integers(len(source.clicks[user])))]
+    left = _scene_text(source, n, scene_keep, rng) + _history_text(source, user, {n}, history_length, rng)
+    return left, source.items[int(source.rows.item_id[n])]
+
+
+def _user_user_pair(source: _ClickSource, history_length: int, rng: np.random.Generator) -> tuple[str, str]:
+    """Two disjoint histories of one random user: their clicks shuffled and cut in half."""
+    user = source.users[int(rng.integers(len(source.users)))]
+    order = rng.permutation(source.clicks[user])
+    half = max(1, len(order) // 2)
+    first = [source.names[source.rows.item_id[n]] for n in order[:half][:history_length]]
+    second = [source.names[source.rows.item_id[n]] for n in order[half:][:history_length]]
+    return format_user(first), format_user(second)
+
+
+def _item_item_pair(source: _ClickSource, rng: np.random.Generator) -> tuple[str, str]:
+    """Two items one random user clicked, or (half of the time) the first and an item of its category."""
+    user = source.users[int(rng.integers(len(source.users)))]
+    a, b = rng.choice(source.clicks[user], size=2, replace=False)
+    first_item = int(source.rows.item_id[a])
+    if rng.random() < 0.5:
+        second_item = int(source.rows.item_id[b])
+    else:
+        same = source.by_category[source.categories[first_item]]
+        second_item = int(same[int(rng.integers(len(same)))])
+    return source.items[first_item], source.items[second_item]
+
+
+def _history_text(source: _ClickSource, user: int, exclude: set[int], history_length: int,
+                  rng: np.random.Generator) -> str:
+    """A user text: up to ``history_length`` of the user's clicked items (rows not in ``exclude``), in random order."""
+    pool = [source.rows.item_id[n] for n in source.clicks[user] if n not in exclude]
+    take = rng.choice(len(pool), size=min(history_length, len(pool)), replace=False) if pool else []
+    return format_user([source.names[pool[i]] for i in take])
+
+
+def _scene_text(source: _ClickSource, n: int, scene_keep: float, rng: np.random.Generator) -> str:
+    """Row ``n``'s scene, each feature kept with probability ``scene_keep`` (one at random when none is)."""
+    features = source.features
+    kept = [k for k in range(len(features)) if rng.random() < scene_keep] or [int(rng.integers(len(features)))]
+    return wrap("scene", "".join(format_scene_feature(features[k], source.rows.scene[k][n]) for k in kept))
 
 
 def item_view_pairs(dataset: Dataset) -> Pairs:
