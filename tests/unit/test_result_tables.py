@@ -9,20 +9,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from larr.result_tables import (
-    ResultsError,
-    Source,
+from larr.result_tables.frappe import (
     companions_frappe_table,
-    demo_timings_table,
     frappe_deepfm_table,
     frappe_finalmlp_table,
-    read_source,
     replication_groups_table,
-    serving_cpu_table,
-    soak_table,
-    source_line,
-    synthetic_ablation_table,
 )
+from larr.result_tables.serving import demo_timings_table, scale_build_table, scale_load_table, serving_cpu_table, soak_table
+from larr.result_tables.sources import ResultsError, Source, read_source, source_line
+from larr.result_tables.synthetic import synthetic_ablation_table
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -231,3 +226,24 @@ def test_demo_timings_give_each_step_in_the_order_it_ran() -> None:
     assert got["data"] == ["15 s"] and got["training"] == ["1 min 35 s"]
     assert got["first served answer (since the start)"] == ["2 min 35 s"]
     assert got["total"] == ["3 min 05 s"]
+
+
+def scale_results(ratio: float | None = None) -> Source:
+    runs = {"local": {"texts": 100, "seconds": 10.0, "texts_per_s": 10.0, "rows": 100},
+            "ray, 1 worker": {"texts": 100, "seconds": 4.0, "texts_per_s": 25.0, "rows": 100},
+            "ray, 2 workers": {"texts": 100, "seconds": 2.5, "texts_per_s": 40.0, "rows": 100}}
+    return Source("scale.json", {
+        "machine": {"shared": "load 1-2"}, "code_commit": COMMIT,
+        "build": {"repeats": 1, "note": "one run each", "runs": runs, "ray_2_over_1_workers": ratio if ratio else 40 / 25},
+        "load_store": {"code_commit": COMMIT, "rows": 1000, "batch_size": 100,
+                       "runs": {"one node": [{"rows_per_s": r} for r in (300.0, 100.0, 200.0, 400.0)]}}})
+
+
+def test_scale_tables_give_the_worker_ratio_and_the_median_load_rate() -> None:
+    build = scale_build_table(scale_results())
+    assert rows(build)["ray, 2 workers"] == ["2.5", "40", "100"]
+    assert f"**{40 / 25:.2f}×**" in build
+    with pytest.raises(ResultsError, match="ray_2_over_1_workers"):
+        scale_build_table(scale_results(ratio=2.0))  # a stored ratio its own runs do not give
+    load = rows(scale_load_table(scale_results()))
+    assert load["one node"] == [f"{np.median([300, 100, 200, 400]):,.0f}", "100–400", "4"]
