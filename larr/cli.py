@@ -1,5 +1,5 @@
-"""The ``larr`` command line: data, config, train, evaluate, export, embed-scenes, serve, query, demo, bench,
-perf-data.
+"""The ``larr`` command line: data, config, base-model, train, evaluate, predict, export, embed-scenes, load-store,
+serve, query, demo, docs, bench, soak, perf-data.
 
 Subcommands import their (heavy) modules only when run, so ``larr query`` never imports torch.
 
