@@ -29,7 +29,7 @@ there anyway.
 int8 (:func:`quantize_int8`), measured on the SmolLM-135M-shaped embedder (benchmarks/studies/
 embedder-cost/results/): weights int8 symmetric per output channel, activations uint8 asymmetric per
 tensor, computed per batch at run time (``DynamicQuantizeLinear`` -> ``MatMulInteger``: u8 x s8, the
-VNNI ``VPDPBUSD`` path; AVX2 runs the same graph). Only MatMuls with a constant weight are quantised:
+VNNI ``VPDPBUSD`` path; on a host without VNNI the weights take 7 bits, :func:`int8_reduce_range`). Only MatMuls with a constant weight are quantised:
 the attention's activation x activation MatMuls (Q K^T, softmax x V) stay fp32 -- quantising the softmax
 probabilities to uint8 costs accuracy and saves little. The MLP down-projections stay fp32 too: their
 input (``silu(gate) * up``) has the widest range of any MatMul input, and one per-tensor scale over it
@@ -103,9 +103,33 @@ def weight_matmuls(model: "onnx.ModelProto", exclude: tuple[str, ...] = ()) -> l
     ]
 
 
-def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, exclude: tuple[str, ...] = INT8_FP32_MATMULS) -> Path:
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")  # /proc/cpuinfo flags of the u8 x s8 dot-product instructions
+
+
+def host_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when this CPU has a VNNI dot product (AVX-512 VNNI or AVX-VNNI); False without, or without /proc."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in VNNI_FLAGS)
+
+
+def int8_reduce_range(vnni: bool) -> bool:
+    """Whether weights are quantised to 7 bits instead of 8. Without VNNI, ONNX Runtime's AVX2 u8 x s8 kernels
+    add products pairwise into int16 with saturation (``VPMADDUBSW``), which full-range weights overflow: on such
+    a host the tiny run's int8 embedder fell to a mean cosine of 0.9978 to fp32 (bound 0.999) with 8-bit weights
+    and met the bound with 7-bit ones. VNNI accumulates in int32 and keeps the full 8 bits."""
+    return not vnni
+
+
+def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, exclude: tuple[str, ...] = INT8_FP32_MATMULS,
+                  vnni: bool | None = None) -> Path:
     """fp32 embedder graph -> int8 dynamic quantisation of its weight MatMuls but those named by ``exclude``
-    (recipe: module docstring)."""
+    (recipe: module docstring), for the integer path of the CPU it will run on: ``vnni`` (default: this host's,
+    :func:`host_has_vnni`) picks 8-bit or 7-bit weights (:func:`int8_reduce_range`). Export on the CPU type that
+    serves it, as TensorRT engines are built on the GPU type that serves them."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -113,15 +137,17 @@ def quantize_int8(fp32_onnx: str | Path, out_path: str | Path, exclude: tuple[st
     nodes = weight_matmuls(onnx.load(str(fp32_onnx), load_external_data=False), exclude=exclude)
     if not nodes:
         raise ValueError(f"{fp32_onnx}: no MatMul with a constant weight to quantise")
+    reduce_range = int8_reduce_range(host_has_vnni() if vnni is None else vnni)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     quantize_dynamic(
         fp32_onnx, out_path,
         op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-        per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,  # avx512_vnni: s8 weights, no 7-bit range
+        per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,  # s8 weights
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         use_external_data_format=_needs_external_data(fp32_onnx),
     )
-    log.info("%s: int8 dynamic quantisation of %d weight MatMuls", out_path, len(nodes))
+    log.info("%s: int8 dynamic quantisation of %d weight MatMuls (%d-bit weights)", out_path, len(nodes),
+             7 if reduce_range else 8)
     return out_path
 
 

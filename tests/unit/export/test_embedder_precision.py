@@ -23,6 +23,8 @@ from larr.export.embedder_precision import (
     PrecisionParityError,
     export_embedder_at,
     fuse_transformer_ops,
+    host_has_vnni,
+    quantize_int8,
     require_parity,
     weight_matmuls,
 )
@@ -139,3 +141,23 @@ def test_bad_precision_fails_with_a_clear_error(capsys, tmp_path):
                      "--embedder-precision", "int4"])
     assert exit_info.value.code == 2
     assert "--embedder-precision: invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n\nprocessor\t: 1\n")
+    assert host_has_vnni(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert not host_has_vnni(cpuinfo)
+    assert not host_has_vnni(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("vnni, widest", [(True, 127), (False, 64)])
+def test_int8_weights_take_7_bits_for_a_host_without_vnni(graphs, tmp_path, vnni, widest):
+    """Per-channel symmetric weights: the widest value of a channel maps to the edge of the range, 127 for 8 bits
+    and 63/64 for ONNX Runtime's 7-bit reduce_range (which AVX2's saturating u8 x s8 pair sums need)."""
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(quantize_int8(graphs[EmbedderPrecision.FP32], tmp_path / "int8.onnx", vnni=vnni)))
+    weights = [numpy_helper.to_array(init) for init in graph.graph.initializer if init.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == widest
