@@ -94,7 +94,7 @@ class RepositoryOptions:
     cache_max_bytes: int = field(
         default=DEFAULT_CACHE_MAX_BYTES,
         metadata={"help": "feature cache bound, in bytes: each entry counts its vector + the Python objects around it "
-                          "(larr.serving.lru.entry_bytes); the process holds about twice this (README); 0 = no byte bound"},
+                          "(larr.serving.stores.lru.entry_bytes); the process holds about twice this (docs/serving.md); 0 = no byte bound"},
     )
     max_candidates: int = field(default=1000, metadata={"help": "most candidate items per request"})
     embedder_max_batch: int = field(default=64, metadata={"help": "embedder max_batch_size (texts per call)"})

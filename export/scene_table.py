@@ -5,20 +5,19 @@
     larr embed-scenes --checkpoints runs/tiny --out DIR --embedder-precision int8   # rows of the served int8 graph
 
 Every distinct ``(scene feature, text)`` of the run's dataset (train, valid and test) plus those of an
-optional extra-texts file is clipped to the tokenizer's ``max_text_chars`` (``larr.serving.store.scene_key``),
-formatted with ``larr.text.format_scene_feature`` and tokenised with ``EmbeddingTokenizer`` -- exactly as
-the feature cache does before its embedder call -- then embedded shortest first in large batches (little
-padding) by the trained TextEmbedder: fp32 on CPU, bf16 autocast on CUDA. Rows are stored as float32:
-the table must return what the served fp32 embedder would, and fp16's AUC cost is not measured.
+optional extra-texts file is clipped to the tokenizer's ``max_text_chars`` (``larr.serving.stores.protocol.scene_key``),
+formatted with ``larr.text.format_scene_feature`` and tokenised with ``EmbeddingTokenizer`` -- exactly as the feature
+cache does before its embedder call -- then embedded shortest first in large batches (little padding) by the trained
+TextEmbedder: fp32 on CPU, bf16 autocast on CUDA. Rows are stored as float32: the table must return what the served
+fp32 embedder would, and fp16's AUC cost is not measured.
 
-Extra texts are JSON lines, one object per line, ``{"feature": "weather", "text": "light drizzle"}``
-(JSON because logged texts may hold tabs and newlines); blank lines are skipped; an unknown feature or
-an empty text is an error naming the line.
+Extra texts are JSON lines, one object per line, ``{"feature": "weather", "text": "light drizzle"}`` (JSON because
+logged texts may hold tabs and newlines); blank lines are skipped; an unknown feature or an empty text is an error
+naming the line.
 
 The table is *versioned* by the embedder: ``embedder_version`` must be what the served feature cache
-keys with, the ``onnx_digest`` of the exported embedder ONNX. Output files and their format:
-:mod:`larr.serving.table_store` (which loads them). The CLI prints texts/s, tokens/s and MFU (model FLOPs/s
-over a short matmul's peak on the same device).
+keys with, the ``onnx_digest`` of the exported embedder ONNX. Output files and their format: :mod:`larr.serving.stores.table`
+(which loads them). The CLI prints texts/s, tokens/s and MFU (model FLOPs/s over a short matmul's peak on the device).
 """
 
 from __future__ import annotations
@@ -274,31 +273,13 @@ def embed_scene_texts(
 
     device = torch.device(options.device)
     cuda = device.type == "cuda"
-    graph = None
-    if embedder_onnx is not None:
-        from larr.export.onnx_export import EMBEDDER_INPUTS, EMBEDDER_OUTPUTS
-        from larr.serving.runtime import OnnxRuntime, RuntimeSpec
-
-        graph = OnnxRuntime(Path(embedder_onnx), EMBEDDER_INPUTS, EMBEDDER_OUTPUTS, RuntimeSpec(device=options.device))
-    else:
-        embedder = embedder.to(device).eval()
-        if options.compile:
-            compile_layers(embedder)
+    embed = _forward(embedder, options, embedder_onnx)
     out = np.zeros((len(texts), embedder.output_dim), dtype=np.float32)  # (N, D)
     order = np.argsort([len(t) for t in texts], kind="stable")  # characters ~ tokens: neighbours pad alike
-    flops_of = text_flops_counter(embedder)
-    tokens = 0
-    flops = 0.0
     bar = tqdm(total=len(texts), desc="embed scenes", unit="text", disable=not options.progress, dynamic_ncols=True)
 
-    def embed(input_ids: np.ndarray, attention_mask: np.ndarray):
-        """One batch: (B, T) int64 each -> (B, D) (CUDA: queued, not yet computed)."""
-        if graph is not None:
-            return graph.run_numpy([input_ids, attention_mask])
-        return embedder(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
-
     def collect(rows: np.ndarray, vectors) -> None:
-        out[rows] = vectors if graph is not None else vectors.float().cpu().numpy()  # (B, D); CUDA: waits for it
+        out[rows] = vectors if embedder_onnx is not None else vectors.float().cpu().numpy()  # (B, D); CUDA: waits
         bar.update(len(rows))
 
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -308,24 +289,52 @@ def embed_scene_texts(
             collect(order[: options.batch_size], embed(*tokenizer([texts[i] for i in order[: options.batch_size]])))
             bar.reset()
         start = time.perf_counter()
-        in_flight = None  # (rows, vectors) of the batch the device is computing
-        for first in range(0, len(texts), options.batch_size):
-            rows = order[first : first + options.batch_size]
-            # tokenised while the device computes the batch before (CUDA kernels are queued asynchronously). On the
-            # H200 a tokenising thread and an event-waited copy back gained nothing over this: the GPU is the limit.
-            input_ids, attention_mask = tokenizer([texts[i] for i in rows])  # (B, T) int64 each
-            lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
-            tokens += int(lengths.sum())
-            flops += flops_of(lengths)
-            if in_flight is not None:
-                collect(*in_flight)
-            in_flight = rows, embed(input_ids, attention_mask)
-        if in_flight is not None:
-            collect(*in_flight)
+        tokens, flops = _embed_in_order(embed, collect, tokenizer, texts, order, options.batch_size,
+                                        text_flops_counter(embedder))
     seconds = time.perf_counter() - start
     bar.close()
     peak = matmul_peak_flops(options.device) if options.measure_peak and len(texts) else None
     return out, Throughput(len(texts), tokens, seconds, flops, peak)
+
+
+def _forward(embedder, options: SceneTableOptions, embedder_onnx: Path | None):
+    """``(input_ids, attention_mask)`` (B, T) int64 each -> (B, D): the served ONNX graph on ONNX Runtime, or the
+    PyTorch embedder on the device (compiled when asked; on CUDA the result is queued, not yet computed)."""
+    import torch
+
+    if embedder_onnx is not None:
+        from larr.export.onnx_export import EMBEDDER_INPUTS, EMBEDDER_OUTPUTS
+        from larr.serving.runtime import OnnxRuntime, RuntimeSpec
+
+        graph = OnnxRuntime(Path(embedder_onnx), EMBEDDER_INPUTS, EMBEDDER_OUTPUTS, RuntimeSpec(device=options.device))
+        return lambda input_ids, attention_mask: graph.run_numpy([input_ids, attention_mask])
+    device = torch.device(options.device)
+    embedder = embedder.to(device).eval()
+    if options.compile:
+        compile_layers(embedder)
+    return lambda input_ids, attention_mask: embedder(torch.from_numpy(input_ids).to(device),
+                                                      torch.from_numpy(attention_mask).to(device))
+
+
+def _embed_in_order(embed, collect, tokenizer: EmbeddingTokenizer, texts: Sequence[str], order: np.ndarray,
+                    batch_size: int, flops_of) -> tuple[int, float]:
+    """Every batch of ``order`` through ``embed``, each tokenised while the device computes the one before (CUDA
+    kernels are queued asynchronously; on the H200 a tokenising thread and an event-waited copy back gained nothing
+    over this: the GPU is the limit). Returns the real tokens and the model FLOPs embedded."""
+    tokens, flops = 0, 0.0
+    in_flight = None  # (rows, vectors) of the batch the device is computing
+    for first in range(0, len(texts), batch_size):
+        rows = order[first : first + batch_size]
+        input_ids, attention_mask = tokenizer([texts[i] for i in rows])  # (B, T) int64 each
+        lengths = attention_mask.sum(axis=1)  # (B,) real tokens per text
+        tokens += int(lengths.sum())
+        flops += flops_of(lengths)
+        if in_flight is not None:
+            collect(*in_flight)
+        in_flight = rows, embed(input_ids, attention_mask)
+    if in_flight is not None:
+        collect(*in_flight)
+    return tokens, flops
 
 
 def write_scene_table(
@@ -338,12 +347,10 @@ def write_scene_table(
     progress: Callable[[str], None] | None = None,
     embedder_onnx: str | Path | None = None,
 ) -> SceneTableResult:
-    """Embed every scene text of ``dataset`` (+ ``extra_texts``) with the TextEmbedder in ``embedder_dir``
-    (PyTorch), or with the served graph ``embedder_onnx`` (ONNX Runtime: an int8 or fp16 embedder, whose
-    rows must be what the served graph returns, not what fp32 PyTorch would).
-
-    Writes ``out_dir/scene_table.safetensors`` and ``out_dir/scene_table.json`` (format:
-    :mod:`larr.serving.table_store`). ``dataset`` is a loaded Dataset or its folder.
+    """Embed every scene text of ``dataset`` (+ ``extra_texts``) with the TextEmbedder in ``embedder_dir`` (PyTorch),
+    or with the served graph ``embedder_onnx`` (ONNX Runtime: an int8 or fp16 embedder, whose rows must be what the
+    served graph returns, not what fp32 PyTorch would). Writes ``out_dir/scene_table.safetensors`` and
+    ``out_dir/scene_table.json`` (format: :mod:`larr.serving.stores.table`). ``dataset``: a Dataset or its folder.
 
     Wiring into ``larr export`` (``write_repository``): after ``export_embedder`` wrote the ONNX, call
     ``write_scene_table(paths.embedder_dir, RunLayout(checkpoints).dataset_dir(), version_dirs[FEATURE_CACHE_MODEL],
@@ -401,7 +408,7 @@ def save_scene_table(
     precompute: dict,
 ) -> None:
     """Write ``keys`` (sorted ``(feature, text)``) and their rows ``vectors`` (N, D) in the served table format
-    (:mod:`larr.serving.table_store`); every engine writes through here, so their tables are one format."""
+    (:mod:`larr.serving.stores.table`); every engine writes through here, so their tables are one format."""
     from safetensors.numpy import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
