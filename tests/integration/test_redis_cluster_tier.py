@@ -28,13 +28,12 @@ import pytest
 
 from larr.clients import LarrClient
 from larr.contract import SCENE_TABLE_FILE, SCENE_TABLE_INDEX_FILE
-from larr.export.repository import RepositoryOptions, write_repository
 from larr.serving.server.ports import free_ports
 from larr.serving.stores.protocol import SceneKey
 from larr.serving.stores.redis import RedisStoreConfig
 from larr.serving.stores.redis_cluster import RedisClusterStore
 
-from .test_replicas_redis import CTR_FP16_ATOL, ITEMS, Replica, fresh_scene, poll
+from .test_replicas_redis import CTR_FP16_ATOL, ITEMS, Replica, export_redis_repository, fresh_scene, poll, two_replicas
 
 redis = pytest.importorskip("redis", reason="the redis client is not installed (pip install 'redis[hiredis]>=5')")
 REDIS_SERVER, REDIS_CLI = shutil.which("redis-server"), shutil.which("redis-cli")
@@ -44,8 +43,6 @@ pytestmark = [
 ]
 
 MASTERS = 3
-RETRY_AFTER_S = 0.2
-SOCKET_TIMEOUT_MS = 250  # generous on 2 shared cores; a timeout is a miss, never an error
 
 
 class RedisClusterNodes:
@@ -143,25 +140,13 @@ def test_a_lookup_batch_costs_one_round_trip_per_node(cluster):
 
 @pytest.fixture(scope="module")
 def repository(tiny_run, cluster, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("larr_repository_cluster")
-    options = RepositoryOptions(
-        target="cpu", scene_store="redis", redis_url=cluster.url,
-        redis_retry_after_s=RETRY_AFTER_S, redis_socket_timeout_ms=SOCKET_TIMEOUT_MS,
-    )
-    write_repository(tiny_run.run_dir, out, options)
-    return out
+    return export_redis_repository(tiny_run, tmp_path_factory.mktemp("larr_repository_cluster"), cluster.url)
 
 
 @pytest.fixture(scope="module")
 def replicas(repository) -> Iterator[tuple[Replica, Replica]]:
-    a, b = Replica(repository), Replica(repository)
-    try:
-        a.start()
-        b.start()
-        yield a, b
-    finally:
-        b.stop()
-        a.stop()
+    with two_replicas(repository) as pair:
+        yield pair
 
 
 def scene_features(repository: Path) -> list[str]:

@@ -87,19 +87,18 @@ def redis_server(redis_server_factory):
     return redis_server_factory()
 
 
-@pytest.fixture(scope="module")
-def repository(tiny_run, redis_server, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("larr_repository_redis")
+def export_redis_repository(tiny_run, out: Path, redis_url: str) -> Path:
+    """The tiny run exported with the Redis tier at ``redis_url`` (one node or a cluster) and this file's timeouts."""
     options = RepositoryOptions(
-        target="cpu", scene_store="redis", redis_url=redis_server.url,
+        target="cpu", scene_store="redis", redis_url=redis_url,
         redis_retry_after_s=RETRY_AFTER_S, redis_socket_timeout_ms=SOCKET_TIMEOUT_MS,
     )
     write_repository(tiny_run.run_dir, out, options)
     return out
 
 
-@pytest.fixture(scope="module")
-def replicas(repository) -> Iterator[tuple[Replica, Replica]]:
+@contextlib.contextmanager
+def two_replicas(repository: Path) -> Iterator[tuple[Replica, Replica]]:
     """Replica A and replica B, two servers on the one repository (so on the one Redis)."""
     a, b = Replica(repository), Replica(repository)
     try:
@@ -109,6 +108,17 @@ def replicas(repository) -> Iterator[tuple[Replica, Replica]]:
     finally:
         b.stop()
         a.stop()
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_run, redis_server, tmp_path_factory) -> Path:
+    return export_redis_repository(tiny_run, tmp_path_factory.mktemp("larr_repository_redis"), redis_server.url)
+
+
+@pytest.fixture(scope="module")
+def replicas(repository) -> Iterator[tuple[Replica, Replica]]:
+    with two_replicas(repository) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
